@@ -1,0 +1,36 @@
+/*
+ * Growable byte buffer.
+ *
+ * A buffer owns its memory; sl_buf_dispose() frees it. Pointers into <base>
+ * stay valid only until the next call that may grow the buffer.
+ *
+ * @thread owner only
+ */
+#ifndef SLUICE_BUF_H
+#define SLUICE_BUF_H
+
+#include <stddef.h>
+
+struct sl_buf {
+  char *base;
+  size_t len;
+  size_t cap;
+};
+
+void sl_buf_init(struct sl_buf *b);
+void sl_buf_dispose(struct sl_buf *b);
+
+/* Makes room for <extra> more bytes. Returns 0 or UV_ENOMEM. */
+int sl_buf_reserve(struct sl_buf *b, size_t extra);
+
+/* Appends <len> bytes; returns 0 or UV_ENOMEM and leaves <b> unchanged on failure. */
+int sl_buf_append(struct sl_buf *b, const void *data, size_t len);
+int sl_buf_append_str(struct sl_buf *b, const char *s);
+int sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Drops the first <n> bytes, moving the rest to the front. */
+void sl_buf_consume(struct sl_buf *b, size_t n);
+
+static inline void sl_buf_reset(struct sl_buf *b) { b->len = 0; }
+
+#endif
