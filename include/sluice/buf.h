@@ -28,6 +28,9 @@ int sl_buf_append(struct sl_buf *b, const void *data, size_t len);
 int sl_buf_append_str(struct sl_buf *b, const char *s);
 int sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Appends <v> in decimal. */
+int sl_buf_append_u64(struct sl_buf *b, unsigned long long v);
+
 /* Drops the first <n> bytes, moving the rest to the front. */
 void sl_buf_consume(struct sl_buf *b, size_t n);
 

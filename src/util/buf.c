@@ -67,6 +67,17 @@ int sl_buf_printf(struct sl_buf *b, const char *fmt, ...) {
   return 0;
 }
 
+int sl_buf_append_u64(struct sl_buf *b, unsigned long long v) {
+  char tmp[24];
+  size_t i = sizeof(tmp);
+
+  do {
+    tmp[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return sl_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
 void sl_buf_consume(struct sl_buf *b, size_t n) {
   if (n >= b->len) {
     b->len = 0;

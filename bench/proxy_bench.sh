@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Proxy benchmark: wrk through sluice, nginx and HAProxy in front of the same backend.
+#
+# The backend is an nginx instance answering `return 200 "ok"`, the fastest backend at hand, so
+# the figures measure the proxies. Every proxy keeps its backend connections alive. Proxies
+# run pinned to CPU 0; wrk and the backend share CPU 1. The proxies take turns in rounds, so
+# drift on the machine (thermal, noisy neighbours) spreads over all of them alike.
+#
+# Per run it records req/s, p50 and p99 latency (wrk --latency) and the proxy's CPU time per
+# request (utime+stime of the proxy's processes, before and after, divided by the requests).
+# It prints the median over rounds per proxy and workload, and the sluice/nginx ratios.
+#
+# Usage: bench/proxy_bench.sh        (from anywhere; run scripts/install-deps bench first)
+# Environment:
+#   ROUNDS=3 DURATION=8 (seconds per run) CONNS=50 (wrk connections) WARMUP=2 (seconds)
+#   SLUICE=build/sluice   the sluice binary; a sluice that does not proxy shows as n/a
+#   PROXIES="sluice nginx haproxy"   which proxies to run
+#   RESULTS=FILE          also keep the per-run figures (tab-separated) in FILE
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-50}
+WARMUP=${WARMUP:-2}
+PROXIES=${PROXIES:-sluice nginx haproxy}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+SLUICE=${SLUICE:-$repo/build/sluice}
+case "$SLUICE" in /*) ;; *) SLUICE=$PWD/$SLUICE ;; esac
+
+for tool in wrk nginx haproxy curl taskset awk pgrep; do
+  command -v "$tool" >/dev/null || { echo "proxy_bench: $tool not found (scripts/install-deps bench)" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "proxy_bench: $*" >&2; }
+
+# CPU pinning: the proxy alone on CPU 0, load generator and backend on CPU 1.
+if [ "$(nproc)" -ge 2 ]; then
+  pin_proxy=(taskset -c 0)
+  pin_load=(taskset -c 1)
+else
+  log "fewer than 2 CPUs: running unpinned"
+  pin_proxy=()
+  pin_load=()
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# Sets REPLY to a loopback port that nothing listens on and that this script has not handed
+# out yet (it runs in this shell, not in $(...), so that it can remember). Ports come from below
+# the kernel's ephemeral range, so outgoing connections of wrk and the proxies never take them.
+taken=" "
+free_port() {
+  while :; do
+    REPLY=$((20000 + RANDOM % 12000))
+    case "$taken" in *" $REPLY "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$REPLY") 2>/dev/null; then
+      taken="$taken$REPLY "
+      return
+    fi
+  done
+}
+
+# Waits until <url> answers with a body containing "ok"; returns 1 after 5 s.
+wait_ok() {
+  local i
+  for i in $(seq 50); do
+    if curl -fsS -m 1 "$1" 2>/dev/null | grep -q ok; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# Prints utime+stime in clock ticks of process <pid> and its child processes (nginx workers).
+cpu_ticks() {
+  local pid=$1 all total=0 p
+  all="$pid $(pgrep -P "$pid" || true)"
+  for p in $all; do
+    if [ -r "/proc/$p/stat" ]; then
+      # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+      total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    fi
+  done
+  echo "$total"
+}
+
+nginx_common() {
+  local dir=$1
+  cat <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+EOF
+}
+
+# ---- the backend: nginx returning "ok", on CPU 1 ----
+free_port
+bport=$REPLY
+mkdir -p "$tmp/backend"
+{
+  nginx_common "$tmp/backend"
+  cat <<EOF
+  server {
+    listen 127.0.0.1:$bport backlog=4096;
+    location / { return 200 "ok"; }
+  }
+}
+EOF
+} >"$tmp/backend/nginx.conf"
+"${pin_load[@]}" nginx -p "$tmp/backend" -c "$tmp/backend/nginx.conf" -e "$tmp/backend/error.log" &
+pids+=($!)
+wait_ok "http://127.0.0.1:$bport/" || { log "backend nginx did not start"; cat "$tmp/backend/error.log" >&2; exit 1; }
+
+# ---- the proxies, all on CPU 0; idle while another one is measured ----
+declare -A port pid
+start_nginx() {
+  local dir=$tmp/nginx
+  free_port
+  port[nginx]=$REPLY
+  mkdir -p "$dir"
+  {
+    nginx_common "$dir"
+    cat <<EOF
+  upstream backend {
+    server 127.0.0.1:$bport;
+    keepalive 64;
+    keepalive_requests 10000000;
+  }
+  server {
+    listen 127.0.0.1:${port[nginx]} backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  } >"$dir/nginx.conf"
+  "${pin_proxy[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+  pid[nginx]=$!
+  pids+=("${pid[nginx]}")
+}
+
+start_haproxy() {
+  local dir=$tmp/haproxy
+  free_port
+  port[haproxy]=$REPLY
+  mkdir -p "$dir"
+  cat >"$dir/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:${port[haproxy]}
+  default_backend be
+backend be
+  server b1 127.0.0.1:$bport
+EOF
+  "${pin_proxy[@]}" haproxy -db -f "$dir/haproxy.cfg" 2>"$dir/error.log" &
+  pid[haproxy]=$!
+  pids+=("${pid[haproxy]}")
+}
+
+start_sluice() {
+  local dir=$tmp/sluice admin
+  free_port
+  port[sluice]=$REPLY
+  free_port
+  admin=$REPLY
+  mkdir -p "$dir"
+  cat >"$dir/sluice.conf" <<EOF
+listen = "127.0.0.1:${port[sluice]}"; admin = { listen = "127.0.0.1:$admin"; };
+log = { level = "warn"; access = false; };
+upstreams = ( { name = "backend"; address = "127.0.0.1:$bport"; keepalive = 64; } );
+routes = ( { prefix = "/"; upstream = "backend"; } );
+EOF
+  if [ ! -x "$SLUICE" ]; then
+    log "sluice: $SLUICE not found; build it first (cmake --build build)"
+    return 1
+  fi
+  (cd "$dir" && exec "${pin_proxy[@]}" "$SLUICE" -c "$dir/sluice.conf") 2>"$dir/error.log" &
+  pid[sluice]=$!
+  pids+=("${pid[sluice]}")
+}
+
+active=()
+for p in $PROXIES; do
+  if "start_$p" && wait_ok "http://127.0.0.1:${port[$p]}/"; then
+    active+=("$p")
+  else
+    log "$p does not proxy; its column shows n/a"
+    sed 's/^/  /' "$tmp/$p/error.log" 2>/dev/null | tail -5 >&2 || true
+  fi
+done
+[ "${#active[@]}" -gt 0 ] || { log "no proxy works"; exit 1; }
+
+# The POST workload: a 1 KiB JSON body.
+body=$(printf '{"id":1,"data":"%s"}' "$(printf '%*s' 1006 '' | tr ' ' x)")
+[ "${#body}" -eq 1024 ] || { log "POST body is ${#body} bytes, not 1024"; exit 1; }
+cat >"$tmp/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '$body'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+
+# Converts a wrk duration ("512.00us", "1.20ms", "2.00s") to microseconds.
+to_us() {
+  awk -v d="$1" 'BEGIN {
+    v = d + 0; u = d; sub(/^[0-9.]+/, "", u)
+    if (u == "ms") v *= 1000; else if (u == "s") v *= 1000000; else if (u == "m") v *= 60000000
+    printf "%.0f", v }'
+}
+
+# Runs wrk against <proxy> with <workload> for <seconds>; with "measure" appends a result line:
+# proxy workload round req/s p50_us p99_us cpu_us_per_req errors
+run_wrk() {
+  local proxy=$1 workload=$2 seconds=$3 round=$4 script=() out t0 t1 reqs rps p50 p99 errs
+  [ "$workload" = post ] && script=(-s "$tmp/post.lua")
+  t0=$(cpu_ticks "${pid[$proxy]}")
+  out=$("${pin_load[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "${script[@]}" \
+    "http://127.0.0.1:${port[$proxy]}/") || true
+  t1=$(cpu_ticks "${pid[$proxy]}")
+  [ "$round" = warmup ] && return 0
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
+  p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
+              END {print n + 0}' <<<"$out")
+  if [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then
+    log "$proxy $workload round $round: wrk got no answers"
+    return 0
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$workload" "$round" "$rps" "$p50" "$p99" \
+    "$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
+      'BEGIN {printf "%.2f", t / hz * 1e6 / n}')" "$errs" >>"$tmp/results.tsv"
+  log "$proxy $workload round $round: $rps req/s, p50 ${p50}us, p99 ${p99}us, errors $errs"
+}
+
+: >"$tmp/results.tsv"
+log "backend nginx :$bport; proxies: ${active[*]}; $ROUNDS rounds x ${DURATION}s, $CONNS connections"
+for p in "${active[@]}"; do
+  for w in get post; do
+    run_wrk "$p" "$w" "$WARMUP" warmup
+  done
+done
+for r in $(seq "$ROUNDS"); do
+  # Rotate the order each round so that no proxy always runs first.
+  n=${#active[@]}
+  for w in get post; do
+    for i in $(seq 0 $((n - 1))); do
+      run_wrk "${active[$(((i + r) % n))]}" "$w" "$DURATION" "$r"
+    done
+  done
+done
+[ -n "${RESULTS:-}" ] && cp "$tmp/results.tsv" "$RESULTS"
+
+# ---- the table: medians over rounds ----
+median() { # <proxy> <workload> <column>
+  awk -F'\t' -v p="$1" -v w="$2" -v c="$3" '$1 == p && $2 == w {print $c}' "$tmp/results.tsv" |
+    sort -g | awk '{v[NR] = $1} END {
+      if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2];
+      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
+  if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+
+echo
+echo "wrk -t1 -c$CONNS, ${DURATION}s per run, median of $ROUNDS rounds; backend: nginx return 200"
+printf '%-5s %-8s %10s %9s %9s %12s %7s\n' workload proxy "req/s" "p50 us" "p99 us" "CPU us/req" errors
+for w in get post; do
+  for p in sluice nginx haproxy; do
+    case " $PROXIES " in *" $p "*) ;; *) continue ;; esac
+    printf '%-5s %-8s %10s %9s %9s %12s %7s\n' "$w" "$p" "$(median "$p" "$w" 4)" \
+      "$(median "$p" "$w" 5)" "$(median "$p" "$w" 6)" "$(median "$p" "$w" 7)" \
+      "$(median "$p" "$w" 8)"
+  done
+done
+echo
+for w in get post; do
+  echo "$w: sluice/nginx req/s $(ratio "$(median sluice "$w" 4)" "$(median nginx "$w" 4)")," \
+    "CPU/req $(ratio "$(median sluice "$w" 7)" "$(median nginx "$w" 7)")"
+done

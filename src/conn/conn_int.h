@@ -1,0 +1,135 @@
+/*
+ * Layout shared by the conn module's files: the server (server.c), the client
+ * connection state machine (conn.c) and the forwarding of one request to its
+ * upstream (proxy.c).
+ *
+ * A client connection handles one request at a time: while a request is being
+ * proxied, reading from the client stops (pipelined requests wait in the
+ * kernel or in <pending>), which is also the backpressure toward the client.
+ *
+ * @thread loop
+ */
+#ifndef SLUICE_CONN_INT_H
+#define SLUICE_CONN_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sluice/buf.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/server.h"
+#include "sluice/upstream.h"
+
+struct sl_access_log;
+
+enum conn_state {
+  CONN_IDLE,     /* between requests, waiting for the first byte */
+  CONN_HEAD,     /* reading a request head */
+  CONN_BODY,     /* reading a request body */
+  CONN_PROXY,    /* the request is complete and being answered */
+  CONN_DRAINING, /* last response written, closing once it is flushed */
+  CONN_CLOSED,
+};
+
+/* Run-time upstreams by name (server.c). */
+struct upstream_slot;
+
+struct sl_server {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  uv_timer_t grace_timer;
+  struct sl_config *cfg;
+  struct upstream_slot *upstreams; /* one per upstream name ever configured */
+  size_t n_upstreams;
+  struct sl_conn *conns; /* every open client connection */
+  unsigned n_conns;
+  bool listening;
+  bool listener_closed;
+  int open_handles; /* while being destroyed */
+  bool shutting_down;
+  sl_server_shutdown_cb shutdown_cb;
+  struct sl_access_log *access_log;
+};
+
+struct sl_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  struct sl_server *srv;
+  struct sl_conn *prev, *next;
+  enum conn_state state;
+  int open_handles;
+  unsigned writes_in_flight;
+  size_t write_bytes_in_flight;
+  bool processing; /* inside conn_process(): finishing must not recurse */
+  bool keep_alive; /* after the current response */
+  bool read_paused; /* client reads stopped: too many pipelined bytes */
+
+  struct sl_http_parser parser;
+  struct sl_buf pending; /* client bytes read but not parsed yet */
+  struct sl_buf body;    /* the current request's body */
+  struct sl_buf out;     /* response bytes not yet handed to the socket */
+  char client_addr[46];
+
+  /* The current request. */
+  struct sl_config *cfg; /* referenced for the request's lifetime */
+  const struct sl_route_config *route;
+  unsigned error_status; /* sluice answers this itself once the request is read */
+  uint64_t t_start_ns;
+  uint64_t t_upstream_ns; /* upstream time, 0 when none */
+  unsigned status;
+  uint64_t bytes_out;
+
+  /* Forwarding (proxy.c). */
+  struct sl_upstream *upstream;
+  struct sl_upconn *uc;
+  struct sl_buf upreq; /* request head for the upstream */
+  uv_write_t upwrite;
+  struct sl_http_parser resp;
+  enum sl_http_framing framing;
+  uint64_t t_upstream_start_ns;
+  bool head_sent;     /* response head already written to the client */
+  bool resp_done;
+  bool retried;
+  bool upstream_paused; /* upstream reads stopped until the client drains */
+};
+
+/* conn.c */
+void sl__conn_accept(struct sl_server *srv);
+/* Queues <len> bytes for the client. */
+int sl__conn_write(struct sl_conn *c, const void *data, size_t len);
+/* Hands queued bytes to the socket. Returns 0 or a UV_* error. */
+int sl__conn_flush(struct sl_conn *c);
+/* The current request is fully answered: log it and move on to the next one. */
+void sl__conn_request_done(struct sl_conn *c);
+/* Whether the client is too far behind for more response bytes to be read. */
+bool sl__conn_client_congested(const struct sl_conn *c);
+/* Answers the current request with sluice's own <status> and a short body. */
+void sl__conn_respond_error(struct sl_conn *c, unsigned status, bool close_after);
+/* Closes at once, dropping anything unsent (a truncated response must not
+ * look complete). */
+void sl__conn_abort(struct sl_conn *c);
+/* Starts a graceful close: idle connections close now, busy ones after their response. */
+void sl__conn_shutdown(struct sl_conn *c);
+
+/* proxy.c */
+void sl__proxy_start(struct sl_conn *c);
+/* Called when the client's write queue drained below the low watermark. */
+void sl__proxy_client_drained(struct sl_conn *c);
+/* The client went away: release the upstream side. */
+void sl__proxy_cancel(struct sl_conn *c);
+void sl__proxy_init(struct sl_conn *c);
+void sl__proxy_dispose(struct sl_conn *c);
+
+/* server.c */
+struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name);
+void sl__server_conn_closed(struct sl_server *srv, struct sl_conn *c);
+
+/* access_log.c */
+struct sl_access_log *sl__access_log_create(uv_loop_t *loop);
+/* Writes the lines still buffered, then frees (the loop must run on). */
+void sl__access_log_destroy(struct sl_access_log *log);
+void sl__access_log_write(struct sl_access_log *log, const struct sl_conn *c);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * The server: listener, the list of client connections, the run-time
+ * upstreams, reload and graceful shutdown.
+ *
+ * Run-time upstreams are kept by name across reloads: a reload points each at
+ * its new config entry (holding a reference on that config), so pooled
+ * connections survive a reload that does not move the upstream. An upstream
+ * that disappears from the config stays until shutdown, because requests that
+ * started under the old config may still be using it.
+ */
+#include "conn_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+
+struct upstream_slot {
+  char *name;
+  struct sl_upstream *up;
+  struct sl_config *cfg; /* the config whose entry <up> points into */
+};
+
+static struct upstream_slot *slots(struct sl_server *srv) { return srv->upstreams; }
+
+static struct upstream_slot *find_slot(struct sl_server *srv, const char *name) {
+  for (size_t i = 0; i < srv->n_upstreams; i++) {
+    if (strcmp(slots(srv)[i].name, name) == 0)
+      return &slots(srv)[i];
+  }
+  return NULL;
+}
+
+struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name) {
+  struct upstream_slot *s = find_slot(srv, name);
+  return s ? s->up : NULL;
+}
+
+/* Points the run-time upstreams at <cfg>, creating those that are new. */
+static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    const struct sl_upstream_config *ucfg = &cfg->upstreams[i];
+    struct upstream_slot *s = find_slot(srv, ucfg->name);
+
+    if (s == NULL) {
+      struct upstream_slot *grown =
+          realloc(srv->upstreams, (srv->n_upstreams + 1) * sizeof(struct upstream_slot));
+      if (grown == NULL)
+        return UV_ENOMEM;
+      srv->upstreams = grown;
+      s = &grown[srv->n_upstreams];
+      s->name = strdup(ucfg->name);
+      s->up = sl_upstream_create(srv->loop, ucfg);
+      if (s->name == NULL || s->up == NULL) {
+        free(s->name);
+        sl_upstream_destroy(s->up);
+        return UV_ENOMEM;
+      }
+      s->cfg = sl_config_ref(cfg);
+      srv->n_upstreams++;
+      continue;
+    }
+    sl_upstream_update(s->up, ucfg);
+    sl_config_ref(cfg);
+    sl_config_unref(s->cfg);
+    s->cfg = cfg;
+  }
+  return 0;
+}
+
+struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
+  struct sl_server *srv = calloc(1, sizeof(*srv));
+
+  if (srv == NULL)
+    return NULL;
+  srv->loop = loop;
+  srv->cfg = sl_config_ref(cfg);
+  srv->access_log = sl__access_log_create(loop);
+  uv_tcp_init(loop, &srv->listener);
+  uv_timer_init(loop, &srv->grace_timer);
+  srv->listener.data = srv;
+  srv->grace_timer.data = srv;
+  if (srv->access_log == NULL || bind_upstreams(srv, cfg) != 0) {
+    sl_log_error("out of memory");
+    sl_server_destroy(srv);
+    return NULL;
+  }
+  return srv;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  struct sl_server *srv = listener->data;
+
+  if (status < 0) {
+    sl_log_warn("accept: %s", uv_strerror(status));
+    return;
+  }
+  sl__conn_accept(srv);
+}
+
+int sl_server_start(struct sl_server *srv) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  char host[64];
+  int r;
+
+  r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&srv->cfg->listen.sa, 0);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+  if (r != 0) {
+    sl_log_error("listen on %s: %s", srv->cfg->listen.text, uv_strerror(r));
+    return r;
+  }
+  srv->listening = true;
+  uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
+  if (ss.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+    sl_log_info("listening on [%s]:%u", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+    sl_log_info("listening on %s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  }
+  return 0;
+}
+
+const struct sl_config *sl_server_config(const struct sl_server *srv) { return srv->cfg; }
+
+void sl_server_reload(struct sl_server *srv, struct sl_config *cfg) {
+  if (strcmp(cfg->listen.text, srv->cfg->listen.text) != 0)
+    sl_log_warn("listen changed from %s to %s: takes effect after a restart",
+                srv->cfg->listen.text, cfg->listen.text);
+  if (bind_upstreams(srv, cfg) != 0) {
+    sl_log_error("reload: out of memory, keeping the old config");
+    return;
+  }
+  sl_config_unref(srv->cfg);
+  srv->cfg = sl_config_ref(cfg);
+}
+
+static void finish_shutdown(struct sl_server *srv) {
+  sl_server_shutdown_cb cb = srv->shutdown_cb;
+
+  if (cb == NULL)
+    return;
+  srv->shutdown_cb = NULL;
+  uv_timer_stop(&srv->grace_timer);
+  cb(srv);
+}
+
+void sl__server_conn_closed(struct sl_server *srv, struct sl_conn *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (srv->conns == c)
+    srv->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  srv->n_conns--;
+  if (srv->shutting_down && srv->n_conns == 0)
+    finish_shutdown(srv);
+}
+
+static void on_grace_expired(uv_timer_t *t) {
+  struct sl_server *srv = t->data;
+
+  sl_log_warn("shutdown: %u connection(s) still busy after the grace period, closing them",
+              srv->n_conns);
+  while (srv->conns != NULL)
+    sl__conn_abort(srv->conns);
+}
+
+static void on_server_handle_closed(uv_handle_t *h);
+
+static void on_listener_closed(uv_handle_t *h) {
+  struct sl_server *srv = h->data;
+
+  srv->listener_closed = true;
+  if (srv->open_handles > 0)
+    on_server_handle_closed(h);
+}
+
+void sl_server_shutdown(struct sl_server *srv, sl_server_shutdown_cb cb) {
+  struct sl_conn *c, *next;
+
+  if (srv->shutting_down)
+    return;
+  srv->shutting_down = true;
+  srv->shutdown_cb = cb;
+  if (srv->listening) {
+    uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    srv->listening = false;
+  }
+  sl_log_info("shutting down: %u connection(s) open", srv->n_conns);
+  for (c = srv->conns; c != NULL; c = next) {
+    next = c->next;
+    sl__conn_shutdown(c);
+  }
+  if (srv->n_conns == 0) {
+    finish_shutdown(srv);
+    return;
+  }
+  uv_timer_start(&srv->grace_timer, on_grace_expired, srv->cfg->limits.shutdown_timeout_ms, 0);
+}
+
+static void on_server_handle_closed(uv_handle_t *h) {
+  struct sl_server *srv = h->data;
+
+  if (--srv->open_handles == 0)
+    free(srv);
+}
+
+void sl_server_destroy(struct sl_server *srv) {
+  if (srv == NULL)
+    return;
+  for (size_t i = 0; i < srv->n_upstreams; i++) {
+    sl_upstream_destroy(slots(srv)[i].up);
+    sl_config_unref(slots(srv)[i].cfg);
+    free(slots(srv)[i].name);
+  }
+  free(srv->upstreams);
+  sl__access_log_destroy(srv->access_log);
+  sl_config_unref(srv->cfg);
+  srv->open_handles = 1;
+  if (!uv_is_closing((uv_handle_t *)&srv->listener)) {
+    srv->open_handles++;
+    uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+  } else if (!srv->listener_closed) {
+    srv->open_handles++; /* closed by shutdown: its callback is still to come */
+  }
+  uv_close((uv_handle_t *)&srv->grace_timer, on_server_handle_closed);
+}

@@ -1,0 +1,276 @@
+/*
+ * Header rules for proxying: which headers cross sluice, which it adds, and
+ * how the message is framed anew on the other side (RFC 9110 7.6, RFC 9112 6).
+ */
+#include "sluice/http.h"
+
+#include <string.h>
+#include <strings.h>
+
+struct name {
+  const char *s;
+  size_t len;
+};
+#define NAME(s) {s, sizeof(s) - 1}
+
+/* Dropped in both directions, plus any header a Connection header names. */
+static const struct name hop_by_hop[] = {
+    NAME("connection"), NAME("keep-alive"), NAME("te"),           NAME("trailer"),
+    NAME("transfer-encoding"), NAME("upgrade"), NAME("proxy-connection"),
+};
+
+/* Dropped from requests because sluice answers or re-frames them itself. */
+static const struct name request_own[] = {
+    NAME("content-length"), NAME("expect"), NAME("x-forwarded-proto"), NAME("x-forwarded-host"),
+};
+
+static bool name_in(const char *n, size_t len, const struct name *set, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    if (set[i].len == len && strncasecmp(n, set[i].s, len) == 0)
+      return true;
+  }
+  return false;
+}
+
+bool sl_http_is_hop_by_hop(const char *name, size_t len) {
+  if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
+    return true;
+  return name_in(name, len, hop_by_hop, sizeof(hop_by_hop) / sizeof(hop_by_hop[0]));
+}
+
+static bool token_char_ws(char c) { return c == ' ' || c == '\t'; }
+
+/* Whether some Connection header of <m> lists <name> as a token. */
+static bool named_by_connection(const struct sl_http_msg *m, const char *name, size_t len) {
+  for (size_t i = 0; i < m->n_headers; i++) {
+    const struct sl_http_header *h = &m->headers[i];
+    const char *v, *end;
+
+    if (h->name_len != 10 || strncasecmp(m->raw.base + h->name_off, "connection", 10) != 0)
+      continue;
+    v = m->raw.base + h->value_off;
+    end = v + h->value_len;
+    while (v < end) {
+      const char *tok, *tok_end;
+      while (v < end && (token_char_ws(*v) || *v == ','))
+        v++;
+      tok = v;
+      while (v < end && *v != ',')
+        v++;
+      tok_end = v;
+      while (tok_end > tok && token_char_ws(tok_end[-1]))
+        tok_end--;
+      if ((size_t)(tok_end - tok) == len && strncasecmp(tok, name, len) == 0)
+        return true;
+    }
+  }
+  return false;
+}
+
+static bool has_connection_header(const struct sl_http_msg *m) {
+  return sl_http_msg_header(m, "connection") != NULL;
+}
+
+/* Whether header <h> of <m> goes through to the other side at all. */
+static bool passes(const struct sl_http_msg *m, const struct sl_http_header *h, bool conn_hdr) {
+  const char *n = m->raw.base + h->name_off;
+
+  if (sl_http_is_hop_by_hop(n, h->name_len))
+    return false;
+  if (h->name_len == 14 && strncasecmp(n, "content-length", 14) == 0)
+    return false;
+  return !conn_hdr || !named_by_connection(m, n, h->name_len);
+}
+
+static int append_header(struct sl_buf *out, const struct sl_http_msg *m,
+                         const struct sl_http_header *h) {
+  if (sl_buf_reserve(out, h->name_len + h->value_len + 4) != 0)
+    return -1;
+  memcpy(out->base + out->len, m->raw.base + h->name_off, h->name_len);
+  out->len += h->name_len;
+  out->base[out->len++] = ':';
+  out->base[out->len++] = ' ';
+  memcpy(out->base + out->len, m->raw.base + h->value_off, h->value_len);
+  out->len += h->value_len;
+  out->base[out->len++] = '\r';
+  out->base[out->len++] = '\n';
+  return 0;
+}
+
+/* Appends "Name: value\r\n" from plain strings; <v2> (may be NULL) follows <v> after ", ". */
+static int append_field(struct sl_buf *out, const char *name, size_t name_len, const char *v,
+                        size_t v_len, const char *v2, size_t v2_len) {
+  int r = 0;
+
+  r |= sl_buf_append(out, name, name_len);
+  r |= sl_buf_append(out, ": ", 2);
+  r |= sl_buf_append(out, v, v_len);
+  if (v2 != NULL) {
+    r |= sl_buf_append(out, ", ", 2);
+    r |= sl_buf_append(out, v2, v2_len);
+  }
+  r |= sl_buf_append(out, "\r\n", 2);
+  return r;
+}
+
+#define FIELD(out, name, v, vlen, v2, v2len) \
+  append_field(out, name, sizeof(name) - 1, v, vlen, v2, v2len)
+
+static const char *value_of(const struct sl_http_msg *m, const struct sl_http_header *h) {
+  return m->raw.base + h->value_off;
+}
+
+/* "1.1 sluice" for the protocol version of <m>. */
+static const char *via_token(const struct sl_http_msg *m) {
+  return m->http_minor == 0 ? "1.0 sluice" : "1.1 sluice";
+}
+
+static bool name_eq(const struct sl_http_msg *m, const struct sl_http_header *h, const char *s,
+                    size_t len) {
+  return h->name_len == len && strncasecmp(m->raw.base + h->name_off, s, len) == 0;
+}
+
+int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req,
+                               const struct sl_http_forward *fwd) {
+  const struct sl_http_header *xff = NULL, *host = NULL, *via = NULL;
+  bool conn_hdr = has_connection_header(req);
+  const char *method = llhttp_method_name((llhttp_method_t)req->method);
+  int r = 0;
+
+  r |= sl_buf_append_str(out, method);
+  r |= sl_buf_append(out, " ", 1);
+  r |= sl_buf_append(out, req->raw.base + req->target_off, req->target_len);
+  r |= sl_buf_append(out, " HTTP/1.1\r\n", 11);
+  for (size_t i = 0; i < req->n_headers && r == 0; i++) {
+    const struct sl_http_header *h = &req->headers[i];
+
+    if (!passes(req, h, conn_hdr) ||
+        name_in(req->raw.base + h->name_off, h->name_len, request_own,
+                sizeof(request_own) / sizeof(request_own[0])))
+      continue;
+    /* These three are merged with what sluice adds, so they are written below. */
+    if (name_eq(req, h, "x-forwarded-for", 15)) {
+      xff = h;
+      continue;
+    }
+    if (name_eq(req, h, "via", 3)) {
+      via = h;
+      continue;
+    }
+    if (host == NULL && name_eq(req, h, "host", 4))
+      host = h;
+    r |= append_header(out, req, h);
+  }
+  if (host == NULL)
+    r |= FIELD(out, "Host", fwd->upstream_host, strlen(fwd->upstream_host), NULL, 0);
+  if (xff != NULL)
+    r |= FIELD(out, "X-Forwarded-For", value_of(req, xff), xff->value_len, fwd->client_addr,
+               strlen(fwd->client_addr));
+  else
+    r |= FIELD(out, "X-Forwarded-For", fwd->client_addr, strlen(fwd->client_addr), NULL, 0);
+  r |= FIELD(out, "X-Forwarded-Proto", fwd->proto, strlen(fwd->proto), NULL, 0);
+  if (host != NULL)
+    r |= FIELD(out, "X-Forwarded-Host", value_of(req, host), host->value_len, NULL, 0);
+  if (via != NULL)
+    r |= FIELD(out, "Via", value_of(req, via), via->value_len, via_token(req), 10);
+  else
+    r |= FIELD(out, "Via", via_token(req), 10, NULL, 0);
+  /* A body always travels with a Content-Length: sluice has read it whole. Methods
+   * whose requests usually carry one get an explicit 0 as RFC 9110 8.6 asks. */
+  if (fwd->body_len > 0 || req->method == HTTP_POST || req->method == HTTP_PUT ||
+      req->method == HTTP_PATCH) {
+    r |= sl_buf_append(out, "Content-Length: ", 16);
+    r |= sl_buf_append_u64(out, fwd->body_len);
+    r |= sl_buf_append(out, "\r\n", 2);
+  }
+  r |= sl_buf_append(out, "\r\n", 2);
+  return r ? -1 : 0;
+}
+
+int sl_http_write_response_head(struct sl_buf *out, const struct sl_http_msg *resp,
+                                const struct sl_http_msg *req, enum sl_http_framing framing,
+                                bool keep_alive) {
+  bool conn_hdr = has_connection_header(resp);
+  const struct sl_http_header *via = NULL;
+  int r = 0;
+
+  /* Always HTTP/1.1: a server sends its own version (RFC 9110 6.2); framing
+   * below is what adapts to a 1.0 client. */
+  (void)req;
+  r |= sl_buf_append(out, "HTTP/1.1 ", 9);
+  r |= sl_buf_append_u64(out, resp->status);
+  r |= sl_buf_append(out, " ", 1);
+  if (resp->reason_len > 0)
+    r |= sl_buf_append(out, resp->raw.base + resp->reason_off, resp->reason_len);
+  else
+    r |= sl_buf_append_str(out, sl_http_reason(resp->status));
+  r |= sl_buf_append(out, "\r\n", 2);
+  for (size_t i = 0; i < resp->n_headers && r == 0; i++) {
+    const struct sl_http_header *h = &resp->headers[i];
+
+    if (!passes(resp, h, conn_hdr))
+      continue;
+    if (name_eq(resp, h, "via", 3)) {
+      via = h;
+      continue;
+    }
+    r |= append_header(out, resp, h);
+  }
+  if (via != NULL)
+    r |= FIELD(out, "Via", value_of(resp, via), via->value_len, via_token(resp), 10);
+  else
+    r |= FIELD(out, "Via", via_token(resp), 10, NULL, 0);
+  switch (framing) {
+  case SL_FRAME_NONE:
+    /* HEAD and 304 may announce the length of the body they do not carry. */
+    if (resp->content_length < 0 || resp->status == 204 || resp->status < 200)
+      break;
+    /* fall through */
+  case SL_FRAME_LENGTH:
+    r |= sl_buf_append(out, "Content-Length: ", 16);
+    r |= sl_buf_append_u64(out, (unsigned long long)resp->content_length);
+    r |= sl_buf_append(out, "\r\n", 2);
+    break;
+  case SL_FRAME_CHUNKED:
+    r |= sl_buf_append_str(out, "Transfer-Encoding: chunked\r\n");
+    break;
+  case SL_FRAME_CLOSE:
+    break;
+  }
+  if (!keep_alive)
+    r |= sl_buf_append_str(out, "Connection: close\r\n");
+  else if (req->http_major == 1 && req->http_minor == 0)
+    r |= sl_buf_append_str(out, "Connection: keep-alive\r\n");
+  r |= sl_buf_append(out, "\r\n", 2);
+  return r ? -1 : 0;
+}
+
+const char *sl_http_reason(unsigned status) {
+  switch (status) {
+  case 100: return "Continue";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 204: return "No Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 304: return "Not Modified";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 413: return "Content Too Large";
+  case 417: return "Expectation Failed";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return "Unknown";
+  }
+}

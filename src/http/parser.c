@@ -1,0 +1,342 @@
+/*
+ * llhttp wrapper: copies the head of one message into `struct sl_http_msg`,
+ * streams its body to the caller and pauses at its end.
+ *
+ * Header pieces may arrive split over several reads, so each llhttp span
+ * callback appends to the message's raw buffer and the header table stores
+ * offsets, not pointers (the buffer may move as it grows).
+ */
+#include "sluice/http.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Bytes counted per header beyond name and value (": " and CRLF), so the limit
+ * matches what is on the wire. */
+#define HEADER_OVERHEAD 4
+
+static void msg_reset(struct sl_http_msg *m) {
+  sl_buf_reset(&m->raw);
+  m->n_headers = 0;
+  m->target_off = m->target_len = 0;
+  m->reason_off = m->reason_len = 0;
+  m->method = 0;
+  m->status = 0;
+  m->http_major = m->http_minor = 0;
+  m->content_length = -1;
+  m->chunked = false;
+  m->keep_alive = false;
+  m->expect_continue = false;
+  m->no_body = false;
+}
+
+static struct sl_http_parser *parser_of(llhttp_t *ll) { return (struct sl_http_parser *)ll; }
+
+/* Counts <len> more head bytes against the limit and appends them. */
+static int head_append(struct sl_http_parser *p, const char *at, size_t len, size_t overhead) {
+  p->started = true;
+  p->header_bytes += len + overhead;
+  if (p->max_header_bytes && p->header_bytes > p->max_header_bytes) {
+    sl_http_parser_fail(p, SL_HTTP_EHEADERSIZE, "header too large");
+    return -1;
+  }
+  if (sl_buf_append(&p->msg.raw, at, len) != 0) {
+    sl_http_parser_fail(p, SL_HTTP_ENOMEM, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *ll) {
+  parser_of(ll)->started = true;
+  return 0;
+}
+
+static int on_url(llhttp_t *ll, const char *at, size_t len) {
+  struct sl_http_parser *p = parser_of(ll);
+
+  if (p->msg.target_len == 0)
+    p->msg.target_off = (uint32_t)p->msg.raw.len;
+  p->msg.target_len += (uint32_t)len;
+  return head_append(p, at, len, 0);
+}
+
+static int on_status(llhttp_t *ll, const char *at, size_t len) {
+  struct sl_http_parser *p = parser_of(ll);
+
+  if (p->msg.reason_len == 0)
+    p->msg.reason_off = (uint32_t)p->msg.raw.len;
+  p->msg.reason_len += (uint32_t)len;
+  return head_append(p, at, len, 0);
+}
+
+static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
+  struct sl_http_parser *p = parser_of(ll);
+  struct sl_http_msg *m = &p->msg;
+  size_t overhead = 0;
+
+  if (m->n_headers == 0 || p->in_value) {
+    if (m->n_headers == m->cap_headers) {
+      size_t cap = m->cap_headers ? m->cap_headers * 2 : 32;
+      struct sl_http_header *h = realloc(m->headers, cap * sizeof(*h));
+      if (h == NULL) {
+        sl_http_parser_fail(p, SL_HTTP_ENOMEM, "out of memory");
+        return -1;
+      }
+      m->headers = h;
+      m->cap_headers = cap;
+    }
+    m->headers[m->n_headers].name_off = (uint32_t)m->raw.len;
+    m->headers[m->n_headers].name_len = 0;
+    m->headers[m->n_headers].value_off = 0;
+    m->headers[m->n_headers].value_len = 0;
+    m->n_headers++;
+    p->in_value = false;
+    overhead = HEADER_OVERHEAD;
+  }
+  m->headers[m->n_headers - 1].name_len += (uint32_t)len;
+  return head_append(p, at, len, overhead);
+}
+
+static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
+  struct sl_http_parser *p = parser_of(ll);
+  struct sl_http_header *h = &p->msg.headers[p->msg.n_headers - 1];
+
+  if (!p->in_value) {
+    h->value_off = (uint32_t)p->msg.raw.len;
+    p->in_value = true;
+  }
+  h->value_len += (uint32_t)len;
+  return head_append(p, at, len, 0);
+}
+
+static bool header_is(const struct sl_http_msg *m, const struct sl_http_header *h,
+                      const char *name) {
+  size_t n = strlen(name);
+  return h->name_len == n && strncasecmp(m->raw.base + h->name_off, name, n) == 0;
+}
+
+static bool value_is(const struct sl_http_msg *m, const struct sl_http_header *h,
+                     const char *value) {
+  size_t n = strlen(value);
+  return h->value_len == n && strncasecmp(m->raw.base + h->value_off, value, n) == 0;
+}
+
+static int on_headers_complete(llhttp_t *ll) {
+  struct sl_http_parser *p = parser_of(ll);
+  struct sl_http_msg *m = &p->msg;
+
+  m->http_major = ll->http_major;
+  m->http_minor = ll->http_minor;
+  m->method = ll->method;
+  m->status = ll->status_code;
+  m->keep_alive = llhttp_should_keep_alive(ll) != 0;
+  m->chunked = (ll->flags & F_CHUNKED) != 0;
+  if (ll->flags & F_CONTENT_LENGTH)
+    m->content_length = (int64_t)ll->content_length;
+  p->head_done = true;
+
+  if (ll->type == HTTP_REQUEST) {
+    for (size_t i = 0; i < m->n_headers; i++) {
+      if (!header_is(m, &m->headers[i], "expect"))
+        continue;
+      if (!value_is(m, &m->headers[i], "100-continue")) {
+        sl_http_parser_fail(p, SL_HTTP_EUNSUPPORTED, "unsupported Expect");
+        return -1;
+      }
+      m->expect_continue = true;
+    }
+    if (ll->upgrade) {
+      /* Upgrades (WebSocket, h2c) are not proxied: the request is served as a
+       * plain one and Upgrade is dropped as a hop-by-hop header. */
+      ll->upgrade = 0;
+    }
+    if (p->max_body_bytes && m->content_length > 0 &&
+        (uint64_t)m->content_length > p->max_body_bytes) {
+      sl_http_parser_fail(p, SL_HTTP_EBODYSIZE, "body too large");
+      return -1;
+    }
+  } else {
+    unsigned s = m->status;
+    m->no_body = p->response_to_head || (s >= 100 && s < 200) || s == 204 || s == 304;
+  }
+  if (p->on_head != NULL && p->on_head(p, m) != 0) {
+    if (p->error == SL_HTTP_OK)
+      sl_http_parser_fail(p, SL_HTTP_EBADMSG, "rejected by caller");
+    return -1;
+  }
+  /* 1 tells llhttp that this response has no body whatever its headers say. */
+  return (ll->type == HTTP_RESPONSE && p->response_to_head) ? 1 : 0;
+}
+
+static int on_body(llhttp_t *ll, const char *at, size_t len) {
+  struct sl_http_parser *p = parser_of(ll);
+
+  p->body_bytes += len;
+  if (p->max_body_bytes && p->body_bytes > p->max_body_bytes) {
+    sl_http_parser_fail(p, SL_HTTP_EBODYSIZE, "body too large");
+    return -1;
+  }
+  if (p->on_body != NULL && p->on_body(p, at, len) != 0) {
+    if (p->error == SL_HTTP_OK)
+      sl_http_parser_fail(p, SL_HTTP_EBADMSG, "rejected by caller");
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *ll) {
+  struct sl_http_parser *p = parser_of(ll);
+
+  p->msg_done = true;
+  if (p->on_done != NULL && p->on_done(p) != 0) {
+    if (p->error == SL_HTTP_OK)
+      sl_http_parser_fail(p, SL_HTTP_EBADMSG, "rejected by caller");
+    return -1;
+  }
+  return HPE_PAUSED;
+}
+
+void sl_http_parser_init(struct sl_http_parser *p, llhttp_type_t type, uint64_t max_header_bytes,
+                         uint64_t max_body_bytes, sl_http_head_cb on_head, sl_http_body_cb on_body_cb,
+                         sl_http_done_cb on_done, void *data) {
+  memset(p, 0, sizeof(*p));
+  llhttp_settings_init(&p->settings);
+  p->settings.on_message_begin = on_message_begin;
+  p->settings.on_url = on_url;
+  p->settings.on_status = on_status;
+  p->settings.on_header_field = on_header_field;
+  p->settings.on_header_value = on_header_value;
+  p->settings.on_headers_complete = on_headers_complete;
+  p->settings.on_body = on_body;
+  p->settings.on_message_complete = on_message_complete;
+  llhttp_init(&p->ll, type, &p->settings);
+  sl_buf_init(&p->msg.raw);
+  p->max_header_bytes = max_header_bytes;
+  p->max_body_bytes = max_body_bytes;
+  p->on_head = on_head;
+  p->on_body = on_body_cb;
+  p->on_done = on_done;
+  p->data = data;
+  p->scan_line_empty = true;
+  msg_reset(&p->msg);
+}
+
+void sl_http_parser_dispose(struct sl_http_parser *p) {
+  sl_buf_dispose(&p->msg.raw);
+  free(p->msg.headers);
+  p->msg.headers = NULL;
+  p->msg.cap_headers = p->msg.n_headers = 0;
+}
+
+void sl_http_parser_next(struct sl_http_parser *p, bool response_to_head) {
+  msg_reset(&p->msg);
+  p->header_bytes = 0;
+  p->body_bytes = 0;
+  p->error = SL_HTTP_OK;
+  p->error_reason = NULL;
+  p->in_value = false;
+  p->head_done = false;
+  p->started = false;
+  p->msg_done = false;
+  p->response_to_head = response_to_head;
+  p->scan_done = false;
+  p->scan_seen_text = false;
+  p->scan_line_empty = true;
+  p->scan_prev = 0;
+  if (llhttp_get_errno(&p->ll) == HPE_PAUSED)
+    llhttp_resume(&p->ll);
+}
+
+void sl_http_parser_fail(struct sl_http_parser *p, enum sl_http_error err, const char *reason) {
+  if (p->error != SL_HTTP_OK)
+    return;
+  p->error = err;
+  p->error_reason = reason;
+}
+
+/*
+ * llhttp (even in strict mode) takes a bare LF as the end of the request line
+ * and of the head. A proxy must not: a backend that reads the same bytes
+ * differently is how request smuggling starts. So request heads are scanned
+ * for LF without CR (and for folded lines) before llhttp sees them; the scan stops at the blank line
+ * that ends the head (after something other than blank lines was seen).
+ */
+static int scan_head(struct sl_http_parser *p, const char *data, size_t len) {
+  for (size_t i = 0; i < len && !p->scan_done; i++) {
+    char ch = data[i];
+
+    if (ch == '\n') {
+      if (p->scan_prev != '\r') {
+        sl_http_parser_fail(p, SL_HTTP_EBADMSG, "bare LF line end");
+        return -1;
+      }
+      if (p->scan_line_empty && p->scan_seen_text)
+        p->scan_done = true;
+      p->scan_line_empty = true;
+    } else if (ch != '\r') {
+      /* Obsolete line folding (RFC 9112 5.2): rejected, as a proxy may, rather
+       * than passed on to be split differently downstream. */
+      if (p->scan_line_empty && p->scan_seen_text && (ch == ' ' || ch == '\t')) {
+        sl_http_parser_fail(p, SL_HTTP_EBADMSG, "obsolete header line folding");
+        return -1;
+      }
+      p->scan_seen_text = true;
+      p->scan_line_empty = false;
+    }
+    p->scan_prev = ch;
+  }
+  return 0;
+}
+
+ssize_t sl_http_parser_feed(struct sl_http_parser *p, const char *data, size_t len) {
+  llhttp_errno_t e;
+
+  if (p->msg_done)
+    return 0;
+  if (p->ll.type == HTTP_REQUEST && !p->scan_done && scan_head(p, data, len) != 0)
+    return -1;
+  e = llhttp_execute(&p->ll, data, len);
+  if (e == HPE_OK)
+    return (ssize_t)len;
+  if (e == HPE_PAUSED && p->msg_done)
+    return llhttp_get_error_pos(&p->ll) - data;
+  if (p->error == SL_HTTP_OK)
+    sl_http_parser_fail(p, SL_HTTP_EBADMSG, llhttp_get_error_reason(&p->ll));
+  return -1;
+}
+
+int sl_http_parser_finish(struct sl_http_parser *p) {
+  llhttp_errno_t e;
+
+  if (p->msg_done)
+    return 0;
+  e = llhttp_finish(&p->ll);
+  if ((e == HPE_OK || e == HPE_PAUSED) && p->msg_done)
+    return 0;
+  sl_http_parser_fail(p, SL_HTTP_EBADMSG, "connection closed before the message was complete");
+  return -1;
+}
+
+const struct sl_http_header *sl_http_msg_header(const struct sl_http_msg *m, const char *name) {
+  for (size_t i = 0; i < m->n_headers; i++) {
+    if (header_is(m, &m->headers[i], name))
+      return &m->headers[i];
+  }
+  return NULL;
+}
+
+bool sl_http_method_idempotent(uint8_t method) {
+  switch (method) {
+  case HTTP_GET:
+  case HTTP_HEAD:
+  case HTTP_PUT:
+  case HTTP_DELETE:
+  case HTTP_OPTIONS:
+  case HTTP_TRACE:
+    return true;
+  default:
+    return false;
+  }
+}

@@ -1,0 +1,411 @@
+/*
+ * Segment files: naming, recovery on open (torn tails and corrupted units),
+ * reading one unit, and the per-segment ack bitmap.
+ *
+ * Recovery trusts nothing it reads: a unit counts only if its header CRC and
+ * payload CRC match and it fits in the file. A bad unit followed by a valid
+ * one is a corrupted unit: skipped, logged, counted, its records marked lost
+ * (acked) so the segment can still be deleted. A bad unit followed by nothing
+ * valid is a torn tail (a crash in the middle of a write): the file is cut
+ * there with a loud log line.
+ *
+ * @thread sl__seg_recover runs in sl_spool_open before the writer starts;
+ *         sl__unit_read on whichever thread owns <fd>; ack bits under spool->mu.
+ */
+#include "spool_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sluice/crc32c.h"
+#include "sluice/log.h"
+
+char *sl__seg_path(const char *dir, int store, uint64_t seq, uint64_t start_ms, uint64_t width_ms) {
+  char name[96];
+  char *path;
+  size_t n;
+
+  if (store == SL__STORE_DELAY)
+    snprintf(name, sizeof(name), "delay-%016" PRIx64 "-%" PRIu64 "-%" PRIu64 ".seg", seq, start_ms,
+             width_ms);
+  else
+    snprintf(name, sizeof(name), "%s-%016" PRIx64 ".seg",
+             store == SL__STORE_READY ? "ready" : "dead", seq);
+  n = strlen(dir) + strlen(name) + 2;
+  path = malloc(n);
+  if (path != NULL)
+    snprintf(path, n, "%s/%s", dir, name);
+  return path;
+}
+
+int sl__seg_parse_name(const char *name, int *store, uint64_t *seq, uint64_t *start_ms,
+                       uint64_t *width_ms) {
+  char tail[8];
+  size_t len = strlen(name);
+
+  if (len < 5 || strcmp(name + len - 4, ".seg") != 0)
+    return -1;
+  *start_ms = 0;
+  *width_ms = 0;
+  if (sscanf(name, "ready-%16" SCNx64 "%4s", seq, tail) == 2 && strcmp(tail, ".seg") == 0) {
+    *store = SL__STORE_READY;
+    return 0;
+  }
+  if (sscanf(name, "dead-%16" SCNx64 "%4s", seq, tail) == 2 && strcmp(tail, ".seg") == 0) {
+    *store = SL__STORE_DEAD;
+    return 0;
+  }
+  if (sscanf(name, "delay-%16" SCNx64 "-%" SCNu64 "-%" SCNu64 "%4s", seq, start_ms, width_ms,
+             tail) == 4 &&
+      strcmp(tail, ".seg") == 0 && *width_ms > 0) {
+    *store = SL__STORE_DELAY;
+    return 0;
+  }
+  return -1;
+}
+
+struct sl__seg *sl__seg_new(int store, uint64_t seq, uint64_t start_ms, uint64_t width_ms,
+                            const char *dir) {
+  struct sl__seg *seg = calloc(1, sizeof(*seg));
+
+  if (seg == NULL)
+    return NULL;
+  seg->path = sl__seg_path(dir, store, seq, start_ms, width_ms);
+  if (seg->path == NULL) {
+    free(seg);
+    return NULL;
+  }
+  seg->store = store;
+  seg->seq = seq;
+  seg->start_ms = start_ms;
+  seg->width_ms = width_ms;
+  seg->refs = 1;
+  seg->wfd = -1;
+  seg->rfd = -1;
+  seg->min_enqueue_ms = UINT64_MAX;
+  seg->wmin_enq = UINT64_MAX;
+  return seg;
+}
+
+void sl__seg_unref(struct sl__seg *seg) {
+  if (seg == NULL || --seg->refs > 0)
+    return;
+  if (seg->wfd >= 0)
+    close(seg->wfd);
+  if (seg->rfd >= 0)
+    close(seg->rfd);
+  free(seg->ackbits);
+  free(seg->path);
+  free(seg);
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off) {
+  size_t done = 0;
+
+  while (done < len) {
+    ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (n == 0)
+      return SL_ESPOOL_CORRUPT; /* the file is shorter than a header said */
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+ZSTD_DDict *sl__dict_find(struct sl_spool *spool, uint32_t id) {
+  ZSTD_DDict *d = NULL;
+
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < spool->ndicts; i++)
+    if (spool->dicts[i].id == id)
+      d = spool->dicts[i].ddict;
+  pthread_mutex_unlock(&spool->mu);
+  return d;
+}
+
+int sl__unit_read(struct sl_spool *spool, ZSTD_DCtx *dctx, int fd, uint64_t off, uint64_t end,
+                  struct sl__unit *u, struct sl_buf *tmp, struct sl_buf *out) {
+  uint8_t h[SL__UNIT_HDR];
+  size_t r;
+  int err;
+
+  u->type = 0;
+  if (off + SL__UNIT_HDR > end)
+    return SL_ESPOOL_CORRUPT;
+  err = pread_full(fd, h, sizeof(h), off);
+  if (err != 0)
+    return err;
+  if (sl__unit_decode(h, u) != 0 || off + SL__UNIT_HDR + u->payload_len > end) {
+    u->type = 0; /* the header itself cannot be trusted */
+    return SL_ESPOOL_CORRUPT;
+  }
+  sl_buf_reset(tmp);
+  if (sl_buf_reserve(tmp, u->payload_len) != 0)
+    return -ENOMEM;
+  err = pread_full(fd, tmp->base, u->payload_len, off + SL__UNIT_HDR);
+  if (err != 0)
+    return err;
+  tmp->len = u->payload_len;
+  if (sl_crc32c(0, tmp->base, tmp->len) != u->payload_crc)
+    return SL_ESPOOL_CORRUPT;
+  if (out == NULL || u->type != SL__UNIT_BLOCK)
+    return 0;
+  sl_buf_reset(out);
+  if (sl_buf_reserve(out, u->raw_len) != 0)
+    return -ENOMEM;
+  if (u->codec == SL__CODEC_RAW) {
+    memcpy(out->base, tmp->base, tmp->len);
+    out->len = tmp->len;
+    return 0;
+  }
+  if (u->dict_id != 0) {
+    ZSTD_DDict *dd = sl__dict_find(spool, u->dict_id);
+    if (dd == NULL) {
+      sl_log_error("spool %s: unit at %" PRIu64 " needs dictionary %08x, which is missing",
+                   spool->name, off, u->dict_id);
+      return SL_ESPOOL_CORRUPT;
+    }
+    r = ZSTD_decompress_usingDDict(dctx, out->base, u->raw_len, tmp->base, tmp->len, dd);
+  } else {
+    r = ZSTD_decompressDCtx(dctx, out->base, u->raw_len, tmp->base, tmp->len);
+  }
+  if (ZSTD_isError(r) || r != u->raw_len)
+    return SL_ESPOOL_CORRUPT;
+  out->len = r;
+  return 0;
+}
+
+/* Checks that a complete, valid unit starts at <off>. */
+static bool unit_valid_at(int fd, uint64_t off, uint64_t end, struct sl__unit *u,
+                          struct sl_buf *tmp) {
+  uint8_t h[SL__UNIT_HDR];
+
+  if (off + SL__UNIT_HDR > end || pread_full(fd, h, sizeof(h), off) != 0)
+    return false;
+  if (sl__unit_decode(h, u) != 0 || off + SL__UNIT_HDR + u->payload_len > end)
+    return false;
+  sl_buf_reset(tmp);
+  if (sl_buf_reserve(tmp, u->payload_len) != 0 ||
+      pread_full(fd, tmp->base, u->payload_len, off + SL__UNIT_HDR) != 0)
+    return false;
+  return sl_crc32c(0, tmp->base, u->payload_len) == u->payload_crc;
+}
+
+uint64_t sl__unit_resync(int fd, uint64_t off, uint64_t end) {
+  uint8_t buf[65536];
+  struct sl_buf tmp;
+  struct sl__unit u;
+  uint64_t pos = off + 1;
+  uint64_t found = 0;
+
+  sl_buf_init(&tmp);
+  while (pos + SL__UNIT_HDR <= end && found == 0) {
+    size_t want = (size_t)(end - pos < sizeof(buf) ? end - pos : sizeof(buf));
+    ssize_t n = pread(fd, buf, want, (off_t)pos);
+    if (n < 3)
+      break;
+    for (ssize_t i = 0; i + 2 < n; i++) {
+      if (buf[i] == 'S' && buf[i + 1] == 'L' && buf[i + 2] == 'U' &&
+          unit_valid_at(fd, pos + (uint64_t)i, end, &u, &tmp)) {
+        found = pos + (uint64_t)i;
+        break;
+      }
+    }
+    pos += (uint64_t)n - 2; /* overlap so a magic split across reads is seen */
+  }
+  sl_buf_dispose(&tmp);
+  return found;
+}
+
+int sl__ack_grow(struct sl__seg *seg, uint32_t nbits) {
+  uint32_t cap;
+  uint8_t *p;
+
+  if (nbits <= seg->ackcap)
+    return 0;
+  cap = seg->ackcap ? seg->ackcap : 1024;
+  while (cap < nbits)
+    cap = cap > UINT32_MAX / 2 ? UINT32_MAX : cap * 2;
+  p = realloc(seg->ackbits, ((size_t)cap + 7) / 8);
+  if (p == NULL)
+    return -ENOMEM;
+  memset(p + (seg->ackcap + 7) / 8, 0, (cap + 7) / 8 - (seg->ackcap + 7) / 8);
+  seg->ackbits = p;
+  seg->ackcap = cap;
+  return 0;
+}
+
+bool sl__ack_test(const struct sl__seg *seg, uint32_t ord) {
+  if (ord >= seg->ackcap)
+    return false;
+  return (seg->ackbits[ord / 8] >> (ord % 8)) & 1;
+}
+
+bool sl__ack_set(struct sl__seg *seg, uint32_t ord) {
+  if (sl__ack_grow(seg, ord + 1) != 0) {
+    /* Without memory the ack is kept nowhere: the record will be delivered again. */
+    sl_log_error("spool: out of memory for an ack bitmap; record %" PRIu32 " may be redelivered",
+                 ord);
+    return false;
+  }
+  if (sl__ack_test(seg, ord))
+    return false;
+  seg->ackbits[ord / 8] |= (uint8_t)(1u << (ord % 8));
+  return true;
+}
+
+/* Marks ordinals [from, to) lost: they were in a unit that could not be read. */
+static void mark_lost(struct sl_spool *spool, struct sl__seg *seg, uint32_t from, uint32_t to) {
+  for (uint32_t o = from; o < to; o++)
+    if (sl__ack_set(seg, o)) {
+      seg->nacked++;
+      spool->st.lost_records++;
+    }
+}
+
+static int read_footer(int fd, uint64_t size, struct sl__seg *seg) {
+  uint8_t f[SL__FOOTER_SIZE];
+  struct sl__unit u;
+
+  if (size < SL__SEG_HDR + SL__FOOTER_SIZE || pread_full(fd, f, sizeof(f), size - sizeof(f)) != 0)
+    return -1;
+  if (sl__unit_decode(f, &u) != 0 || u.type != SL__UNIT_FOOTER ||
+      sl_crc32c(0, f + SL__UNIT_HDR, SL__FOOTER_PAYLOAD) != u.payload_crc)
+    return -1;
+  if (sl__get64(f + SL__UNIT_HDR + 8) != size - SL__FOOTER_SIZE)
+    return -1;
+  seg->nrec = sl__get32(f + SL__UNIT_HDR);
+  seg->wunits = sl__get32(f + SL__UNIT_HDR + 4);
+  seg->committed = size - SL__FOOTER_SIZE;
+  seg->min_enqueue_ms = sl__get64(f + SL__UNIT_HDR + 16);
+  seg->wmax_enq = sl__get64(f + SL__UNIT_HDR + 24);
+  return 0;
+}
+
+int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
+  uint8_t h[SL__SEG_HDR];
+  struct sl_buf tmp;
+  struct sl__unit u;
+  struct stat sb;
+  uint64_t off, size, seq, start, width;
+  uint32_t ord = 0;
+  int store, fd, err;
+
+  sl_buf_init(&tmp);
+  fd = open(seg->path, O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  if (fstat(fd, &sb) != 0) {
+    err = -errno;
+    goto fail;
+  }
+  size = (uint64_t)sb.st_size;
+  if (size < SL__SEG_HDR) {
+    /* Created but its header never reached the disk: it holds no record. */
+    sl_log_warn("spool %s: %s is shorter than its header (%" PRIu64 " bytes): removed",
+                spool->name, seg->path, size);
+    err = 1;
+    goto fail;
+  }
+  err = pread_full(fd, h, sizeof(h), 0);
+  if (err != 0)
+    goto fail;
+  if (sl__seg_header_decode(h, &store, &seq, &start, &width) != 0 || store != seg->store ||
+      seq != seg->seq) {
+    sl_log_error("spool %s: %s has a bad header: file ignored", spool->name, seg->path);
+    err = SL_ESPOOL_CORRUPT;
+    goto fail;
+  }
+  seg->file_bytes = size;
+  if (read_footer(fd, size, seg) == 0) {
+    seg->sealed = true;
+    seg->wsize = seg->committed;
+    seg->wnrec = seg->nrec;
+    close(fd);
+    sl_buf_dispose(&tmp);
+    return 0;
+  }
+  off = SL__SEG_HDR;
+  while (off < size) {
+    uint64_t next;
+
+    err = sl__unit_read(spool, NULL, fd, off, size, &u, &tmp, NULL);
+    if (err == 0 && u.type == SL__UNIT_BLOCK && u.first_ord >= ord) {
+      if (u.first_ord > ord)
+        mark_lost(spool, seg, ord, u.first_ord);
+      ord = u.first_ord + u.nrec;
+      if (u.min_enqueue_ms < seg->min_enqueue_ms)
+        seg->min_enqueue_ms = u.min_enqueue_ms;
+      seg->wunits++;
+      off += SL__UNIT_HDR + u.payload_len;
+      continue;
+    }
+    if (err != 0 && err != SL_ESPOOL_CORRUPT)
+      goto fail;
+    /* A header we can trust gives the unit's extent and ordinals: skip just it. */
+    next = 0;
+    if (u.type == SL__UNIT_BLOCK && u.first_ord >= ord)
+      next = off + SL__UNIT_HDR + u.payload_len;
+    if (next == 0 || next >= size)
+      next = sl__unit_resync(fd, off, size);
+    else if (!unit_valid_at(fd, next, size, &u, &tmp))
+      next = sl__unit_resync(fd, off, size);
+    if (next == 0) {
+      sl_log_error("spool %s: TORN TAIL in %s: cutting %" PRIu64 " bytes at offset %" PRIu64
+                   " (a crash during a write; appends that completed are before it)",
+                   spool->name, seg->path, size - off, off);
+      spool->st.torn_tails++;
+      if (spool->io.ftruncate(fd, (off_t)off) != 0 || spool->io.fdatasync(fd) != 0) {
+        err = -errno;
+        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path,
+                     sl_spool_strerror(err));
+        goto fail;
+      }
+      size = off;
+      break;
+    }
+    spool->st.corrupt_units++;
+    sl_log_error("spool %s: CORRUPT unit in %s at offset %" PRIu64 ": skipped %" PRIu64
+                 " bytes",
+                 spool->name, seg->path, off, next - off);
+    if (u.type == SL__UNIT_BLOCK && u.first_ord >= ord) {
+      mark_lost(spool, seg, ord, u.first_ord + u.nrec);
+      ord = u.first_ord + u.nrec;
+    } else {
+      /* The ordinals of the skipped bytes are those up to the next unit's first. */
+      struct sl__unit nu;
+      if (unit_valid_at(fd, next, size, &nu, &tmp) && nu.first_ord > ord) {
+        mark_lost(spool, seg, ord, nu.first_ord);
+        ord = nu.first_ord;
+      }
+    }
+    off = next;
+  }
+  seg->file_bytes = size;
+  seg->committed = size;
+  seg->wsize = size;
+  seg->nrec = ord;
+  seg->wnrec = ord;
+  if (last || seg->store == SL__STORE_DELAY) {
+    seg->wfd = fd; /* the writer goes on appending here */
+  } else {
+    seg->sealed = true;
+    close(fd);
+  }
+  sl_buf_dispose(&tmp);
+  return 0;
+
+fail:
+  close(fd);
+  sl_buf_dispose(&tmp);
+  return err;
+}

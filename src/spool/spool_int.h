@@ -1,0 +1,316 @@
+/*
+ * Spool internals shared by src/spool/*.c and the spool unit tests.
+ *
+ * On-disk layout (all integers little-endian; see docs/spool-format.md):
+ *
+ *   segment file  = seg header (64 B) | unit | unit | ... [| footer unit]
+ *
+ *   seg header     0        8      10     11   12        16       24       32        40     60
+ *                 +--------+------+------+----+---------+--------+--------+---------+------+-----+
+ *                 |"SLSPOOL"|ver=1 |store |rsv |hdr size |seq     |bucket  |bucket   |zero  |crc  |
+ *                 | "\0"    |u16   |u8    |u8  |u32 = 64 |u64     |start ms|width ms |      |u32  |
+ *                 +--------+------+------+----+---------+--------+--------+---------+------+-----+
+ *
+ *   unit header    0      4        8       12        16     20       24          32    33  36    40     44
+ *                 +------+--------+-------+---------+------+--------+-----------+-----+---+-----+------+-----+
+ *                 |"SLU" |payload |raw    |first ord|nrec  |dict id |min enqueue|codec|rsv|p.crc|rsv   |h.crc|
+ *                 | +type|len u32 |len u32|u32      |u32   |u32     |ms u64     |u8   |   |u32  |u32   |u32  |
+ *                 +------+--------+-------+---------+------+--------+-----------+-----+---+-----+------+-----+
+ *                 followed by <payload len> bytes: one zstd frame (codec 1) or raw (codec 0)
+ *                 whose decompressed bytes are <nrec> times [u32 len | encoded record].
+ *
+ *   footer unit    a unit of type 'F' whose payload is 32 bytes: nrec u32, nunits u32,
+ *                 data end u64, min enqueue u64, max enqueue u64. Written when a segment
+ *                 is sealed, so recovery reads 80 bytes instead of scanning the file.
+ *
+ * Records inside a segment are numbered by ordinal (0, 1, 2, ...): the unit header says
+ * which ordinal it starts at, so skipping a corrupted unit never shifts later ordinals and
+ * the ack bitmaps in the checkpoint stay correct.
+ *
+ * Threads: struct sl_spool fields are grouped by who touches them: "owner" (the loop
+ * thread that calls the public API), "writer" (the writer thread) and "shared" (under
+ * <mu>). A struct sl__seg is shared under <mu> except the fields marked writer/owner.
+ */
+#ifndef SLUICE_SPOOL_INT_H
+#define SLUICE_SPOOL_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "sluice/buf.h"
+#include "sluice/spool.h"
+
+#define SL__SEG_MAGIC "SLSPOOL"
+#define SL__SEG_VERSION 1
+#define SL__SEG_HDR 64
+#define SL__UNIT_HDR 48
+#define SL__FOOTER_PAYLOAD 32
+#define SL__FOOTER_SIZE (SL__UNIT_HDR + SL__FOOTER_PAYLOAD)
+#define SL__UNIT_BLOCK 'B'
+#define SL__UNIT_FOOTER 'F'
+#define SL__CODEC_RAW 0
+#define SL__CODEC_ZSTD 1
+#define SL__REC_HDR 56
+#define SL__REC_VERSION 1
+#define SL__UNIT_MAX_PAYLOAD (SL_SPOOL_RECORD_MAX + (8u << 20))
+#define SL__CKPT_MAGIC "SLACKS01"
+
+enum sl__store { SL__STORE_READY = 1, SL__STORE_DELAY = 2, SL__STORE_DEAD = 3 };
+
+/* Little-endian accessors: the format is little-endian on every host. */
+static inline void sl__put16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+static inline void sl__put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void sl__put64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t sl__get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t sl__get32(const uint8_t *p) {
+  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t sl__get64(const uint8_t *p) {
+  return (uint64_t)sl__get32(p) | ((uint64_t)sl__get32(p + 4) << 32);
+}
+
+/* A parsed unit header. */
+struct sl__unit {
+  uint8_t type;
+  uint32_t payload_len;
+  uint32_t raw_len;
+  uint32_t first_ord;
+  uint32_t nrec;
+  uint32_t dict_id;
+  uint64_t min_enqueue_ms;
+  uint8_t codec;
+  uint32_t payload_crc;
+};
+
+/* One segment file of any store. */
+struct sl__seg {
+  int store;
+  uint64_t seq;      /* unique across the spool's stores; the file name and checkpoint key */
+  uint64_t start_ms; /* delay buckets: [start_ms, start_ms + width_ms) */
+  uint64_t width_ms;
+  char *path;
+  unsigned refs; /* spool list + owner cursor/cache + items; freed at 0 once removed */
+
+  /* writer */
+  int wfd;        /* open for appending, -1 once sealed or not the writer's */
+  uint64_t wsize; /* end of the last good unit written */
+  uint32_t wnrec; /* ordinals used by units written */
+  uint32_t wunits;
+  uint64_t wmin_enq, wmax_enq;
+
+  /* shared under spool->mu */
+  uint64_t committed; /* readable data end: units durable under the policy */
+  uint32_t nrec;      /* ordinals in committed units */
+  uint32_t nacked;    /* ordinals acked, dead-lettered, cancelled or lost */
+  uint32_t ninflight;
+  uint64_t file_bytes;
+  uint64_t min_enqueue_ms;
+  bool sealed;   /* takes no more appends */
+  bool indexed;  /* delay bucket: its records are in the due heap */
+  bool done;     /* fully acked and sealed: will be deleted */
+  bool done_ckpt; /* "done" is durable in a checkpoint: may be unlinked */
+  bool removed;  /* unlinked; no longer in the spool's lists */
+  uint8_t *ackbits;
+  uint32_t ackcap; /* bits allocated */
+
+  /* owner */
+  int rfd; /* the owner's read descriptor, opened on demand */
+};
+
+/* A delayed record indexed in memory once its bucket has come due. */
+struct sl__due {
+  uint64_t due_ms;
+  uint64_t enqueue_ms;
+  struct sl__seg *seg;
+  uint64_t unit_off;
+  uint32_t ord;
+};
+
+struct sl_spool_item {
+  struct sl_spool_record rec;
+  struct sl__seg *seg;
+  uint32_t ord;
+  struct sl_spool_item *next, *prev; /* in-flight list (owner) */
+  size_t len;
+  uint8_t data[]; /* the encoded record; rec points into it */
+};
+
+enum sl__op_type {
+  SL__OP_APPEND,
+  SL__OP_ACK,
+  SL__OP_RETRY,
+  SL__OP_DEAD,
+  SL__OP_REDRIVE,
+  SL__OP_PURGE,
+  SL__OP_BARRIER,
+};
+
+struct sl__op {
+  struct sl__op *next;
+  enum sl__op_type type;
+  sl_spool_done_cb cb;
+  void *arg;
+  int status;
+  int store;       /* APPEND/RETRY/DEAD: target store of the new copy */
+  uint64_t due_ms; /* delay store target */
+  uint64_t enqueue_ms;
+  uint64_t queued_ns;
+  struct sl_spool_item *item; /* ACK/RETRY/DEAD: the original */
+  uint8_t id[16];             /* REDRIVE/PURGE */
+  bool all;
+  /* set by the writer for appends */
+  struct sl__seg *seg;
+  uint32_t ord;
+  uint64_t unit_off;
+  void *stage; /* writer: the group stage it is in */
+  struct sl__seg *origin; /* RETRY/DEAD/redrive: settled once the copy is durable */
+  uint32_t origin_ord;
+  size_t len;
+  uint8_t *data; /* encoded record, owned */
+};
+
+struct sl__dict {
+  uint32_t id;
+  ZSTD_DDict *ddict;
+};
+
+struct sl__segvec {
+  struct sl__seg **v;
+  size_t n, cap;
+};
+
+struct sl_spool {
+  struct sl_spool_opts opts;
+  struct sl_spool_io io;
+  char *dir;
+  char name[64];
+  int dirfd;
+  int lockfd;
+
+  pthread_mutex_t mu;
+  pthread_cond_t wcond; /* wakes the writer */
+  pthread_cond_t icond; /* wakes sl_spool_wait_idle */
+  pthread_t writer;
+  bool writer_started;
+
+  /* shared under mu */
+  struct sl__op *q_head, *q_tail; /* writer queue */
+  uint64_t q_bytes;
+  struct sl__op *c_head, *c_tail; /* completions for the owner */
+  uint64_t ops_queued, ops_done;
+  bool stopping;
+  struct sl__segvec ready, dead, delay;
+  uint64_t next_seq;
+  struct sl__due *heap;
+  size_t heap_n, heap_cap;
+  struct sl__dict *dicts;
+  size_t ndicts;
+  uint64_t disk_bytes;
+  uint64_t main_unacked, delay_unacked, dead_unacked;
+  uint64_t inflight_main, inflight_delay;
+  bool ack_dirty;
+  uint64_t ack_dirty_ns;
+  struct sl_spool_stats st; /* counters part */
+  struct sl__segvec graveyard; /* removed segments still referenced */
+
+  /* writer */
+  ZSTD_CCtx *cctx;
+  ZSTD_CDict *cdict;
+  uint32_t cdict_id;
+  ZSTD_DCtx *wdctx;
+  struct sl_buf wraw, wcomp, wout;
+  struct sl__op *ack_waiters; /* ops completing with the next checkpoint */
+  uint64_t last_ckpt_ns;
+  struct sl_buf samples;
+  size_t *sample_sizes;
+  unsigned nsamples;
+  bool dict_done; /* trained, loaded, or gave up */
+  pthread_t trainer;
+  bool trainer_running;
+  void *trained;   /* shared: trainer result (malloc) */
+  size_t trained_len;
+  bool trained_ready;
+
+  /* owner */
+  ZSTD_DCtx *dctx;
+  struct sl_spool_item *inflight; /* list head */
+  struct sl_spool_item *returned_head, *returned_tail;
+  struct sl__seg *cur;       /* ready-log read cursor */
+  uint64_t cur_off;          /* next unit to load */
+  struct sl_buf blk;         /* decompressed unit at the cursor */
+  uint32_t blk_first, blk_n, blk_pos;
+  size_t blk_at;             /* byte offset of record blk_pos in blk */
+  struct sl__seg *cache_seg; /* delayed reads: last unit decompressed */
+  uint64_t cache_off;
+  struct sl_buf cache;
+  uint32_t cache_first, cache_n;
+  struct sl_buf rbuf;
+};
+
+/* format.c */
+size_t sl__record_size(const struct sl_spool_record *rec);
+void sl__record_encode(const struct sl_spool_record *rec, uint8_t *out);
+int sl__record_decode(const uint8_t *p, size_t len, struct sl_spool_record *rec);
+void sl__seg_header_encode(uint8_t *out, int store, uint64_t seq, uint64_t start_ms,
+                           uint64_t width_ms);
+int sl__seg_header_decode(const uint8_t *p, int *store, uint64_t *seq, uint64_t *start_ms,
+                          uint64_t *width_ms);
+void sl__unit_encode(uint8_t *hdr, const struct sl__unit *u);
+/* Returns 0 if the header's own CRC and fields check out. */
+int sl__unit_decode(const uint8_t *hdr, struct sl__unit *u);
+/* Walks the records of a decompressed payload: returns the next record and advances *at. */
+int sl__block_next(const uint8_t *blk, size_t blk_len, size_t *at, const uint8_t **rec,
+                   size_t *rec_len);
+
+/* segment.c */
+char *sl__seg_path(const char *dir, int store, uint64_t seq, uint64_t start_ms, uint64_t width_ms);
+int sl__seg_parse_name(const char *name, int *store, uint64_t *seq, uint64_t *start_ms,
+                       uint64_t *width_ms);
+struct sl__seg *sl__seg_new(int store, uint64_t seq, uint64_t start_ms, uint64_t width_ms,
+                            const char *dir);
+void sl__seg_unref(struct sl__seg *seg);
+/* Opens and recovers an existing segment file (may truncate a torn tail). */
+int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last);
+/* Reads and checks a whole unit at <off> of <fd> into <out> (decompressed). */
+int sl__unit_read(struct sl_spool *spool, ZSTD_DCtx *dctx, int fd, uint64_t off, uint64_t end,
+                  struct sl__unit *u, struct sl_buf *tmp, struct sl_buf *out);
+/* Finds the next offset > <off> where a valid unit header starts, below <end>; 0 if none. */
+uint64_t sl__unit_resync(int fd, uint64_t off, uint64_t end);
+int sl__ack_grow(struct sl__seg *seg, uint32_t nbits);
+bool sl__ack_test(const struct sl__seg *seg, uint32_t ord);
+/* Sets the ack bit of <ord>; returns true if it was clear. Caller holds mu. */
+bool sl__ack_set(struct sl__seg *seg, uint32_t ord);
+ZSTD_DDict *sl__dict_find(struct sl_spool *spool, uint32_t id);
+
+/* ckpt.c */
+int sl__write_file_atomic(struct sl_spool *spool, const char *name, const void *data, size_t len);
+int sl__ckpt_write(struct sl_spool *spool);
+int sl__ckpt_load(struct sl_spool *spool);
+
+/* writer.c */
+void *sl__writer_main(void *arg);
+void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg);
+
+/* reader.c */
+void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
+int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dctx,
+                     struct sl_buf *tmp, struct sl_buf *blk, uint32_t from_ord, uint64_t from_off);
+
+/* spool.c */
+void sl__segvec_push(struct sl__segvec *v, struct sl__seg *seg);
+void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg);
+uint64_t sl__now_ms(struct sl_spool *spool);
+
+#endif

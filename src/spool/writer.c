@@ -1,0 +1,1015 @@
+/*
+ * The spool's writer thread: every write-side system call of the spool.
+ *
+ * It takes the whole queue at once (one group), encodes the group's records
+ * into compressed units per target segment, writes each segment's units with
+ * one pwrite, makes them durable (one fdatasync per touched file under
+ * `batch`, one per append under `always`, none under `off`), publishes them
+ * to readers, then hands the operations back through the completion queue
+ * and <notify>. Acks are made durable by rewriting the checkpoint at most
+ * once per ack_interval; fully settled segments are unlinked only after a
+ * checkpoint that calls them done is on disk. It also seals and rolls
+ * segments, indexes delay buckets as they come due, and trains the
+ * compression dictionary (on a helper thread, so a training run never holds
+ * up a group commit).
+ *
+ * Errors: a failed write or fdatasync fails only the operations of that
+ * group; the file is cut back to its last good unit (or, if that fails too,
+ * sealed and its cancelled ordinals marked settled) so the spool stays
+ * consistent and the next group tries again: appends succeed again once
+ * space returns. The last error is kept in the stats until a write succeeds.
+ *
+ * @thread writer (and its trainer helper for sample training only)
+ */
+#include "spool_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <zdict.h>
+
+#include "sluice/clock.h"
+#include "sluice/crc32c.h"
+#include "sluice/log.h"
+
+#define DELAY_BASE_MS 1024u
+#define DELAY_LOOKAHEAD_MS 1000u
+
+/* The records of one group that go to one segment. */
+struct stage {
+  struct sl__seg *seg;
+  uint64_t off;                /* where the units start */
+  uint32_t ord0, nrec;
+  uint64_t min_enq, max_enq;
+  struct sl_buf out; /* encoded units */
+  struct sl_buf raw; /* the block being filled */
+  uint32_t blk_first, blk_n;
+  uint64_t blk_min;
+  int err;
+};
+
+void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg) {
+  (void)spool;
+  if (!seg->done && seg->sealed && seg->nacked >= seg->nrec && seg->committed == seg->wsize)
+    seg->done = true;
+}
+
+static void complete_locked(struct sl_spool *spool, struct sl__op *op) {
+  op->next = NULL;
+  if (spool->c_tail)
+    spool->c_tail->next = op;
+  else
+    spool->c_head = op;
+  spool->c_tail = op;
+}
+
+static void notify(struct sl_spool *spool) {
+  pthread_cond_broadcast(&spool->icond);
+  if (spool->opts.notify)
+    spool->opts.notify(spool->opts.notify_arg);
+}
+
+/* Settles ordinal <ord> of <seg> (caller holds mu). */
+static void settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
+  if (sl__ack_set(seg, ord)) {
+    seg->nacked++;
+    if (seg->store == SL__STORE_READY)
+      spool->main_unacked--;
+    else if (seg->store == SL__STORE_DELAY)
+      spool->delay_unacked--;
+    else
+      spool->dead_unacked--;
+  }
+  if (!spool->ack_dirty)
+    spool->ack_dirty_ns = sl_clock_mono_ns();
+  spool->ack_dirty = true;
+  sl__seg_account_done(spool, seg);
+}
+
+static int sys_err(int fallback) { return errno ? -errno : fallback; }
+
+static int write_all(struct sl_spool *spool, int fd, const void *buf, size_t len, uint64_t off) {
+  size_t done = 0;
+
+  while (done < len) {
+    errno = 0;
+    ssize_t n = spool->io.pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return sys_err(-EIO);
+    }
+    if (n == 0)
+      return -EIO;
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+/* Writes the footer and closes the segment for appends. */
+static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
+  uint8_t f[SL__FOOTER_SIZE];
+  struct sl__unit u = {0};
+
+  if (seg->wfd >= 0 && footer && seg->store != SL__STORE_DELAY) {
+    uint8_t *p = f + SL__UNIT_HDR;
+    sl__put32(p, seg->wnrec);
+    sl__put32(p + 4, seg->wunits);
+    sl__put64(p + 8, seg->wsize);
+    sl__put64(p + 16, seg->wmin_enq == UINT64_MAX ? 0 : seg->wmin_enq);
+    sl__put64(p + 24, seg->wmax_enq);
+    u.type = SL__UNIT_FOOTER;
+    u.payload_len = SL__FOOTER_PAYLOAD;
+    u.raw_len = SL__FOOTER_PAYLOAD;
+    u.payload_crc = sl_crc32c(0, p, SL__FOOTER_PAYLOAD);
+    sl__unit_encode(f, &u);
+    /* A footer that does not make it is harmless: recovery scans the file. */
+    if (write_all(spool, seg->wfd, f, sizeof(f), seg->wsize) == 0 &&
+        spool->io.fdatasync(seg->wfd) == 0) {
+      pthread_mutex_lock(&spool->mu);
+      seg->file_bytes += sizeof(f);
+      spool->disk_bytes += sizeof(f);
+      pthread_mutex_unlock(&spool->mu);
+    } else if (spool->io.ftruncate(seg->wfd, (off_t)seg->wsize) != 0) {
+      /* The footer's bytes may be half there; a scan will cut them. */
+    }
+  }
+  if (seg->wfd >= 0)
+    close(seg->wfd);
+  seg->wfd = -1;
+  pthread_mutex_lock(&spool->mu);
+  seg->sealed = true;
+  sl__seg_account_done(spool, seg);
+  pthread_mutex_unlock(&spool->mu);
+}
+
+static int create_seg(struct sl_spool *spool, int store, uint64_t start, uint64_t width,
+                      struct sl__seg **out) {
+  uint8_t h[SL__SEG_HDR];
+  struct sl__seg *seg;
+  uint64_t seq;
+  int err;
+
+  pthread_mutex_lock(&spool->mu);
+  seq = spool->next_seq++;
+  pthread_mutex_unlock(&spool->mu);
+  seg = sl__seg_new(store, seq, start, width, spool->dir);
+  if (seg == NULL)
+    return -ENOMEM;
+  seg->wfd = open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (seg->wfd < 0) {
+    err = -errno;
+    goto fail;
+  }
+  sl__seg_header_encode(h, store, seq, start, width);
+  err = write_all(spool, seg->wfd, h, sizeof(h), 0);
+  if (err != 0)
+    goto fail;
+  /* The name must survive a crash before any append in this file completes. */
+  if (spool->io.fsync(spool->dirfd) != 0) {
+    err = sys_err(-EIO);
+    goto fail;
+  }
+  seg->wsize = SL__SEG_HDR;
+  seg->committed = SL__SEG_HDR;
+  seg->file_bytes = SL__SEG_HDR;
+  pthread_mutex_lock(&spool->mu);
+  sl__segvec_push(store == SL__STORE_READY  ? &spool->ready
+                  : store == SL__STORE_DEAD ? &spool->dead
+                                            : &spool->delay,
+                  seg);
+  spool->disk_bytes += SL__SEG_HDR;
+  spool->st.segments++;
+  pthread_mutex_unlock(&spool->mu);
+  *out = seg;
+  return 0;
+
+fail:
+  if (seg->wfd >= 0) {
+    close(seg->wfd);
+    seg->wfd = -1;
+    spool->io.unlink(seg->path);
+  }
+  sl__seg_unref(seg);
+  return err;
+}
+
+/* Picks (creating or rolling as needed) the segment a new copy of <len> bytes goes to. */
+static int target_seg(struct sl_spool *spool, struct sl__op *op, struct sl__seg **out) {
+  struct sl__segvec *vec;
+  struct sl__seg *seg = NULL;
+
+  if (op->store == SL__STORE_DELAY) {
+    uint64_t now = sl__now_ms(spool);
+    uint64_t dist = op->due_ms > now ? op->due_ms - now : 0;
+    uint64_t width = DELAY_BASE_MS, start;
+    /* Buckets widen with distance (about 64 per doubling), so far-future schedules need few
+     * files while near-term ones stay fine-grained. */
+    while (width * 64 < dist && width < (1ull << 40))
+      width *= 2;
+    start = op->due_ms - op->due_ms % width;
+    for (size_t i = 0; i < spool->delay.n; i++) {
+      struct sl__seg *s = spool->delay.v[i];
+      if (s->start_ms == start && s->width_ms == width && s->wfd >= 0 && !s->sealed)
+        seg = s;
+    }
+    if (seg == NULL)
+      return create_seg(spool, SL__STORE_DELAY, start, width, out);
+    *out = seg;
+    return 0;
+  }
+  vec = op->store == SL__STORE_READY ? &spool->ready : &spool->dead;
+  if (vec->n > 0) {
+    seg = vec->v[vec->n - 1];
+    if (seg->wfd < 0 || seg->sealed)
+      seg = NULL;
+    else if (seg->wsize >= spool->opts.segment_bytes) {
+      seal(spool, seg, true);
+      seg = NULL;
+    }
+  }
+  if (seg == NULL)
+    return create_seg(spool, op->store, 0, 0, out);
+  *out = seg;
+  return 0;
+}
+
+static int flush_block(struct sl_spool *spool, struct stage *st) {
+  struct sl__unit u = {0};
+  size_t bound, hdr_at, n;
+  int level = spool->opts.compression_level;
+
+  if (st->blk_n == 0)
+    return 0;
+  u.type = SL__UNIT_BLOCK;
+  u.raw_len = (uint32_t)st->raw.len;
+  u.first_ord = st->blk_first;
+  u.nrec = st->blk_n;
+  u.min_enqueue_ms = st->blk_min;
+  hdr_at = st->out.len;
+  bound = ZSTD_compressBound(st->raw.len);
+  if (sl_buf_reserve(&st->out, SL__UNIT_HDR + bound) != 0)
+    return -ENOMEM;
+  n = 0;
+  if (level > 0) {
+    uint8_t *dst = (uint8_t *)st->out.base + hdr_at + SL__UNIT_HDR;
+    if (spool->cdict != NULL)
+      n = ZSTD_compress_usingCDict(spool->cctx, dst, bound, st->raw.base, st->raw.len,
+                                   spool->cdict);
+    else
+      n = ZSTD_compressCCtx(spool->cctx, dst, bound, st->raw.base, st->raw.len, level);
+    if (ZSTD_isError(n) || n >= st->raw.len)
+      n = 0;
+  }
+  if (n > 0) {
+    u.codec = SL__CODEC_ZSTD;
+    u.dict_id = spool->cdict != NULL ? spool->cdict_id : 0;
+  } else {
+    u.codec = SL__CODEC_RAW;
+    n = st->raw.len;
+    memcpy(st->out.base + hdr_at + SL__UNIT_HDR, st->raw.base, n);
+  }
+  u.payload_len = (uint32_t)n;
+  u.payload_crc = sl_crc32c(0, st->out.base + hdr_at + SL__UNIT_HDR, n);
+  sl__unit_encode((uint8_t *)st->out.base + hdr_at, &u);
+  st->out.len = hdr_at + SL__UNIT_HDR + n;
+  st->raw.len = 0;
+  st->blk_first += st->blk_n;
+  st->blk_n = 0;
+  st->blk_min = UINT64_MAX;
+  return 0;
+}
+
+static void add_sample(struct sl_spool *spool, const uint8_t *data, size_t len);
+
+static int stage_add(struct sl_spool *spool, struct stage *st, struct sl__op *op) {
+  uint8_t lenbuf[4];
+  int err;
+
+  if (st->raw.len > 0 && st->raw.len + 4 + op->len > spool->opts.block_bytes) {
+    err = flush_block(spool, st);
+    if (err != 0)
+      return err;
+  }
+  sl__put32(lenbuf, (uint32_t)op->len);
+  if (sl_buf_append(&st->raw, lenbuf, 4) != 0 || sl_buf_append(&st->raw, op->data, op->len) != 0)
+    return -ENOMEM;
+  op->seg = st->seg;
+  op->ord = st->ord0 + st->nrec;
+  op->unit_off = st->off + st->out.len; /* fixed when the block is flushed: see below */
+  st->nrec++;
+  st->blk_n++;
+  if (op->enqueue_ms < st->blk_min)
+    st->blk_min = op->enqueue_ms;
+  if (op->enqueue_ms < st->min_enq)
+    st->min_enq = op->enqueue_ms;
+  if (op->enqueue_ms > st->max_enq)
+    st->max_enq = op->enqueue_ms;
+  add_sample(spool, op->data, op->len);
+  return 0;
+}
+
+/* Pushes the due-index entries of ops written into an indexed delay bucket. */
+static void index_ops_locked(struct sl_spool *spool, struct stage *st, struct sl__op **ops,
+                             size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    struct sl__op *op = ops[i];
+    if (op->stage != st)
+      continue;
+    struct sl__due d = {op->due_ms, op->enqueue_ms, st->seg, op->unit_off, op->ord};
+    sl__heap_push(spool, &d);
+  }
+}
+
+/*
+ * Writes the ops of <st> to its segment and makes them durable (unless the policy is off).
+ * On failure every op of the stage gets the error and the file is cut back.
+ */
+static void stage_write(struct sl_spool *spool, struct stage *st, struct sl__op **ops, size_t nops) {
+  struct sl__seg *seg = st->seg;
+  int err;
+
+  err = flush_block(spool, st);
+  if (err == 0)
+    err = write_all(spool, seg->wfd, st->out.base, st->out.len, st->off);
+  if (err == 0 && spool->opts.fsync != SL_SPOOL_FSYNC_OFF) {
+    errno = 0;
+    if (spool->io.fdatasync(seg->wfd) != 0)
+      err = sys_err(-EIO);
+    pthread_mutex_lock(&spool->mu);
+    spool->st.fsyncs++;
+    pthread_mutex_unlock(&spool->mu);
+  }
+  st->err = err;
+  if (err != 0) {
+    sl_log_error("spool %s: writing %zu bytes to %s failed: %s", spool->name, st->out.len,
+                 seg->path, sl_spool_strerror(err));
+    /* Cut back to the last good unit. After a failed fdatasync the kernel may have dropped
+     * the dirty pages, so a cut that fails means this file is no longer trusted: seal it and
+     * settle the ordinals it gave out, so the records are never delivered. */
+    if (spool->io.ftruncate(seg->wfd, (off_t)st->off) != 0 ||
+        (spool->opts.fsync != SL_SPOOL_FSYNC_OFF && spool->io.fdatasync(seg->wfd) != 0)) {
+      seg->wsize = st->off + st->out.len;
+      seg->wnrec = st->ord0 + st->nrec;
+      pthread_mutex_lock(&spool->mu);
+      seg->committed = seg->wsize;
+      seg->nrec = seg->wnrec;
+      seg->file_bytes = seg->wsize;
+      for (uint32_t o = st->ord0; o < st->ord0 + st->nrec; o++)
+        if (sl__ack_set(seg, o))
+          seg->nacked++;
+      spool->ack_dirty = true;
+      pthread_mutex_unlock(&spool->mu);
+      seal(spool, seg, false);
+    } else if (err == -EIO && seg->store != SL__STORE_DELAY) {
+      /* Roll to a fresh file after an I/O error rather than trust this one's pages. */
+      seal(spool, seg, true);
+    }
+    pthread_mutex_lock(&spool->mu);
+    spool->st.last_error = err;
+    pthread_mutex_unlock(&spool->mu);
+    return;
+  }
+  seg->wsize = st->off + st->out.len;
+  seg->wnrec = st->ord0 + st->nrec;
+  seg->wunits++;
+  if (st->min_enq < seg->wmin_enq)
+    seg->wmin_enq = st->min_enq;
+  if (st->max_enq > seg->wmax_enq)
+    seg->wmax_enq = st->max_enq;
+  pthread_mutex_lock(&spool->mu);
+  spool->disk_bytes += seg->wsize - seg->committed;
+  seg->file_bytes = seg->wsize;
+  seg->committed = seg->wsize;
+  seg->nrec = seg->wnrec;
+  if (st->min_enq < seg->min_enqueue_ms)
+    seg->min_enqueue_ms = st->min_enq;
+  if (seg->store == SL__STORE_READY)
+    spool->main_unacked += st->nrec;
+  else if (seg->store == SL__STORE_DELAY)
+    spool->delay_unacked += st->nrec;
+  else
+    spool->dead_unacked += st->nrec;
+  if (seg->store == SL__STORE_DELAY && seg->indexed)
+    index_ops_locked(spool, st, ops, nops);
+  spool->st.appends += st->nrec;
+  spool->st.compressed_bytes_written += st->out.len;
+  spool->st.last_error = 0;
+  pthread_mutex_unlock(&spool->mu);
+}
+
+/* Writes the stages and gives each of their ops its stage's status. */
+static void stages_finish(struct sl_spool *spool, struct stage *stages, size_t nst,
+                          struct sl__op **ops, size_t nops) {
+  for (size_t i = 0; i < nst; i++)
+    stage_write(spool, &stages[i], ops, nops);
+  for (size_t k = 0; k < nops; k++) {
+    struct stage *st = ops[k]->stage;
+    if (st != NULL && st >= stages && st < stages + nst) {
+      ops[k]->status = st->err;
+      ops[k]->stage = NULL;
+    }
+  }
+  for (size_t i = 0; i < nst; i++) {
+    sl_buf_dispose(&stages[i].out);
+    sl_buf_dispose(&stages[i].raw);
+  }
+}
+
+/*
+ * Writes one group of ops that carry a new copy (APPEND, RETRY, DEAD and the
+ * internal redrive copies). Afterwards each op's status is set; the caller
+ * completes them.
+ */
+static void write_group(struct sl_spool *spool, struct sl__op **ops, size_t nops) {
+  struct stage stages[16];
+  size_t nst = 0;
+
+  for (size_t k = 0; k < nops; k++) {
+    struct sl__op *op = ops[k];
+    struct sl__seg *seg = NULL;
+    struct stage *st = NULL;
+    int err;
+
+    op->stage = NULL;
+    err = target_seg(spool, op, &seg);
+    if (err == 0) {
+      for (size_t i = 0; i < nst; i++)
+        if (stages[i].seg == seg)
+          st = &stages[i];
+      if (st == NULL && nst == sizeof(stages) / sizeof(stages[0])) {
+        /* Many targets in one group: write those so far, then go on. */
+        stages_finish(spool, stages, nst, ops, k);
+        nst = 0;
+      }
+      if (st == NULL) {
+        st = &stages[nst++];
+        memset(st, 0, sizeof(*st));
+        st->seg = seg;
+        st->off = seg->wsize;
+        st->ord0 = seg->wnrec;
+        st->blk_first = st->ord0;
+        st->min_enq = UINT64_MAX;
+        st->blk_min = UINT64_MAX;
+        sl_buf_init(&st->out);
+        sl_buf_init(&st->raw);
+      }
+      err = stage_add(spool, st, op);
+      if (err == 0)
+        op->stage = st;
+    }
+    if (err != 0) {
+      op->status = err;
+      op->seg = NULL;
+      pthread_mutex_lock(&spool->mu);
+      spool->st.last_error = err;
+      pthread_mutex_unlock(&spool->mu);
+    }
+  }
+  stages_finish(spool, stages, nst, ops, nops);
+}
+
+/* ---- compression dictionary ---------------------------------------------------------- */
+
+static void add_sample(struct sl_spool *spool, const uint8_t *data, size_t len) {
+  size_t *sz;
+
+  if (spool->dict_done || spool->trainer_running || spool->opts.dict_train_records == 0 ||
+      spool->opts.compression_level <= 0)
+    return;
+  if (len > 16384)
+    len = 16384; /* a huge body teaches little beyond its first bytes */
+  sz = realloc(spool->sample_sizes, (spool->nsamples + 1) * sizeof(*sz));
+  if (sz == NULL)
+    return;
+  spool->sample_sizes = sz;
+  if (sl_buf_append(&spool->samples, data, len) != 0)
+    return;
+  sz[spool->nsamples++] = len;
+}
+
+static void *trainer_main(void *arg) {
+  struct sl_spool *spool = arg;
+  size_t cap = spool->opts.dict_bytes;
+  void *dict = malloc(cap);
+  size_t n = 0;
+
+  if (dict != NULL) {
+    n = ZDICT_trainFromBuffer(dict, cap, spool->samples.base, spool->sample_sizes,
+                              spool->nsamples);
+    if (ZDICT_isError(n)) {
+      sl_log_warn("spool %s: dictionary training failed: %s; compressing without one",
+                  spool->name, ZDICT_getErrorName(n));
+      free(dict);
+      dict = NULL;
+      n = 0;
+    }
+  }
+  pthread_mutex_lock(&spool->mu);
+  spool->trained = dict;
+  spool->trained_len = n;
+  spool->trained_ready = true;
+  pthread_cond_signal(&spool->wcond);
+  pthread_mutex_unlock(&spool->mu);
+  return NULL;
+}
+
+/* Starts training once enough samples are in; installs the dictionary once trained. */
+static void dict_step(struct sl_spool *spool) {
+  bool ready;
+  char name[64];
+  uint32_t id;
+  int err;
+
+  if (spool->dict_done)
+    return;
+  if (!spool->trainer_running) {
+    if (spool->nsamples < spool->opts.dict_train_records)
+      return;
+    if (pthread_create(&spool->trainer, NULL, trainer_main, spool) != 0) {
+      spool->dict_done = true;
+      return;
+    }
+    spool->trainer_running = true;
+    return;
+  }
+  pthread_mutex_lock(&spool->mu);
+  ready = spool->trained_ready;
+  pthread_mutex_unlock(&spool->mu);
+  if (!ready)
+    return;
+  pthread_join(spool->trainer, NULL);
+  spool->trainer_running = false;
+  spool->dict_done = true;
+  sl_buf_dispose(&spool->samples);
+  free(spool->sample_sizes);
+  spool->sample_sizes = NULL;
+  if (spool->trained == NULL)
+    return;
+  id = ZDICT_getDictID(spool->trained, spool->trained_len);
+  snprintf(name, sizeof(name), "dict-%08x.zdict", id);
+  /* The dictionary must be on disk before any unit that needs it. */
+  err = id == 0 ? SL_ESPOOL_CORRUPT
+                : sl__write_file_atomic(spool, name, spool->trained, spool->trained_len);
+  if (err == 0) {
+    ZSTD_CDict *cd = ZSTD_createCDict(spool->trained, spool->trained_len,
+                                      spool->opts.compression_level);
+    ZSTD_DDict *dd = ZSTD_createDDict(spool->trained, spool->trained_len);
+    struct sl__dict *v;
+    pthread_mutex_lock(&spool->mu);
+    v = realloc(spool->dicts, (spool->ndicts + 1) * sizeof(*v));
+    if (cd != NULL && dd != NULL && v != NULL) {
+      spool->dicts = v;
+      v[spool->ndicts].id = id;
+      v[spool->ndicts].ddict = dd;
+      spool->ndicts++;
+      spool->disk_bytes += spool->trained_len;
+      spool->cdict = cd;
+      spool->cdict_id = id;
+      cd = NULL;
+      dd = NULL;
+    } else if (v != NULL) {
+      spool->dicts = v;
+    }
+    pthread_mutex_unlock(&spool->mu);
+    ZSTD_freeCDict(cd);
+    ZSTD_freeDDict(dd);
+    if (spool->cdict != NULL)
+      sl_log_info("spool %s: trained compression dictionary %08x (%zu bytes) on %u records",
+                  spool->name, id, spool->trained_len, spool->nsamples);
+  } else {
+    sl_log_warn("spool %s: cannot store the dictionary: %s; compressing without one",
+                spool->name, sl_spool_strerror(err));
+  }
+  free(spool->trained);
+  spool->trained = NULL;
+}
+
+/* ---- dead letters: redrive and purge ------------------------------------------------- */
+
+/*
+ * Redrives or purges the dead letters matching <op> (all, or by id). Redriven
+ * copies are written to the ready log first; the dead originals are settled
+ * only once the copies are durable. Returns 0, SL_ESPOOL_NOTFOUND or an error.
+ */
+static int dead_move(struct sl_spool *spool, struct sl__op *op) {
+  struct sl_buf tmp, blk;
+  struct sl__segvec segs = {0};
+  int err = 0, found = 0;
+
+  sl_buf_init(&tmp);
+  sl_buf_init(&blk);
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < spool->dead.n; i++) {
+    spool->dead.v[i]->refs++;
+    sl__segvec_push(&segs, spool->dead.v[i]);
+  }
+  pthread_mutex_unlock(&spool->mu);
+  for (size_t i = 0; i < segs.n && err == 0; i++) {
+    struct sl__seg *seg = segs.v[i];
+    struct sl__op **copies = NULL;
+    size_t ncopies = 0;
+    uint64_t off = SL__SEG_HDR, end;
+    int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+      continue;
+    pthread_mutex_lock(&spool->mu);
+    end = seg->committed;
+    pthread_mutex_unlock(&spool->mu);
+    while (off < end && err == 0) {
+      struct sl__unit u;
+      size_t at = 0;
+      int r = sl__unit_read(spool, spool->wdctx, fd, off, end, &u, &tmp, &blk);
+      if (r != 0) {
+        uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
+        if (next == 0 || next <= off)
+          break;
+        off = next;
+        continue;
+      }
+      for (uint32_t k = 0; k < u.nrec; k++) {
+        const uint8_t *rp;
+        size_t rl;
+        struct sl_spool_record rec;
+        uint32_t ord = u.first_ord + k;
+        bool acked;
+
+        if (sl__block_next((const uint8_t *)blk.base, blk.len, &at, &rp, &rl) != 0 ||
+            sl__record_decode(rp, rl, &rec) != 0)
+          break;
+        pthread_mutex_lock(&spool->mu);
+        acked = sl__ack_test(seg, ord);
+        pthread_mutex_unlock(&spool->mu);
+        if (acked || (!op->all && memcmp(rec.id, op->id, 16) != 0))
+          continue;
+        found++;
+        if (op->type == SL__OP_PURGE) {
+          pthread_mutex_lock(&spool->mu);
+          settle_locked(spool, seg, ord);
+          pthread_mutex_unlock(&spool->mu);
+          continue;
+        }
+        rec.attempts = 0;
+        rec.not_before_ms = 0;
+        rec.error_len = 0;
+        size_t len = sl__record_size(&rec);
+        struct sl__op *c = calloc(1, sizeof(*c) + len);
+        struct sl__op **nv = realloc(copies, (ncopies + 1) * sizeof(*nv));
+        if (c == NULL || nv == NULL) {
+          free(c);
+          if (nv != NULL)
+            copies = nv;
+          err = -ENOMEM;
+          break;
+        }
+        copies = nv;
+        c->type = SL__OP_APPEND;
+        c->store = SL__STORE_READY;
+        c->enqueue_ms = rec.enqueue_ms;
+        c->data = (uint8_t *)(c + 1);
+        c->len = len;
+        sl__record_encode(&rec, c->data);
+        c->origin = seg;
+        c->origin_ord = ord;
+        copies[ncopies++] = c;
+      }
+      off += SL__UNIT_HDR + u.payload_len;
+    }
+    close(fd);
+    if (ncopies > 0)
+      write_group(spool, copies, ncopies);
+    pthread_mutex_lock(&spool->mu);
+    for (size_t k = 0; k < ncopies; k++) {
+      if (copies[k]->status == 0)
+        settle_locked(spool, seg, copies[k]->origin_ord);
+      else if (err == 0)
+        err = copies[k]->status;
+      free(copies[k]);
+    }
+    pthread_mutex_unlock(&spool->mu);
+    free(copies);
+  }
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < segs.n; i++)
+    sl__seg_unref(segs.v[i]);
+  pthread_mutex_unlock(&spool->mu);
+  free(segs.v);
+  sl_buf_dispose(&tmp);
+  sl_buf_dispose(&blk);
+  if (err == 0 && found == 0 && !op->all)
+    err = SL_ESPOOL_NOTFOUND;
+  return err;
+}
+
+/* ---- housekeeping: buckets, checkpoint, deletion ------------------------------------- */
+
+/* Seals delay buckets whose window has passed and indexes those coming due. */
+static void buckets_step(struct sl_spool *spool, uint64_t now) {
+  struct sl_buf tmp, blk;
+  struct sl__segvec todo = {0};
+
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < spool->delay.n; i++) {
+    struct sl__seg *seg = spool->delay.v[i];
+    if (!seg->indexed && seg->start_ms <= now + DELAY_LOOKAHEAD_MS) {
+      seg->refs++;
+      sl__segvec_push(&todo, seg);
+    }
+  }
+  pthread_mutex_unlock(&spool->mu);
+  sl_buf_init(&tmp);
+  sl_buf_init(&blk);
+  for (size_t i = 0; i < todo.n; i++) {
+    sl__bucket_index(spool, todo.v[i], spool->wdctx, &tmp, &blk, 0, SL__SEG_HDR);
+  }
+  sl_buf_dispose(&tmp);
+  sl_buf_dispose(&blk);
+  for (size_t i = 0; i < spool->delay.n; i++) {
+    struct sl__seg *seg = spool->delay.v[i];
+    if (!seg->sealed && seg->start_ms + seg->width_ms <= now)
+      seal(spool, seg, false);
+  }
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < todo.n; i++)
+    sl__seg_unref(todo.v[i]);
+  pthread_mutex_unlock(&spool->mu);
+  free(todo.v);
+}
+
+/* Unlinks segments whose "done" is durable, then makes the unlinks durable. */
+static void gc_step(struct sl_spool *spool) {
+  struct sl__segvec *vecs[3] = {&spool->ready, &spool->delay, &spool->dead};
+  struct sl__segvec gone = {0};
+
+  pthread_mutex_lock(&spool->mu);
+  for (int v = 0; v < 3; v++)
+    for (size_t i = 0; i < vecs[v]->n; i++) {
+      struct sl__seg *seg = vecs[v]->v[i];
+      if (seg->done && seg->done_ckpt && !seg->removed) {
+        seg->refs++;
+        sl__segvec_push(&gone, seg);
+      }
+    }
+  pthread_mutex_unlock(&spool->mu);
+  if (gone.n == 0)
+    return;
+  for (size_t i = 0; i < gone.n; i++) {
+    struct sl__seg *seg = gone.v[i];
+    if (seg->wfd >= 0) {
+      close(seg->wfd);
+      seg->wfd = -1;
+    }
+    if (spool->io.unlink(seg->path) != 0 && errno != ENOENT) {
+      sl_log_warn("spool %s: cannot delete %s: %s", spool->name, seg->path,
+                  sl_spool_strerror(-errno));
+      gone.v[i] = NULL;
+      pthread_mutex_lock(&spool->mu);
+      sl__seg_unref(seg);
+      pthread_mutex_unlock(&spool->mu);
+    }
+  }
+  /* Until the directory is synced a deleted file may come back after a crash; the
+   * checkpoint keeps calling it done, so the next open deletes it again. */
+  (void)spool->io.fsync(spool->dirfd);
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < gone.n; i++) {
+    struct sl__seg *seg = gone.v[i];
+    if (seg == NULL)
+      continue;
+    seg->removed = true;
+    spool->disk_bytes -= seg->file_bytes < spool->disk_bytes ? seg->file_bytes : spool->disk_bytes;
+    spool->st.segments--;
+    sl__segvec_remove(seg->store == SL__STORE_READY  ? &spool->ready
+                      : seg->store == SL__STORE_DEAD ? &spool->dead
+                                                     : &spool->delay,
+                      seg);
+    sl__seg_unref(seg); /* the list's reference */
+    sl__seg_unref(seg); /* ours */
+  }
+  pthread_mutex_unlock(&spool->mu);
+  free(gone.v);
+}
+
+/* Writes the checkpoint if acks are waiting and it is time; completes the waiters. */
+static void ckpt_step(struct sl_spool *spool, bool force) {
+  struct sl__op *waiters;
+  bool dirty;
+  uint64_t since;
+  int err;
+
+  pthread_mutex_lock(&spool->mu);
+  dirty = spool->ack_dirty;
+  since = spool->ack_dirty_ns;
+  pthread_mutex_unlock(&spool->mu);
+  if (!dirty && spool->ack_waiters == NULL)
+    return;
+  if (!force && sl_clock_mono_ns() - since < spool->opts.ack_interval_us * 1000)
+    return;
+  err = sl__ckpt_write(spool);
+  if (err != 0)
+    sl_log_error("spool %s: writing the ack checkpoint failed: %s (acks stay in memory and "
+                 "are written again)",
+                 spool->name, sl_spool_strerror(err));
+  waiters = spool->ack_waiters;
+  spool->ack_waiters = NULL;
+  pthread_mutex_lock(&spool->mu);
+  if (err != 0)
+    spool->st.last_error = err;
+  while (waiters != NULL) {
+    struct sl__op *next = waiters->next;
+    if (waiters->status == 0)
+      waiters->status = err;
+    complete_locked(spool, waiters);
+    spool->ops_done++;
+    waiters = next;
+  }
+  pthread_mutex_unlock(&spool->mu);
+  notify(spool);
+  if (err == 0)
+    gc_step(spool);
+}
+
+/* ---- the thread ---------------------------------------------------------------------- */
+
+static void add_waiter(struct sl_spool *spool, struct sl__op *op) {
+  op->next = spool->ack_waiters;
+  spool->ack_waiters = op;
+}
+
+/* Runs one batch of ops taken from the queue. */
+static void run_ops(struct sl_spool *spool, struct sl__op *list) {
+  struct sl__op **copies = NULL, **done = NULL;
+  size_t ncopies = 0, ndone = 0, n = 0;
+
+  for (struct sl__op *o = list; o != NULL; o = o->next)
+    n++;
+  copies = malloc(n * sizeof(*copies));
+  done = malloc(n * sizeof(*done));
+  if (copies == NULL || done == NULL) {
+    /* Fail everything rather than lose track of it. */
+    pthread_mutex_lock(&spool->mu);
+    while (list != NULL) {
+      struct sl__op *next = list->next;
+      list->status = -ENOMEM;
+      complete_locked(spool, list);
+      spool->ops_done++;
+      list = next;
+    }
+    pthread_mutex_unlock(&spool->mu);
+    free(copies);
+    free(done);
+    notify(spool);
+    return;
+  }
+  for (struct sl__op *o = list, *next; o != NULL; o = next) {
+    next = o->next;
+    o->next = NULL;
+    switch (o->type) {
+    case SL__OP_APPEND:
+    case SL__OP_RETRY:
+    case SL__OP_DEAD:
+      copies[ncopies++] = o;
+      break;
+    case SL__OP_ACK:
+      add_waiter(spool, o);
+      break;
+    case SL__OP_REDRIVE:
+    case SL__OP_PURGE:
+    case SL__OP_BARRIER:
+      done[ndone++] = o;
+      break;
+    }
+  }
+  if (spool->opts.fsync == SL_SPOOL_FSYNC_ALWAYS) {
+    for (size_t i = 0; i < ncopies; i++)
+      write_group(spool, &copies[i], 1);
+  } else if (ncopies > 0) {
+    write_group(spool, copies, ncopies);
+  }
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < ncopies; i++) {
+    struct sl__op *o = copies[i];
+    spool->q_bytes -= o->len < spool->q_bytes ? o->len : spool->q_bytes;
+    if (o->type == SL__OP_APPEND) {
+      spool->st.raw_bytes_written += o->status == 0 ? o->len : 0;
+      complete_locked(spool, o);
+      spool->ops_done++;
+    } else {
+      /* The copy is durable: settle the original, then complete with the checkpoint. */
+      if (o->status == 0) {
+        spool->st.raw_bytes_written += o->len;
+        settle_locked(spool, o->origin, o->origin_ord);
+        if (o->origin->store == SL__STORE_READY)
+          spool->inflight_main--;
+        else
+          spool->inflight_delay--;
+      }
+      o->next = spool->ack_waiters;
+      spool->ack_waiters = o;
+    }
+  }
+  pthread_mutex_unlock(&spool->mu);
+  if (ncopies > 0)
+    notify(spool);
+  for (size_t i = 0; i < ndone; i++) {
+    struct sl__op *o = done[i];
+    if (o->type == SL__OP_BARRIER) {
+      /* Completes after everything queued before it, including pending acks. */
+      add_waiter(spool, o);
+      continue;
+    }
+    o->status = dead_move(spool, o);
+    add_waiter(spool, o);
+  }
+  free(copies);
+  free(done);
+}
+
+/* The next time housekeeping must run, as a monotonic deadline in ns. */
+static uint64_t next_wake_ns(struct sl_spool *spool, uint64_t now_ns, uint64_t now_ms) {
+  uint64_t wake_ms = now_ms + 1000;
+
+  for (size_t i = 0; i < spool->delay.n; i++) {
+    struct sl__seg *seg = spool->delay.v[i];
+    if (!seg->indexed && seg->start_ms < wake_ms + DELAY_LOOKAHEAD_MS)
+      wake_ms = seg->start_ms > DELAY_LOOKAHEAD_MS ? seg->start_ms - DELAY_LOOKAHEAD_MS : 0;
+    if (!seg->sealed && seg->start_ms + seg->width_ms < wake_ms)
+      wake_ms = seg->start_ms + seg->width_ms;
+  }
+  uint64_t wake = now_ns + (wake_ms > now_ms ? wake_ms - now_ms : 0) * 1000000;
+  if (spool->ack_dirty || spool->ack_waiters != NULL) {
+    uint64_t t = spool->ack_dirty_ns + spool->opts.ack_interval_us * 1000;
+    if (!spool->ack_dirty)
+      t = now_ns;
+    if (t < wake)
+      wake = t;
+  }
+  return wake;
+}
+
+static void timed_wait(struct sl_spool *spool, uint64_t deadline_ns) {
+  struct timespec ts;
+
+  ts.tv_sec = (time_t)(deadline_ns / 1000000000u);
+  ts.tv_nsec = (long)(deadline_ns % 1000000000u);
+  pthread_cond_timedwait(&spool->wcond, &spool->mu, &ts);
+}
+
+void *sl__writer_main(void *arg) {
+  struct sl_spool *spool = arg;
+
+  for (;;) {
+    struct sl__op *list;
+    bool stopping;
+    uint64_t now_ns, now_ms;
+
+    pthread_mutex_lock(&spool->mu);
+    for (;;) {
+      now_ns = sl_clock_mono_ns();
+      now_ms = sl__now_ms(spool);
+      if (spool->q_head != NULL || spool->stopping)
+        break;
+      uint64_t wake = next_wake_ns(spool, now_ns, now_ms);
+      if (wake <= now_ns || (spool->trained_ready && spool->trainer_running))
+        break;
+      timed_wait(spool, wake);
+    }
+    if (spool->opts.fsync == SL_SPOOL_FSYNC_BATCH && spool->opts.sync_delay_us > 0 &&
+        spool->q_head != NULL && !spool->stopping) {
+      /* Let the group grow for up to sync_delay_us after its first op, or until it is big. */
+      uint64_t until = spool->q_head->queued_ns + spool->opts.sync_delay_us * 1000;
+      while (!spool->stopping && spool->q_bytes < spool->opts.batch_bytes &&
+             sl_clock_mono_ns() < until)
+        timed_wait(spool, until);
+    }
+    list = spool->q_head;
+    spool->q_head = spool->q_tail = NULL;
+    stopping = spool->stopping;
+    pthread_mutex_unlock(&spool->mu);
+
+    if (list != NULL)
+      run_ops(spool, list);
+    dict_step(spool);
+    buckets_step(spool, sl__now_ms(spool));
+    ckpt_step(spool, stopping);
+    if (stopping) {
+      pthread_mutex_lock(&spool->mu);
+      bool empty = spool->q_head == NULL;
+      pthread_mutex_unlock(&spool->mu);
+      if (empty && spool->ack_waiters == NULL)
+        break;
+    }
+  }
+  if (spool->trainer_running) {
+    pthread_join(spool->trainer, NULL);
+    spool->trainer_running = false;
+    free(spool->trained);
+    spool->trained = NULL;
+  }
+  return NULL;
+}
