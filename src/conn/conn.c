@@ -16,6 +16,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sluice/clock.h"
 #include "sluice/log.h"
@@ -277,6 +278,17 @@ static void start_request(struct sl_conn *c) {
   arm_timer(c, cfg->limits.header_timeout_ms);
 }
 
+static const struct sl_http_header *last_host(const struct sl_http_msg *m) {
+  const struct sl_http_header *h = NULL;
+
+  for (size_t i = 0; i < m->n_headers; i++) {
+    if (m->headers[i].name_len == 4 && strncasecmp(sl_http_msg_str(m, m->headers[i].name_off),
+                                                   "host", 4) == 0)
+      h = &m->headers[i];
+  }
+  return h;
+}
+
 static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
   struct sl_conn *c = p->data;
   const struct sl_http_header *host = sl_http_msg_header(m, "host");
@@ -290,8 +302,8 @@ static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
     c->error_status = 505;
     return 0;
   }
-  if (m->http_minor >= 1 && host == NULL) {
-    c->error_status = 400; /* RFC 9112 3.2: a 1.1 request without Host */
+  if ((m->http_minor >= 1 && host == NULL) || (host != NULL && host != last_host(m))) {
+    c->error_status = 400; /* RFC 9112 3.2: exactly one Host in a 1.1 request */
     return 0;
   }
   if (target[0] != '/') {

@@ -137,14 +137,19 @@ void sl_server_reload(struct sl_server *srv, struct sl_config *cfg) {
   srv->cfg = sl_config_ref(cfg);
 }
 
-static void finish_shutdown(struct sl_server *srv) {
+static void on_shutdown_complete(uv_timer_t *t) {
+  struct sl_server *srv = t->data;
   sl_server_shutdown_cb cb = srv->shutdown_cb;
 
-  if (cb == NULL)
-    return;
   srv->shutdown_cb = NULL;
-  uv_timer_stop(&srv->grace_timer);
-  cb(srv);
+  if (cb != NULL)
+    cb(srv);
+}
+
+/* The last connection closed. The callback may destroy the server, so it runs
+ * from a fresh loop turn, not from inside the connection code that got here. */
+static void finish_shutdown(struct sl_server *srv) {
+  uv_timer_start(&srv->grace_timer, on_shutdown_complete, 0, 0);
 }
 
 void sl__server_conn_closed(struct sl_server *srv, struct sl_conn *c) {

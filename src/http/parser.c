@@ -166,8 +166,9 @@ static int on_headers_complete(llhttp_t *ll) {
       sl_http_parser_fail(p, SL_HTTP_EBADMSG, "rejected by caller");
     return -1;
   }
-  /* 1 tells llhttp that this response has no body whatever its headers say. */
-  return (ll->type == HTTP_RESPONSE && p->response_to_head) ? 1 : 0;
+  /* 1 tells llhttp that this response has no body whatever its headers say:
+   * llhttp knows HEAD only if told, and would read a 304's Content-Length. */
+  return (ll->type == HTTP_RESPONSE && m->no_body) ? 1 : 0;
 }
 
 static int on_body(llhttp_t *ll, const char *at, size_t len) {
