@@ -83,7 +83,7 @@ struct sl_http_parser {
   uint64_t body_bytes;
   enum sl_http_error error;
   const char *error_reason; /* static text for logs */
-  bool in_value;            /* last header callback was a value */
+  bool in_field, field_done, in_value; /* where in a header line llhttp is */
   bool head_done;
   bool started;             /* a byte of the current message was seen */
   bool msg_done;

@@ -71,12 +71,17 @@ static int on_status(llhttp_t *ll, const char *at, size_t len) {
   return head_append(p, at, len, 0);
 }
 
+/*
+ * Header callbacks. llhttp reports a header as field spans, field-complete,
+ * value spans, value-complete. llhttp accepts a header with an empty name
+ * (": v"); it is rejected here, as no backend can make sense of it.
+ */
 static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
   struct sl_http_parser *p = parser_of(ll);
   struct sl_http_msg *m = &p->msg;
   size_t overhead = 0;
 
-  if (m->n_headers == 0 || p->in_value) {
+  if (!p->in_field) {
     if (m->n_headers == m->cap_headers) {
       size_t cap = m->cap_headers ? m->cap_headers * 2 : 32;
       struct sl_http_header *h = realloc(m->headers, cap * sizeof(*h));
@@ -89,26 +94,56 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
     }
     m->headers[m->n_headers].name_off = (uint32_t)m->raw.len;
     m->headers[m->n_headers].name_len = 0;
-    m->headers[m->n_headers].value_off = 0;
+    m->headers[m->n_headers].value_off = (uint32_t)m->raw.len;
     m->headers[m->n_headers].value_len = 0;
     m->n_headers++;
-    p->in_value = false;
+    p->in_field = true;
     overhead = HEADER_OVERHEAD;
   }
   m->headers[m->n_headers - 1].name_len += (uint32_t)len;
   return head_append(p, at, len, overhead);
 }
 
+static int empty_name(struct sl_http_parser *p);
+
+static int on_header_field_complete(llhttp_t *ll) {
+  struct sl_http_parser *p = parser_of(ll);
+
+  if (!p->in_field || p->msg.headers[p->msg.n_headers - 1].name_len == 0)
+    return empty_name(p);
+  p->in_field = false;
+  p->field_done = true;
+  return 0;
+}
+
+static int empty_name(struct sl_http_parser *p) {
+  sl_http_parser_fail(p, SL_HTTP_EBADMSG, "empty header name");
+  return -1;
+}
+
 static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
   struct sl_http_parser *p = parser_of(ll);
-  struct sl_http_header *h = &p->msg.headers[p->msg.n_headers - 1];
+  struct sl_http_header *h;
 
   if (!p->in_value) {
-    h->value_off = (uint32_t)p->msg.raw.len;
+    if (!p->field_done)
+      return empty_name(p);
     p->in_value = true;
+    p->msg.headers[p->msg.n_headers - 1].value_off = (uint32_t)p->msg.raw.len;
   }
+  h = &p->msg.headers[p->msg.n_headers - 1];
   h->value_len += (uint32_t)len;
   return head_append(p, at, len, 0);
+}
+
+static int on_header_value_complete(llhttp_t *ll) {
+  struct sl_http_parser *p = parser_of(ll);
+
+  if (!p->field_done)
+    return empty_name(p);
+  p->in_value = false;
+  p->field_done = false;
+  return 0;
 }
 
 static bool header_is(const struct sl_http_msg *m, const struct sl_http_header *h,
@@ -208,7 +243,9 @@ void sl_http_parser_init(struct sl_http_parser *p, llhttp_type_t type, uint64_t 
   p->settings.on_url = on_url;
   p->settings.on_status = on_status;
   p->settings.on_header_field = on_header_field;
+  p->settings.on_header_field_complete = on_header_field_complete;
   p->settings.on_header_value = on_header_value;
+  p->settings.on_header_value_complete = on_header_value_complete;
   p->settings.on_headers_complete = on_headers_complete;
   p->settings.on_body = on_body;
   p->settings.on_message_complete = on_message_complete;
@@ -238,6 +275,8 @@ void sl_http_parser_next(struct sl_http_parser *p, bool response_to_head) {
   p->error = SL_HTTP_OK;
   p->error_reason = NULL;
   p->in_value = false;
+  p->in_field = false;
+  p->field_done = false;
   p->head_done = false;
   p->started = false;
   p->msg_done = false;
