@@ -42,6 +42,7 @@ struct sl_http_msg {
   uint8_t http_major, http_minor;
   int64_t content_length; /* -1 when absent */
   bool chunked;
+  bool other_codings;   /* Transfer-Encoding names a coding besides chunked */
   bool keep_alive;      /* llhttp_should_keep_alive() at the end of the head */
   bool expect_continue; /* request had "Expect: 100-continue" */
   bool no_body;         /* response has no body (HEAD, 1xx, 204, 304) */
@@ -90,6 +91,7 @@ struct sl_http_parser {
   bool response_to_head;    /* responses: the request was HEAD */
   /* Bare-LF scan of a request head (see parser.c). */
   bool scan_done, scan_seen_text, scan_line_empty;
+  bool trailer_pause; /* paused at the last chunk to scan the trailers */
   char scan_prev;
   sl_http_head_cb on_head;
   sl_http_body_cb on_body;

@@ -120,7 +120,7 @@ struct sl_spool_opts {
   int compression_level;           /* zstd level; default 1; 0 stores uncompressed */
   unsigned dict_train_records;     /* train a dictionary on the first N records; 0 = never;
                                       default 2000 */
-  size_t dict_bytes;               /* dictionary size; default 64 KiB */
+  size_t dict_bytes;               /* dictionary size; default 32 KiB */
   uint64_t ack_interval_us;        /* acks share one checkpoint write within this; 2 ms */
   sl_spool_notify_cb notify;       /* called on the writer thread when completions wait */
   void *notify_arg;

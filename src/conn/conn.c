@@ -306,6 +306,12 @@ static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
     c->error_status = 400; /* RFC 9112 3.2: exactly one Host in a 1.1 request */
     return 0;
   }
+  if (m->other_codings) {
+    /* sluice re-frames bodies; a coding it would have to drop is refused
+     * (RFC 9112 6.1), as is a TE list spread over several lines. */
+    c->error_status = 501;
+    return 0;
+  }
   if (target[0] != '/') {
     c->error_status = 400; /* absolute-form and CONNECT are for forward proxies */
     return 0;
@@ -367,8 +373,10 @@ static unsigned error_status_of(enum sl_http_error e) {
 
 /* A complete request: answer it ourselves or forward it. */
 static void dispatch(struct sl_conn *c) {
+  /* A request sluice could not even route (bad Host, bad target, unknown
+   * framing) closes its connection; a 404 leaves it open. */
   if (c->error_status != 0)
-    sl__conn_respond_error(c, c->error_status, false);
+    sl__conn_respond_error(c, c->error_status, c->error_status != 404);
   else
     sl__proxy_start(c);
 }

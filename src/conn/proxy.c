@@ -185,6 +185,10 @@ static int on_resp_head(struct sl_http_parser *p, struct sl_http_msg *m) {
 
   if (m->status < 200)
     return 0; /* 1xx: interim, not passed on (the Expect exchange was ours) */
+  if (m->other_codings && !m->no_body) {
+    sl_http_parser_fail(p, SL_HTTP_EBADMSG, "transfer coding other than chunked");
+    return -1;
+  }
   if (m->no_body)
     c->framing = SL_FRAME_NONE;
   else if (m->content_length >= 0)

@@ -42,7 +42,7 @@ enum req_kind {
   K_JSON,
   K_STATS,
   K_ECHO,
-  K_CHUNKED,
+  K_CHUNK,
   K_CLOSE,
   K_TRUNC,
   K_RESET,
@@ -79,7 +79,8 @@ struct req {
   enum req_state state;
   enum req_kind kind;
   const char *method;
-  int status, http_major, http_minor, keep_alive, close_after, in_field, demo_status;
+  int status, http_major, http_minor, keep_alive, close_after, in_field, demo_status,
+      expect_continue;
   uint64_t seq, body_bytes, arg, fill_len; /* arg: MS of /sleep/MS or N of /big/N */
   size_t field_off, field_len;
   struct sl_buf target, head, body, resp; /* head: "Name: value\n" lines as received */
@@ -297,9 +298,9 @@ static void build_response(struct req *r) {
   sl_buf_init(&body);
   r->close_after = !r->keep_alive;
   /* Special framings need a body; HTTP/1.0 cannot read chunked, so it gets close-delimited. */
-  if ((no_body || is_head) && r->kind >= K_CHUNKED && r->kind <= K_BIG && r->kind != K_RESET)
+  if ((no_body || is_head) && r->kind >= K_CHUNK && r->kind <= K_BIG && r->kind != K_RESET)
     r->kind = K_JSON;
-  if (r->kind == K_CHUNKED && r->http_minor == 0)
+  if (r->kind == K_CHUNK && r->http_minor == 0)
     r->kind = K_CLOSE;
 
   switch (r->kind) {
@@ -315,7 +316,7 @@ static void build_response(struct req *r) {
     sl_buf_append(&body, "\n", 1);
     sl_buf_append(&body, r->body.base, r->body.len);
     break;
-  case K_CHUNKED:
+  case K_CHUNK:
     put_head(r, "text/plain", -1, 1);
     for (int i = 1; i <= 4; i++) {
       char line[32];
@@ -370,23 +371,25 @@ static void on_written(uv_write_t *w, int status) {
   free(wr);
 }
 
-/* Queues the response of <r> on <c>: its buffer, then <fill_len> bytes of the pattern. */
-static int conn_write(struct conn *c, struct req *r) {
-  size_t nbufs = 1 + (size_t)((r->fill_len + FILL_SIZE - 1) / FILL_SIZE);
+/* Queues <data> on <c>, then <fill_len> bytes of the fill pattern. Takes <data>'s memory,
+ * leaving <data> empty, whether or not it succeeds. Returns 0 or a negative UV error. */
+static int conn_write(struct conn *c, struct sl_buf *data, uint64_t fill_len) {
+  size_t nbufs = 1 + (size_t)((fill_len + FILL_SIZE - 1) / FILL_SIZE);
   struct write_req *wr = malloc(sizeof(*wr));
   uv_buf_t one, *bufs = nbufs == 1 ? &one : calloc(nbufs, sizeof(*bufs)); /* uv_write copies it */
   int err = UV_ENOMEM;
 
-  if (wr == NULL || bufs == NULL)
+  if (wr == NULL || bufs == NULL) {
+    sl_buf_dispose(data);
     goto fail;
-  wr->data = r->resp;
-  sl_buf_init(&r->resp);
+  }
+  wr->data = *data;
+  sl_buf_init(data);
   bufs[0] = uv_buf_init(wr->data.base, (unsigned)wr->data.len);
   for (size_t i = 1; i < nbufs; i++) {
-    uint64_t left = r->fill_len - (i - 1) * FILL_SIZE;
+    uint64_t left = fill_len - (i - 1) * FILL_SIZE;
     bufs[i] = uv_buf_init(fill, left < FILL_SIZE ? (unsigned)left : FILL_SIZE);
   }
-  sl_log_info("%s %.*s -> %d", r->method, (int)r->target.len, r->target.base, r->status);
   err = uv_write(&wr->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)nbufs, on_written);
   if (err < 0) {
     sl_buf_dispose(&wr->data);
@@ -460,8 +463,10 @@ static void conn_flush(struct conn *c) {
     c->head = r->next;
     if (c->head == NULL)
       c->tail = NULL;
-    if (!reset)
-      err = conn_write(c, r);
+    if (!reset) {
+      sl_log_info("%s %.*s -> %d", r->method, (int)r->target.len, r->target.base, r->status);
+      err = conn_write(c, &r->resp, r->fill_len);
+    }
     req_destroy(r);
     if (err < 0)
       conn_close(c);
@@ -569,6 +574,9 @@ static int on_header_value_complete(llhttp_t *p) {
   if (r->field_len == 13 && strncasecmp(field, "X-Demo-Status", 13) == 0) {
     set_status(r, r->head.base + voff, r->head.len - voff);
     r->demo_status = 1;
+  } else if (r->field_len == 6 && strncasecmp(field, "Expect", 6) == 0) {
+    r->expect_continue =
+        r->head.len - voff == 12 && strncasecmp(field + 8, "100-continue", 12) == 0;
   }
   return append_limited(&r->head, "\n", 1);
 }
@@ -578,7 +586,7 @@ static int on_headers_complete(llhttp_t *p) {
   static const struct {
     const char *path;
     enum req_kind kind;
-  } exact[] = {{"/_stats", K_STATS}, {"/echo", K_ECHO},      {"/chunked", K_CHUNKED},
+  } exact[] = {{"/_stats", K_STATS}, {"/echo", K_ECHO},      {"/chunked", K_CHUNK},
                {"/close", K_CLOSE},  {"/truncate", K_TRUNC}, {"/reset", K_RESET}};
   struct req *r = REQ(p);
   const char *t = r->target.base ? r->target.base : "";
@@ -599,6 +607,15 @@ static int on_headers_complete(llhttp_t *p) {
   else if (HAS("/big/") && parse_num(t + 5, q - 5, MAX_BIG_BODY, &r->arg) == 0)
     r->kind = K_BIG;
 #undef HAS
+  /* A client waiting for "100 Continue" before it sends the body gets it at once, unless
+   * earlier responses are still due on this connection: then it must wait for its turn. */
+  if (r->expect_continue && r->http_minor >= 1 && CONN(p)->head == r) {
+    struct sl_buf b;
+    sl_buf_init(&b);
+    if (sl_buf_append_str(&b, "HTTP/1.1 100 Continue\r\n\r\n") < 0 ||
+        conn_write(CONN(p), &b, 0) < 0)
+      return -1;
+  }
   return 0;
 }
 

@@ -97,24 +97,19 @@ static int append_header(struct sl_buf *out, const struct sl_http_msg *m,
   return 0;
 }
 
-/* Appends "Name: value\r\n" from plain strings; <v2> (may be NULL) follows <v> after ", ". */
+/* Appends "<name>: <v>\r\n". */
 static int append_field(struct sl_buf *out, const char *name, size_t name_len, const char *v,
-                        size_t v_len, const char *v2, size_t v2_len) {
+                        size_t v_len) {
   int r = 0;
 
   r |= sl_buf_append(out, name, name_len);
   r |= sl_buf_append(out, ": ", 2);
   r |= sl_buf_append(out, v, v_len);
-  if (v2 != NULL) {
-    r |= sl_buf_append(out, ", ", 2);
-    r |= sl_buf_append(out, v2, v2_len);
-  }
   r |= sl_buf_append(out, "\r\n", 2);
   return r;
 }
 
-#define FIELD(out, name, v, vlen, v2, v2len) \
-  append_field(out, name, sizeof(name) - 1, v, vlen, v2, v2len)
+#define FIELD(out, name, v, vlen) append_field(out, name, sizeof(name) - 1, v, vlen)
 
 static const char *value_of(const struct sl_http_msg *m, const struct sl_http_header *h) {
   return m->raw.base + h->value_off;
@@ -130,9 +125,33 @@ static bool name_eq(const struct sl_http_msg *m, const struct sl_http_header *h,
   return h->name_len == len && strncasecmp(m->raw.base + h->name_off, s, len) == 0;
 }
 
+/*
+ * Appends one "<name>: v1, v2, ..., <last>" field that joins the values of
+ * every <name> header of <m> (a list-valued header may arrive on several
+ * lines, RFC 9110 5.3) and then <last>.
+ */
+static int append_joined(struct sl_buf *out, const struct sl_http_msg *m, const char *name,
+                         size_t name_len, const char *last, size_t last_len) {
+  int r = 0;
+
+  r |= sl_buf_append(out, name, name_len);
+  r |= sl_buf_append(out, ": ", 2);
+  for (size_t i = 0; i < m->n_headers; i++) {
+    const struct sl_http_header *h = &m->headers[i];
+
+    if (!name_eq(m, h, name, name_len) || h->value_len == 0)
+      continue;
+    r |= sl_buf_append(out, value_of(m, h), h->value_len);
+    r |= sl_buf_append(out, ", ", 2);
+  }
+  r |= sl_buf_append(out, last, last_len);
+  r |= sl_buf_append(out, "\r\n", 2);
+  return r;
+}
+
 int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req,
                                const struct sl_http_forward *fwd) {
-  const struct sl_http_header *xff = NULL, *host = NULL, *via = NULL;
+  const struct sl_http_header *host = NULL;
   bool conn_hdr = has_connection_header(req);
   const char *method = llhttp_method_name((llhttp_method_t)req->method);
   int r = 0;
@@ -148,33 +167,20 @@ int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req
         name_in(req->raw.base + h->name_off, h->name_len, request_own,
                 sizeof(request_own) / sizeof(request_own[0])))
       continue;
-    /* These three are merged with what sluice adds, so they are written below. */
-    if (name_eq(req, h, "x-forwarded-for", 15)) {
-      xff = h;
+    /* These two are merged with what sluice adds, so they are written below. */
+    if (name_eq(req, h, "x-forwarded-for", 15) || name_eq(req, h, "via", 3))
       continue;
-    }
-    if (name_eq(req, h, "via", 3)) {
-      via = h;
-      continue;
-    }
     if (host == NULL && name_eq(req, h, "host", 4))
       host = h;
     r |= append_header(out, req, h);
   }
   if (host == NULL)
-    r |= FIELD(out, "Host", fwd->upstream_host, strlen(fwd->upstream_host), NULL, 0);
-  if (xff != NULL)
-    r |= FIELD(out, "X-Forwarded-For", value_of(req, xff), xff->value_len, fwd->client_addr,
-               strlen(fwd->client_addr));
-  else
-    r |= FIELD(out, "X-Forwarded-For", fwd->client_addr, strlen(fwd->client_addr), NULL, 0);
-  r |= FIELD(out, "X-Forwarded-Proto", fwd->proto, strlen(fwd->proto), NULL, 0);
+    r |= FIELD(out, "Host", fwd->upstream_host, strlen(fwd->upstream_host));
+  r |= append_joined(out, req, "X-Forwarded-For", 15, fwd->client_addr, strlen(fwd->client_addr));
+  r |= FIELD(out, "X-Forwarded-Proto", fwd->proto, strlen(fwd->proto));
   if (host != NULL)
-    r |= FIELD(out, "X-Forwarded-Host", value_of(req, host), host->value_len, NULL, 0);
-  if (via != NULL)
-    r |= FIELD(out, "Via", value_of(req, via), via->value_len, via_token(req), 10);
-  else
-    r |= FIELD(out, "Via", via_token(req), 10, NULL, 0);
+    r |= FIELD(out, "X-Forwarded-Host", value_of(req, host), host->value_len);
+  r |= append_joined(out, req, "Via", 3, via_token(req), 10);
   /* A body always travels with a Content-Length: sluice has read it whole. Methods
    * whose requests usually carry one get an explicit 0 as RFC 9110 8.6 asks. */
   if (fwd->body_len > 0 || req->method == HTTP_POST || req->method == HTTP_PUT ||
@@ -191,7 +197,6 @@ int sl_http_write_response_head(struct sl_buf *out, const struct sl_http_msg *re
                                 const struct sl_http_msg *req, enum sl_http_framing framing,
                                 bool keep_alive) {
   bool conn_hdr = has_connection_header(resp);
-  const struct sl_http_header *via = NULL;
   int r = 0;
 
   /* Always HTTP/1.1: a server sends its own version (RFC 9110 6.2); framing
@@ -210,16 +215,11 @@ int sl_http_write_response_head(struct sl_buf *out, const struct sl_http_msg *re
 
     if (!passes(resp, h, conn_hdr))
       continue;
-    if (name_eq(resp, h, "via", 3)) {
-      via = h;
+    if (name_eq(resp, h, "via", 3))
       continue;
-    }
     r |= append_header(out, resp, h);
   }
-  if (via != NULL)
-    r |= FIELD(out, "Via", value_of(resp, via), via->value_len, via_token(resp), 10);
-  else
-    r |= FIELD(out, "Via", via_token(resp), 10, NULL, 0);
+  r |= append_joined(out, resp, "Via", 3, via_token(resp), 10);
   switch (framing) {
   case SL_FRAME_NONE:
     /* HEAD and 304 may announce the length of the body they do not carry. */

@@ -12,10 +12,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* Bytes counted per header beyond name and value (": " and CRLF), so the limit
- * matches what is on the wire. */
-#define HEADER_OVERHEAD 4
-
 static void msg_reset(struct sl_http_msg *m) {
   sl_buf_reset(&m->raw);
   m->n_headers = 0;
@@ -26,6 +22,7 @@ static void msg_reset(struct sl_http_msg *m) {
   m->http_major = m->http_minor = 0;
   m->content_length = -1;
   m->chunked = false;
+  m->other_codings = false;
   m->keep_alive = false;
   m->expect_continue = false;
   m->no_body = false;
@@ -33,14 +30,10 @@ static void msg_reset(struct sl_http_msg *m) {
 
 static struct sl_http_parser *parser_of(llhttp_t *ll) { return (struct sl_http_parser *)ll; }
 
-/* Counts <len> more head bytes against the limit and appends them. */
-static int head_append(struct sl_http_parser *p, const char *at, size_t len, size_t overhead) {
+/* Copies <len> bytes of the head into the message. (The size limit is enforced
+ * on the wire bytes, in scan(), so whitespace llhttp skips counts too.) */
+static int head_append(struct sl_http_parser *p, const char *at, size_t len) {
   p->started = true;
-  p->header_bytes += len + overhead;
-  if (p->max_header_bytes && p->header_bytes > p->max_header_bytes) {
-    sl_http_parser_fail(p, SL_HTTP_EHEADERSIZE, "header too large");
-    return -1;
-  }
   if (sl_buf_append(&p->msg.raw, at, len) != 0) {
     sl_http_parser_fail(p, SL_HTTP_ENOMEM, "out of memory");
     return -1;
@@ -59,7 +52,7 @@ static int on_url(llhttp_t *ll, const char *at, size_t len) {
   if (p->msg.target_len == 0)
     p->msg.target_off = (uint32_t)p->msg.raw.len;
   p->msg.target_len += (uint32_t)len;
-  return head_append(p, at, len, 0);
+  return head_append(p, at, len);
 }
 
 static int on_status(llhttp_t *ll, const char *at, size_t len) {
@@ -68,7 +61,7 @@ static int on_status(llhttp_t *ll, const char *at, size_t len) {
   if (p->msg.reason_len == 0)
     p->msg.reason_off = (uint32_t)p->msg.raw.len;
   p->msg.reason_len += (uint32_t)len;
-  return head_append(p, at, len, 0);
+  return head_append(p, at, len);
 }
 
 /*
@@ -79,8 +72,9 @@ static int on_status(llhttp_t *ll, const char *at, size_t len) {
 static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
   struct sl_http_parser *p = parser_of(ll);
   struct sl_http_msg *m = &p->msg;
-  size_t overhead = 0;
 
+  if (p->head_done)
+    return 0; /* a trailer field: dropped, as the body is re-framed */
   if (!p->in_field) {
     if (m->n_headers == m->cap_headers) {
       size_t cap = m->cap_headers ? m->cap_headers * 2 : 32;
@@ -98,10 +92,9 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
     m->headers[m->n_headers].value_len = 0;
     m->n_headers++;
     p->in_field = true;
-    overhead = HEADER_OVERHEAD;
   }
   m->headers[m->n_headers - 1].name_len += (uint32_t)len;
-  return head_append(p, at, len, overhead);
+  return head_append(p, at, len);
 }
 
 static int empty_name(struct sl_http_parser *p);
@@ -109,6 +102,8 @@ static int empty_name(struct sl_http_parser *p);
 static int on_header_field_complete(llhttp_t *ll) {
   struct sl_http_parser *p = parser_of(ll);
 
+  if (p->head_done)
+    return 0;
   if (!p->in_field || p->msg.headers[p->msg.n_headers - 1].name_len == 0)
     return empty_name(p);
   p->in_field = false;
@@ -125,6 +120,8 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
   struct sl_http_parser *p = parser_of(ll);
   struct sl_http_header *h;
 
+  if (p->head_done)
+    return 0;
   if (!p->in_value) {
     if (!p->field_done)
       return empty_name(p);
@@ -133,14 +130,22 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
   }
   h = &p->msg.headers[p->msg.n_headers - 1];
   h->value_len += (uint32_t)len;
-  return head_append(p, at, len, 0);
+  return head_append(p, at, len);
 }
 
 static int on_header_value_complete(llhttp_t *ll) {
   struct sl_http_parser *p = parser_of(ll);
+  struct sl_http_header *h;
 
+  if (p->head_done)
+    return 0;
   if (!p->field_done)
     return empty_name(p);
+  /* llhttp drops the whitespace before a value but keeps what follows it. */
+  h = &p->msg.headers[p->msg.n_headers - 1];
+  while (h->value_len > 0 && (p->msg.raw.base[h->value_off + h->value_len - 1] == ' ' ||
+                              p->msg.raw.base[h->value_off + h->value_len - 1] == '\t'))
+    h->value_len--;
   p->in_value = false;
   p->field_done = false;
   return 0;
@@ -170,6 +175,11 @@ static int on_headers_complete(llhttp_t *ll) {
   m->chunked = (ll->flags & F_CHUNKED) != 0;
   if (ll->flags & F_CONTENT_LENGTH)
     m->content_length = (int64_t)ll->content_length;
+  for (size_t i = 0; i < m->n_headers; i++) {
+    if (header_is(m, &m->headers[i], "transfer-encoding") &&
+        !value_is(m, &m->headers[i], "chunked"))
+      m->other_codings = true;
+  }
   p->head_done = true;
 
   if (ll->type == HTTP_REQUEST) {
@@ -222,6 +232,17 @@ static int on_body(llhttp_t *ll, const char *at, size_t len) {
   return 0;
 }
 
+/* The last chunk of a request: pause, so that feed() can scan the trailer
+ * section for bare LF the way it scans the head. */
+static int on_chunk_header(llhttp_t *ll) {
+  struct sl_http_parser *p = parser_of(ll);
+
+  if (ll->type != HTTP_REQUEST || ll->content_length != 0)
+    return 0;
+  p->trailer_pause = true;
+  return HPE_PAUSED;
+}
+
 static int on_message_complete(llhttp_t *ll) {
   struct sl_http_parser *p = parser_of(ll);
 
@@ -248,6 +269,7 @@ void sl_http_parser_init(struct sl_http_parser *p, llhttp_type_t type, uint64_t 
   p->settings.on_header_value_complete = on_header_value_complete;
   p->settings.on_headers_complete = on_headers_complete;
   p->settings.on_body = on_body;
+  p->settings.on_chunk_header = on_chunk_header;
   p->settings.on_message_complete = on_message_complete;
   llhttp_init(&p->ll, type, &p->settings);
   sl_buf_init(&p->msg.raw);
@@ -281,6 +303,7 @@ void sl_http_parser_next(struct sl_http_parser *p, bool response_to_head) {
   p->started = false;
   p->msg_done = false;
   p->response_to_head = response_to_head;
+  p->trailer_pause = false;
   p->scan_done = false;
   p->scan_seen_text = false;
   p->scan_line_empty = true;
@@ -297,18 +320,23 @@ void sl_http_parser_fail(struct sl_http_parser *p, enum sl_http_error err, const
 }
 
 /*
- * llhttp (even in strict mode) takes a bare LF as the end of the request line
- * and of the head. A proxy must not: a backend that reads the same bytes
- * differently is how request smuggling starts. So request heads are scanned
- * for LF without CR (and for folded lines) before llhttp sees them; the scan stops at the blank line
- * that ends the head (after something other than blank lines was seen).
+ * The wire-level checks llhttp does not make. It takes (even in strict mode)
+ * a bare LF as the end of the request line, of the head and of the trailers,
+ * and folded header lines. A proxy must not: a backend that reads the same
+ * bytes differently is how request smuggling starts. So request heads and
+ * trailer sections are scanned before llhttp sees them, up to the blank line
+ * that ends them (after something other than blank lines was seen). The same
+ * scan counts head bytes as they are on the wire for max_header_bytes.
  */
-static int scan_head(struct sl_http_parser *p, const char *data, size_t len) {
-  for (size_t i = 0; i < len && !p->scan_done; i++) {
+static int scan(struct sl_http_parser *p, const char *data, size_t len) {
+  bool strict = p->ll.type == HTTP_REQUEST;
+  size_t i;
+
+  for (i = 0; i < len && !p->scan_done; i++) {
     char ch = data[i];
 
     if (ch == '\n') {
-      if (p->scan_prev != '\r') {
+      if (strict && p->scan_prev != '\r') {
         sl_http_parser_fail(p, SL_HTTP_EBADMSG, "bare LF line end");
         return -1;
       }
@@ -318,7 +346,7 @@ static int scan_head(struct sl_http_parser *p, const char *data, size_t len) {
     } else if (ch != '\r') {
       /* Obsolete line folding (RFC 9112 5.2): rejected, as a proxy may, rather
        * than passed on to be split differently downstream. */
-      if (p->scan_line_empty && p->scan_seen_text && (ch == ' ' || ch == '\t')) {
+      if (strict && p->scan_line_empty && p->scan_seen_text && (ch == ' ' || ch == '\t')) {
         sl_http_parser_fail(p, SL_HTTP_EBADMSG, "obsolete header line folding");
         return -1;
       }
@@ -327,21 +355,45 @@ static int scan_head(struct sl_http_parser *p, const char *data, size_t len) {
     }
     p->scan_prev = ch;
   }
+  p->header_bytes += i;
+  if (p->max_header_bytes && p->header_bytes > p->max_header_bytes) {
+    sl_http_parser_fail(p, SL_HTTP_EHEADERSIZE, "header too large");
+    return -1;
+  }
   return 0;
 }
 
+/* Restarts the scan at the start of a trailer section. */
+static void scan_trailers(struct sl_http_parser *p) {
+  p->scan_done = false;
+  p->scan_seen_text = true;
+  p->scan_line_empty = true;
+  p->scan_prev = 0;
+}
+
 ssize_t sl_http_parser_feed(struct sl_http_parser *p, const char *data, size_t len) {
+  size_t off = 0;
   llhttp_errno_t e;
 
+  if (p->error != SL_HTTP_OK)
+    return -1; /* errors are final */
   if (p->msg_done)
     return 0;
-  if (p->ll.type == HTTP_REQUEST && !p->scan_done && scan_head(p, data, len) != 0)
-    return -1;
-  e = llhttp_execute(&p->ll, data, len);
-  if (e == HPE_OK)
-    return (ssize_t)len;
-  if (e == HPE_PAUSED && p->msg_done)
-    return llhttp_get_error_pos(&p->ll) - data;
+  for (;;) {
+    if (!p->scan_done && scan(p, data + off, len - off) != 0)
+      return -1;
+    e = llhttp_execute(&p->ll, data + off, len - off);
+    if (e == HPE_OK)
+      return (ssize_t)len;
+    if (e == HPE_PAUSED && p->msg_done)
+      return llhttp_get_error_pos(&p->ll) - data;
+    if (e != HPE_PAUSED || !p->trailer_pause)
+      break;
+    p->trailer_pause = false;
+    off = (size_t)(llhttp_get_error_pos(&p->ll) - data);
+    llhttp_resume(&p->ll);
+    scan_trailers(p);
+  }
   if (p->error == SL_HTTP_OK)
     sl_http_parser_fail(p, SL_HTTP_EBADMSG, llhttp_get_error_reason(&p->ll));
   return -1;

@@ -355,9 +355,10 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
     next = 0;
     if (u.type == SL__UNIT_BLOCK && u.first_ord >= ord)
       next = off + SL__UNIT_HDR + u.payload_len;
+    struct sl__unit probe;
     if (next == 0 || next >= size)
       next = sl__unit_resync(fd, off, size);
-    else if (!unit_valid_at(fd, next, size, &u, &tmp))
+    else if (!unit_valid_at(fd, next, size, &probe, &tmp))
       next = sl__unit_resync(fd, off, size);
     if (next == 0) {
       sl_log_error("spool %s: TORN TAIL in %s: cutting %" PRIu64 " bytes at offset %" PRIu64

@@ -1,5 +1,5 @@
 /*
- * Spool internals shared by src/spool/*.c and the spool unit tests.
+ * Spool internals shared by the src/spool sources and the spool unit tests.
  *
  * On-disk layout (all integers little-endian; see docs/spool-format.md):
  *

@@ -63,7 +63,7 @@ static void complete_locked(struct sl_spool *spool, struct sl__op *op) {
   if (spool->c_tail)
     spool->c_tail->next = op;
   else
-    spool->c_head = op;
+    __atomic_store_n(&spool->c_head, op, __ATOMIC_RELEASE);
   spool->c_tail = op;
 }
 
@@ -527,6 +527,10 @@ static void dict_step(struct sl_spool *spool) {
 
   if (spool->dict_done)
     return;
+  if (spool->opts.dict_train_records == 0 || spool->opts.compression_level <= 0) {
+    spool->dict_done = true;
+    return;
+  }
   if (!spool->trainer_running) {
     if (spool->nsamples < spool->opts.dict_train_records)
       return;
@@ -815,8 +819,14 @@ static void ckpt_step(struct sl_spool *spool, bool force) {
     sl_log_error("spool %s: writing the ack checkpoint failed: %s (acks stay in memory and "
                  "are written again)",
                  spool->name, sl_spool_strerror(err));
-  waiters = spool->ack_waiters;
-  spool->ack_waiters = NULL;
+  /* The list was built newest first: complete in the order the ops came. */
+  waiters = NULL;
+  while (spool->ack_waiters != NULL) {
+    struct sl__op *o = spool->ack_waiters;
+    spool->ack_waiters = o->next;
+    o->next = waiters;
+    waiters = o;
+  }
   pthread_mutex_lock(&spool->mu);
   if (err != 0)
     spool->st.last_error = err;
@@ -839,6 +849,34 @@ static void ckpt_step(struct sl_spool *spool, bool force) {
 static void add_waiter(struct sl_spool *spool, struct sl__op *op) {
   op->next = spool->ack_waiters;
   spool->ack_waiters = op;
+}
+
+/* Completes appends and moves retries/dead letters on to wait for the checkpoint. */
+static void finish_copies(struct sl_spool *spool, struct sl__op **copies, size_t ncopies) {
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < ncopies; i++) {
+    struct sl__op *o = copies[i];
+    spool->q_bytes -= o->len < spool->q_bytes ? o->len : spool->q_bytes;
+    if (o->type == SL__OP_APPEND) {
+      spool->st.raw_bytes_written += o->status == 0 ? o->len : 0;
+      complete_locked(spool, o);
+      spool->ops_done++;
+    } else {
+      /* The copy is durable: settle the original, then complete with the checkpoint. */
+      if (o->status == 0) {
+        spool->st.raw_bytes_written += o->len;
+        settle_locked(spool, o->origin, o->origin_ord);
+        if (o->origin->store == SL__STORE_READY)
+          spool->inflight_main--;
+        else
+          spool->inflight_delay--;
+      }
+      o->next = spool->ack_waiters;
+      spool->ack_waiters = o;
+    }
+  }
+  pthread_mutex_unlock(&spool->mu);
+  notify(spool);
 }
 
 /* Runs one batch of ops taken from the queue. */
@@ -886,36 +924,15 @@ static void run_ops(struct sl_spool *spool, struct sl__op *list) {
     }
   }
   if (spool->opts.fsync == SL_SPOOL_FSYNC_ALWAYS) {
-    for (size_t i = 0; i < ncopies; i++)
+    /* Each append alone, completed as soon as its own fdatasync returned. */
+    for (size_t i = 0; i < ncopies; i++) {
       write_group(spool, &copies[i], 1);
+      finish_copies(spool, &copies[i], 1);
+    }
   } else if (ncopies > 0) {
     write_group(spool, copies, ncopies);
+    finish_copies(spool, copies, ncopies);
   }
-  pthread_mutex_lock(&spool->mu);
-  for (size_t i = 0; i < ncopies; i++) {
-    struct sl__op *o = copies[i];
-    spool->q_bytes -= o->len < spool->q_bytes ? o->len : spool->q_bytes;
-    if (o->type == SL__OP_APPEND) {
-      spool->st.raw_bytes_written += o->status == 0 ? o->len : 0;
-      complete_locked(spool, o);
-      spool->ops_done++;
-    } else {
-      /* The copy is durable: settle the original, then complete with the checkpoint. */
-      if (o->status == 0) {
-        spool->st.raw_bytes_written += o->len;
-        settle_locked(spool, o->origin, o->origin_ord);
-        if (o->origin->store == SL__STORE_READY)
-          spool->inflight_main--;
-        else
-          spool->inflight_delay--;
-      }
-      o->next = spool->ack_waiters;
-      spool->ack_waiters = o;
-    }
-  }
-  pthread_mutex_unlock(&spool->mu);
-  if (ncopies > 0)
-    notify(spool);
   for (size_t i = 0; i < ndone; i++) {
     struct sl__op *o = done[i];
     if (o->type == SL__OP_BARRIER) {

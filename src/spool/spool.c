@@ -1,0 +1,761 @@
+/*
+ * The spool's public API: open and recovery, the owner-side operations that
+ * queue work for the writer thread, completions, stats and dead letters.
+ *
+ * Invariants: every queued op completes exactly once (through the completion
+ * queue, run by sl_spool_poll_completions on the owner thread); every item
+ * handed out is on the in-flight list until settled; a segment is freed only
+ * when its reference count drops to zero (the list, the cursor, the delayed
+ * cache and items each hold one), always under spool->mu.
+ *
+ * @thread owner, except the notify callback (writer thread)
+ */
+#include "spool_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice/clock.h"
+#include "sluice/log.h"
+
+void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
+uint64_t sl__peek_oldest(struct sl_spool *spool);
+
+const char *sl_spool_strerror(int err) {
+  switch (err) {
+  case 0:
+    return "success";
+  case SL_ESPOOL_FULL:
+    return "spool full";
+  case SL_ESPOOL_CLOSED:
+    return "spool closing";
+  case SL_ESPOOL_TOOBIG:
+    return "record too large for the spool";
+  case SL_ESPOOL_CORRUPT:
+    return "spool data corrupt";
+  case SL_ESPOOL_LOCKED:
+    return "spool directory in use by another process";
+  case SL_ESPOOL_NOTFOUND:
+    return "no such dead letter";
+  default:
+    return err < 0 && err > -4096 ? strerror(-err) : "unknown spool error";
+  }
+}
+
+static ssize_t io_pwrite(int fd, const void *buf, size_t len, off_t off) {
+  return pwrite(fd, buf, len, off);
+}
+static int io_fdatasync(int fd) { return fdatasync(fd); }
+static int io_fsync(int fd) { return fsync(fd); }
+static int io_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
+static int io_rename(const char *a, const char *b) { return rename(a, b); }
+static int io_unlink(const char *p) { return unlink(p); }
+
+static const struct sl_spool_io posix_io = {io_pwrite,   io_fdatasync, io_fsync,
+                                            io_ftruncate, io_rename,   io_unlink};
+
+void sl_spool_opts_init(struct sl_spool_opts *o) {
+  memset(o, 0, sizeof(*o));
+  o->name = "spool";
+  o->fsync = SL_SPOOL_FSYNC_BATCH;
+  o->batch_bytes = 1u << 20;
+  o->segment_bytes = 64u << 20;
+  o->block_bytes = 64u << 10;
+  o->compression_level = 1;
+  o->dict_train_records = 2000;
+  o->dict_bytes = 32u << 10;
+  o->ack_interval_us = 2000;
+}
+
+uint64_t sl__now_ms(struct sl_spool *spool) {
+  return spool->opts.now_ms ? spool->opts.now_ms(spool->opts.clock_arg) : sl_clock_wall_ms();
+}
+
+void sl__segvec_push(struct sl__segvec *v, struct sl__seg *seg) {
+  if (v->n == v->cap) {
+    size_t cap = v->cap ? v->cap * 2 : 16;
+    struct sl__seg **p = realloc(v->v, cap * sizeof(*p));
+    if (p == NULL)
+      abort(); /* a few pointers per segment file: no sane way on without them */
+    v->v = p;
+    v->cap = cap;
+  }
+  v->v[v->n++] = seg;
+}
+
+void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg) {
+  for (size_t i = 0; i < v->n; i++)
+    if (v->v[i] == seg) {
+      memmove(v->v + i, v->v + i + 1, (v->n - i - 1) * sizeof(*v->v));
+      v->n--;
+      return;
+    }
+}
+
+static int seg_cmp(const void *a, const void *b) {
+  const struct sl__seg *x = *(struct sl__seg *const *)a, *y = *(struct sl__seg *const *)b;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void sort_vec(struct sl__segvec *v) {
+  if (v->n > 1)
+    qsort(v->v, v->n, sizeof(*v->v), seg_cmp);
+}
+
+static uint32_t popcount_bits(const struct sl__seg *seg, uint32_t n) {
+  uint32_t c = 0;
+  for (uint32_t o = 0; o < n; o++)
+    c += sl__ack_test(seg, o);
+  return c;
+}
+
+static int load_dicts_and_list(struct sl_spool *spool) {
+  DIR *d = opendir(spool->dir);
+  struct dirent *e;
+  int err = 0;
+
+  if (d == NULL)
+    return -errno;
+  while ((e = readdir(d)) != NULL) {
+    int store;
+    uint64_t seq, start, width;
+    unsigned id;
+    char tail[8];
+
+    if (sl__seg_parse_name(e->d_name, &store, &seq, &start, &width) == 0) {
+      struct sl__seg *seg = sl__seg_new(store, seq, start, width, spool->dir);
+      if (seg == NULL) {
+        err = -ENOMEM;
+        break;
+      }
+      sl__segvec_push(store == SL__STORE_READY  ? &spool->ready
+                      : store == SL__STORE_DEAD ? &spool->dead
+                                                : &spool->delay,
+                      seg);
+      if (seq >= spool->next_seq)
+        spool->next_seq = seq + 1;
+    } else if (sscanf(e->d_name, "dict-%8x%7s", &id, tail) == 2 && strcmp(tail, ".zdict") == 0) {
+      char path[4096];
+      struct stat sb;
+      void *buf = NULL;
+      int fd;
+      snprintf(path, sizeof(path), "%s/%s", spool->dir, e->d_name);
+      fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size > 0 && (buf = malloc((size_t)sb.st_size)) &&
+          pread(fd, buf, (size_t)sb.st_size, 0) == sb.st_size) {
+        ZSTD_DDict *dd = ZSTD_createDDict(buf, (size_t)sb.st_size);
+        struct sl__dict *v = realloc(spool->dicts, (spool->ndicts + 1) * sizeof(*v));
+        if (dd != NULL && v != NULL && ZSTD_getDictID_fromDDict(dd) == id) {
+          spool->dicts = v;
+          v[spool->ndicts].id = id;
+          v[spool->ndicts].ddict = dd;
+          spool->ndicts++;
+          spool->disk_bytes += (uint64_t)sb.st_size;
+          /* Keep compressing with the dictionary already trained for this spool. */
+          if (spool->cdict == NULL || id != spool->cdict_id) {
+            ZSTD_freeCDict(spool->cdict);
+            spool->cdict = ZSTD_createCDict(buf, (size_t)sb.st_size,
+                                            spool->opts.compression_level > 0
+                                                ? spool->opts.compression_level
+                                                : 1);
+            spool->cdict_id = id;
+            spool->dict_done = true;
+          }
+        } else {
+          if (v != NULL)
+            spool->dicts = v;
+          ZSTD_freeDDict(dd);
+          sl_log_error("spool %s: dictionary %s is unreadable", spool->name, path);
+        }
+      }
+      free(buf);
+      if (fd >= 0)
+        close(fd);
+    } else if (strlen(e->d_name) > 4 && strcmp(e->d_name + strlen(e->d_name) - 4, ".tmp") == 0) {
+      char path[4096];
+      snprintf(path, sizeof(path), "%s/%s", spool->dir, e->d_name);
+      unlink(path); /* an interrupted atomic write: the old file is still valid */
+    }
+  }
+  closedir(d);
+  sort_vec(&spool->ready);
+  sort_vec(&spool->dead);
+  sort_vec(&spool->delay);
+  return err;
+}
+
+static int recover_vec(struct sl_spool *spool, struct sl__segvec *v) {
+  for (size_t i = 0; i < v->n;) {
+    struct sl__seg *seg = v->v[i];
+    int r = sl__seg_recover(spool, seg, i + 1 == v->n);
+    if (r == 1) {
+      unlink(seg->path);
+      sl__segvec_remove(v, seg);
+      sl__seg_unref(seg);
+      continue;
+    }
+    if (r == SL_ESPOOL_CORRUPT) {
+      /* Keep the file for a human; leave it out of the spool. */
+      spool->st.corrupt_units++;
+      sl__segvec_remove(v, seg);
+      sl__seg_unref(seg);
+      continue;
+    }
+    if (r != 0)
+      return r;
+    i++;
+  }
+  return 0;
+}
+
+int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_spool **out) {
+  struct sl_spool *spool;
+  struct sl_spool_opts defaults;
+  pthread_condattr_t ca;
+  uint64_t t0 = sl_clock_mono_ns();
+  int err;
+
+  *out = NULL;
+  if (opts == NULL) {
+    sl_spool_opts_init(&defaults);
+    opts = &defaults;
+  }
+  spool = calloc(1, sizeof(*spool));
+  if (spool == NULL)
+    return -ENOMEM;
+  spool->opts = *opts;
+  spool->io = opts->io ? *opts->io : posix_io;
+  if (spool->opts.block_bytes == 0)
+    spool->opts.block_bytes = 64u << 10;
+  if (spool->opts.segment_bytes == 0)
+    spool->opts.segment_bytes = 64u << 20;
+  if (spool->opts.dict_bytes == 0)
+    spool->opts.dict_bytes = 32u << 10;
+  snprintf(spool->name, sizeof(spool->name), "%s", opts->name ? opts->name : "spool");
+  spool->opts.name = spool->name;
+  spool->dirfd = spool->lockfd = -1;
+  spool->next_seq = 1;
+  pthread_mutex_init(&spool->mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&spool->wcond, &ca);
+  pthread_cond_init(&spool->icond, &ca);
+  pthread_condattr_destroy(&ca);
+  sl_buf_init(&spool->wraw);
+  sl_buf_init(&spool->wcomp);
+  sl_buf_init(&spool->wout);
+  sl_buf_init(&spool->samples);
+  sl_buf_init(&spool->blk);
+  sl_buf_init(&spool->cache);
+  sl_buf_init(&spool->rbuf);
+  spool->dir = strdup(dir);
+  spool->cctx = ZSTD_createCCtx();
+  spool->dctx = ZSTD_createDCtx();
+  spool->wdctx = ZSTD_createDCtx();
+  if (spool->dir == NULL || spool->cctx == NULL || spool->dctx == NULL || spool->wdctx == NULL) {
+    err = -ENOMEM;
+    goto fail;
+  }
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    err = -errno;
+    goto fail;
+  }
+  spool->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (spool->dirfd < 0) {
+    err = -errno;
+    goto fail;
+  }
+  {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    spool->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (spool->lockfd < 0) {
+      err = -errno;
+      goto fail;
+    }
+    if (flock(spool->lockfd, LOCK_EX | LOCK_NB) != 0) {
+      err = errno == EWOULDBLOCK ? SL_ESPOOL_LOCKED : -errno;
+      goto fail;
+    }
+  }
+  err = load_dicts_and_list(spool);
+  if (err == 0)
+    err = recover_vec(spool, &spool->ready);
+  if (err == 0)
+    err = recover_vec(spool, &spool->dead);
+  if (err == 0)
+    err = recover_vec(spool, &spool->delay);
+  if (err == 0)
+    err = sl__ckpt_load(spool);
+  if (err != 0)
+    goto fail;
+  {
+    struct sl__segvec *vecs[3] = {&spool->ready, &spool->delay, &spool->dead};
+    for (int v = 0; v < 3; v++)
+      for (size_t i = 0; i < vecs[v]->n; i++) {
+        struct sl__seg *seg = vecs[v]->v[i];
+        uint32_t unacked;
+        seg->nacked = seg->done ? seg->nrec : popcount_bits(seg, seg->nrec);
+        unacked = seg->nrec - seg->nacked;
+        if (seg->store == SL__STORE_READY)
+          spool->main_unacked += unacked;
+        else if (seg->store == SL__STORE_DELAY)
+          spool->delay_unacked += unacked;
+        else
+          spool->dead_unacked += unacked;
+        spool->disk_bytes += seg->file_bytes;
+        spool->st.segments++;
+        if (seg->nacked >= seg->nrec && seg->wfd >= 0 && seg->store == SL__STORE_DELAY &&
+            seg->start_ms + seg->width_ms <= sl__now_ms(spool)) {
+          close(seg->wfd);
+          seg->wfd = -1;
+          seg->sealed = true;
+        }
+        sl__seg_account_done(spool, seg);
+        if (seg->done && !seg->done_ckpt)
+          spool->ack_dirty = true;
+      }
+  }
+  if (pthread_create(&spool->writer, NULL, sl__writer_main, spool) != 0) {
+    err = -EAGAIN;
+    goto fail;
+  }
+  spool->writer_started = true;
+  sl_log_info("spool %s: opened %s in %.1f ms: %" PRIu64 " ready, %" PRIu64 " delayed, %" PRIu64
+              " dead, %" PRIu64 " bytes in %" PRIu64 " segments",
+              spool->name, dir, (double)(sl_clock_mono_ns() - t0) / 1e6, spool->main_unacked,
+              spool->delay_unacked, spool->dead_unacked, spool->disk_bytes, spool->st.segments);
+  *out = spool;
+  return 0;
+
+fail:
+  sl_spool_close(spool);
+  return err;
+}
+
+static void free_vec(struct sl__segvec *v) {
+  for (size_t i = 0; i < v->n; i++)
+    sl__seg_unref(v->v[i]);
+  free(v->v);
+  v->v = NULL;
+  v->n = v->cap = 0;
+}
+
+void sl_spool_close(struct sl_spool *spool) {
+  if (spool == NULL)
+    return;
+  if (spool->writer_started) {
+    pthread_mutex_lock(&spool->mu);
+    spool->stopping = true;
+    pthread_cond_signal(&spool->wcond);
+    pthread_mutex_unlock(&spool->mu);
+    pthread_join(spool->writer, NULL);
+    spool->writer_started = false;
+  }
+  sl_spool_poll_completions(spool);
+  /* Items still out are released: their records stay unsettled on disk. */
+  while (spool->inflight != NULL) {
+    struct sl_spool_item *it = spool->inflight;
+    sl__inflight_unlink(spool, it);
+    sl__seg_unref(it->seg);
+    free(it);
+  }
+  while (spool->returned_head != NULL) {
+    struct sl_spool_item *it = spool->returned_head;
+    spool->returned_head = it->next;
+    sl__seg_unref(it->seg);
+    free(it);
+  }
+  sl__seg_unref(spool->cur);
+  sl__seg_unref(spool->cache_seg);
+  free_vec(&spool->ready);
+  free_vec(&spool->dead);
+  free_vec(&spool->delay);
+  free(spool->heap);
+  for (size_t i = 0; i < spool->ndicts; i++)
+    ZSTD_freeDDict(spool->dicts[i].ddict);
+  free(spool->dicts);
+  ZSTD_freeCDict(spool->cdict);
+  ZSTD_freeCCtx(spool->cctx);
+  ZSTD_freeDCtx(spool->dctx);
+  ZSTD_freeDCtx(spool->wdctx);
+  sl_buf_dispose(&spool->wraw);
+  sl_buf_dispose(&spool->wcomp);
+  sl_buf_dispose(&spool->wout);
+  sl_buf_dispose(&spool->samples);
+  sl_buf_dispose(&spool->blk);
+  sl_buf_dispose(&spool->cache);
+  sl_buf_dispose(&spool->rbuf);
+  free(spool->sample_sizes);
+  if (spool->dirfd >= 0)
+    close(spool->dirfd);
+  if (spool->lockfd >= 0)
+    close(spool->lockfd); /* drops the flock */
+  free(spool->dir);
+  pthread_mutex_destroy(&spool->mu);
+  pthread_cond_destroy(&spool->wcond);
+  pthread_cond_destroy(&spool->icond);
+  free(spool);
+}
+
+/* Queues <op> for the writer (caller holds mu). */
+static void enqueue_locked(struct sl_spool *spool, struct sl__op *op) {
+  op->next = NULL;
+  op->queued_ns = sl_clock_mono_ns();
+  if (spool->q_tail)
+    spool->q_tail->next = op;
+  else
+    spool->q_head = op;
+  spool->q_tail = op;
+  spool->ops_queued++;
+  pthread_cond_signal(&spool->wcond);
+}
+
+static struct sl__op *op_new(const struct sl_spool_record *rec, size_t *len_out) {
+  size_t len = sl__record_size(rec);
+  struct sl__op *op;
+
+  if (len > SL_SPOOL_RECORD_MAX || rec->method_len > UINT16_MAX)
+    return NULL;
+  op = malloc(sizeof(*op) + len);
+  if (op == NULL)
+    return NULL;
+  memset(op, 0, sizeof(*op));
+  op->data = (uint8_t *)(op + 1);
+  op->len = len;
+  op->enqueue_ms = rec->enqueue_ms;
+  sl__record_encode(rec, op->data);
+  *len_out = len;
+  return op;
+}
+
+int sl_spool_append(struct sl_spool *spool, const struct sl_spool_record *rec, sl_spool_done_cb cb,
+                    void *arg) {
+  struct sl__op *op;
+  size_t len = sl__record_size(rec);
+  uint64_t now = sl__now_ms(spool);
+  int err = 0;
+
+  if (len > SL_SPOOL_RECORD_MAX || rec->method_len > UINT16_MAX)
+    return SL_ESPOOL_TOOBIG;
+  /* Encode outside the lock: the writer thread contends for it. */
+  op = op_new(rec, &len);
+  if (op == NULL)
+    return -ENOMEM;
+  op->type = SL__OP_APPEND;
+  op->cb = cb;
+  op->arg = arg;
+  op->store = rec->not_before_ms > now ? SL__STORE_DELAY : SL__STORE_READY;
+  op->due_ms = rec->not_before_ms;
+  pthread_mutex_lock(&spool->mu);
+  if (spool->stopping) {
+    err = SL_ESPOOL_CLOSED;
+  } else if (spool->opts.max_bytes > 0 &&
+             spool->disk_bytes + spool->q_bytes + len + SL__UNIT_HDR > spool->opts.max_bytes) {
+    /* Queued records count at their raw size: they cannot take more than that on disk. */
+    err = SL_ESPOOL_FULL;
+  } else {
+    spool->q_bytes += len;
+    enqueue_locked(spool, op);
+  }
+  pthread_mutex_unlock(&spool->mu);
+  if (err != 0)
+    free(op);
+  return err;
+}
+
+int sl_spool_poll_completions(struct sl_spool *spool) {
+  struct sl__op *list;
+  int n = 0;
+
+  /* The common case after a spurious wake-up: nothing to do, and no lock taken. */
+  if (__atomic_load_n(&spool->c_head, __ATOMIC_ACQUIRE) == NULL)
+    return 0;
+  pthread_mutex_lock(&spool->mu);
+  list = spool->c_head;
+  __atomic_store_n(&spool->c_head, NULL, __ATOMIC_RELAXED);
+  spool->c_tail = NULL;
+  pthread_mutex_unlock(&spool->mu);
+  while (list != NULL) {
+    struct sl__op *op = list;
+    list = op->next;
+    if (op->item != NULL) {
+      /* RETRY/DEAD: the original is settled on success, given back on failure. */
+      struct sl_spool_item *it = op->item;
+      if (op->status == 0) {
+        pthread_mutex_lock(&spool->mu);
+        sl__seg_unref(it->seg);
+        pthread_mutex_unlock(&spool->mu);
+        free(it);
+      } else {
+        it->next = NULL;
+        if (spool->returned_tail)
+          spool->returned_tail->next = it;
+        else
+          spool->returned_head = it;
+        spool->returned_tail = it;
+      }
+    }
+    if (op->cb)
+      op->cb(op->arg, op->status);
+    free(op);
+    n++;
+  }
+  return n;
+}
+
+void sl_spool_wait_idle(struct sl_spool *spool) {
+  struct sl__op *op = calloc(1, sizeof(*op));
+  uint64_t target;
+
+  pthread_mutex_lock(&spool->mu);
+  if (op != NULL) {
+    op->type = SL__OP_BARRIER;
+    enqueue_locked(spool, op);
+  }
+  target = spool->ops_queued;
+  while (spool->ops_done < target && spool->writer_started)
+    pthread_cond_wait(&spool->icond, &spool->mu);
+  pthread_mutex_unlock(&spool->mu);
+}
+
+/* Takes <it> off the in-flight books (caller holds mu). */
+static void uncount_inflight_locked(struct sl_spool *spool, struct sl_spool_item *it) {
+  if (it->seg->store == SL__STORE_READY)
+    spool->inflight_main--;
+  else
+    spool->inflight_delay--;
+}
+
+int sl_spool_ack(struct sl_spool *spool, struct sl_spool_item *item, sl_spool_done_cb cb,
+                 void *arg) {
+  struct sl__op *op = NULL;
+  struct sl__seg *seg = item->seg;
+
+  if (cb != NULL) {
+    op = calloc(1, sizeof(*op));
+    if (op == NULL)
+      return -ENOMEM;
+    op->type = SL__OP_ACK;
+    op->cb = cb;
+    op->arg = arg;
+  }
+  sl__inflight_unlink(spool, item);
+  pthread_mutex_lock(&spool->mu);
+  uncount_inflight_locked(spool, item);
+  if (sl__ack_set(seg, item->ord)) {
+    seg->nacked++;
+    if (seg->store == SL__STORE_READY)
+      spool->main_unacked--;
+    else if (seg->store == SL__STORE_DELAY)
+      spool->delay_unacked--;
+    else
+      spool->dead_unacked--;
+  }
+  if (!spool->ack_dirty)
+    spool->ack_dirty_ns = sl_clock_mono_ns();
+  spool->ack_dirty = true;
+  sl__seg_account_done(spool, seg);
+  if (op != NULL)
+    enqueue_locked(spool, op);
+  else
+    pthread_cond_signal(&spool->wcond);
+  sl__seg_unref(seg);
+  pthread_mutex_unlock(&spool->mu);
+  free(item);
+  return 0;
+}
+
+static int move_item(struct sl_spool *spool, struct sl_spool_item *item, int type, int store,
+                     uint64_t due, const char *error, sl_spool_done_cb cb, void *arg) {
+  struct sl_spool_record rec = item->rec;
+  struct sl__op *op;
+  size_t len;
+
+  if (type == SL__OP_RETRY)
+    rec.attempts++;
+  rec.not_before_ms = due;
+  if (error != NULL) {
+    rec.error = error;
+    rec.error_len = strlen(error);
+  } else {
+    rec.error_len = 0;
+  }
+  op = op_new(&rec, &len);
+  if (op == NULL)
+    return -ENOMEM;
+  op->type = type;
+  op->cb = cb;
+  op->arg = arg;
+  op->store = store;
+  op->due_ms = due;
+  op->item = item;
+  op->origin = item->seg;
+  op->origin_ord = item->ord;
+  sl__inflight_unlink(spool, item);
+  pthread_mutex_lock(&spool->mu);
+  spool->q_bytes += len;
+  enqueue_locked(spool, op);
+  pthread_mutex_unlock(&spool->mu);
+  return 0;
+}
+
+int sl_spool_retry(struct sl_spool *spool, struct sl_spool_item *item, uint64_t not_before_ms,
+                   sl_spool_done_cb cb, void *arg) {
+  int store = not_before_ms > sl__now_ms(spool) ? SL__STORE_DELAY : SL__STORE_READY;
+  return move_item(spool, item, SL__OP_RETRY, store, not_before_ms, NULL, cb, arg);
+}
+
+int sl_spool_dead(struct sl_spool *spool, struct sl_spool_item *item, const char *error,
+                  sl_spool_done_cb cb, void *arg) {
+  return move_item(spool, item, SL__OP_DEAD, SL__STORE_DEAD, 0, error ? error : "", cb, arg);
+}
+
+void sl_spool_release(struct sl_spool *spool, struct sl_spool_item *item) {
+  sl__inflight_unlink(spool, item);
+  pthread_mutex_lock(&spool->mu);
+  uncount_inflight_locked(spool, item);
+  pthread_mutex_unlock(&spool->mu);
+  item->next = NULL;
+  if (spool->returned_tail)
+    spool->returned_tail->next = item;
+  else
+    spool->returned_head = item;
+  spool->returned_tail = item;
+}
+
+static int dead_op(struct sl_spool *spool, int type, const uint8_t *id, sl_spool_done_cb cb,
+                   void *arg) {
+  struct sl__op *op = calloc(1, sizeof(*op));
+
+  if (op == NULL)
+    return -ENOMEM;
+  op->type = type;
+  op->cb = cb;
+  op->arg = arg;
+  op->all = id == NULL;
+  if (id != NULL)
+    memcpy(op->id, id, 16);
+  pthread_mutex_lock(&spool->mu);
+  if (spool->stopping) {
+    pthread_mutex_unlock(&spool->mu);
+    free(op);
+    return SL_ESPOOL_CLOSED;
+  }
+  enqueue_locked(spool, op);
+  pthread_mutex_unlock(&spool->mu);
+  return 0;
+}
+
+int sl_spool_dead_redrive(struct sl_spool *spool, const uint8_t *id, sl_spool_done_cb cb,
+                          void *arg) {
+  return dead_op(spool, SL__OP_REDRIVE, id, cb, arg);
+}
+
+int sl_spool_dead_purge(struct sl_spool *spool, const uint8_t *id, sl_spool_done_cb cb,
+                        void *arg) {
+  return dead_op(spool, SL__OP_PURGE, id, cb, arg);
+}
+
+int sl_spool_dead_list(struct sl_spool *spool,
+                       int (*cb)(void *arg, const struct sl_spool_record *rec), void *arg) {
+  struct sl__segvec segs = {0};
+  struct sl_buf tmp, blk;
+  int err = 0, stop = 0;
+
+  sl_buf_init(&tmp);
+  sl_buf_init(&blk);
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < spool->dead.n; i++) {
+    spool->dead.v[i]->refs++;
+    sl__segvec_push(&segs, spool->dead.v[i]);
+  }
+  pthread_mutex_unlock(&spool->mu);
+  for (size_t i = 0; i < segs.n && !stop; i++) {
+    struct sl__seg *seg = segs.v[i];
+    uint64_t off = SL__SEG_HDR, end;
+    int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      continue; /* deleted meanwhile: purged */
+    pthread_mutex_lock(&spool->mu);
+    end = seg->committed;
+    pthread_mutex_unlock(&spool->mu);
+    while (off < end && !stop) {
+      struct sl__unit u;
+      size_t at = 0;
+      int r = sl__unit_read(spool, spool->dctx, fd, off, end, &u, &tmp, &blk);
+      if (r != 0) {
+        uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
+        if (r != SL_ESPOOL_CORRUPT)
+          err = r;
+        if (r != SL_ESPOOL_CORRUPT || next == 0 || next <= off)
+          break;
+        off = next;
+        continue;
+      }
+      for (uint32_t k = 0; k < u.nrec && !stop; k++) {
+        const uint8_t *rp;
+        size_t rl;
+        struct sl_spool_record rec;
+        bool acked;
+        if (sl__block_next((const uint8_t *)blk.base, blk.len, &at, &rp, &rl) != 0 ||
+            sl__record_decode(rp, rl, &rec) != 0)
+          break;
+        pthread_mutex_lock(&spool->mu);
+        acked = sl__ack_test(seg, u.first_ord + k);
+        pthread_mutex_unlock(&spool->mu);
+        if (!acked)
+          stop = cb(arg, &rec);
+      }
+      off += SL__UNIT_HDR + u.payload_len;
+    }
+    close(fd);
+  }
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < segs.n; i++)
+    sl__seg_unref(segs.v[i]);
+  pthread_mutex_unlock(&spool->mu);
+  free(segs.v);
+  sl_buf_dispose(&tmp);
+  sl_buf_dispose(&blk);
+  return err;
+}
+
+void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
+  uint64_t now = sl__now_ms(spool), due = 0, oldest, main_ready;
+
+  oldest = sl__peek_oldest(spool);
+  pthread_mutex_lock(&spool->mu);
+  *st = spool->st;
+  for (size_t i = 0; i < spool->heap_n; i++)
+    if (spool->heap[i].due_ms <= now) {
+      due++;
+      if (oldest == 0 || spool->heap[i].enqueue_ms < oldest)
+        oldest = spool->heap[i].enqueue_ms;
+    }
+  main_ready = spool->main_unacked - (spool->inflight_main < spool->main_unacked
+                                          ? spool->inflight_main
+                                          : spool->main_unacked);
+  st->ready = main_ready + due;
+  st->delayed = spool->delay_unacked - spool->inflight_delay - due;
+  st->inflight = spool->inflight_main + spool->inflight_delay;
+  st->dead = spool->dead_unacked;
+  st->disk_bytes = spool->disk_bytes;
+  pthread_mutex_unlock(&spool->mu);
+  for (struct sl_spool_item *it = spool->returned_head; it != NULL; it = it->next) {
+    st->ready++;
+    if (it->seg->store == SL__STORE_READY)
+      main_ready++; /* counted already among main_unacked; keep ready as is */
+    if (oldest == 0 || it->rec.enqueue_ms < oldest)
+      oldest = it->rec.enqueue_ms;
+  }
+  st->oldest_ready_ms = st->ready > 0 ? oldest : 0;
+}
