@@ -11,8 +11,10 @@
 #include <string.h>
 #include <uv.h>
 
+#include "sluice/admin.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/server.h"
 
 #define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
@@ -25,6 +27,7 @@ struct reload_job {
 };
 
 static struct sl_server *server;
+static struct sl_admin *admin;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static const char *config_path = DEFAULT_CONFIG;
 static bool reload_running;
@@ -49,6 +52,8 @@ static void on_shutdown_done(struct sl_server *srv) {
   sl_log_info("shutdown complete");
   sl_server_destroy(srv);
   server = NULL;
+  sl_admin_close(admin, NULL, NULL);
+  admin = NULL;
   close_signals();
 }
 
@@ -68,6 +73,7 @@ static void reload_done(uv_work_t *req, int status) {
   if (status == 0 && job->cfg != NULL && server != NULL) {
     sl_log_set_level(job->cfg->log.level);
     sl_server_reload(server, job->cfg);
+    sl_admin_set_config(admin, job->cfg);
     sl_log_info("reloaded %s", job->path);
   } else if (job->cfg == NULL) {
     sl_log_error("reload failed, keeping the running config: %s", job->err);
@@ -113,13 +119,17 @@ static void on_signal(uv_signal_t *h, int signum) {
   if (server == NULL)
     return;
   sl_log_info("%s: graceful shutdown", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  /* Load balancers watching /readyz stop sending while requests drain. */
+  sl_admin_set_ready(admin, false, "shutting down");
   sl_server_shutdown(server, on_shutdown_done);
 }
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {
-      {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
-      {"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+      {"config", required_argument, NULL, 'c'},
+      {"test", no_argument, NULL, 't'},
+      {"version", no_argument, NULL, 'v'},
+      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
   struct sl_config *cfg;
@@ -166,12 +176,20 @@ int main(int argc, char **argv) {
   sl_log_set_level(cfg->log.level);
   signal(SIGPIPE, SIG_IGN);
 
+  if (sl_metrics_register_process(sl_metrics_default()) != 0) {
+    sl_log_error("out of memory");
+    return 1;
+  }
   server = sl_server_create(loop, cfg);
+  admin = sl_admin_create(loop, cfg, sl_metrics_default());
   sl_config_unref(cfg);
-  if (server == NULL || sl_server_start(server) != 0) {
+  if (server == NULL || admin == NULL || sl_server_start(server) != 0 ||
+      sl_admin_start(admin) != 0) {
     sl_server_destroy(server);
+    sl_admin_destroy(admin);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    sl_metrics_default_destroy();
     return 1;
   }
   uv_signal_init(loop, &sig_term);
@@ -184,5 +202,6 @@ int main(int argc, char **argv) {
 
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
+  sl_metrics_default_destroy();
   return 0;
 }

@@ -136,9 +136,8 @@ void sl__access_log_write(struct sl_access_log *log, const struct sl_conn *c) {
     target = m->raw.base + m->target_off;
     target_len = (int)m->target_len;
   }
-  sl_buf_printf(&log->filling, "%s %s \"%s %.*s HTTP/%u.%u\" %u %llu %.3f %.3f\n",
-                format_time(log), c->client_addr, method, target_len, target, m->http_major,
-                m->http_minor, c->status,
+  sl_buf_printf(&log->filling, "%s %s \"%s %.*s HTTP/%u.%u\" %u %llu %.3f %.3f\n", format_time(log),
+                c->client_addr, method, target_len, target, m->http_major, m->http_minor, c->status,
                 (unsigned long long)c->bytes_out, (double)c->t_upstream_ns / 1e9,
                 (double)total_ns / 1e9);
   if (log->filling.len >= FLUSH_BYTES)

@@ -207,6 +207,7 @@ static void reset_request(struct sl_conn *c) {
   c->cfg = NULL;
   c->route = NULL;
   c->error_status = 0;
+  c->rstats = NULL;
   c->status = 0;
   c->bytes_out = 0;
   c->t_upstream_ns = 0;
@@ -222,6 +223,8 @@ void sl__conn_request_done(struct sl_conn *c) {
     return;
   if (c->cfg != NULL && c->cfg->log.access)
     sl__access_log_write(c->srv->access_log, c);
+  sl__stats_request_done(c->rstats ? c->rstats : c->srv->unrouted_stats, c->outcome, c->status,
+                         (double)(sl_clock_mono_ns() - c->t_start_ns) / 1e9);
   reset_request(c);
   if (!c->keep_alive || c->srv->shutting_down) {
     c->state = CONN_DRAINING;
@@ -274,6 +277,7 @@ static void start_request(struct sl_conn *c) {
   c->parser.max_header_bytes = cfg->limits.max_header_bytes;
   c->parser.max_body_bytes = cfg->limits.max_body_bytes;
   c->t_start_ns = sl_clock_mono_ns();
+  c->outcome = SL_OUTCOME_ERROR; /* until an upstream or the spool takes it */
   c->state = CONN_HEAD;
   arm_timer(c, cfg->limits.header_timeout_ms);
 }
@@ -282,8 +286,8 @@ static const struct sl_http_header *last_host(const struct sl_http_msg *m) {
   const struct sl_http_header *h = NULL;
 
   for (size_t i = 0; i < m->n_headers; i++) {
-    if (m->headers[i].name_len == 4 && strncasecmp(sl_http_msg_str(m, m->headers[i].name_off),
-                                                   "host", 4) == 0)
+    if (m->headers[i].name_len == 4 &&
+        strncasecmp(sl_http_msg_str(m, m->headers[i].name_off), "host", 4) == 0)
       h = &m->headers[i];
   }
   return h;
@@ -318,13 +322,14 @@ static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
   }
   q = memchr(target, '?', m->target_len);
   path_len = q ? (size_t)(q - target) : m->target_len;
-  c->route = sl_route_match(
-      c->cfg, target, path_len, host ? sl_http_msg_str(m, host->value_off) : NULL,
-      host ? host->value_len : 0,
-      sl_method_bit(llhttp_method_name((llhttp_method_t)m->method),
-                    strlen(llhttp_method_name((llhttp_method_t)m->method))));
+  c->route =
+      sl_route_match(c->cfg, target, path_len, host ? sl_http_msg_str(m, host->value_off) : NULL,
+                     host ? host->value_len : 0,
+                     sl_method_bit(llhttp_method_name((llhttp_method_t)m->method),
+                                   strlen(llhttp_method_name((llhttp_method_t)m->method))));
   if (c->route == NULL)
     c->error_status = 404;
+  c->rstats = sl__server_route_stats(c->srv, c->cfg, c->route);
   if (m->expect_continue && m->http_minor >= 1 && c->error_status == 0 &&
       (m->chunked || m->content_length > 0)) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -386,8 +391,7 @@ static void dispatch(struct sl_conn *c) {
 static size_t conn_feed(struct sl_conn *c, const char *data, size_t len) {
   size_t done = 0;
 
-  while (done < len &&
-         (c->state == CONN_IDLE || c->state == CONN_HEAD || c->state == CONN_BODY)) {
+  while (done < len && (c->state == CONN_IDLE || c->state == CONN_HEAD || c->state == CONN_BODY)) {
     ssize_t n;
 
     if (c->state == CONN_IDLE)

@@ -23,6 +23,34 @@
 #include "sluice/upstream.h"
 
 struct sl_access_log;
+struct sl_metrics;
+struct sl_metric;
+struct sl_proxy_stats;
+
+/* What sluice did with a request, for sluice_requests_total{outcome}. */
+enum sl_outcome {
+  SL_OUTCOME_FORWARDED, /* sent upstream, whatever it answered */
+  SL_OUTCOME_SPILLED,   /* stored in the spool */
+  SL_OUTCOME_REJECTED,  /* refused by shaping: no room to wait or spill */
+  SL_OUTCOME_ERROR,     /* answered by sluice with an error (bad request, no route, 502...) */
+  SL_OUTCOME_COUNT,
+};
+
+/* Series of one route (label "route"), and of one upstream. */
+struct sl_route_stats {
+  char *label;
+  struct sl_metric *outcome[SL_OUTCOME_COUNT];
+  struct sl_metric *code_class[5];
+  struct sl_metric *duration;
+  struct sl_route_stats *next;
+};
+
+struct sl_upstream_stats {
+  char *name;
+  struct sl_metric *duration;
+  struct sl_metric *inflight;
+  struct sl_upstream_stats *next;
+};
 
 enum conn_state {
   CONN_IDLE,     /* between requests, waiting for the first byte */
@@ -51,6 +79,9 @@ struct sl_server {
   bool shutting_down;
   sl_server_shutdown_cb shutdown_cb;
   struct sl_access_log *access_log;
+  struct sl_proxy_stats *stats;
+  struct sl_route_stats **route_stats; /* parallel to cfg->routes */
+  struct sl_route_stats *unrouted_stats;
 };
 
 struct sl_conn {
@@ -62,8 +93,8 @@ struct sl_conn {
   int open_handles;
   unsigned writes_in_flight;
   size_t write_bytes_in_flight;
-  bool processing; /* inside conn_process(): finishing must not recurse */
-  bool keep_alive; /* after the current response */
+  bool processing;  /* inside conn_process(): finishing must not recurse */
+  bool keep_alive;  /* after the current response */
   bool read_paused; /* client reads stopped: too many pipelined bytes */
 
   struct sl_http_parser parser;
@@ -76,6 +107,8 @@ struct sl_conn {
   struct sl_config *cfg; /* referenced for the request's lifetime */
   const struct sl_route_config *route;
   unsigned error_status; /* sluice answers this itself once the request is read */
+  enum sl_outcome outcome;
+  struct sl_route_stats *rstats;
   uint64_t t_start_ns;
   uint64_t t_upstream_ns; /* upstream time, 0 when none */
   unsigned status;
@@ -83,13 +116,15 @@ struct sl_conn {
 
   /* Forwarding (proxy.c). */
   struct sl_upstream *upstream;
+  struct sl_upstream_stats *ustats;
+  bool counted_inflight;
   struct sl_upconn *uc;
   struct sl_buf upreq; /* request head for the upstream */
   uv_write_t upwrite;
   struct sl_http_parser resp;
   enum sl_http_framing framing;
   uint64_t t_upstream_start_ns;
-  bool head_sent;     /* response head already written to the client */
+  bool head_sent; /* response head already written to the client */
   bool resp_done;
   bool retried;
   bool upstream_paused; /* upstream reads stopped until the client drains */
@@ -123,8 +158,22 @@ void sl__proxy_init(struct sl_conn *c);
 void sl__proxy_dispose(struct sl_conn *c);
 
 /* server.c */
-struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name);
+struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
+                                        struct sl_upstream_stats **stats);
+/* The series of route <r> of config <cfg> (NULL <r>: requests no route matched). */
+struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
+                                              const struct sl_route_config *r);
 void sl__server_conn_closed(struct sl_server *srv, struct sl_conn *c);
+
+/* stats.c */
+struct sl_proxy_stats *sl__stats_create(struct sl_metrics *reg);
+void sl__stats_destroy(struct sl_proxy_stats *st);
+/* Find or create the series of a route or upstream; NULL on ENOMEM (logged). */
+struct sl_route_stats *sl__stats_route(struct sl_proxy_stats *st, const struct sl_route_config *r);
+struct sl_upstream_stats *sl__stats_upstream(struct sl_proxy_stats *st, const char *name);
+/* Counts one answered request. Accepts NULL <rs>. */
+void sl__stats_request_done(struct sl_route_stats *rs, enum sl_outcome outcome, unsigned status,
+                            double seconds);
 
 /* access_log.c */
 struct sl_access_log *sl__access_log_create(uv_loop_t *loop);

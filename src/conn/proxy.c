@@ -18,6 +18,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 
 /* The upstream write outlives the connection if the client goes away while it
  * is pending, so it is allocated on its own and detached on cancel. */
@@ -41,6 +42,10 @@ static void detach_write(struct sl_conn *c) {
 
 static void release_upstream(struct sl_conn *c, bool reusable) {
   detach_write(c);
+  if (c->counted_inflight) {
+    c->counted_inflight = false;
+    sl_metrics_add(c->ustats->inflight, -1);
+  }
   if (c->uc == NULL)
     return;
   if (reusable)
@@ -136,6 +141,10 @@ static void send_request(struct sl_conn *c) {
   w->c = c;
   c->upwrite.data = w;
   c->t_upstream_start_ns = sl_clock_mono_ns();
+  if (c->ustats != NULL && !c->counted_inflight) {
+    c->counted_inflight = true;
+    sl_metrics_inc(c->ustats->inflight);
+  }
   sl_http_parser_next(&c->resp, c->parser.msg.method == HTTP_HEAD);
   bufs[0] = uv_buf_init(c->upreq.base, (unsigned)c->upreq.len);
   bufs[1] = uv_buf_init(c->body.base, (unsigned)c->body.len);
@@ -165,7 +174,7 @@ void sl__proxy_start(struct sl_conn *c) {
       .body_len = c->body.len,
   };
 
-  c->upstream = sl__server_upstream(c->srv, ucfg->name);
+  c->upstream = sl__server_upstream(c->srv, ucfg->name, &c->ustats);
   c->head_sent = false;
   c->resp_done = false;
   c->retried = false;
@@ -200,6 +209,7 @@ static int on_resp_head(struct sl_http_parser *p, struct sl_http_msg *m) {
   if (c->framing == SL_FRAME_CLOSE)
     c->keep_alive = false;
   c->status = m->status;
+  c->outcome = SL_OUTCOME_FORWARDED;
   if (sl_http_write_response_head(&c->out, m, req, c->framing, c->keep_alive) != 0) {
     sl_http_parser_fail(p, SL_HTTP_ENOMEM, "out of memory");
     return -1;
@@ -242,6 +252,8 @@ static int on_resp_done(struct sl_http_parser *p) {
 
 static void complete(struct sl_conn *c, bool reusable) {
   c->t_upstream_ns = sl_clock_mono_ns() - c->t_upstream_start_ns;
+  if (c->ustats != NULL)
+    sl_metrics_observe(c->ustats->duration, (double)c->t_upstream_ns / 1e9);
   release_upstream(c, reusable);
   sl__conn_request_done(c);
 }

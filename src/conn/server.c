@@ -14,11 +14,13 @@
 #include <string.h>
 
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 
 struct upstream_slot {
   char *name;
   struct sl_upstream *up;
   struct sl_config *cfg; /* the config whose entry <up> points into */
+  struct sl_upstream_stats *stats;
 };
 
 static struct upstream_slot *slots(struct sl_server *srv) { return srv->upstreams; }
@@ -31,9 +33,34 @@ static struct upstream_slot *find_slot(struct sl_server *srv, const char *name) 
   return NULL;
 }
 
-struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name) {
+struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
+                                        struct sl_upstream_stats **stats) {
   struct upstream_slot *s = find_slot(srv, name);
+
+  *stats = s ? s->stats : NULL;
   return s ? s->up : NULL;
+}
+
+struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
+                                              const struct sl_route_config *r) {
+  if (r == NULL)
+    return srv->unrouted_stats;
+  if (cfg == srv->cfg && srv->route_stats != NULL)
+    return srv->route_stats[r - cfg->routes];
+  return sl__stats_route(srv->stats, r); /* a request from before a reload */
+}
+
+/* Looks up the series of every route of <cfg> once, for the request path. */
+static int bind_route_stats(struct sl_server *srv, const struct sl_config *cfg) {
+  struct sl_route_stats **rs = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof(*rs));
+
+  if (rs == NULL)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < cfg->n_routes; i++)
+    rs[i] = sl__stats_route(srv->stats, &cfg->routes[i]);
+  free(srv->route_stats);
+  srv->route_stats = rs;
+  return 0;
 }
 
 /* Points the run-time upstreams at <cfg>, creating those that are new. */
@@ -57,6 +84,7 @@ static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
         return UV_ENOMEM;
       }
       s->cfg = sl_config_ref(cfg);
+      s->stats = sl__stats_upstream(srv->stats, ucfg->name);
       srv->n_upstreams++;
       continue;
     }
@@ -76,11 +104,14 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   srv->loop = loop;
   srv->cfg = sl_config_ref(cfg);
   srv->access_log = sl__access_log_create(loop);
+  srv->stats = sl__stats_create(sl_metrics_default());
   uv_tcp_init(loop, &srv->listener);
   uv_timer_init(loop, &srv->grace_timer);
   srv->listener.data = srv;
   srv->grace_timer.data = srv;
-  if (srv->access_log == NULL || bind_upstreams(srv, cfg) != 0) {
+  if (srv->access_log == NULL || srv->stats == NULL || bind_upstreams(srv, cfg) != 0 ||
+      bind_route_stats(srv, cfg) != 0 ||
+      (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
     sl_log_error("out of memory");
     sl_server_destroy(srv);
     return NULL;
@@ -127,9 +158,9 @@ const struct sl_config *sl_server_config(const struct sl_server *srv) { return s
 
 void sl_server_reload(struct sl_server *srv, struct sl_config *cfg) {
   if (strcmp(cfg->listen.text, srv->cfg->listen.text) != 0)
-    sl_log_warn("listen changed from %s to %s: takes effect after a restart",
-                srv->cfg->listen.text, cfg->listen.text);
-  if (bind_upstreams(srv, cfg) != 0) {
+    sl_log_warn("listen changed from %s to %s: takes effect after a restart", srv->cfg->listen.text,
+                cfg->listen.text);
+  if (bind_upstreams(srv, cfg) != 0 || bind_route_stats(srv, cfg) != 0) {
     sl_log_error("reload: out of memory, keeping the old config");
     return;
   }
@@ -223,6 +254,8 @@ void sl_server_destroy(struct sl_server *srv) {
     free(slots(srv)[i].name);
   }
   free(srv->upstreams);
+  free(srv->route_stats);
+  sl__stats_destroy(srv->stats);
   sl__access_log_destroy(srv->access_log);
   sl_config_unref(srv->cfg);
   srv->open_handles = 1;

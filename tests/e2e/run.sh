@@ -46,6 +46,7 @@ SLUICE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
 BACKEND=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
 E2E_WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-e2e.XXXXXX")
 export E2E_DIR E2E_WORK SLUICE BACKEND
+mkdir -p "$E2E_WORK/spool"
 # Sanitizer builds: make every report fatal and visible; the caller's
 # settings win (scripts/test sets the same).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
@@ -56,7 +57,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 finish() {
   local rc=$1
-  if ! e2e_cleanup; then
+  if ! e2e_cleanup && [ "$rc" -eq 0 ]; then
     rc=1
   fi
   if [ "$rc" -ne 0 ]; then
@@ -90,10 +91,9 @@ run_vtc() {
   for attempt in 1 2; do
     port=$(e2e_free_port) || return 1
     log=$E2E_WORK/varnishtest.$attempt.log
-    # -t: whole-test limit, under ctest's 120 s; every read or connect in the
-    # test then times out after half of it unless the test sets "timeout".
-    # -b: receive buffer big enough for the large-body tests.
-    varnishtest -t 90 -b 16M \
+    # -t: whole-test limit; every read or connect in the test then times out
+    # after half of it unless the test sets "timeout".
+    timeout -k 5 "$E2E_TEST_TIMEOUT" varnishtest -t 90 \
       -Dsluice_port="$port" \
       -Dsluice_listen="127.0.0.1:$port" \
       -Dsluice_sock="127.0.0.1 $port" \
@@ -106,7 +106,7 @@ run_vtc() {
     rc=$?
     if [ "$rc" -ne 0 ] && [ "$attempt" = 1 ] && grep -q "E2E_PORT_IN_USE" "$log"; then
       echo "e2e: port $port was taken before sluice bound it; retrying with a new one" >&2
-      e2e_cleanup || true
+      e2e_cleanup 2>/dev/null || true
       e2e_reset_state
       continue
     fi
@@ -115,9 +115,14 @@ run_vtc() {
   done
 }
 
+# Each test must end (and this script clean up) before ctest's 120 s
+# TIMEOUT: ctest kills only its own process tree, and processes started from
+# a varnishtest shell step are not part of it.
+E2E_TEST_TIMEOUT=${E2E_TEST_TIMEOUT:-100}
+
 case "$test_file" in
   *.vtc) run_vtc ;;
-  *.sh) bash "$test_file" ;;
+  *.sh) timeout -k 5 "$E2E_TEST_TIMEOUT" bash "$test_file" ;;
   *)
     echo "e2e: unknown test type: $test_file" >&2
     exit 2

@@ -1,0 +1,119 @@
+/*
+ * The admin listener: a small HTTP/1.1 server on its own address
+ * (admin.listen, 127.0.0.1:9464 by default) for Prometheus and operators.
+ *
+ * Built-in routes, never behind the token:
+ *   GET /metrics  the registry's text exposition (text/plain; version=0.0.4)
+ *   GET /healthz  200 "ok": the process is alive and its loop turns
+ *   GET /readyz   200 "ready", or 503 with the reason given to
+ *                 sl_admin_set_ready() (shutting down, spool unavailable)
+ * Other modules add routes with sl_admin_route(); a route flagged
+ * SL_ADMIN_PROTECTED requires "Authorization: Bearer <admin.token>" when the
+ * token is not empty. Errors are JSON: {"error":"..."}.
+ *
+ * Requests are read with the project's strict parser. Limits: a 16 KiB head,
+ * a 1 MiB body, 10 s to send a head or a body, 10 s for a response to be
+ * taken, 60 s idle between requests on a kept-alive connection, 64
+ * connections at a time. Handlers run synchronously on the loop, one request
+ * of a connection at a time, responses in order.
+ *
+ * The admin server copies what it needs from the config (token, address), so
+ * it holds no reference on it.
+ *
+ * @thread loop
+ */
+#ifndef SLUICE_ADMIN_H
+#define SLUICE_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "sluice/buf.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/metrics.h"
+
+struct sl_admin;
+
+/* A parsed request, borrowed: valid only while the handler runs. */
+struct sl_admin_request {
+  unsigned method;  /* SL_METHOD_* bit */
+  const char *path; /* the target up to '?', not decoded, NUL-terminated */
+  size_t path_len;
+  const char *query; /* after '?', "" when none, NUL-terminated */
+  size_t query_len;
+  const char *body; /* the whole body, "" when none, NUL-terminated */
+  size_t body_len;
+  const struct sl_http_msg *msg; /* headers: sl_http_msg_header() */
+};
+
+/* The response a handler fills in. It starts as 200, text/plain, empty. */
+struct sl_admin_response {
+  unsigned status;
+  const char *content_type; /* static or outliving the handler */
+  struct sl_buf headers;    /* extra header lines, see sl_admin_response_header() */
+  struct sl_buf body;
+};
+
+/* Answers <req> by filling <resp>; <arg> is the one given to sl_admin_route(). */
+typedef void (*sl_admin_handler_cb)(const struct sl_admin_request *req,
+                                    struct sl_admin_response *resp, void *arg);
+
+/* Called when sl_admin_close() has finished and the server is freed. */
+typedef void (*sl_admin_close_cb)(void *arg);
+
+/* Route flags. */
+#define SL_ADMIN_PROTECTED 1u /* requires the bearer token when one is configured */
+
+/*
+ * Creates an admin server on <loop> for cfg->admin (copied) that serves
+ * <metrics> at /metrics (NULL: an empty exposition). <metrics> must outlive
+ * the server. Returns NULL on ENOMEM.
+ */
+struct sl_admin *sl_admin_create(uv_loop_t *loop, const struct sl_config *cfg,
+                                 struct sl_metrics *metrics);
+
+/* Binds and listens on cfg->admin.listen and logs "admin listening on
+ * HOST:PORT" with the port actually bound. Returns 0 or a UV_* error (logged). */
+int sl_admin_start(struct sl_admin *a);
+
+/* The bound port after sl_admin_start(), else 0. */
+unsigned sl_admin_port(const struct sl_admin *a);
+
+/* Takes the token of a reloaded <cfg> at once; a changed listen address is
+ * logged and needs a restart. */
+int sl_admin_set_config(struct sl_admin *a, const struct sl_config *cfg);
+
+/* Makes /readyz answer 200 (<ready>) or 503 with <reason> (copied; NULL for
+ * "not ready"). */
+void sl_admin_set_ready(struct sl_admin *a, bool ready, const char *reason);
+
+/*
+ * Routes requests whose method is in <methods> (SL_METHOD_* bits; GET also
+ * answers HEAD) and whose path is <path>, or starts with <path> when it ends
+ * in '/', to <handler>(req, resp, <arg>). The longest matching path wins; a
+ * path that matches with another method gets 405 and an Allow header.
+ * <flags> is 0 or SL_ADMIN_PROTECTED. <path> is copied. Returns 0,
+ * UV_EEXIST when the same path and a method are taken, UV_EINVAL or UV_ENOMEM.
+ */
+int sl_admin_route(struct sl_admin *a, unsigned methods, const char *path, unsigned flags,
+                   sl_admin_handler_cb handler, void *arg);
+
+/* Adds header line "<name>: <value>" to <resp>. Returns 0 or UV_ENOMEM. */
+int sl_admin_response_header(struct sl_admin_response *resp, const char *name, const char *value);
+
+/* Makes <resp> a JSON error: <status> and {"error":"<message>"}. */
+void sl_admin_response_error(struct sl_admin_response *resp, unsigned status, const char *message);
+
+/*
+ * Stops listening, closes every connection (responses not yet sent are
+ * dropped), frees the server once its handles are closed and then calls
+ * <cb>(<arg>) if <cb> is not NULL. The loop must run on. Accepts NULL.
+ */
+void sl_admin_close(struct sl_admin *a, sl_admin_close_cb cb, void *arg);
+
+/* sl_admin_close() without a callback. Accepts NULL. */
+void sl_admin_destroy(struct sl_admin *a);
+
+#endif

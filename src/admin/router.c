@@ -1,0 +1,241 @@
+/*
+ * Admin routing: the route table, the bearer-token check, JSON errors and
+ * the built-in /metrics, /healthz and /readyz handlers.
+ *
+ * The table is small (a handful of routes), so matching is a linear scan for
+ * the longest matching path; no allocation happens per request except the
+ * response itself.
+ *
+ * @thread loop
+ */
+#include "admin_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/metrics.h"
+
+/* Method names in the order an Allow header lists them. */
+static const struct {
+  unsigned bit;
+  const char *name;
+} method_names[] = {
+    {SL_METHOD_GET, "GET"},         {SL_METHOD_HEAD, "HEAD"},   {SL_METHOD_POST, "POST"},
+    {SL_METHOD_PUT, "PUT"},         {SL_METHOD_PATCH, "PATCH"}, {SL_METHOD_DELETE, "DELETE"},
+    {SL_METHOD_OPTIONS, "OPTIONS"},
+};
+
+int sl_admin_route(struct sl_admin *a, unsigned methods, const char *path, unsigned flags,
+                   sl_admin_handler_cb handler, void *arg) {
+  struct sl_admin_route *grown, *r;
+  size_t len;
+
+  if (path == NULL || path[0] != '/' || handler == NULL || methods == 0)
+    return UV_EINVAL;
+  len = strlen(path);
+  for (size_t i = 0; i < a->n_routes; i++) {
+    if (strcmp(a->routes[i].path, path) == 0 && (a->routes[i].methods & methods) != 0)
+      return UV_EEXIST;
+  }
+  grown = realloc(a->routes, (a->n_routes + 1) * sizeof(*grown));
+  if (grown == NULL)
+    return UV_ENOMEM;
+  a->routes = grown;
+  r = &grown[a->n_routes];
+  r->path = strdup(path);
+  if (r->path == NULL)
+    return UV_ENOMEM;
+  r->path_len = len;
+  r->prefix = path[len - 1] == '/';
+  r->methods = methods;
+  r->flags = flags;
+  r->handler = handler;
+  r->arg = arg;
+  a->n_routes++;
+  return 0;
+}
+
+void sl__admin_routes_dispose(struct sl_admin *a) {
+  for (size_t i = 0; i < a->n_routes; i++)
+    free(a->routes[i].path);
+  free(a->routes);
+  a->routes = NULL;
+  a->n_routes = 0;
+}
+
+int sl_admin_response_header(struct sl_admin_response *resp, const char *name, const char *value) {
+  return sl_buf_printf(&resp->headers, "%s: %s\r\n", name, value);
+}
+
+/* Appends <s> as the inside of a JSON string. */
+static void append_json_string(struct sl_buf *out, const char *s) {
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+
+    if (ch == '"' || ch == '\\')
+      sl_buf_printf(out, "\\%c", ch);
+    else if (ch < 0x20)
+      sl_buf_printf(out, "\\u%04x", ch);
+    else
+      sl_buf_append(out, s, 1);
+  }
+}
+
+void sl_admin_response_error(struct sl_admin_response *resp, unsigned status, const char *message) {
+  resp->status = status;
+  resp->content_type = "application/json";
+  sl_buf_reset(&resp->body);
+  sl_buf_append_str(&resp->body, "{\"error\":\"");
+  append_json_string(&resp->body, message);
+  sl_buf_append_str(&resp->body, "\"}\n");
+}
+
+/*
+ * Compares the presented token <got> (<got_len> bytes) with <want> in time
+ * that depends only on the length of <want>, so that response timing does
+ * not tell an attacker how many leading bytes of a guess were right.
+ */
+static bool token_equal(const char *got, size_t got_len, const char *want) {
+  size_t want_len = strlen(want);
+  unsigned char diff = got_len != want_len;
+
+  for (size_t i = 0; i < want_len; i++)
+    diff |= (unsigned char)(want[i] ^ (i < got_len ? got[i] : 0));
+  return diff == 0;
+}
+
+/* Checks "Authorization: Bearer <token>". Returns true when the request may
+ * go on; else fills <resp> with 401 (RFC 6750 3). */
+static bool authorized(const struct sl_admin *a, const struct sl_admin_request *req,
+                       struct sl_admin_response *resp) {
+  const struct sl_http_header *h = sl_http_msg_header(req->msg, "authorization");
+  const char *v;
+  size_t n;
+
+  if (a->token[0] == '\0')
+    return true;
+  if (h == NULL) {
+    sl_admin_response_error(resp, 401, "missing bearer token");
+    sl_admin_response_header(resp, "WWW-Authenticate", "Bearer");
+    return false;
+  }
+  v = sl_http_msg_str(req->msg, h->value_off);
+  n = h->value_len;
+  if (n > 7 && strncasecmp(v, "bearer ", 7) == 0) {
+    v += 7;
+    n -= 7;
+    while (n > 0 && *v == ' ')
+      v++, n--;
+    if (token_equal(v, n, a->token))
+      return true;
+  }
+  sl_admin_response_error(resp, 401, "invalid bearer token");
+  sl_admin_response_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+  return false;
+}
+
+static bool path_matches(const struct sl_admin_route *r, const struct sl_admin_request *req) {
+  if (r->prefix)
+    return req->path_len >= r->path_len && memcmp(req->path, r->path, r->path_len) == 0;
+  return req->path_len == r->path_len && memcmp(req->path, r->path, r->path_len) == 0;
+}
+
+/* The methods a route answers: GET routes answer HEAD too. */
+static unsigned route_methods(const struct sl_admin_route *r) {
+  return r->methods | ((r->methods & SL_METHOD_GET) ? SL_METHOD_HEAD : 0);
+}
+
+static void method_not_allowed(struct sl_admin_response *resp, unsigned allow) {
+  struct sl_buf list;
+
+  sl_buf_init(&list);
+  for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
+    if (!(allow & method_names[i].bit))
+      continue;
+    if (list.len > 0)
+      sl_buf_append(&list, ", ", 2);
+    sl_buf_append_str(&list, method_names[i].name);
+  }
+  sl_buf_append(&list, "", 1);
+  sl_admin_response_error(resp, 405, "method not allowed");
+  if (list.base != NULL)
+    sl_admin_response_header(resp, "Allow", list.base);
+  sl_buf_dispose(&list);
+}
+
+void sl__admin_dispatch(struct sl_admin *a, const struct sl_admin_request *req,
+                        struct sl_admin_response *resp) {
+  const struct sl_admin_route *best = NULL, *hit = NULL;
+  unsigned allow = 0;
+
+  for (size_t i = 0; i < a->n_routes; i++) {
+    if (path_matches(&a->routes[i], req) &&
+        (best == NULL || a->routes[i].path_len > best->path_len))
+      best = &a->routes[i];
+  }
+  if (best == NULL) {
+    sl_admin_response_error(resp, 404, "not found");
+    return;
+  }
+  /* Every route with the best path: one may take the method, or all of
+   * them together make the Allow list. */
+  for (size_t i = 0; i < a->n_routes; i++) {
+    const struct sl_admin_route *r = &a->routes[i];
+
+    if (strcmp(r->path, best->path) != 0)
+      continue;
+    allow |= route_methods(r);
+    if (hit == NULL && (route_methods(r) & req->method))
+      hit = r;
+  }
+  if (hit == NULL) {
+    method_not_allowed(resp, allow);
+    return;
+  }
+  if ((hit->flags & SL_ADMIN_PROTECTED) && !authorized(a, req, resp))
+    return;
+  hit->handler(req, resp, hit->arg);
+}
+
+static void on_metrics(const struct sl_admin_request *req, struct sl_admin_response *resp,
+                       void *arg) {
+  struct sl_admin *a = arg;
+
+  (void)req;
+  resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+  if (a->metrics != NULL && sl_metrics_render(a->metrics, &resp->body) != 0)
+    sl_admin_response_error(resp, 500, "out of memory");
+}
+
+static void on_healthz(const struct sl_admin_request *req, struct sl_admin_response *resp,
+                       void *arg) {
+  (void)req;
+  (void)arg;
+  sl_buf_append_str(&resp->body, "ok\n");
+}
+
+static void on_readyz(const struct sl_admin_request *req, struct sl_admin_response *resp,
+                      void *arg) {
+  struct sl_admin *a = arg;
+
+  (void)req;
+  if (a->ready) {
+    sl_buf_append_str(&resp->body, "ready\n");
+    return;
+  }
+  resp->status = 503;
+  sl_buf_printf(&resp->body, "%s\n", a->ready_reason ? a->ready_reason : "not ready");
+}
+
+int sl__admin_builtin_routes(struct sl_admin *a) {
+  int r = 0;
+
+  r |= sl_admin_route(a, SL_METHOD_GET, "/metrics", 0, on_metrics, a);
+  r |= sl_admin_route(a, SL_METHOD_GET, "/healthz", 0, on_healthz, a);
+  r |= sl_admin_route(a, SL_METHOD_GET, "/readyz", 0, on_readyz, a);
+  return r ? UV_ENOMEM : 0;
+}
