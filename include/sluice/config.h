@@ -121,6 +121,9 @@ struct sl_config {
     int compression_level;      /* default 3, 1..19 */
   } spool;
 
+  char *status_prefix;      /* status URLs: <prefix><id>; default "/_sluice/requests/" */
+  uint64_t dedupe_window_ms; /* Idempotency-Key window; default 24h, 0 = off */
+
   struct sl_upstream_config *upstreams;
   size_t n_upstreams;
   struct sl_route_config *routes; /* sorted by prefix length, longest first */

@@ -148,9 +148,20 @@ struct sl_http_forward {
 };
 
 /* Appends the request head to send upstream: request line (HTTP/1.1), the
- * end-to-end headers, X-Forwarded-*, Via and Content-Length. Returns 0 or UV_ENOMEM. */
+ * end-to-end headers, X-Forwarded-*, Via and Content-Length. Returns 0 or -1 (ENOMEM). */
 int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req,
                                const struct sl_http_forward *fwd);
+
+/* The parts of it, for a request stored now and sent later (a spilled one):
+ * the header fields alone ("Name: value\r\n" lines: end-to-end headers,
+ * X-Forwarded-*, Via; client-sent X-Sluice-* dropped), the request line, and
+ * the Content-Length line when one is due. Each returns 0 or -1 (ENOMEM). */
+int sl_http_write_request_fields(struct sl_buf *out, const struct sl_http_msg *req,
+                                 const struct sl_http_forward *fwd);
+int sl_http_write_request_line(struct sl_buf *out, const char *method, size_t method_len,
+                               const char *target, size_t target_len);
+int sl_http_write_content_length(struct sl_buf *out, const char *method, size_t method_len,
+                                 uint64_t body_len);
 
 enum sl_http_framing {
   SL_FRAME_NONE,    /* no body (HEAD, 204, 304) */

@@ -609,8 +609,9 @@ static int check_int_literals(struct ctx *c, const char *text) {
 
 /* ---- sections ----------------------------------------------------------- */
 
-static const char *const top_keys[] = {"listen", "admin",     "log",    "limits",
-                                       "spool",  "upstreams", "routes", NULL};
+static const char *const top_keys[] = {"listen",    "admin",  "log",           "limits",
+                                       "spool",     "upstreams", "routes", "status_prefix",
+                                       "dedupe_window", NULL};
 static const char *const admin_keys[] = {"listen", "token", NULL};
 static const char *const log_keys[] = {"level", "access", NULL};
 static const char *const limits_keys[] = {
@@ -640,8 +641,10 @@ static int set_defaults(struct ctx *c, struct sl_config *cfg) {
   if (set_default_addr(c, &cfg->listen, "0.0.0.0:8080") != 0 ||
       set_default_addr(c, &cfg->admin.listen, "127.0.0.1:9464") != 0 ||
       set_string(c, NULL, &cfg->admin.token, "") != 0 ||
-      set_string(c, NULL, &cfg->spool.dir, "/var/lib/sluice") != 0)
+      set_string(c, NULL, &cfg->spool.dir, "/var/lib/sluice") != 0 ||
+      set_string(c, NULL, &cfg->status_prefix, "/_sluice/requests/") != 0)
     return -1;
+  cfg->dedupe_window_ms = 24 * 3600 * 1000;
   cfg->log.level = SL_LOG_INFO;
   cfg->log.access = true;
   cfg->limits.max_header_bytes = 16 * 1024;
@@ -655,6 +658,25 @@ static int set_defaults(struct ctx *c, struct sl_config *cfg) {
   cfg->spool.fsync_interval_ms = 2;
   cfg->spool.compression_level = 3;
   return 0;
+}
+
+/* Top-level keys of the spill path: the status URL prefix and the
+ * Idempotency-Key window. */
+static int parse_spill_keys(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
+  const config_setting_t *s = config_setting_get_member(root, "status_prefix");
+  const char *prefix = NULL;
+  size_t n;
+
+  if (get_duration(c, root, "", "dedupe_window", 0, &cfg->dedupe_window_ms) != 0 ||
+      get_string(c, root, "", "status_prefix", &prefix) != 0)
+    return -1;
+  if (prefix == NULL)
+    return 0;
+  n = strlen(prefix);
+  /* It must end in '/' so that "<prefix><id>" is one path segment below it. */
+  if (n < 2 || prefix[0] != '/' || prefix[n - 1] != '/' || strchr(prefix, '?') != NULL)
+    return fail(c, s, "status_prefix: must start and end with '/', e.g. \"/_sluice/requests/\"");
+  return set_string(c, s, &cfg->status_prefix, prefix);
 }
 
 static int parse_admin(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
@@ -1064,6 +1086,7 @@ static void config_free(struct sl_config *cfg) {
   free(cfg->admin.listen.text);
   free(cfg->admin.token);
   free(cfg->spool.dir);
+  free(cfg->status_prefix);
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
     free(cfg->upstreams[i].name);
     free(cfg->upstreams[i].address.text);
@@ -1098,7 +1121,7 @@ static int build(struct ctx *c, config_t *lc, const char *text, struct sl_config
       get_addr(c, root, "", "listen", true, &cfg->listen) != 0 || parse_admin(c, root, cfg) != 0 ||
       parse_log(c, root, cfg) != 0 || parse_limits(c, root, cfg) != 0 ||
       parse_spool(c, root, cfg) != 0 || parse_upstreams(c, root, cfg) != 0 ||
-      parse_routes(c, root, cfg) != 0)
+      parse_routes(c, root, cfg) != 0 || parse_spill_keys(c, root, cfg) != 0)
     goto fail;
   *out = cfg;
   return 0;

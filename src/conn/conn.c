@@ -46,9 +46,7 @@ static char read_buf[64 * 1024];
 static void conn_process_pending(struct sl_conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static void on_handle_closed(uv_handle_t *h) {
-  struct sl_conn *c = h->data;
-
+void sl__conn_unref(struct sl_conn *c) {
   if (--c->open_handles > 0)
     return;
   sl__proxy_dispose(c);
@@ -60,12 +58,15 @@ static void on_handle_closed(uv_handle_t *h) {
   free(c);
 }
 
+static void on_handle_closed(uv_handle_t *h) { sl__conn_unref(h->data); }
+
 static void conn_close(struct sl_conn *c) {
   if (c->state == CONN_CLOSED)
     return;
   sl_log_debug("conn %s: close in state %s", c->client_addr, state_names[c->state]);
   c->state = CONN_CLOSED;
   sl__proxy_cancel(c);
+  sl__shape_finish(c);
   sl__server_conn_closed(c->srv, c);
   uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -95,6 +96,9 @@ static void on_timeout(uv_timer_t *t) {
   case CONN_DRAINING:
     conn_close(c);
     break;
+  case CONN_PROXY:
+    sl__shape_timeout(c);
+    break;
   case CONN_HEAD:
   case CONN_BODY:
     sl_log_info("conn %s: request %s timed out", c->client_addr,
@@ -110,6 +114,8 @@ static void on_timeout(uv_timer_t *t) {
 static void arm_timer(struct sl_conn *c, uint64_t ms) {
   uv_timer_start(&c->timer, on_timeout, ms, 0);
 }
+
+void sl__conn_arm(struct sl_conn *c, uint64_t ms) { arm_timer(c, ms); }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)status;
@@ -208,6 +214,8 @@ static void reset_request(struct sl_conn *c) {
   c->route = NULL;
   c->error_status = 0;
   c->rstats = NULL;
+  c->status_query = false;
+  c->drain = NULL;
   c->status = 0;
   c->bytes_out = 0;
   c->t_upstream_ns = 0;
@@ -221,6 +229,7 @@ static void reset_request(struct sl_conn *c) {
 void sl__conn_request_done(struct sl_conn *c) {
   if (c->state == CONN_CLOSED)
     return;
+  sl__shape_finish(c);
   if (c->cfg != NULL && c->cfg->log.access)
     sl__access_log_write(c->srv->access_log, c);
   sl__stats_request_done(c->rstats ? c->rstats : c->srv->unrouted_stats, c->outcome, c->status,
@@ -246,6 +255,34 @@ void sl__conn_request_done(struct sl_conn *c) {
       read_start(c);
     }
   }
+}
+
+void sl__conn_respond_json(struct sl_conn *c, unsigned status, const char *headers,
+                           const char *body, size_t body_len) {
+  struct sl_buf *o = &c->out;
+  int r = 0;
+
+  r |= sl_buf_append(o, "HTTP/1.1 ", 9);
+  r |= sl_buf_append_u64(o, status);
+  r |= sl_buf_append(o, " ", 1);
+  r |= sl_buf_append_str(o, sl_http_reason(status));
+  r |= sl_buf_append_str(o, "\r\nContent-Type: application/json\r\nContent-Length: ");
+  r |= sl_buf_append_u64(o, body_len);
+  r |= sl_buf_append(o, "\r\n", 2);
+  if (headers != NULL)
+    r |= sl_buf_append_str(o, headers);
+  if (!c->keep_alive)
+    r |= sl_buf_append_str(o, "Connection: close\r\n");
+  r |= sl_buf_append(o, "\r\n", 2);
+  if (c->parser.msg.method != HTTP_HEAD)
+    r |= sl_buf_append(o, body, body_len);
+  if (r != 0) {
+    conn_close(c);
+    return;
+  }
+  c->status = status;
+  c->bytes_out = body_len;
+  sl__conn_request_done(c);
 }
 
 void sl__conn_respond_error(struct sl_conn *c, unsigned status, bool close_after) {
@@ -322,6 +359,11 @@ static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
   }
   q = memchr(target, '?', m->target_len);
   path_len = q ? (size_t)(q - target) : m->target_len;
+  if (path_len > strlen(c->cfg->status_prefix) &&
+      memcmp(target, c->cfg->status_prefix, strlen(c->cfg->status_prefix)) == 0) {
+    c->status_query = true; /* answered by sluice, never routed */
+    return 0;
+  }
   c->route =
       sl_route_match(c->cfg, target, path_len, host ? sl_http_msg_str(m, host->value_off) : NULL,
                      host ? host->value_len : 0,
@@ -382,8 +424,10 @@ static void dispatch(struct sl_conn *c) {
    * framing) closes its connection; a 404 leaves it open. */
   if (c->error_status != 0)
     sl__conn_respond_error(c, c->error_status, c->error_status != 404);
+  else if (c->status_query)
+    sl__shape_status(c);
   else
-    sl__proxy_start(c);
+    sl__shape_start(c);
 }
 
 /* Parses requests from <data> while the connection is ready for one. Returns
@@ -518,6 +562,8 @@ void sl__conn_accept(struct sl_server *srv) {
 void sl__conn_shutdown(struct sl_conn *c) {
   if (c->state == CONN_IDLE)
     conn_close(c);
+  else if (c->state == CONN_PROXY && c->shape == SHAPE_WATCHING)
+    sl__shape_timeout(c); /* a client held in wait mode gets its 202 now */
   /* Busy connections close after their response (request_done checks
    * shutting_down); the server's grace timer bounds the wait. */
 }

@@ -18,6 +18,8 @@
 
 #include "sluice/buf.h"
 #include "sluice/config.h"
+#include "sluice/drain.h"
+#include "sluice/ledger.h"
 #include "sluice/http.h"
 #include "sluice/server.h"
 #include "sluice/upstream.h"
@@ -81,6 +83,8 @@ struct sl_server {
   struct sl_access_log *access_log;
   struct sl_proxy_stats *stats;
   struct sl_route_stats **route_stats; /* parallel to cfg->routes */
+  struct sl_ledger *ledger;            /* spilled ids, for status URLs */
+  struct sl_dedupe *dedupe;            /* Idempotency-Key repeats */
   struct sl_route_stats *unrouted_stats;
 };
 
@@ -114,6 +118,21 @@ struct sl_conn {
   unsigned status;
   uint64_t bytes_out;
 
+  /* Shaping (shape.c): what happens to a request routed to a drain. */
+  enum {
+    SHAPE_NONE,
+    SHAPE_QUEUED,   /* waiting in memory for a slot */
+    SHAPE_SPILLING, /* the spool append is in flight */
+    SHAPE_WATCHING, /* wait mode: spilled, held for the replay's answer */
+  } shape;
+  bool status_query;  /* the target is a status URL */
+  bool holds_slot;    /* forwarded under the budget: give it back when done */
+  bool spill_pending; /* an append callback will still come: do not free */
+  struct sl_drain *drain;
+  struct sl_drain_waiter waiter;
+  struct sl_drain_watch watch;
+  uint8_t spill_id[16];
+
   /* Forwarding (proxy.c). */
   struct sl_upstream *upstream;
   struct sl_upstream_stats *ustats;
@@ -145,8 +164,26 @@ void sl__conn_respond_error(struct sl_conn *c, unsigned status, bool close_after
 /* Closes at once, dropping anything unsent (a truncated response must not
  * look complete). */
 void sl__conn_abort(struct sl_conn *c);
+/* Arms the connection's timer; in state PROXY it calls sl__shape_timeout(). */
+void sl__conn_arm(struct sl_conn *c, uint64_t ms);
+/* Drops a reference (a handle, or a pending spool callback); frees at zero. */
+void sl__conn_unref(struct sl_conn *c);
+/* Answers with <status>, extra header lines <headers> ("Name: v\r\n"...) and a
+ * JSON <body>. */
+void sl__conn_respond_json(struct sl_conn *c, unsigned status, const char *headers,
+                           const char *body, size_t body_len);
 /* Starts a graceful close: idle connections close now, busy ones after their response. */
 void sl__conn_shutdown(struct sl_conn *c);
+
+/* shape.c */
+/* Forwards, spills or queues the complete request according to its drain. */
+void sl__shape_start(struct sl_conn *c);
+/* Answers a status URL. */
+void sl__shape_status(struct sl_conn *c);
+/* The request ended (answered or the client left): give back what it held. */
+void sl__shape_finish(struct sl_conn *c);
+/* The connection's timer fired while the request is shaped. */
+void sl__shape_timeout(struct sl_conn *c);
 
 /* proxy.c */
 void sl__proxy_start(struct sl_conn *c);
@@ -160,6 +197,8 @@ void sl__proxy_dispose(struct sl_conn *c);
 /* server.c */
 struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
                                         struct sl_upstream_stats **stats);
+/* The drain of upstream <name>; NULL if unknown. */
+struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name);
 /* The series of route <r> of config <cfg> (NULL <r>: requests no route matched). */
 struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
                                               const struct sl_route_config *r);

@@ -21,6 +21,7 @@ struct upstream_slot {
   struct sl_upstream *up;
   struct sl_config *cfg; /* the config whose entry <up> points into */
   struct sl_upstream_stats *stats;
+  struct sl_drain *drain;
 };
 
 static struct upstream_slot *slots(struct sl_server *srv) { return srv->upstreams; }
@@ -39,6 +40,32 @@ struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
 
   *stats = s ? s->stats : NULL;
   return s ? s->up : NULL;
+}
+
+struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name) {
+  struct upstream_slot *s = find_slot(srv, name);
+  return s ? s->drain : NULL;
+}
+
+/* Whether some route of <cfg> spills to upstream <i>: only those get a spool. */
+static bool spills_to(const struct sl_config *cfg, size_t i) {
+  for (size_t r = 0; r < cfg->n_routes; r++) {
+    if (cfg->routes[r].spill && cfg->routes[r].upstream == i)
+      return true;
+  }
+  return false;
+}
+
+/* Creates the drain of slot <s> for upstream <i> of <cfg>. */
+static int create_drain(struct sl_server *srv, struct upstream_slot *s, struct sl_config *cfg,
+                        size_t i) {
+  char dir[4096];
+  int n = snprintf(dir, sizeof(dir), "%s/%s", cfg->spool.dir, cfg->upstreams[i].name);
+
+  if (n < 0 || (size_t)n >= sizeof(dir))
+    return UV_ENAMETOOLONG;
+  return sl_drain_create(srv->loop, cfg, &cfg->upstreams[i], (uint16_t)i, s->up, srv->ledger,
+                         sl_metrics_default(), spills_to(cfg, i) ? dir : NULL, &s->drain);
 }
 
 struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
@@ -85,10 +112,18 @@ static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
       }
       s->cfg = sl_config_ref(cfg);
       s->stats = sl__stats_upstream(srv->stats, ucfg->name);
+      s->drain = NULL;
       srv->n_upstreams++;
+      if (create_drain(srv, s, cfg, i) != 0)
+        return UV_EIO;
       continue;
     }
     sl_upstream_update(s->up, ucfg);
+    if (s->drain != NULL)
+      sl_drain_configure(s->drain, cfg, ucfg);
+    if (s->drain != NULL && !sl_drain_can_spill(s->drain) && spills_to(cfg, i))
+      sl_log_warn("upstream %s: a route spills to it now; its spool opens after a restart",
+                  ucfg->name);
     sl_config_ref(cfg);
     sl_config_unref(s->cfg);
     s->cfg = cfg;
@@ -105,14 +140,17 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   srv->cfg = sl_config_ref(cfg);
   srv->access_log = sl__access_log_create(loop);
   srv->stats = sl__stats_create(sl_metrics_default());
+  srv->ledger = sl_ledger_create(1u << 20);
+  srv->dedupe = sl_dedupe_create(1u << 18, cfg->dedupe_window_ms);
   uv_tcp_init(loop, &srv->listener);
   uv_timer_init(loop, &srv->grace_timer);
   srv->listener.data = srv;
   srv->grace_timer.data = srv;
-  if (srv->access_log == NULL || srv->stats == NULL || bind_upstreams(srv, cfg) != 0 ||
+  if (srv->access_log == NULL || srv->stats == NULL || srv->ledger == NULL ||
+      srv->dedupe == NULL || bind_upstreams(srv, cfg) != 0 ||
       bind_route_stats(srv, cfg) != 0 ||
       (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
-    sl_log_error("out of memory");
+    sl_log_error("cannot start the server (see above)");
     sl_server_destroy(srv);
     return NULL;
   }
@@ -164,6 +202,7 @@ void sl_server_reload(struct sl_server *srv, struct sl_config *cfg) {
     sl_log_error("reload: out of memory, keeping the old config");
     return;
   }
+  sl_dedupe_set_window(srv->dedupe, cfg->dedupe_window_ms);
   sl_config_unref(srv->cfg);
   srv->cfg = sl_config_ref(cfg);
 }
@@ -249,6 +288,7 @@ void sl_server_destroy(struct sl_server *srv) {
   if (srv == NULL)
     return;
   for (size_t i = 0; i < srv->n_upstreams; i++) {
+    sl_drain_destroy(slots(srv)[i].drain);
     sl_upstream_destroy(slots(srv)[i].up);
     sl_config_unref(slots(srv)[i].cfg);
     free(slots(srv)[i].name);
@@ -256,6 +296,8 @@ void sl_server_destroy(struct sl_server *srv) {
   free(srv->upstreams);
   free(srv->route_stats);
   sl__stats_destroy(srv->stats);
+  sl_ledger_destroy(srv->ledger);
+  sl_dedupe_destroy(srv->dedupe);
   sl__access_log_destroy(srv->access_log);
   sl_config_unref(srv->cfg);
   srv->open_handles = 1;

@@ -149,21 +149,22 @@ static int append_joined(struct sl_buf *out, const struct sl_http_msg *m, const 
   return r;
 }
 
-int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req,
-                               const struct sl_http_forward *fwd) {
+/* Client-sent X-Sluice-* headers are sluice's own vocabulary (directives to
+ * sluice, provenance it adds on replay): they never reach a backend as sent. */
+static bool is_sluice_header(const struct sl_http_msg *m, const struct sl_http_header *h) {
+  return h->name_len >= 9 && strncasecmp(m->raw.base + h->name_off, "x-sluice-", 9) == 0;
+}
+
+int sl_http_write_request_fields(struct sl_buf *out, const struct sl_http_msg *req,
+                                 const struct sl_http_forward *fwd) {
   const struct sl_http_header *host = NULL;
   bool conn_hdr = has_connection_header(req);
-  const char *method = llhttp_method_name((llhttp_method_t)req->method);
   int r = 0;
 
-  r |= sl_buf_append_str(out, method);
-  r |= sl_buf_append(out, " ", 1);
-  r |= sl_buf_append(out, req->raw.base + req->target_off, req->target_len);
-  r |= sl_buf_append(out, " HTTP/1.1\r\n", 11);
   for (size_t i = 0; i < req->n_headers && r == 0; i++) {
     const struct sl_http_header *h = &req->headers[i];
 
-    if (!passes(req, h, conn_hdr) ||
+    if (!passes(req, h, conn_hdr) || is_sluice_header(req, h) ||
         name_in(req->raw.base + h->name_off, h->name_len, request_own,
                 sizeof(request_own) / sizeof(request_own[0])))
       continue;
@@ -181,14 +182,46 @@ int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req
   if (host != NULL)
     r |= FIELD(out, "X-Forwarded-Host", value_of(req, host), host->value_len);
   r |= append_joined(out, req, "Via", 3, via_token(req), 10);
+  return r ? -1 : 0;
+}
+
+int sl_http_write_request_line(struct sl_buf *out, const char *method, size_t method_len,
+                               const char *target, size_t target_len) {
+  int r = 0;
+
+  r |= sl_buf_append(out, method, method_len);
+  r |= sl_buf_append(out, " ", 1);
+  r |= sl_buf_append(out, target, target_len);
+  r |= sl_buf_append(out, " HTTP/1.1\r\n", 11);
+  return r ? -1 : 0;
+}
+
+int sl_http_write_content_length(struct sl_buf *out, const char *method, size_t method_len,
+                                 uint64_t body_len) {
+  int r = 0;
+
   /* A body always travels with a Content-Length: sluice has read it whole. Methods
    * whose requests usually carry one get an explicit 0 as RFC 9110 8.6 asks. */
-  if (fwd->body_len > 0 || req->method == HTTP_POST || req->method == HTTP_PUT ||
-      req->method == HTTP_PATCH) {
+  if (body_len > 0 || (method_len == 4 && memcmp(method, "POST", 4) == 0) ||
+      (method_len == 3 && memcmp(method, "PUT", 3) == 0) ||
+      (method_len == 5 && memcmp(method, "PATCH", 5) == 0)) {
     r |= sl_buf_append(out, "Content-Length: ", 16);
-    r |= sl_buf_append_u64(out, fwd->body_len);
+    r |= sl_buf_append_u64(out, body_len);
     r |= sl_buf_append(out, "\r\n", 2);
   }
+  return r ? -1 : 0;
+}
+
+int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req,
+                               const struct sl_http_forward *fwd) {
+  const char *method = llhttp_method_name((llhttp_method_t)req->method);
+  size_t method_len = strlen(method);
+  int r = 0;
+
+  r |= sl_http_write_request_line(out, method, method_len, req->raw.base + req->target_off,
+                                  req->target_len);
+  r |= sl_http_write_request_fields(out, req, fwd);
+  r |= sl_http_write_content_length(out, method, method_len, fwd->body_len);
   r |= sl_buf_append(out, "\r\n", 2);
   return r ? -1 : 0;
 }

@@ -1,0 +1,145 @@
+/*
+ * Drain: the shaping state of one upstream and the replay of its backlog.
+ *
+ * A drain owns the upstream's budget (sl_shaper), its spool (when a route
+ * spills to it), the FIFO of live requests waiting in memory for a slot, and
+ * the replays in flight. Live requests come first: the drainer starts a
+ * replay only when no live request waits and the budget has room, so replay
+ * fills exactly the capacity live traffic leaves free.
+ *
+ * Outcomes of a replay: 2xx, 3xx and 4xx other than 408/429 are final (the
+ * record is acked); connect errors, timeouts, 5xx, 408 and 429 are retried
+ * with exponential backoff and jitter (honouring Retry-After), and while an
+ * upstream keeps failing the whole drain holds off for the same backoff, so
+ * an outage costs each record few attempts; after max_attempts the record is
+ * a dead letter with its last error.
+ *
+ * The ledger (shared by all drains, owned by the caller) tracks every spilled
+ * id for the status URL; the dedupe index answers Idempotency-Key repeats.
+ *
+ * @thread loop
+ */
+#ifndef SLUICE_DRAIN_H
+#define SLUICE_DRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sluice/buf.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/ledger.h"
+#include "sluice/metrics.h"
+#include "sluice/shaper.h"
+#include "sluice/spool.h"
+#include "sluice/upstream.h"
+
+struct sl_drain;
+
+/* A live request waiting in memory for a slot of the budget. The caller owns
+ * it (embedded in its connection) and bounds the wait with its own timer. */
+struct sl_drain_waiter {
+  struct sl_drain_waiter *prev, *next;
+  void (*granted)(struct sl_drain_waiter *w); /* a slot was taken for it */
+  bool queued;
+};
+
+/* Result of a spill: <status> 0 once durable, else SL_ESPOOL_FULL or an I/O
+ * code (nothing was stored). <id> is the record's id. */
+struct sl_drain_spilled {
+  int status;
+  uint8_t id[16];
+  uint64_t position;
+  double eta_seconds; /* < 0 when unknown */
+};
+typedef void (*sl_drain_spill_cb)(const struct sl_drain_spilled *res, void *arg);
+
+/* The backend's final answer to a replayed request, for a client held in
+ * wait mode. <head> and <body> are valid during the call only. */
+typedef void (*sl_drain_result_cb)(const struct sl_http_msg *head, const struct sl_buf *body,
+                                   void *arg);
+
+/* A client in wait mode, waiting for the outcome of one id. */
+struct sl_drain_watch {
+  struct sl_drain_watch *prev, *next;
+  uint8_t id[16];
+  sl_drain_result_cb cb;
+  void *arg;
+  bool active;
+};
+
+/*
+ * Creates the drain of upstream <ucfg> (index <index> in the config), using
+ * connection pool <pool>, ledger <ledger> and metrics registry <reg>. With
+ * <spool_dir> non-NULL it opens the spool there (recovering it); that is the
+ * only blocking step and happens before the loop serves. Returns 0 and the
+ * drain in <out>, or a negative code (logged).
+ */
+int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
+                    const struct sl_upstream_config *ucfg, uint16_t index, struct sl_upstream *pool,
+                    struct sl_ledger *ledger, struct sl_metrics *reg, const char *spool_dir,
+                    struct sl_drain **out);
+
+/* Applies a reloaded config (rate, burst, max_inflight, retry, paused). The
+ * caller keeps <cfg> alive until the next call or destroy. */
+void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
+                        const struct sl_upstream_config *ucfg);
+
+/* Stops replaying, waits for the spool's queued writes, closes it, frees. */
+void sl_drain_destroy(struct sl_drain *d);
+
+/* Whether this drain has a spool (some route spills to it). */
+bool sl_drain_can_spill(const struct sl_drain *d);
+
+/* Whether the spool holds records not yet delivered (ready or delayed). */
+bool sl_drain_has_backlog(struct sl_drain *d);
+
+/* The decision for a live request; FORWARD means a slot was taken, to be
+ * given back with sl_drain_release() when the exchange ends. */
+enum sl_shaper_verdict sl_drain_admit(struct sl_drain *d, bool spillable);
+void sl_drain_release(struct sl_drain *d);
+
+/* Queues <w> for the next free slot (FIFO); <w->granted> runs once one is
+ * taken for it. sl_drain_cancel() takes it out (timeout, client gone). */
+void sl_drain_wait(struct sl_drain *d, struct sl_drain_waiter *w);
+void sl_drain_cancel(struct sl_drain *d, struct sl_drain_waiter *w);
+
+/*
+ * Spills one request: <method>, <target>, <fields> (the header block from
+ * sl_http_write_request_fields), <body>; delivered not before <not_before_ms>
+ * (wall clock, 0 = at once). Stores the new record's id in <id_out> and
+ * returns 0; <cb> then runs exactly once, never from inside this call.
+ * Returns a negative code (SL_ESPOOL_FULL, ...) if nothing was queued.
+ */
+int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, const char *target,
+                   size_t target_len, const struct sl_buf *fields, const struct sl_buf *body,
+                   uint64_t not_before_ms, sl_drain_spill_cb cb, void *arg, uint8_t id_out[16]);
+
+/* Watches id <w->id>: <w->cb> runs if the record is delivered while watched.
+ * sl_drain_unwatch() stops it (timeout, client gone). */
+void sl_drain_watch(struct sl_drain *d, struct sl_drain_watch *w);
+void sl_drain_unwatch(struct sl_drain *d, struct sl_drain_watch *w);
+
+/* The position of a queued record of sequence <seq> and its ETA in seconds
+ * (< 0 when unknown), for status answers. */
+void sl_drain_position(struct sl_drain *d, uint64_t seq, uint64_t *position, double *eta);
+
+/* Seconds a client should wait before retrying (Retry-After), at least 1. */
+unsigned sl_drain_retry_after(struct sl_drain *d);
+
+/* Admin operations. */
+void sl_drain_pause(struct sl_drain *d, bool paused);
+void sl_drain_set_rate(struct sl_drain *d, double rate);
+struct sl_spool *sl_drain_spool(struct sl_drain *d);
+const char *sl_drain_name(const struct sl_drain *d);
+
+struct sl_drain_info {
+  double rate;
+  bool paused;
+  struct sl_spool_stats spool;
+  double eta_seconds;
+};
+void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info);
+
+#endif

@@ -1,0 +1,365 @@
+/*
+ * Shaping on the client side: a complete request routed to an upstream is
+ * forwarded under the upstream's budget, spilled to its spool (202, or held
+ * in wait mode for the replay's answer), or queued in memory for a slot and
+ * refused with 503 + Retry-After when the wait runs out. Also the status URL
+ * and Idempotency-Key answers, which come from the ledger.
+ *
+ * A connection with an append in flight holds a reference (spill_pending):
+ * if the client goes away meanwhile, the record is still stored and the
+ * connection is freed when the callback comes.
+ */
+#include "conn_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/clock.h"
+#include "sluice/log.h"
+#include "sluice/replay.h"
+#include "sluice/units.h"
+
+static const struct sl_http_header *header(struct sl_conn *c, const char *name) {
+  return sl_http_msg_header(&c->parser.msg, name);
+}
+
+/* Copies the value of <h> into <out> (NUL-terminated); -1 if it does not fit. */
+static int header_value(struct sl_conn *c, const struct sl_http_header *h, char *out, size_t len) {
+  if (h->value_len >= len)
+    return -1;
+  memcpy(out, sl_http_msg_str(&c->parser.msg, h->value_off), h->value_len);
+  out[h->value_len] = '\0';
+  return 0;
+}
+
+/* The not-before time a client asked for with X-Sluice-Delay or
+ * X-Sluice-Not-Before: 0 for none, 1 for a bad value, else wall-clock ms. */
+static uint64_t requested_not_before(struct sl_conn *c) {
+  const struct sl_http_header *delay = header(c, "x-sluice-delay");
+  const struct sl_http_header *nb = header(c, "x-sluice-not-before");
+  uint64_t now = sl_clock_wall_ms(), v;
+  char tmp[64], *end;
+
+  if (delay != NULL) {
+    if (header_value(c, delay, tmp, sizeof(tmp)) != 0 || sl_duration_parse(tmp, &v) != 0)
+      return 1;
+    return now + (v > 0 ? v : 1);
+  }
+  if (nb == NULL)
+    return 0;
+  if (header_value(c, nb, tmp, sizeof(tmp)) != 0)
+    return 1;
+  if (tmp[0] >= '0' && tmp[0] <= '9') {
+    unsigned long long secs = strtoull(tmp, &end, 10);
+    if (*end != '\0' || secs > 253402300799ull) /* year 9999 */
+      return 1;
+    return secs * 1000 > now ? secs * 1000 : now + 1;
+  }
+  v = sl_replay_parse_retry_after(tmp, strlen(tmp), now);
+  if (v == 0 && strchr(tmp, ',') == NULL)
+    return 1; /* neither seconds nor an HTTP date */
+  return now + (v > 0 ? v : 1);
+}
+
+/* Writes the JSON status of ledger entry <e> into <out>. */
+static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char *out,
+                       size_t len) {
+  char id[SL_LEDGER_ID_HEX + 1];
+  struct sl_drain *d = NULL;
+  int n;
+
+  sl_ledger_id_format(e->id, id);
+  if (e->upstream < c->cfg->n_upstreams)
+    d = sl__server_drain(c->srv, c->cfg->upstreams[e->upstream].name);
+  n = snprintf(out, len, "{\"id\":\"%s\",\"status\":\"%s\",\"attempts\":%u", id,
+               sl_ledger_state_name(e->state), e->attempts);
+  if (e->state == SL_LEDGER_QUEUED && d != NULL) {
+    uint64_t pos;
+    double eta;
+
+    sl_drain_position(d, e->seq, &pos, &eta);
+    n += snprintf(out + n, len - (size_t)n, ",\"position\":%llu", (unsigned long long)pos);
+    if (eta >= 0)
+      n += snprintf(out + n, len - (size_t)n, ",\"eta_seconds\":%.1f", eta);
+    else
+      n += snprintf(out + n, len - (size_t)n, ",\"eta_seconds\":null");
+  }
+  if (e->state == SL_LEDGER_DELIVERED) {
+    time_t t = (time_t)(e->updated_ms / 1000);
+    struct tm tm;
+    char when[32];
+
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    n += snprintf(out + n, len - (size_t)n, ",\"code\":%u,\"delivered_at\":\"%s\"", e->status,
+                  when);
+  }
+  if (e->error[0] != '\0') {
+    /* Error texts are sluice's own (no quotes or control bytes), so they
+     * need no escaping beyond what is checked here. */
+    n += snprintf(out + n, len - (size_t)n, ",\"error\":\"");
+    for (const char *p = e->error; *p && (size_t)n + 4 < len; p++)
+      out[n++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
+    n += snprintf(out + n, len - (size_t)n, "\"");
+  }
+  n += snprintf(out + n, len - (size_t)n, "}\n");
+  return n;
+}
+
+/* 202 Accepted for id <id>, with its status and a Location to its status URL. */
+static void respond_accepted(struct sl_conn *c, const uint8_t *id) {
+  struct sl_ledger_entry e;
+  char body[512], headers[256], hex[SL_LEDGER_ID_HEX + 1];
+  int n;
+
+  sl_ledger_id_format(id, hex);
+  if (sl_ledger_get(c->srv->ledger, id, &e) != 1) {
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, id, 16);
+  }
+  n = status_json(c, &e, body, sizeof(body));
+  snprintf(headers, sizeof(headers), "Location: %s%s\r\n", c->cfg->status_prefix, hex);
+  c->outcome = SL_OUTCOME_SPILLED;
+  sl__conn_respond_json(c, 202, headers, body, (size_t)n);
+}
+
+static void respond_unavailable(struct sl_conn *c, const char *why) {
+  char headers[64], body[160];
+  int n;
+
+  snprintf(headers, sizeof(headers), "Retry-After: %u\r\n",
+           c->drain ? sl_drain_retry_after(c->drain) : 1);
+  n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
+  c->outcome = SL_OUTCOME_REJECTED;
+  sl__conn_respond_json(c, 503, headers, body, (size_t)n);
+}
+
+void sl__shape_status(struct sl_conn *c) {
+  const struct sl_http_msg *m = &c->parser.msg;
+  const char *target = sl_http_msg_str(m, m->target_off);
+  size_t plen = strlen(c->cfg->status_prefix);
+  const char *q = memchr(target, '?', m->target_len);
+  size_t len = (q ? (size_t)(q - target) : m->target_len) - plen;
+  struct sl_ledger_entry e;
+  uint8_t id[16];
+  char body[512];
+  int n;
+
+  if (m->method != HTTP_GET && m->method != HTTP_HEAD) {
+    static const char msg[] = "{\"error\":\"status URLs answer GET only\"}\n";
+    sl__conn_respond_json(c, 405, "Allow: GET, HEAD\r\n", msg, sizeof(msg) - 1);
+    return;
+  }
+  if (sl_ledger_id_parse(target + plen, len, id) != 0 ||
+      sl_ledger_get(c->srv->ledger, id, &e) != 1) {
+    static const char msg[] = "{\"error\":\"unknown request id\"}\n";
+    sl__conn_respond_json(c, 404, NULL, msg, sizeof(msg) - 1);
+    return;
+  }
+  n = status_json(c, &e, body, sizeof(body));
+  sl__conn_respond_json(c, 200, "Cache-Control: no-store\r\n", body, (size_t)n);
+}
+
+/* ---- wait mode --------------------------------------------------------- */
+
+static void on_replayed(const struct sl_http_msg *head, const struct sl_buf *body, void *arg) {
+  struct sl_conn *c = arg;
+  struct sl_http_msg resp = *head;
+
+  uv_timer_stop(&c->timer);
+  c->shape = SHAPE_NONE;
+  c->status = head->status;
+  c->outcome = SL_OUTCOME_SPILLED;
+  resp.content_length = (int64_t)body->len;
+  if (sl_http_write_response_head(&c->out, &resp, &c->parser.msg,
+                                  head->no_body ? SL_FRAME_NONE : SL_FRAME_LENGTH,
+                                  c->keep_alive) != 0 ||
+      (!head->no_body && c->parser.msg.method != HTTP_HEAD &&
+       sl__conn_write(c, body->base, body->len) != 0)) {
+    sl__conn_abort(c);
+    return;
+  }
+  c->bytes_out = body->len;
+  sl__conn_request_done(c);
+}
+
+/* ---- spill ------------------------------------------------------------- */
+
+static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
+  struct sl_conn *c = arg;
+  const struct sl_http_header *key;
+
+  c->spill_pending = false;
+  if (c->state == CONN_CLOSED) {
+    sl__conn_unref(c);
+    return;
+  }
+  sl__conn_unref(c);
+  c->shape = SHAPE_NONE;
+  if (res->status != 0) {
+    key = header(c, "idempotency-key");
+    if (key != NULL)
+      sl_dedupe_remove(c->srv->dedupe, c->route->upstream,
+                       sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
+    sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
+                sl_spool_strerror(res->status));
+    respond_unavailable(c, res->status == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
+    return;
+  }
+  if (c->route->mode == SL_MODE_WAIT && c->route->wait_timeout_ms > 0) {
+    memcpy(c->watch.id, res->id, 16);
+    c->watch.cb = on_replayed;
+    c->watch.arg = c;
+    sl_drain_watch(c->drain, &c->watch);
+    c->shape = SHAPE_WATCHING;
+    sl__conn_arm(c, c->route->wait_timeout_ms);
+    return;
+  }
+  respond_accepted(c, res->id);
+}
+
+static void spill(struct sl_conn *c, uint64_t not_before_ms) {
+  const struct sl_http_msg *m = &c->parser.msg;
+  const char *method = llhttp_method_name((llhttp_method_t)m->method);
+  const struct sl_upstream_config *ucfg = &c->cfg->upstreams[c->route->upstream];
+  const struct sl_http_header *key = header(c, "idempotency-key");
+  struct sl_http_forward fwd = {
+      .client_addr = c->client_addr,
+      .proto = "http",
+      .upstream_host = ucfg->address.text,
+      .body_len = c->body.len,
+  };
+  int rc;
+
+  sl_buf_reset(&c->upreq);
+  if (sl_http_write_request_fields(&c->upreq, m, &fwd) != 0) {
+    respond_unavailable(c, "out of memory");
+    return;
+  }
+  rc = sl_drain_spill(c->drain, method, strlen(method), sl_http_msg_str(m, m->target_off),
+                      m->target_len, &c->upreq, &c->body, not_before_ms, on_spilled, c,
+                      c->spill_id);
+  if (rc != 0) {
+    sl_log_warn("spool %s: request refused: %s", sl_drain_name(c->drain), sl_spool_strerror(rc));
+    respond_unavailable(c, rc == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
+    return;
+  }
+  /* Recorded before the append completes, so that a repeat arriving
+   * meanwhile finds it rather than queueing a second copy. */
+  if (key != NULL)
+    sl_dedupe_put(c->srv->dedupe, c->route->upstream, sl_http_msg_str(m, key->value_off),
+                  key->value_len, c->spill_id, sl_clock_wall_ms());
+  c->shape = SHAPE_SPILLING;
+  c->spill_pending = true;
+  c->open_handles++; /* the append's callback holds the connection */
+}
+
+/* ---- queue ------------------------------------------------------------- */
+
+static void on_granted(struct sl_drain_waiter *w) {
+  struct sl_conn *c = (struct sl_conn *)((char *)w - offsetof(struct sl_conn, waiter));
+
+  uv_timer_stop(&c->timer);
+  c->shape = SHAPE_NONE;
+  c->holds_slot = true;
+  sl__proxy_start(c);
+}
+
+void sl__shape_timeout(struct sl_conn *c) {
+  switch (c->shape) {
+  case SHAPE_QUEUED:
+    sl_drain_cancel(c->drain, &c->waiter);
+    c->shape = SHAPE_NONE;
+    respond_unavailable(c, "upstream busy");
+    break;
+  case SHAPE_WATCHING:
+    /* wait_timeout passed: the record stays queued; answer 202 now. */
+    sl_drain_unwatch(c->drain, &c->watch);
+    c->shape = SHAPE_NONE;
+    respond_accepted(c, c->watch.id);
+    break;
+  default:
+    break;
+  }
+}
+
+void sl__shape_finish(struct sl_conn *c) {
+  switch (c->shape) {
+  case SHAPE_QUEUED:
+    sl_drain_cancel(c->drain, &c->waiter);
+    break;
+  case SHAPE_WATCHING:
+    sl_drain_unwatch(c->drain, &c->watch);
+    break;
+  default:
+    break; /* SPILLING: the append goes on; its callback finds the connection closed */
+  }
+  c->shape = SHAPE_NONE;
+  if (c->holds_slot) {
+    c->holds_slot = false;
+    sl_drain_release(c->drain);
+  }
+}
+
+void sl__shape_start(struct sl_conn *c) {
+  const struct sl_route_config *route = c->route;
+  const struct sl_http_msg *m = &c->parser.msg;
+  const char *method = llhttp_method_name((llhttp_method_t)m->method);
+  const struct sl_http_header *key;
+  bool spillable;
+  uint64_t not_before;
+  uint8_t id[16];
+
+  c->drain = sl__server_drain(c->srv, c->cfg->upstreams[route->upstream].name);
+  if (c->drain == NULL) {
+    sl__proxy_start(c);
+    return;
+  }
+  spillable = route->spill && (route->spill_methods & sl_method_bit(method, strlen(method))) &&
+              sl_drain_can_spill(c->drain);
+  not_before = requested_not_before(c);
+  if (not_before == 1 || (not_before != 0 && !spillable)) {
+    static const char bad[] = "{\"error\":\"bad X-Sluice-Delay or X-Sluice-Not-Before, or "
+                              "delayed delivery on a route that does not spill\"}\n";
+    sl__conn_respond_json(c, 400, NULL, bad, sizeof(bad) - 1);
+    return;
+  }
+  key = spillable ? header(c, "idempotency-key") : NULL;
+  if (key != NULL) {
+    int hit = sl_dedupe_get(c->srv->dedupe, route->upstream, sl_http_msg_str(m, key->value_off),
+                            key->value_len, sl_clock_wall_ms(), id);
+    if (hit == SL_ELEDGER_BADKEY) {
+      static const char bad[] = "{\"error\":\"Idempotency-Key must be 1 to 256 bytes\"}\n";
+      sl__conn_respond_json(c, 400, NULL, bad, sizeof(bad) - 1);
+      return;
+    }
+    if (hit == 1) {
+      respond_accepted(c, id); /* a repeat: the first request's id and status */
+      return;
+    }
+  }
+  if (not_before != 0) {
+    spill(c, not_before);
+    return;
+  }
+  switch (sl_drain_admit(c->drain, spillable)) {
+  case SL_SHAPER_FORWARD:
+    c->holds_slot = true;
+    sl__proxy_start(c);
+    break;
+  case SL_SHAPER_SPILL:
+    spill(c, 0);
+    break;
+  case SL_SHAPER_QUEUE:
+    if (route->queue_timeout_ms == 0) {
+      respond_unavailable(c, "upstream busy");
+      break;
+    }
+    c->shape = SHAPE_QUEUED;
+    c->waiter.granted = on_granted;
+    sl__conn_arm(c, route->queue_timeout_ms);
+    sl_drain_wait(c->drain, &c->waiter);
+    break;
+  }
+}

@@ -1,0 +1,828 @@
+/*
+ * The drain of one upstream: budget, spool, live waiters and replays.
+ * See include/sluice/drain.h for the rules; this file is the mechanism.
+ *
+ * Scheduling is one function, pump(): it grants free slots to waiting live
+ * requests first, then starts replays while the budget has room, and arms
+ * one timer for the next moment something can change by itself (a token,
+ * a delayed record coming due, the end of a hold after failures). Everything
+ * else that frees capacity (a release, a completed append, a finished
+ * replay, a resume) calls pump() again.
+ */
+#include "sluice/drain.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "sluice/clock.h"
+#include "sluice/log.h"
+#include "sluice/replay.h"
+
+/* Bytes of a replayed response kept for a client in wait mode. */
+#define WAIT_BODY_MAX (8u * 1024 * 1024)
+
+enum drained_outcome { DRAINED_DELIVERED, DRAINED_RETRIED, DRAINED_DEAD, DRAINED_COUNT };
+
+struct replay_job {
+  struct sl_drain *d;
+  struct sl_spool_item *item;
+  struct sl_replay *replay;
+  struct replay_job *prev, *next;
+};
+
+struct spill_job {
+  struct sl_drain *d;
+  sl_drain_spill_cb cb;
+  void *arg;
+  uint8_t id[16];
+  uint64_t enqueue_ms;
+};
+
+struct sl_drain {
+  uv_loop_t *loop;
+  char *name;
+  uint16_t index;
+  const struct sl_config *cfg;
+  const struct sl_upstream_config *ucfg;
+  struct sl_upstream *pool;
+  struct sl_ledger *ledger;
+  struct sl_shaper shaper;
+  struct sl_spool *spool;
+  uv_async_t async; /* the spool's writer thread has completions for us */
+  uv_timer_t timer;
+  int open_handles;
+  bool closing;
+  bool pumping;
+  bool paused;
+
+  struct sl_drain_waiter *wait_head, *wait_tail;
+  struct sl_drain_watch *watches;
+  struct replay_job *replays;
+
+  uint64_t hold_until_ms; /* replays wait until then after failures */
+  unsigned fail_streak;
+  uint64_t seq_accepted; /* sequence of the last record accepted */
+  uint64_t seq_settled;  /* records delivered or dead-lettered */
+  double delivered_rate; /* smoothed deliveries per second, for the ETA without a rate */
+  uint64_t rate_window_ns;
+  unsigned rate_window_count;
+
+  struct sl_metric *drained[DRAINED_COUNT];
+  struct sl_metric *queue_wait;
+  struct sl_metric *gauges[16];
+  size_t n_gauges;
+};
+
+static void pump(struct sl_drain *d);
+
+static uint64_t now_ns(void) { return sl_clock_mono_ns(); }
+
+/* ---- metrics ----------------------------------------------------------- */
+
+static double stat_of(struct sl_drain *d, size_t field) {
+  struct sl_spool_stats st;
+
+  if (d->spool == NULL)
+    return 0;
+  sl_spool_stats(d->spool, &st);
+  switch (field) {
+  case 0: return (double)st.ready;
+  case 1: return (double)st.delayed;
+  case 2: return (double)st.inflight;
+  case 3: return (double)st.dead;
+  case 4: return (double)st.disk_bytes;
+  case 5: return st.oldest_ready_ms ? (double)(sl_clock_wall_ms() - st.oldest_ready_ms) / 1e3 : 0;
+  case 6: return (double)st.raw_bytes_written;
+  case 7: return (double)st.compressed_bytes_written;
+  case 8: return (double)st.corrupt_units;
+  default: return 0;
+  }
+}
+
+static double m_ready(void *a) { return stat_of(a, 0); }
+static double m_delayed(void *a) { return stat_of(a, 1); }
+static double m_inflight(void *a) { return stat_of(a, 2); }
+static double m_dead(void *a) { return stat_of(a, 3); }
+static double m_bytes(void *a) { return stat_of(a, 4); }
+static double m_age(void *a) { return stat_of(a, 5); }
+static double m_raw(void *a) { return stat_of(a, 6); }
+static double m_compressed(void *a) { return stat_of(a, 7); }
+static double m_corrupt(void *a) { return stat_of(a, 8); }
+static double m_rate(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
+static double m_paused(void *a) { return ((struct sl_drain *)a)->paused ? 1 : 0; }
+static double m_eta(void *a) {
+  struct sl_drain_info info;
+
+  sl_drain_info(a, &info);
+  return info.eta_seconds < 0 ? 0 : info.eta_seconds;
+}
+
+static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
+  static const char *const up[] = {"upstream", NULL};
+  static const char *const up_state[] = {"upstream", "state", NULL};
+  static const char *const up_outcome[] = {"upstream", "outcome", NULL};
+  static const char *const up_kind[] = {"upstream", "kind", NULL};
+  static const char *const outcomes[DRAINED_COUNT] = {"delivered", "retried", "dead"};
+  struct sl_metric_family *backlog, *drained, *written;
+  const char *n = d->name;
+
+  backlog = sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_requests",
+                              "Records in the spool by state.", up_state);
+  drained = sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_drained_total",
+                              "Replays by outcome: delivered, retried later, dead-lettered.",
+                              up_outcome);
+  written = sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_spool_written_bytes_total",
+                              "Bytes appended to the spool: raw records and compressed units.",
+                              up_kind);
+  if (backlog == NULL || drained == NULL || written == NULL)
+    return -1;
+  for (int i = 0; i < DRAINED_COUNT; i++) {
+    d->drained[i] = sl_metrics_series(drained, (const char *[]){n, outcomes[i]});
+    if (d->drained[i] == NULL)
+      return -1;
+  }
+  d->queue_wait = sl_metrics_series(
+      sl_metrics_histogram(reg, "sluice_queue_wait_seconds",
+                           "Time from a spilled request's 202 to its delivery.", up, NULL, 0),
+      (const char *[]){n});
+  if (d->queue_wait == NULL)
+    return -1;
+  {
+    struct sl_metric *s[] = {
+        sl_metrics_series_fn(backlog, (const char *[]){n, "ready"}, m_ready, d),
+        sl_metrics_series_fn(backlog, (const char *[]){n, "delayed"}, m_delayed, d),
+        sl_metrics_series_fn(backlog, (const char *[]){n, "inflight"}, m_inflight, d),
+        sl_metrics_series_fn(backlog, (const char *[]){n, "dead"}, m_dead, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
+                                               "Bytes the spool takes on disk.", up),
+                             (const char *[]){n}, m_bytes, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_oldest_age_seconds",
+                              "Lag: age of the oldest ready record.", up),
+            (const char *[]){n}, m_age, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_eta_seconds",
+                                               "Time to drain the backlog at the current rate.",
+                                               up),
+                             (const char *[]){n}, m_eta, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_rate_limit",
+                                               "The configured rate in requests/s (0: none).",
+                                               up),
+                             (const char *[]){n}, m_rate, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_paused",
+                                               "1 while replay is paused.", up),
+                             (const char *[]){n}, m_paused, d),
+        sl_metrics_series_fn(written, (const char *[]){n, "raw"}, m_raw, d),
+        sl_metrics_series_fn(written, (const char *[]){n, "compressed"}, m_compressed, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
+                                               "sluice_spool_corrupt_units_total",
+                                               "Spool units skipped as corrupt.", up),
+                             (const char *[]){n}, m_corrupt, d),
+    };
+    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+      if (s[i] == NULL)
+        return -1;
+      d->gauges[d->n_gauges++] = s[i];
+    }
+  }
+  return 0;
+}
+
+/* ---- the delivery-rate estimate (for the ETA when no rate is set) ------ */
+
+static void count_delivery(struct sl_drain *d) {
+  uint64_t now = now_ns();
+
+  if (d->rate_window_ns == 0)
+    d->rate_window_ns = now;
+  d->rate_window_count++;
+  if (now - d->rate_window_ns >= 1000000000ull) {
+    double r = d->rate_window_count * 1e9 / (double)(now - d->rate_window_ns);
+    d->delivered_rate = d->delivered_rate == 0 ? r : 0.7 * d->delivered_rate + 0.3 * r;
+    d->rate_window_ns = now;
+    d->rate_window_count = 0;
+  }
+}
+
+/* Requests per second the backlog drains at: the rate if one is set, else
+ * what was measured. 0 when unknown. */
+static double drain_rate(const struct sl_drain *d) {
+  return d->shaper.rate > 0 ? d->shaper.rate : d->delivered_rate;
+}
+
+/* ---- waiters and watches ----------------------------------------------- */
+
+void sl_drain_wait(struct sl_drain *d, struct sl_drain_waiter *w) {
+  w->next = NULL;
+  w->prev = d->wait_tail;
+  if (d->wait_tail)
+    d->wait_tail->next = w;
+  else
+    d->wait_head = w;
+  d->wait_tail = w;
+  w->queued = true;
+  pump(d);
+}
+
+void sl_drain_cancel(struct sl_drain *d, struct sl_drain_waiter *w) {
+  if (!w->queued)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    d->wait_head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    d->wait_tail = w->prev;
+  w->prev = w->next = NULL;
+  w->queued = false;
+}
+
+void sl_drain_watch(struct sl_drain *d, struct sl_drain_watch *w) {
+  w->prev = NULL;
+  w->next = d->watches;
+  if (d->watches)
+    d->watches->prev = w;
+  d->watches = w;
+  w->active = true;
+}
+
+void sl_drain_unwatch(struct sl_drain *d, struct sl_drain_watch *w) {
+  if (!w->active)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    d->watches = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+  w->active = false;
+}
+
+/* Hands the backend's answer for <id> to the clients waiting for it. */
+static void notify_watches(struct sl_drain *d, const uint8_t *id, const struct sl_http_msg *head,
+                           const struct sl_buf *body) {
+  struct sl_drain_watch *w = d->watches, *next;
+
+  for (; w != NULL; w = next) {
+    next = w->next;
+    if (memcmp(w->id, id, 16) != 0)
+      continue;
+    sl_drain_unwatch(d, w);
+    w->cb(head, body, w->arg);
+  }
+}
+
+/* ---- budget ------------------------------------------------------------ */
+
+enum sl_shaper_verdict sl_drain_admit(struct sl_drain *d, bool spillable) {
+  bool backlog = spillable && sl_drain_has_backlog(d);
+
+  return sl_shaper_decide(&d->shaper, now_ns(), spillable && d->spool != NULL, backlog,
+                          d->wait_head != NULL);
+}
+
+void sl_drain_release(struct sl_drain *d) {
+  sl_shaper_release(&d->shaper);
+  pump(d);
+}
+
+bool sl_drain_can_spill(const struct sl_drain *d) { return d->spool != NULL; }
+
+bool sl_drain_has_backlog(struct sl_drain *d) {
+  struct sl_spool_stats st;
+
+  if (d->spool == NULL)
+    return false;
+  sl_spool_stats(d->spool, &st);
+  return st.ready > 0;
+}
+
+/* ---- replay ------------------------------------------------------------ */
+
+static void format_rfc3339(uint64_t ms, char *out, size_t len) {
+  time_t secs = (time_t)(ms / 1000);
+  struct tm tm;
+  size_t n;
+
+  gmtime_r(&secs, &tm);
+  n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + n, len - n, ".%03uZ", (unsigned)(ms % 1000));
+}
+
+/* The request to send for <rec>: as received, plus provenance headers. */
+static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) {
+  char id[SL_LEDGER_ID_HEX + 1], when[40];
+  uint64_t now = sl_clock_wall_ms();
+  int r = 0;
+
+  sl_ledger_id_format(rec->id, id);
+  format_rfc3339(rec->enqueue_ms, when, sizeof(when));
+  r |= sl_http_write_request_line(out, rec->method, rec->method_len, rec->target, rec->target_len);
+  r |= sl_buf_append(out, rec->headers, rec->headers_len);
+  r |= sl_buf_printf(out,
+                     "X-Sluice-Request-Id: %s\r\nX-Sluice-Attempt: %u\r\n"
+                     "X-Sluice-Enqueued-At: %s\r\nX-Sluice-Queue-Wait: %.3f\r\n",
+                     id, rec->attempts + 1, when,
+                     now > rec->enqueue_ms ? (double)(now - rec->enqueue_ms) / 1e3 : 0.0);
+  r |= sl_http_write_content_length(out, rec->method, rec->method_len, rec->body_len);
+  r |= sl_buf_append(out, "\r\n", 2);
+  r |= sl_buf_append(out, rec->body, rec->body_len);
+  return r ? -1 : 0;
+}
+
+static bool method_is(const struct sl_spool_record *rec, const char *m) {
+  size_t n = strlen(m);
+  return rec->method_len == n && memcmp(rec->method, m, n) == 0;
+}
+
+static bool idempotent(const struct sl_spool_record *rec) {
+  return method_is(rec, "GET") || method_is(rec, "HEAD") || method_is(rec, "PUT") ||
+         method_is(rec, "DELETE") || method_is(rec, "OPTIONS");
+}
+
+/* Backoff before attempt number <attempts> + 1: exponential, capped, with
+ * jitter, and never shorter than what the backend asked for. */
+static uint64_t backoff_ms(const struct sl_retry_config *rc, uint32_t attempts,
+                           uint64_t retry_after_ms) {
+  double ms = (double)rc->initial_backoff_ms * pow(rc->multiplier, attempts > 0 ? attempts - 1 : 0);
+  uint32_t rnd;
+
+  if (ms > (double)rc->max_backoff_ms)
+    ms = (double)rc->max_backoff_ms;
+  if (rc->jitter > 0 && getrandom(&rnd, sizeof(rnd), 0) == sizeof(rnd))
+    ms *= 1.0 + rc->jitter * ((double)rnd / 4294967295.0 * 2.0 - 1.0);
+  if ((double)retry_after_ms > ms)
+    ms = (double)retry_after_ms;
+  return ms < 1 ? 1 : (uint64_t)ms;
+}
+
+static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
+                          enum sl_ledger_state state, unsigned status, const char *error) {
+  struct sl_ledger_entry e;
+
+  if (d->ledger == NULL)
+    return;
+  if (sl_ledger_get(d->ledger, rec->id, &e) != 1) {
+    /* Accepted before a restart: the ledger starts empty, so learn it now. */
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, rec->id, 16);
+    e.upstream = d->index;
+    e.enqueued_ms = rec->enqueue_ms;
+  }
+  e.state = state;
+  /* Attempts made so far: the one in flight is not counted until it ends. */
+  e.attempts = rec->attempts + (state == SL_LEDGER_INFLIGHT ? 0 : 1);
+  e.status = (uint16_t)status;
+  e.updated_ms = sl_clock_wall_ms();
+  if (error != NULL)
+    snprintf(e.error, sizeof(e.error), "%s", error);
+  sl_ledger_put(d->ledger, &e);
+}
+
+static void job_unlink(struct sl_drain *d, struct replay_job *job) {
+  if (job->prev)
+    job->prev->next = job->next;
+  else
+    d->replays = job->next;
+  if (job->next)
+    job->next->prev = job->prev;
+}
+
+/* A replay failed in a way worth another attempt (<error> says how). */
+static void replay_failed(struct sl_drain *d, struct replay_job *job, const char *error,
+                          uint64_t retry_after_ms) {
+  const struct sl_spool_record *rec = sl_spool_item_record(job->item);
+  const struct sl_retry_config *rc = &d->ucfg->retry;
+  uint32_t attempts = rec->attempts + 1;
+  uint64_t wall = sl_clock_wall_ms();
+  uint64_t delay = backoff_ms(rc, attempts, retry_after_ms);
+
+  /* The whole drain holds off too, growing with consecutive failures, so
+   * that an outage costs each record few of its attempts. */
+  d->fail_streak++;
+  d->hold_until_ms = wall + backoff_ms(rc, d->fail_streak, retry_after_ms);
+  if (attempts >= rc->max_attempts) {
+    sl_log_warn("upstream %s: request dead-lettered after %u attempts: %s", d->name, attempts,
+                error);
+    ledger_update(d, rec, SL_LEDGER_DEAD, 0, error);
+    sl_metrics_inc(d->drained[DRAINED_DEAD]);
+    d->seq_settled++;
+    if (sl_spool_dead(d->spool, job->item, error, NULL, NULL) != 0)
+      sl_log_error("upstream %s: could not dead-letter a record; it will be retried", d->name);
+    return;
+  }
+  sl_log_info("upstream %s: replay attempt %u failed (%s), next in %llu ms", d->name, attempts,
+              error, (unsigned long long)delay);
+  ledger_update(d, rec, SL_LEDGER_QUEUED, 0, error);
+  sl_metrics_inc(d->drained[DRAINED_RETRIED]);
+  if (sl_spool_retry(d->spool, job->item, wall + delay, NULL, NULL) != 0)
+    sl_log_error("upstream %s: could not reschedule a record; it will be retried", d->name);
+}
+
+static void on_replay_done(const struct sl_replay_result *res, void *arg) {
+  struct replay_job *job = arg;
+  struct sl_drain *d = job->d;
+  const struct sl_spool_record *rec = sl_spool_item_record(job->item);
+  char error[128];
+
+  job_unlink(d, job);
+  sl_shaper_release(&d->shaper);
+  if (res->error != 0) {
+    snprintf(error, sizeof(error), "%s: %s", res->what ? res->what : "failed",
+             uv_strerror(res->error));
+    replay_failed(d, job, error, 0);
+  } else if (res->status >= 500 || res->status == 408 || res->status == 429) {
+    snprintf(error, sizeof(error), "HTTP %u", res->status);
+    replay_failed(d, job, error, res->retry_after_ms);
+  } else {
+    uint64_t wall = sl_clock_wall_ms();
+
+    d->fail_streak = 0;
+    d->hold_until_ms = 0;
+    ledger_update(d, rec, SL_LEDGER_DELIVERED, res->status, NULL);
+    sl_metrics_inc(d->drained[DRAINED_DELIVERED]);
+    sl_metrics_observe(d->queue_wait,
+                       wall > rec->enqueue_ms ? (double)(wall - rec->enqueue_ms) / 1e3 : 0);
+    count_delivery(d);
+    d->seq_settled++;
+    notify_watches(d, rec->id, res->head, res->body);
+    sl_spool_ack(d->spool, job->item, NULL, NULL);
+  }
+  free(job);
+  pump(d);
+}
+
+/* Starts replaying <item>; a slot is already taken for it. */
+static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
+  const struct sl_spool_record *rec = sl_spool_item_record(item);
+  struct replay_job *job = calloc(1, sizeof(*job));
+  struct sl_buf req;
+  int rc;
+
+  sl_buf_init(&req);
+  if (job == NULL || build_request(rec, &req) != 0) {
+    free(job);
+    sl_buf_dispose(&req);
+    sl_spool_release(d->spool, item);
+    sl_shaper_release(&d->shaper);
+    return;
+  }
+  job->d = d;
+  job->item = item;
+  ledger_update(d, rec, SL_LEDGER_INFLIGHT, 0, NULL);
+  rc = sl_replay_start(d->pool, req.base, req.len, idempotent(rec), method_is(rec, "HEAD"),
+                       d->ucfg->response_timeout_ms, WAIT_BODY_MAX, on_replay_done, job,
+                       &job->replay);
+  sl_buf_dispose(&req);
+  if (rc != 0) {
+    char error[128];
+
+    sl_shaper_release(&d->shaper);
+    snprintf(error, sizeof(error), "connect failed: %s", uv_strerror(rc));
+    replay_failed(d, job, error, 0);
+    free(job);
+    return;
+  }
+  job->next = d->replays;
+  if (d->replays)
+    d->replays->prev = job;
+  d->replays = job;
+}
+
+/* ---- scheduling -------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t) { pump(t->data); }
+
+/* Arms the timer for the next moment pump() could do something. */
+static void schedule(struct sl_drain *d) {
+  uint64_t wall = sl_clock_wall_ms();
+  uint64_t wait = UINT64_MAX;
+  uint64_t token = sl_shaper_token_wait_ns(&d->shaper, now_ns());
+  bool replaying = d->spool != NULL && !d->paused;
+
+  if (d->wait_head != NULL || (replaying && sl_drain_has_backlog(d))) {
+    if (token > 0)
+      wait = (token + 999999) / 1000000;
+    if (replaying && d->hold_until_ms > wall && d->hold_until_ms - wall < wait)
+      wait = d->hold_until_ms - wall;
+  }
+  if (replaying) {
+    uint64_t due = sl_spool_next_due_ms(d->spool);
+    if (due != UINT64_MAX) {
+      uint64_t w = due > wall ? due - wall : 1;
+      if (d->hold_until_ms > wall && d->hold_until_ms - wall > w)
+        w = d->hold_until_ms - wall;
+      if (w < wait)
+        wait = w;
+    }
+  }
+  if (wait == UINT64_MAX)
+    uv_timer_stop(&d->timer);
+  else
+    uv_timer_start(&d->timer, on_timer, wait ? wait : 1, 0);
+}
+
+static void pump(struct sl_drain *d) {
+  uint64_t now = now_ns();
+
+  if (d->pumping || d->closing)
+    return;
+  d->pumping = true;
+  while (d->wait_head != NULL && sl_shaper_try_acquire(&d->shaper, now)) {
+    struct sl_drain_waiter *w = d->wait_head;
+
+    sl_drain_cancel(d, w);
+    w->granted(w);
+  }
+  if (d->wait_head == NULL && d->spool != NULL && !d->paused) {
+    while (!sl_shaper_full(&d->shaper) && sl_clock_wall_ms() >= d->hold_until_ms) {
+      struct sl_spool_item *item = NULL;
+
+      if (sl_spool_take(d->spool, &item) != 0 || item == NULL)
+        break;
+      if (!sl_shaper_try_acquire(&d->shaper, now)) {
+        sl_spool_release(d->spool, item);
+        break;
+      }
+      start_replay(d, item);
+    }
+  }
+  schedule(d);
+  d->pumping = false;
+}
+
+/* ---- spill ------------------------------------------------------------- */
+
+static void on_spilled(void *arg, int status) {
+  struct spill_job *job = arg;
+  struct sl_drain *d = job->d;
+  struct sl_drain_spilled res = {.status = status};
+
+  memcpy(res.id, job->id, 16);
+  if (status == 0) {
+    struct sl_ledger_entry e;
+    uint64_t seq = ++d->seq_accepted;
+
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, job->id, 16);
+    e.state = SL_LEDGER_QUEUED;
+    e.upstream = d->index;
+    e.seq = seq;
+    e.enqueued_ms = job->enqueue_ms;
+    e.updated_ms = job->enqueue_ms;
+    if (d->ledger != NULL)
+      sl_ledger_put(d->ledger, &e);
+    sl_drain_position(d, seq, &res.position, &res.eta_seconds);
+  }
+  job->cb(&res, job->arg);
+  free(job);
+  if (status == 0)
+    pump(d);
+}
+
+int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, const char *target,
+                   size_t target_len, const struct sl_buf *fields, const struct sl_buf *body,
+                   uint64_t not_before_ms, sl_drain_spill_cb cb, void *arg, uint8_t id_out[16]) {
+  struct sl_spool_record rec;
+  struct spill_job *job;
+  int rc;
+
+  if (d->spool == NULL)
+    return SL_ESPOOL_CLOSED;
+  job = calloc(1, sizeof(*job));
+  if (job == NULL)
+    return UV_ENOMEM;
+  if (getrandom(job->id, sizeof(job->id), 0) != sizeof(job->id)) {
+    free(job);
+    return UV_EIO;
+  }
+  job->d = d;
+  job->cb = cb;
+  job->arg = arg;
+  job->enqueue_ms = sl_clock_wall_ms();
+  memset(&rec, 0, sizeof(rec));
+  memcpy(rec.id, job->id, 16);
+  rec.enqueue_ms = job->enqueue_ms;
+  rec.not_before_ms = not_before_ms;
+  rec.method = method;
+  rec.method_len = method_len;
+  rec.target = target;
+  rec.target_len = target_len;
+  rec.headers = fields->base;
+  rec.headers_len = fields->len;
+  rec.body = body->base;
+  rec.body_len = body->len;
+  rc = sl_spool_append(d->spool, &rec, on_spilled, job);
+  if (rc != 0) {
+    free(job);
+    return rc;
+  }
+  memcpy(id_out, rec.id, 16);
+  return 0;
+}
+
+void sl_drain_position(struct sl_drain *d, uint64_t seq, uint64_t *position, double *eta) {
+  double rate = drain_rate(d);
+
+  *position = seq > d->seq_settled ? seq - d->seq_settled : 1;
+  *eta = rate > 0 ? (double)*position / rate : -1;
+}
+
+unsigned sl_drain_retry_after(struct sl_drain *d) {
+  struct sl_drain_info info;
+
+  sl_drain_info(d, &info);
+  if (info.eta_seconds < 1)
+    return 1;
+  return info.eta_seconds > 3600 ? 3600 : (unsigned)ceil(info.eta_seconds);
+}
+
+/* ---- life cycle and admin ---------------------------------------------- */
+
+static void on_async(uv_async_t *a) {
+  struct sl_drain *d = a->data;
+
+  if (d->spool != NULL)
+    sl_spool_poll_completions(d->spool);
+}
+
+/* Runs on the spool's writer thread: only wakes the loop. */
+static void spool_notify(void *arg) { uv_async_send(arg); }
+
+static int mkdir_p(const char *path) {
+  char tmp[4096];
+  size_t n = strlen(path);
+
+  if (n == 0 || n >= sizeof(tmp))
+    return UV_EINVAL;
+  memcpy(tmp, path, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (tmp[i] != '/' && tmp[i] != '\0')
+      continue;
+    tmp[i] = '\0';
+    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+      return -errno;
+    tmp[i] = i == n ? '\0' : '/';
+  }
+  return 0;
+}
+
+static enum sl_spool_fsync fsync_of(enum sl_fsync_policy p) {
+  switch (p) {
+  case SL_FSYNC_ALWAYS:
+    return SL_SPOOL_FSYNC_ALWAYS;
+  case SL_FSYNC_OFF:
+    return SL_SPOOL_FSYNC_OFF;
+  default:
+    return SL_SPOOL_FSYNC_BATCH;
+  }
+}
+
+static int open_spool(struct sl_drain *d, const char *dir) {
+  struct sl_spool_opts opts;
+  struct sl_spool_stats st;
+  int rc;
+
+  rc = mkdir_p(dir);
+  if (rc != 0) {
+    sl_log_error("spool %s: cannot create %s: %s", d->name, dir, uv_strerror(rc));
+    return rc;
+  }
+  sl_spool_opts_init(&opts);
+  opts.name = d->name;
+  opts.fsync = fsync_of(d->cfg->spool.fsync);
+  opts.max_bytes = d->ucfg->max_spool_bytes;
+  opts.compression_level = d->cfg->spool.compression_level;
+  opts.notify = spool_notify;
+  opts.notify_arg = &d->async;
+  rc = sl_spool_open(dir, &opts, &d->spool);
+  if (rc != 0) {
+    sl_log_error("spool %s: cannot open %s: %s", d->name, dir, sl_spool_strerror(rc));
+    d->spool = NULL;
+    return rc;
+  }
+  sl_spool_stats(d->spool, &st);
+  /* Positions count from what survived the restart. */
+  d->seq_accepted = st.ready + st.delayed;
+  if (st.ready + st.delayed > 0)
+    sl_log_info("spool %s: %llu record(s) to deliver (%llu delayed, %llu dead)", d->name,
+                (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,
+                (unsigned long long)st.dead);
+  return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  struct sl_drain *d = h->data;
+
+  if (--d->open_handles == 0) {
+    free(d->name);
+    free(d);
+  }
+}
+
+int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
+                    const struct sl_upstream_config *ucfg, uint16_t index, struct sl_upstream *pool,
+                    struct sl_ledger *ledger, struct sl_metrics *reg, const char *spool_dir,
+                    struct sl_drain **out) {
+  struct sl_drain *d = calloc(1, sizeof(*d));
+  int rc;
+
+  if (d == NULL || (d->name = strdup(ucfg->name)) == NULL) {
+    free(d);
+    return UV_ENOMEM;
+  }
+  d->loop = loop;
+  d->index = index;
+  d->cfg = cfg;
+  d->ucfg = ucfg;
+  d->pool = pool;
+  d->ledger = ledger;
+  d->paused = ucfg->paused;
+  sl_shaper_init(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
+  uv_async_init(loop, &d->async, on_async);
+  uv_timer_init(loop, &d->timer);
+  d->async.data = d;
+  d->timer.data = d;
+  d->open_handles = 2;
+  rc = spool_dir != NULL ? open_spool(d, spool_dir) : 0;
+  if (rc == 0 && register_metrics(d, reg) != 0)
+    rc = UV_ENOMEM;
+  if (rc != 0) {
+    sl_drain_destroy(d);
+    return rc;
+  }
+  *out = d;
+  pump(d);
+  return 0;
+}
+
+void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
+                        const struct sl_upstream_config *ucfg) {
+  d->cfg = cfg;
+  d->ucfg = ucfg;
+  d->paused = ucfg->paused;
+  sl_shaper_configure(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
+  pump(d);
+}
+
+void sl_drain_destroy(struct sl_drain *d) {
+  if (d == NULL)
+    return;
+  d->closing = true;
+  while (d->replays != NULL) {
+    struct replay_job *job = d->replays;
+
+    job_unlink(d, job);
+    sl_replay_cancel(job->replay);
+    sl_spool_release(d->spool, job->item);
+    free(job);
+  }
+  while (d->wait_head != NULL)
+    sl_drain_cancel(d, d->wait_head);
+  for (size_t i = 0; i < d->n_gauges; i++)
+    sl_metrics_series_remove(d->gauges[i]);
+  d->n_gauges = 0;
+  if (d->spool != NULL) {
+    /* Queued appends finish and their callbacks run before the spool goes. */
+    sl_spool_close(d->spool);
+    d->spool = NULL;
+  }
+  uv_close((uv_handle_t *)&d->async, on_handle_closed);
+  uv_close((uv_handle_t *)&d->timer, on_handle_closed);
+}
+
+void sl_drain_pause(struct sl_drain *d, bool paused) {
+  d->paused = paused;
+  sl_log_info("upstream %s: replay %s", d->name, paused ? "paused" : "resumed");
+  pump(d);
+}
+
+void sl_drain_set_rate(struct sl_drain *d, double rate) {
+  sl_shaper_configure(&d->shaper, rate, d->ucfg->burst, d->ucfg->max_inflight, now_ns());
+  sl_log_info("upstream %s: rate set to %g/s", d->name, rate);
+  pump(d);
+}
+
+struct sl_spool *sl_drain_spool(struct sl_drain *d) { return d->spool; }
+
+const char *sl_drain_name(const struct sl_drain *d) { return d->name; }
+
+void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
+  double rate = drain_rate(d);
+
+  memset(info, 0, sizeof(*info));
+  info->rate = d->shaper.rate;
+  info->paused = d->paused;
+  if (d->spool != NULL)
+    sl_spool_stats(d->spool, &info->spool);
+  info->eta_seconds =
+      rate > 0 ? (double)(info->spool.ready + info->spool.inflight) / rate : -1;
+}
