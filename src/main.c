@@ -31,6 +31,7 @@ static struct sl_admin *admin;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static const char *config_path = DEFAULT_CONFIG;
 static bool reload_running;
+static struct sl_metric *reloads_ok, *reloads_failed;
 static bool reload_again;
 
 static void usage(FILE *out) {
@@ -74,8 +75,10 @@ static void reload_done(uv_work_t *req, int status) {
     sl_log_set_level(job->cfg->log.level);
     sl_server_reload(server, job->cfg);
     sl_admin_set_config(admin, job->cfg);
+    sl_metrics_inc(reloads_ok);
     sl_log_info("reloaded %s", job->path);
   } else if (job->cfg == NULL) {
+    sl_metrics_inc(reloads_failed);
     sl_log_error("reload failed, keeping the running config: %s", job->err);
   }
   sl_config_unref(job->cfg);
@@ -176,15 +179,24 @@ int main(int argc, char **argv) {
   sl_log_set_level(cfg->log.level);
   signal(SIGPIPE, SIG_IGN);
 
-  if (sl_metrics_register_process(sl_metrics_default()) != 0) {
+  {
+    static const char *const result[] = {"result", NULL};
+    struct sl_metric_family *f =
+        sl_metrics_family(sl_metrics_default(), SL_METRIC_COUNTER, "sluice_config_reloads_total",
+                          "Config reloads (SIGHUP) by result.", result);
+    reloads_ok = f ? sl_metrics_series(f, (const char *[]){"success"}) : NULL;
+    reloads_failed = f ? sl_metrics_series(f, (const char *[]){"failure"}) : NULL;
+  }
+  if (reloads_ok == NULL || reloads_failed == NULL ||
+      sl_metrics_register_process(sl_metrics_default()) != 0) {
     sl_log_error("out of memory");
     return 1;
   }
   server = sl_server_create(loop, cfg);
   admin = sl_admin_create(loop, cfg, sl_metrics_default());
   sl_config_unref(cfg);
-  if (server == NULL || admin == NULL || sl_server_start(server) != 0 ||
-      sl_admin_start(admin) != 0) {
+  if (server == NULL || admin == NULL || sl_server_register_admin(server, admin) != 0 ||
+      sl_server_start(server) != 0 || sl_admin_start(admin) != 0) {
     sl_server_destroy(server);
     sl_admin_destroy(admin);
     uv_run(loop, UV_RUN_DEFAULT);

@@ -37,7 +37,8 @@ enum sl_method_bits {
   SL_METHOD_CONNECT = 1u << 8,
   SL_METHOD_OTHER = 1u << 9,
 };
-#define SL_METHODS_SPILL_DEFAULT (SL_METHOD_POST | SL_METHOD_PUT | SL_METHOD_PATCH | SL_METHOD_DELETE)
+#define SL_METHODS_SPILL_DEFAULT                                                                   \
+  (SL_METHOD_POST | SL_METHOD_PUT | SL_METHOD_PATCH | SL_METHOD_DELETE)
 
 /* Returns the SL_METHOD_* bit of the method named <name> (<len> bytes, case-sensitive). */
 unsigned sl_method_bit(const char *name, size_t len);
@@ -79,8 +80,8 @@ struct sl_route_config {
   char *host;       /* NULL: any host; else matched case-insensitively, port ignored */
   unsigned methods; /* SL_METHOD_* mask that this route matches; 0 = any */
   char *upstream_name;
-  size_t upstream;      /* index into sl_config.upstreams */
-  bool spill;           /* default false */
+  size_t upstream;           /* index into sl_config.upstreams */
+  bool spill;                /* default false */
   enum sl_route_mode mode;   /* default async */
   uint64_t wait_timeout_ms;  /* wait mode; default 30s */
   unsigned spill_methods;    /* methods that may spill: <methods> if given, else default set */
@@ -105,23 +106,23 @@ struct sl_config {
   } log;
 
   struct {
-    uint64_t max_header_bytes;   /* default 16KiB */
-    uint64_t max_body_bytes;     /* default 8MiB */
-    uint64_t header_timeout_ms;  /* default 10s */
-    uint64_t body_timeout_ms;    /* default 30s */
-    uint64_t idle_timeout_ms;    /* default 60s */
-    uint32_t max_connections;    /* default 10000 */
+    uint64_t max_header_bytes;    /* default 16KiB */
+    uint64_t max_body_bytes;      /* default 8MiB */
+    uint64_t header_timeout_ms;   /* default 10s */
+    uint64_t body_timeout_ms;     /* default 30s */
+    uint64_t idle_timeout_ms;     /* default 60s */
+    uint32_t max_connections;     /* default 10000 */
     uint64_t shutdown_timeout_ms; /* grace period for in-flight requests; default 10s */
   } limits;
 
   struct {
-    char *dir;                 /* default "/var/lib/sluice" */
+    char *dir;                  /* default "/var/lib/sluice" */
     enum sl_fsync_policy fsync; /* default batch */
     uint64_t fsync_interval_ms; /* default 2ms */
     int compression_level;      /* default 3, 1..19 */
   } spool;
 
-  char *status_prefix;      /* status URLs: <prefix><id>; default "/_sluice/requests/" */
+  char *status_prefix;       /* status URLs: <prefix><id>; default "/_sluice/requests/" */
   uint64_t dedupe_window_ms; /* Idempotency-Key window; default 24h, 0 = off */
 
   struct sl_upstream_config *upstreams;

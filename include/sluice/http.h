@@ -57,9 +57,9 @@ const struct sl_http_header *sl_http_msg_header(const struct sl_http_msg *m, con
 
 enum sl_http_error {
   SL_HTTP_OK = 0,
-  SL_HTTP_EBADMSG,     /* malformed: 400 (request) or 502 (response) */
-  SL_HTTP_EHEADERSIZE, /* head over the limit: 431 */
-  SL_HTTP_EBODYSIZE,   /* body over the limit: 413 */
+  SL_HTTP_EBADMSG,      /* malformed: 400 (request) or 502 (response) */
+  SL_HTTP_EHEADERSIZE,  /* head over the limit: 431 */
+  SL_HTTP_EBODYSIZE,    /* body over the limit: 413 */
   SL_HTTP_EUNSUPPORTED, /* e.g. Expect other than 100-continue: 417 */
   SL_HTTP_ENOMEM,
 };
@@ -83,12 +83,12 @@ struct sl_http_parser {
   uint64_t header_bytes;
   uint64_t body_bytes;
   enum sl_http_error error;
-  const char *error_reason; /* static text for logs */
+  const char *error_reason;            /* static text for logs */
   bool in_field, field_done, in_value; /* where in a header line llhttp is */
   bool head_done;
-  bool started;             /* a byte of the current message was seen */
+  bool started; /* a byte of the current message was seen */
   bool msg_done;
-  bool response_to_head;    /* responses: the request was HEAD */
+  bool response_to_head; /* responses: the request was HEAD */
   /* Bare-LF scan of a request head (see parser.c). */
   bool scan_done, scan_seen_text, scan_line_empty;
   bool trailer_pause; /* paused at the last chunk to scan the trailers */
@@ -141,10 +141,10 @@ const char *sl_http_reason(unsigned status);
  * frame the message anew.
  */
 struct sl_http_forward {
-  const char *client_addr; /* text IP of the client, for X-Forwarded-For */
-  const char *proto;       /* "http" */
+  const char *client_addr;   /* text IP of the client, for X-Forwarded-For */
+  const char *proto;         /* "http" */
   const char *upstream_host; /* "host:port", used when the request has no Host */
-  uint64_t body_len;       /* body bytes that follow the head */
+  uint64_t body_len;         /* body bytes that follow the head */
 };
 
 /* Appends the request head to send upstream: request line (HTTP/1.1), the

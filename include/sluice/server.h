@@ -41,6 +41,10 @@ const struct sl_config *sl_server_config(const struct sl_server *srv);
  */
 void sl_server_shutdown(struct sl_server *srv, sl_server_shutdown_cb cb);
 
+struct sl_admin;
+/* Adds the shaping admin API (/admin/upstreams...) to <admin>. Returns 0 or a UV_* code. */
+int sl_server_register_admin(struct sl_server *srv, struct sl_admin *admin);
+
 /* Frees the server after its shutdown completed. Accepts NULL. */
 void sl_server_destroy(struct sl_server *srv);
 

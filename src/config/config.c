@@ -609,8 +609,8 @@ static int check_int_literals(struct ctx *c, const char *text) {
 
 /* ---- sections ----------------------------------------------------------- */
 
-static const char *const top_keys[] = {"listen",    "admin",  "log",           "limits",
-                                       "spool",     "upstreams", "routes", "status_prefix",
+static const char *const top_keys[] = {"listen",        "admin",     "log",    "limits",
+                                       "spool",         "upstreams", "routes", "status_prefix",
                                        "dedupe_window", NULL};
 static const char *const admin_keys[] = {"listen", "token", NULL};
 static const char *const log_keys[] = {"level", "access", NULL};

@@ -146,9 +146,8 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   uv_timer_init(loop, &srv->grace_timer);
   srv->listener.data = srv;
   srv->grace_timer.data = srv;
-  if (srv->access_log == NULL || srv->stats == NULL || srv->ledger == NULL ||
-      srv->dedupe == NULL || bind_upstreams(srv, cfg) != 0 ||
-      bind_route_stats(srv, cfg) != 0 ||
+  if (srv->access_log == NULL || srv->stats == NULL || srv->ledger == NULL || srv->dedupe == NULL ||
+      bind_upstreams(srv, cfg) != 0 || bind_route_stats(srv, cfg) != 0 ||
       (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
     sl_log_error("cannot start the server (see above)");
     sl_server_destroy(srv);

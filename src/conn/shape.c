@@ -63,8 +63,7 @@ static uint64_t requested_not_before(struct sl_conn *c) {
 }
 
 /* Writes the JSON status of ledger entry <e> into <out>. */
-static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char *out,
-                       size_t len) {
+static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char *out, size_t len) {
   char id[SL_LEDGER_ID_HEX + 1];
   struct sl_drain *d = NULL;
   int n;
@@ -92,8 +91,8 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
 
     gmtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    n += snprintf(out + n, len - (size_t)n, ",\"code\":%u,\"delivered_at\":\"%s\"", e->status,
-                  when);
+    n +=
+        snprintf(out + n, len - (size_t)n, ",\"code\":%u,\"delivered_at\":\"%s\"", e->status, when);
   }
   if (e->error[0] != '\0') {
     /* Error texts are sluice's own (no quotes or control bytes), so they
@@ -237,9 +236,9 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
     respond_unavailable(c, "out of memory");
     return;
   }
-  rc = sl_drain_spill(c->drain, method, strlen(method), sl_http_msg_str(m, m->target_off),
-                      m->target_len, &c->upreq, &c->body, not_before_ms, on_spilled, c,
-                      c->spill_id);
+  rc =
+      sl_drain_spill(c->drain, method, strlen(method), sl_http_msg_str(m, m->target_off),
+                     m->target_len, &c->upreq, &c->body, not_before_ms, on_spilled, c, c->spill_id);
   if (rc != 0) {
     sl_log_warn("spool %s: request refused: %s", sl_drain_name(c->drain), sl_spool_strerror(rc));
     respond_unavailable(c, rc == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");

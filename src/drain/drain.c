@@ -92,16 +92,26 @@ static double stat_of(struct sl_drain *d, size_t field) {
     return 0;
   sl_spool_stats(d->spool, &st);
   switch (field) {
-  case 0: return (double)st.ready;
-  case 1: return (double)st.delayed;
-  case 2: return (double)st.inflight;
-  case 3: return (double)st.dead;
-  case 4: return (double)st.disk_bytes;
-  case 5: return st.oldest_ready_ms ? (double)(sl_clock_wall_ms() - st.oldest_ready_ms) / 1e3 : 0;
-  case 6: return (double)st.raw_bytes_written;
-  case 7: return (double)st.compressed_bytes_written;
-  case 8: return (double)st.corrupt_units;
-  default: return 0;
+  case 0:
+    return (double)st.ready;
+  case 1:
+    return (double)st.delayed;
+  case 2:
+    return (double)st.inflight;
+  case 3:
+    return (double)st.dead;
+  case 4:
+    return (double)st.disk_bytes;
+  case 5:
+    return st.oldest_ready_ms ? (double)(sl_clock_wall_ms() - st.oldest_ready_ms) / 1e3 : 0;
+  case 6:
+    return (double)st.raw_bytes_written;
+  case 7:
+    return (double)st.compressed_bytes_written;
+  case 8:
+    return (double)st.corrupt_units;
+  default:
+    return 0;
   }
 }
 
@@ -134,12 +144,12 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
 
   backlog = sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_requests",
                               "Records in the spool by state.", up_state);
-  drained = sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_drained_total",
-                              "Replays by outcome: delivered, retried later, dead-lettered.",
-                              up_outcome);
-  written = sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_spool_written_bytes_total",
-                              "Bytes appended to the spool: raw records and compressed units.",
-                              up_kind);
+  drained =
+      sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_drained_total",
+                        "Replays by outcome: delivered, retried later, dead-lettered.", up_outcome);
+  written =
+      sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_spool_written_bytes_total",
+                        "Bytes appended to the spool: raw records and compressed units.", up_kind);
   if (backlog == NULL || drained == NULL || written == NULL)
     return -1;
   for (int i = 0; i < DRAINED_COUNT; i++) {
@@ -162,17 +172,16 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
                                                "Bytes the spool takes on disk.", up),
                              (const char *[]){n}, m_bytes, d),
-        sl_metrics_series_fn(
-            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_oldest_age_seconds",
-                              "Lag: age of the oldest ready record.", up),
-            (const char *[]){n}, m_age, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE,
+                                               "sluice_backlog_oldest_age_seconds",
+                                               "Lag: age of the oldest ready record.", up),
+                             (const char *[]){n}, m_age, d),
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_eta_seconds",
                                                "Time to drain the backlog at the current rate.",
                                                up),
                              (const char *[]){n}, m_eta, d),
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_rate_limit",
-                                               "The configured rate in requests/s (0: none).",
-                                               up),
+                                               "The configured rate in requests/s (0: none).", up),
                              (const char *[]){n}, m_rate, d),
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_paused",
                                                "1 while replay is paused.", up),
@@ -811,7 +820,9 @@ void sl_drain_set_rate(struct sl_drain *d, double rate) {
   pump(d);
 }
 
-struct sl_spool *sl_drain_spool(struct sl_drain *d) { return d->spool; }
+struct sl_spool *sl_drain_spool(struct sl_drain *d) {
+  return d->spool;
+}
 
 const char *sl_drain_name(const struct sl_drain *d) { return d->name; }
 
@@ -823,6 +834,5 @@ void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
   info->paused = d->paused;
   if (d->spool != NULL)
     sl_spool_stats(d->spool, &info->spool);
-  info->eta_seconds =
-      rate > 0 ? (double)(info->spool.ready + info->spool.inflight) / rate : -1;
+  info->eta_seconds = rate > 0 ? (double)(info->spool.ready + info->spool.inflight) / rate : -1;
 }

@@ -22,7 +22,7 @@ struct sl_replay {
   bool head_request;
   bool retried;
   bool truncated;
-  bool starting;   /* inside sl_replay_start: failures are returned, not called back */
+  bool starting; /* inside sl_replay_start: failures are returned, not called back */
   int early_error;
   uint64_t timeout_ms;
   size_t max_body;
@@ -65,8 +65,8 @@ static void finish(struct sl_replay *r, int error, const char *what) {
     res.body = &r->body;
     res.truncated = r->truncated;
     if (ra != NULL)
-      res.retry_after_ms = sl_replay_parse_retry_after(
-          sl_http_msg_str(&r->resp.msg, ra->value_off), ra->value_len, sl_clock_wall_ms());
+      res.retry_after_ms = sl_replay_parse_retry_after(sl_http_msg_str(&r->resp.msg, ra->value_off),
+                                                       ra->value_len, sl_clock_wall_ms());
     reusable = r->resp.msg.keep_alive;
   }
   if (r->uc != NULL) {

@@ -11,17 +11,22 @@ struct name {
   const char *s;
   size_t len;
 };
-#define NAME(s) {s, sizeof(s) - 1}
+#define NAME(s)                                                                                    \
+  { s, sizeof(s) - 1 }
 
 /* Dropped in both directions, plus any header a Connection header names. */
 static const struct name hop_by_hop[] = {
-    NAME("connection"), NAME("keep-alive"), NAME("te"),           NAME("trailer"),
-    NAME("transfer-encoding"), NAME("upgrade"), NAME("proxy-connection"),
+    NAME("connection"),       NAME("keep-alive"),        NAME("te"),
+    NAME("trailer"),          NAME("transfer-encoding"), NAME("upgrade"),
+    NAME("proxy-connection"),
 };
 
 /* Dropped from requests because sluice answers or re-frames them itself. */
 static const struct name request_own[] = {
-    NAME("content-length"), NAME("expect"), NAME("x-forwarded-proto"), NAME("x-forwarded-host"),
+    NAME("content-length"),
+    NAME("expect"),
+    NAME("x-forwarded-proto"),
+    NAME("x-forwarded-host"),
 };
 
 static bool name_in(const char *n, size_t len, const struct name *set, size_t count) {
@@ -280,30 +285,55 @@ int sl_http_write_response_head(struct sl_buf *out, const struct sl_http_msg *re
 
 const char *sl_http_reason(unsigned status) {
   switch (status) {
-  case 100: return "Continue";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 304: return "Not Modified";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 413: return "Content Too Large";
-  case 417: return "Expectation Failed";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  default: return "Unknown";
+  case 100:
+    return "Continue";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 304:
+    return "Not Modified";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 413:
+    return "Content Too Large";
+  case 417:
+    return "Expectation Failed";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  default:
+    return "Unknown";
   }
 }
