@@ -92,8 +92,13 @@ void sl_drain_destroy(struct sl_drain *d);
 /* Whether this drain has a spool (some route spills to it). */
 bool sl_drain_can_spill(const struct sl_drain *d);
 
-/* Whether the spool holds records not yet delivered (ready or delayed). */
+/* Whether the spool may hold ready records (new spillable requests then
+ * queue behind them). Cheap: no look into the spool. */
 bool sl_drain_has_backlog(struct sl_drain *d);
+
+/* Ready records may have appeared outside the drain's view (a redrive):
+ * look again. */
+void sl_drain_kick(struct sl_drain *d);
 
 /* The decision for a live request; FORWARD means a slot was taken, to be
  * given back with sl_drain_release() when the exchange ends. */

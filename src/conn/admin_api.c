@@ -117,9 +117,12 @@ static int add_dead(void *arg, const struct sl_spool_record *rec) {
 }
 
 static void on_dead_op_done(void *arg, int status) {
+  struct sl_drain *d = arg;
+
   if (status != 0 && status != SL_ESPOOL_NOTFOUND)
-    sl_log_warn("spool %s: dead-letter operation failed: %s", (const char *)arg,
+    sl_log_warn("spool %s: dead-letter operation failed: %s", sl_drain_name(d),
                 sl_spool_strerror(status));
+  sl_drain_kick(d); /* redriven records are ready now */
 }
 
 /* /admin/upstreams/<name>/<action>: everything below the list. */
@@ -190,10 +193,8 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
       sl_admin_response_error(resp, 409, "this upstream has no spool");
       return;
     }
-    rc = redrive ? sl_spool_dead_redrive(sl_drain_spool(d), one ? id : NULL, on_dead_op_done,
-                                         (void *)sl_drain_name(d))
-                 : sl_spool_dead_purge(sl_drain_spool(d), one ? id : NULL, on_dead_op_done,
-                                       (void *)sl_drain_name(d));
+    rc = redrive ? sl_spool_dead_redrive(sl_drain_spool(d), one ? id : NULL, on_dead_op_done, d)
+                 : sl_spool_dead_purge(sl_drain_spool(d), one ? id : NULL, on_dead_op_done, d);
     if (rc != 0) {
       sl_admin_response_error(resp, 500, sl_spool_strerror(rc));
       return;

@@ -60,6 +60,10 @@ struct sl_drain {
   bool closing;
   bool pumping;
   bool paused;
+  /* Whether the spool may hold ready records: cleared when a take finds
+   * none, set by whatever can add one (an append, a give-back, a redrive).
+   * It spares the request path a look into the spool. */
+  bool maybe_ready;
 
   struct sl_drain_waiter *wait_head, *wait_tail;
   struct sl_drain_watch *watches;
@@ -305,13 +309,11 @@ void sl_drain_release(struct sl_drain *d) {
 
 bool sl_drain_can_spill(const struct sl_drain *d) { return d->spool != NULL; }
 
-bool sl_drain_has_backlog(struct sl_drain *d) {
-  struct sl_spool_stats st;
+bool sl_drain_has_backlog(struct sl_drain *d) { return d->spool != NULL && d->maybe_ready; }
 
-  if (d->spool == NULL)
-    return false;
-  sl_spool_stats(d->spool, &st);
-  return st.ready > 0;
+void sl_drain_kick(struct sl_drain *d) {
+  d->maybe_ready = true;
+  pump(d);
 }
 
 /* ---- replay ------------------------------------------------------------ */
@@ -481,6 +483,7 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
     free(job);
     sl_buf_dispose(&req);
     sl_spool_release(d->spool, item);
+    d->maybe_ready = true;
     sl_shaper_release(&d->shaper);
     return;
   }
@@ -555,10 +558,13 @@ static void pump(struct sl_drain *d) {
     while (!sl_shaper_full(&d->shaper) && sl_clock_wall_ms() >= d->hold_until_ms) {
       struct sl_spool_item *item = NULL;
 
-      if (sl_spool_take(d->spool, &item) != 0 || item == NULL)
+      if (sl_spool_take(d->spool, &item) != 0 || item == NULL) {
+        d->maybe_ready = false;
         break;
+      }
       if (!sl_shaper_try_acquire(&d->shaper, now)) {
         sl_spool_release(d->spool, item);
+        d->maybe_ready = true;
         break;
       }
       start_replay(d, item);
@@ -594,7 +600,7 @@ static void on_spilled(void *arg, int status) {
   job->cb(&res, job->arg);
   free(job);
   if (status == 0)
-    pump(d);
+    sl_drain_kick(d);
 }
 
 int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, const char *target,
@@ -721,6 +727,7 @@ static int open_spool(struct sl_drain *d, const char *dir) {
   sl_spool_stats(d->spool, &st);
   /* Positions count from what survived the restart. */
   d->seq_accepted = st.ready + st.delayed;
+  d->maybe_ready = st.ready > 0;
   if (st.ready + st.delayed > 0)
     sl_log_info("spool %s: %llu record(s) to deliver (%llu delayed, %llu dead)", d->name,
                 (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,
@@ -792,6 +799,7 @@ void sl_drain_destroy(struct sl_drain *d) {
     job_unlink(d, job);
     sl_replay_cancel(job->replay);
     sl_spool_release(d->spool, job->item);
+    d->maybe_ready = true;
     free(job);
   }
   while (d->wait_head != NULL)
