@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sluice/admin.h"
 #include "sluice/log.h"
@@ -105,8 +106,18 @@ static int add_dead(void *arg, const struct sl_spool_record *rec) {
   if (l->n > 0)
     sl_buf_append(l->b, ",", 1);
   sl_ledger_id_format(rec->id, id);
-  sl_buf_printf(l->b, "{\"id\":\"%s\",\"attempts\":%u,\"enqueued_ms\":%llu,\"method\":", id,
-                rec->attempts + 1, (unsigned long long)rec->enqueue_ms); /* + the last one */
+  {
+    time_t t = (time_t)(rec->enqueue_ms / 1000);
+    struct tm tm;
+    char when[40];
+
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    sl_buf_printf(l->b,
+                  "{\"id\":\"%s\",\"attempts\":%u,\"enqueued_at\":\"%s.%03uZ\",\"method\":", id,
+                  rec->attempts + 1, /* the record counts those before the last one */
+                  when, (unsigned)(rec->enqueue_ms % 1000));
+  }
   json_string(l->b, rec->method, rec->method_len);
   sl_buf_append_str(l->b, ",\"target\":");
   json_string(l->b, rec->target, rec->target_len);
