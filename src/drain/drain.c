@@ -79,7 +79,7 @@ struct sl_drain {
 
   struct sl_metric *drained[DRAINED_COUNT];
   struct sl_metric *queue_wait;
-  struct sl_metric *gauges[16];
+  struct sl_metric *gauges[24];
   size_t n_gauges;
 };
 
@@ -130,6 +130,7 @@ static double m_compressed(void *a) { return stat_of(a, 7); }
 static double m_corrupt(void *a) { return stat_of(a, 8); }
 static double m_rate(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
 static double m_paused(void *a) { return ((struct sl_drain *)a)->paused ? 1 : 0; }
+static double m_max_bytes(void *a) { return (double)((struct sl_drain *)a)->ucfg->max_spool_bytes; }
 static double m_eta(void *a) {
   struct sl_drain_info info;
 
@@ -190,6 +191,9 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_paused",
                                                "1 while replay is paused.", up),
                              (const char *[]){n}, m_paused, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_max_bytes",
+                                               "The spool's size limit (max_spool_bytes).", up),
+                             (const char *[]){n}, m_max_bytes, d),
         sl_metrics_series_fn(written, (const char *[]){n, "raw"}, m_raw, d),
         sl_metrics_series_fn(written, (const char *[]){n, "compressed"}, m_compressed, d),
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
