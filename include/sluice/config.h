@@ -119,7 +119,7 @@ struct sl_config {
     char *dir;                  /* default "/var/lib/sluice" */
     enum sl_fsync_policy fsync; /* default batch */
     uint64_t fsync_interval_ms; /* default 2ms */
-    int compression_level;      /* default 3, 1..19 */
+    int compression_level;      /* default 1, 1..19 */
   } spool;
 
   char *status_prefix;       /* status URLs: <prefix><id>; default "/_sluice/requests/" */

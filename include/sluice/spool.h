@@ -25,7 +25,8 @@
  * creation and deletion happen on the spool's own writer thread (pthreads);
  * when it has completions ready it calls <notify>(<notify_arg>) from the
  * writer thread, and the owner then calls sl_spool_poll_completions() on its
- * own thread, which runs the callbacks. Reads (sl_spool_take, dead-letter
+ * own thread, which runs the callbacks (a second spool thread runs the
+ * fdatasyncs of the batch policy). Reads (sl_spool_take, dead-letter
  * listing) use pread on the owner thread: they normally hit the page cache.
  * The spool core never includes uv.h.
  *
@@ -45,11 +46,11 @@
  * values stay under 4096), so they pass through the same int returns as
  * -errno / UV_E* codes without colliding.
  */
-#define SL_ESPOOL_FULL (-30001)    /* max_bytes reached: the proxy answers 503 */
-#define SL_ESPOOL_CLOSED (-30002)  /* the spool is closing; nothing new is accepted */
-#define SL_ESPOOL_TOOBIG (-30003)  /* one record larger than the format allows */
-#define SL_ESPOOL_CORRUPT (-30004) /* a file failed its checks and could not be used */
-#define SL_ESPOOL_LOCKED (-30005)  /* another process has the spool directory open */
+#define SL_ESPOOL_FULL (-30001)     /* max_bytes reached: the proxy answers 503 */
+#define SL_ESPOOL_CLOSED (-30002)   /* the spool is closing; nothing new is accepted */
+#define SL_ESPOOL_TOOBIG (-30003)   /* one record larger than the format allows */
+#define SL_ESPOOL_CORRUPT (-30004)  /* a file failed its checks and could not be used */
+#define SL_ESPOOL_LOCKED (-30005)   /* another process has the spool directory open */
 #define SL_ESPOOL_NOTFOUND (-30006) /* no dead letter with that id */
 
 /* Returns a static description of <err>: a SL_ESPOOL_* code or a negative errno. */
@@ -71,10 +72,10 @@ enum sl_spool_fsync {
  * request's header fields into it; the spool stores it byte for byte.
  */
 struct sl_spool_record {
-  uint8_t id[16];          /* request id, random; copies made by retries keep it */
-  uint64_t enqueue_ms;     /* wall clock at first acceptance, ms since the epoch */
-  uint64_t not_before_ms;  /* wall clock; 0 or <= now means ready at once */
-  uint32_t attempts;       /* delivery attempts made so far */
+  uint8_t id[16];         /* request id, random; copies made by retries keep it */
+  uint64_t enqueue_ms;    /* wall clock at first acceptance, ms since the epoch */
+  uint64_t not_before_ms; /* wall clock; 0 or <= now means ready at once */
+  uint32_t attempts;      /* delivery attempts made so far */
   const char *method;
   size_t method_len;
   const char *target;
@@ -108,24 +109,24 @@ typedef void (*sl_spool_notify_cb)(void *arg);
 typedef void (*sl_spool_done_cb)(void *arg, int status);
 
 struct sl_spool_opts {
-  const char *name;                /* for log lines, e.g. the upstream name */
-  enum sl_spool_fsync fsync;       /* default batch */
-  uint64_t sync_delay_us;          /* batch: how long a group may wait to grow before its
-                                      fdatasync; 0 (default) starts it as soon as the previous
-                                      one returned, which gives natural group commit */
-  size_t batch_bytes;              /* batch: a group is closed at this many raw bytes; 1 MiB */
-  uint64_t max_bytes;              /* bytes on disk plus queued; 0 = no limit */
-  uint64_t segment_bytes;          /* ready/dead segment size before rolling; 64 MiB */
-  size_t block_bytes;              /* raw bytes per compressed unit; 64 KiB */
-  int compression_level;           /* zstd level; default 1; 0 stores uncompressed */
-  unsigned dict_train_records;     /* train a dictionary on the first N records; 0 = never;
-                                      default 2000 */
-  size_t dict_bytes;               /* dictionary size; default 32 KiB */
-  uint64_t ack_interval_us;        /* acks share one checkpoint write within this; 2 ms */
-  sl_spool_notify_cb notify;       /* called on the writer thread when completions wait */
+  const char *name;            /* for log lines, e.g. the upstream name */
+  enum sl_spool_fsync fsync;   /* default batch */
+  uint64_t sync_delay_us;      /* batch: how long a group may wait to grow before its
+                                  fdatasync; 0 (default) starts it as soon as the previous
+                                  one returned, which gives natural group commit */
+  size_t batch_bytes;          /* batch: a group is closed at this many raw bytes; 1 MiB */
+  uint64_t max_bytes;          /* bytes on disk plus queued; 0 = no limit */
+  uint64_t segment_bytes;      /* ready/dead segment size before rolling; 64 MiB */
+  size_t block_bytes;          /* raw bytes per compressed unit; 64 KiB */
+  int compression_level;       /* zstd level; default 1; 0 stores uncompressed */
+  unsigned dict_train_records; /* train a dictionary on the first N records; 0 = never;
+                                  default 2000 */
+  size_t dict_bytes;           /* dictionary size; default 32 KiB */
+  uint64_t ack_interval_us;    /* acks share one checkpoint write within this; 2 ms */
+  sl_spool_notify_cb notify;   /* called on the writer thread when completions wait */
   void *notify_arg;
-  const struct sl_spool_io *io;    /* NULL: POSIX */
-  uint64_t (*now_ms)(void *arg);   /* wall clock for due times; NULL: sl_clock_wall_ms */
+  const struct sl_spool_io *io;  /* NULL: POSIX */
+  uint64_t (*now_ms)(void *arg); /* wall clock for due times; NULL: sl_clock_wall_ms */
   void *clock_arg;
 };
 
@@ -254,16 +255,15 @@ int sl_spool_dead_list(struct sl_spool *spool,
  */
 int sl_spool_dead_redrive(struct sl_spool *spool, const uint8_t *id, sl_spool_done_cb cb,
                           void *arg);
-int sl_spool_dead_purge(struct sl_spool *spool, const uint8_t *id, sl_spool_done_cb cb,
-                        void *arg);
+int sl_spool_dead_purge(struct sl_spool *spool, const uint8_t *id, sl_spool_done_cb cb, void *arg);
 
 struct sl_spool_stats {
-  uint64_t ready;           /* records that can be taken now */
-  uint64_t delayed;         /* records waiting for their not-before time */
-  uint64_t inflight;        /* taken and not settled */
-  uint64_t dead;            /* dead letters */
-  uint64_t disk_bytes;      /* segment, dictionary and checkpoint files */
-  uint64_t oldest_ready_ms; /* enqueue time of the oldest ready record; 0 if none */
+  uint64_t ready;                    /* records that can be taken now */
+  uint64_t delayed;                  /* records waiting for their not-before time */
+  uint64_t inflight;                 /* taken and not settled */
+  uint64_t dead;                     /* dead letters */
+  uint64_t disk_bytes;               /* segment, dictionary and checkpoint files */
+  uint64_t oldest_ready_ms;          /* enqueue time of the oldest ready record; 0 if none */
   uint64_t raw_bytes_written;        /* encoded record bytes appended, since open */
   uint64_t compressed_bytes_written; /* bytes of units written for them, since open */
   uint64_t appends;                  /* records appended durably, since open */

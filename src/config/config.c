@@ -655,8 +655,10 @@ static int set_defaults(struct ctx *c, struct sl_config *cfg) {
   cfg->limits.max_connections = 10000;
   cfg->limits.shutdown_timeout_ms = 10 * 1000;
   cfg->spool.fsync = SL_FSYNC_BATCH;
-  cfg->spool.fsync_interval_ms = 2;
-  cfg->spool.compression_level = 3;
+  cfg->spool.fsync_interval_ms = 0; /* natural group commit: see docs */
+  /* Level 1: the block and dictionary do most of the work; higher levels
+   * cost the writer more than they save (docs/spool-format.md). */
+  cfg->spool.compression_level = 1;
   return 0;
 }
 
@@ -743,7 +745,7 @@ static int parse_spool(struct ctx *c, const config_setting_t *root, struct sl_co
     return 0;
   if (check_keys(c, g, "spool", spool_keys) != 0 || get_string(c, g, "spool", "dir", &dir) != 0 ||
       get_string(c, g, "spool", "fsync", &fsync) != 0 ||
-      get_duration(c, g, "spool", "fsync_interval", 1, &cfg->spool.fsync_interval_ms) != 0 ||
+      get_duration(c, g, "spool", "fsync_interval", 0, &cfg->spool.fsync_interval_ms) != 0 ||
       get_int(c, g, "spool", "compression_level", 1, 19, &level) != 0)
     return -1;
   cfg->spool.compression_level = (int)level;

@@ -515,7 +515,18 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
 
 /* ---- scheduling -------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t) { pump(t->data); }
+static void on_timer(uv_timer_t *t) {
+  struct sl_drain *d = t->data;
+  struct sl_spool_stats st;
+
+  /* The hint is a shortcut, not the truth: once in a while (and after a take
+   * error) ask the spool itself, so no stall outlives a second. */
+  if (d->spool != NULL && !d->maybe_ready) {
+    sl_spool_stats(d->spool, &st);
+    d->maybe_ready = st.ready > 0;
+  }
+  pump(d);
+}
 
 /* Arms the timer for the next moment pump() could do something. */
 static void schedule(struct sl_drain *d) {
@@ -540,6 +551,8 @@ static void schedule(struct sl_drain *d) {
         wait = w;
     }
   }
+  if (wait == UINT64_MAX && replaying)
+    wait = 1000; /* see on_timer */
   if (wait == UINT64_MAX)
     uv_timer_stop(&d->timer);
   else
@@ -562,7 +575,15 @@ static void pump(struct sl_drain *d) {
     while (!sl_shaper_full(&d->shaper) && sl_clock_wall_ms() >= d->hold_until_ms) {
       struct sl_spool_item *item = NULL;
 
-      if (sl_spool_take(d->spool, &item) != 0 || item == NULL) {
+      int rc = sl_spool_take(d->spool, &item);
+
+      if (rc != 0) {
+        sl_log_error("spool %s: reading the next record failed: %s (retrying)", d->name,
+                     sl_spool_strerror(rc));
+        d->maybe_ready = false; /* on_timer looks again within a second */
+        break;
+      }
+      if (item == NULL) {
         d->maybe_ready = false;
         break;
       }
@@ -718,6 +739,7 @@ static int open_spool(struct sl_drain *d, const char *dir) {
   sl_spool_opts_init(&opts);
   opts.name = d->name;
   opts.fsync = fsync_of(d->cfg->spool.fsync);
+  opts.sync_delay_us = d->cfg->spool.fsync_interval_ms * 1000;
   opts.max_bytes = d->ucfg->max_spool_bytes;
   opts.compression_level = d->cfg->spool.compression_level;
   opts.notify = spool_notify;

@@ -147,7 +147,8 @@ int sl__unit_decode(const uint8_t *h, struct sl__unit *u) {
   if (u->codec == SL__CODEC_RAW && u->raw_len != u->payload_len)
     return SL_ESPOOL_CORRUPT;
   /* Every record takes at least its 4-byte length and 56-byte header. */
-  if (u->type == SL__UNIT_BLOCK && (u->nrec == 0 || (uint64_t)u->nrec * (4 + SL__REC_HDR) > u->raw_len))
+  if (u->type == SL__UNIT_BLOCK &&
+      (u->nrec == 0 || (uint64_t)u->nrec * (4 + SL__REC_HDR) > u->raw_len))
     return SL_ESPOOL_CORRUPT;
   return 0;
 }

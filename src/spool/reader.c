@@ -120,12 +120,12 @@ static struct sl_spool_item *make_item(const uint8_t *p, size_t len, struct sl__
 }
 
 int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dctx,
-                     struct sl_buf *tmp, struct sl_buf *blk, uint32_t from_ord,
-                     uint64_t from_off) {
-  uint64_t off = from_off, end;
+                     struct sl_buf *tmp, struct sl_buf *blk) {
+  struct sl__due *found = NULL;
+  size_t nfound = 0, cap = 0;
+  uint64_t off = SL__SEG_HDR, end;
   int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
 
-  (void)from_ord;
   if (fd < 0)
     return -errno;
   pthread_mutex_lock(&spool->mu);
@@ -135,12 +135,18 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
     struct sl__unit u;
     size_t at = 0;
     int r = sl__unit_read(spool, dctx, fd, off, end, &u, tmp, blk);
+    if (r != 0 && r != SL_ESPOOL_CORRUPT) {
+      /* An I/O error is not damage: leave the bucket unindexed and try again later. */
+      close(fd);
+      free(found);
+      return r;
+    }
     if (r != 0) {
       uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
-      spool->st.corrupt_units++;
       sl_log_error("spool %s: CORRUPT unit in %s at offset %" PRIu64 ": skipped", spool->name,
                    seg->path, off);
       pthread_mutex_lock(&spool->mu);
+      spool->st.corrupt_units++;
       if (u.type)
         lose_locked(spool, seg, u.first_ord, u.first_ord + u.nrec);
       pthread_mutex_unlock(&spool->mu);
@@ -149,30 +155,47 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
       off = next;
       continue;
     }
-    pthread_mutex_lock(&spool->mu);
     for (uint32_t k = 0; k < u.nrec; k++) {
       const uint8_t *rp;
       size_t rl;
       struct sl_spool_record rec;
       uint32_t ord = u.first_ord + k;
+      bool acked;
 
       if (sl__block_next((const uint8_t *)blk->base, blk->len, &at, &rp, &rl) != 0 ||
           sl__record_decode(rp, rl, &rec) != 0) {
+        pthread_mutex_lock(&spool->mu);
         lose_locked(spool, seg, ord, u.first_ord + u.nrec);
+        pthread_mutex_unlock(&spool->mu);
         break;
       }
-      if (sl__ack_test(seg, ord))
+      pthread_mutex_lock(&spool->mu);
+      acked = sl__ack_test(seg, ord);
+      pthread_mutex_unlock(&spool->mu);
+      if (acked)
         continue;
-      struct sl__due d = {rec.not_before_ms, rec.enqueue_ms, seg, off, ord};
-      sl__heap_push(spool, &d);
+      if (nfound == cap) {
+        size_t ncap = cap ? cap * 2 : 64;
+        struct sl__due *v = realloc(found, ncap * sizeof(*v));
+        if (v == NULL) {
+          close(fd);
+          free(found);
+          return -ENOMEM;
+        }
+        found = v;
+        cap = ncap;
+      }
+      found[nfound++] = (struct sl__due){rec.not_before_ms, rec.enqueue_ms, seg, off, ord};
     }
-    pthread_mutex_unlock(&spool->mu);
     off += SL__UNIT_HDR + u.payload_len;
   }
   close(fd);
   pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < nfound; i++)
+    sl__heap_push(spool, &found[i]);
   seg->indexed = true;
   pthread_mutex_unlock(&spool->mu);
+  free(found);
   return 0;
 }
 
@@ -239,13 +262,15 @@ static int take_due(struct sl_spool *spool, uint64_t now, struct sl_spool_item *
     if (r == SL_ESPOOL_CORRUPT) {
       spool->st.corrupt_units++;
       lose_locked(spool, d.seg, d.ord, d.ord + 1);
+    } else {
+      sl__heap_push(spool, &d); /* an I/O error: keep the record for the next take */
     }
     sl__seg_unref(d.seg);
     pthread_mutex_unlock(&spool->mu);
     if (r != SL_ESPOOL_CORRUPT)
       return r;
-    sl_log_error("spool %s: delayed record %" PRIu32 " of %s is unreadable: skipped",
-                 spool->name, d.ord, d.seg->path);
+    sl_log_error("spool %s: delayed record %" PRIu32 " of %s is unreadable: skipped", spool->name,
+                 d.ord, d.seg->path);
   }
 }
 
@@ -268,9 +293,7 @@ static bool cursor_next_seg(struct sl_spool *spool) {
   if (next != NULL) {
     next->refs++;
     if (spool->cur) {
-      if (spool->cur->rfd >= 0 && spool->cur->refs > 1) {
-        /* keep it: items may still read through it? they do not; close now */
-      }
+      /* Items hold their record's bytes, not the file: the descriptor can go. */
       if (spool->cur->rfd >= 0) {
         close(spool->cur->rfd);
         spool->cur->rfd = -1;
@@ -311,8 +334,12 @@ static int cursor_load(struct sl_spool *spool) {
     fd = seg_rfd(seg);
     if (fd < 0)
       return fd;
-    /* A unit whose records are all settled is skipped on its header alone. */
-    if (pread(fd, h, sizeof(h), (off_t)spool->cur_off) == (ssize_t)sizeof(h) &&
+    /* A unit whose records are all settled is skipped on its header alone (only worth a
+     * read when the segment has settled records: after a restart, or out-of-order acks). */
+    pthread_mutex_lock(&spool->mu);
+    bool some_acked = seg->nacked > 0;
+    pthread_mutex_unlock(&spool->mu);
+    if (some_acked && pread(fd, h, sizeof(h), (off_t)spool->cur_off) == (ssize_t)sizeof(h) &&
         sl__unit_decode(h, &u) == 0 && u.type == SL__UNIT_BLOCK &&
         spool->cur_off + SL__UNIT_HDR + u.payload_len <= end) {
       all_acked = true;
@@ -347,7 +374,8 @@ static int cursor_load(struct sl_spool *spool) {
     uint32_t lost_to = u.type ? u.first_ord + u.nrec : 0;
     if (!u.type && next != 0) {
       struct sl__unit nu;
-      if (pread(fd, h, sizeof(h), (off_t)next) == (ssize_t)sizeof(h) && sl__unit_decode(h, &nu) == 0)
+      if (pread(fd, h, sizeof(h), (off_t)next) == (ssize_t)sizeof(h) &&
+          sl__unit_decode(h, &nu) == 0)
         lost_to = nu.first_ord;
     }
     if (next == 0 || next > end)
@@ -423,7 +451,6 @@ static void inflight_link(struct sl_spool *spool, struct sl_spool_item *it) {
   spool->inflight = it;
 }
 
-void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
 void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it) {
   if (it->prev)
     it->prev->next = it->next;
@@ -483,7 +510,6 @@ uint64_t sl_spool_next_due_ms(struct sl_spool *spool) {
 }
 
 /* The enqueue time of the next record the ready cursor would return; 0 if none. */
-uint64_t sl__peek_oldest(struct sl_spool *spool);
 uint64_t sl__peek_oldest(struct sl_spool *spool) {
   uint64_t oldest = 0;
 

@@ -134,26 +134,38 @@ ZSTD_DDict *sl__dict_find(struct sl_spool *spool, uint32_t id) {
 
 int sl__unit_read(struct sl_spool *spool, ZSTD_DCtx *dctx, int fd, uint64_t off, uint64_t end,
                   struct sl__unit *u, struct sl_buf *tmp, struct sl_buf *out) {
-  uint8_t h[SL__UNIT_HDR];
+  /* One pread gets the header and, for the small units of quiet times, the payload too. */
+  uint8_t first[SL__UNIT_HDR + 4096];
+  size_t want, have;
   size_t r;
   int err;
 
   u->type = 0;
   if (off + SL__UNIT_HDR > end)
     return SL_ESPOOL_CORRUPT;
-  err = pread_full(fd, h, sizeof(h), off);
+  want = end - off < sizeof(first) ? (size_t)(end - off) : sizeof(first);
+  err = pread_full(fd, first, want, off);
+  if (err == SL_ESPOOL_CORRUPT) {
+    /* Shorter than expected: settle for the header alone and let the checks below decide. */
+    want = SL__UNIT_HDR;
+    err = pread_full(fd, first, want, off);
+  }
   if (err != 0)
     return err;
-  if (sl__unit_decode(h, u) != 0 || off + SL__UNIT_HDR + u->payload_len > end) {
+  if (sl__unit_decode(first, u) != 0 || off + SL__UNIT_HDR + u->payload_len > end) {
     u->type = 0; /* the header itself cannot be trusted */
     return SL_ESPOOL_CORRUPT;
   }
   sl_buf_reset(tmp);
   if (sl_buf_reserve(tmp, u->payload_len) != 0)
     return -ENOMEM;
-  err = pread_full(fd, tmp->base, u->payload_len, off + SL__UNIT_HDR);
-  if (err != 0)
-    return err;
+  have = want - SL__UNIT_HDR < u->payload_len ? want - SL__UNIT_HDR : u->payload_len;
+  memcpy(tmp->base, first + SL__UNIT_HDR, have);
+  if (have < u->payload_len) {
+    err = pread_full(fd, tmp->base + have, u->payload_len - have, off + SL__UNIT_HDR + have);
+    if (err != 0)
+      return err;
+  }
   tmp->len = u->payload_len;
   if (sl_crc32c(0, tmp->base, tmp->len) != u->payload_crc)
     return SL_ESPOOL_CORRUPT;
@@ -311,8 +323,8 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
   size = (uint64_t)sb.st_size;
   if (size < SL__SEG_HDR) {
     /* Created but its header never reached the disk: it holds no record. */
-    sl_log_warn("spool %s: %s is shorter than its header (%" PRIu64 " bytes): removed",
-                spool->name, seg->path, size);
+    sl_log_warn("spool %s: %s is shorter than its header (%" PRIu64 " bytes): removed", spool->name,
+                seg->path, size);
     err = 1;
     goto fail;
   }
@@ -367,16 +379,14 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
       spool->st.torn_tails++;
       if (spool->io.ftruncate(fd, (off_t)off) != 0 || spool->io.fdatasync(fd) != 0) {
         err = -errno;
-        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path,
-                     sl_spool_strerror(err));
+        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_spool_strerror(err));
         goto fail;
       }
       size = off;
       break;
     }
     spool->st.corrupt_units++;
-    sl_log_error("spool %s: CORRUPT unit in %s at offset %" PRIu64 ": skipped %" PRIu64
-                 " bytes",
+    sl_log_error("spool %s: CORRUPT unit in %s at offset %" PRIu64 ": skipped %" PRIu64 " bytes",
                  spool->name, seg->path, off, next - off);
     if (u.type == SL__UNIT_BLOCK && u.first_ord >= ord) {
       mark_lost(spool, seg, ord, u.first_ord + u.nrec);
@@ -396,10 +406,12 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
   seg->wsize = size;
   seg->nrec = ord;
   seg->wnrec = ord;
-  if (last || seg->store == SL__STORE_DELAY) {
+  if (last && seg->store != SL__STORE_DELAY) {
     seg->wfd = fd; /* the writer goes on appending here */
   } else {
-    seg->sealed = true;
+    /* A delay bucket stays open for appends until its window passes, but without a
+     * descriptor: the writer reopens the few it writes to (there may be hundreds). */
+    seg->sealed = seg->store != SL__STORE_DELAY;
     close(fd);
   }
   sl_buf_dispose(&tmp);

@@ -26,9 +26,6 @@
 #include "sluice/clock.h"
 #include "sluice/log.h"
 
-void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
-uint64_t sl__peek_oldest(struct sl_spool *spool);
-
 const char *sl_spool_strerror(int err) {
   switch (err) {
   case 0:
@@ -59,8 +56,8 @@ static int io_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
 static int io_rename(const char *a, const char *b) { return rename(a, b); }
 static int io_unlink(const char *p) { return unlink(p); }
 
-static const struct sl_spool_io posix_io = {io_pwrite,   io_fdatasync, io_fsync,
-                                            io_ftruncate, io_rename,   io_unlink};
+static const struct sl_spool_io posix_io = {io_pwrite,    io_fdatasync, io_fsync,
+                                            io_ftruncate, io_rename,    io_unlink};
 
 void sl_spool_opts_init(struct sl_spool_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -160,15 +157,8 @@ static int load_dicts_and_list(struct sl_spool *spool) {
           spool->ndicts++;
           spool->disk_bytes += (uint64_t)sb.st_size;
           /* Keep compressing with the dictionary already trained for this spool. */
-          if (spool->cdict == NULL || id != spool->cdict_id) {
-            ZSTD_freeCDict(spool->cdict);
-            spool->cdict = ZSTD_createCDict(buf, (size_t)sb.st_size,
-                                            spool->opts.compression_level > 0
-                                                ? spool->opts.compression_level
-                                                : 1);
-            spool->cdict_id = id;
+          if (sl__cdicts_set(spool, buf, (size_t)sb.st_size, id) == 0)
             spool->dict_done = true;
-          }
         } else {
           if (v != NULL)
             spool->dicts = v;
@@ -248,6 +238,8 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&spool->wcond, &ca);
   pthread_cond_init(&spool->icond, &ca);
+  pthread_cond_init(&spool->scond, &ca);
+  pthread_cond_init(&spool->sdone, &ca);
   pthread_condattr_destroy(&ca);
   sl_buf_init(&spool->wraw);
   sl_buf_init(&spool->wcomp);
@@ -313,17 +305,18 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
           spool->dead_unacked += unacked;
         spool->disk_bytes += seg->file_bytes;
         spool->st.segments++;
-        if (seg->nacked >= seg->nrec && seg->wfd >= 0 && seg->store == SL__STORE_DELAY &&
-            seg->start_ms + seg->width_ms <= sl__now_ms(spool)) {
-          close(seg->wfd);
-          seg->wfd = -1;
-          seg->sealed = true;
-        }
+        if (seg->store == SL__STORE_DELAY && seg->start_ms + seg->width_ms <= sl__now_ms(spool))
+          seg->sealed = true; /* its window has passed: no append can target it */
         sl__seg_account_done(spool, seg);
         if (seg->done && !seg->done_ckpt)
           spool->ack_dirty = true;
       }
   }
+  if (pthread_create(&spool->syncer, NULL, sl__syncer_main, spool) != 0) {
+    err = -EAGAIN;
+    goto fail;
+  }
+  spool->syncer_started = true;
   if (pthread_create(&spool->writer, NULL, sl__writer_main, spool) != 0) {
     err = -EAGAIN;
     goto fail;
@@ -360,6 +353,14 @@ void sl_spool_close(struct sl_spool *spool) {
     pthread_join(spool->writer, NULL);
     spool->writer_started = false;
   }
+  if (spool->syncer_started) {
+    pthread_mutex_lock(&spool->mu);
+    spool->sync_stop = true;
+    pthread_cond_signal(&spool->scond);
+    pthread_mutex_unlock(&spool->mu);
+    pthread_join(spool->syncer, NULL);
+    spool->syncer_started = false;
+  }
   sl_spool_poll_completions(spool);
   /* Items still out are released: their records stay unsettled on disk. */
   while (spool->inflight != NULL) {
@@ -384,9 +385,12 @@ void sl_spool_close(struct sl_spool *spool) {
     ZSTD_freeDDict(spool->dicts[i].ddict);
   free(spool->dicts);
   ZSTD_freeCDict(spool->cdict);
+  ZSTD_freeCDict(spool->cdict_small);
   ZSTD_freeCCtx(spool->cctx);
   ZSTD_freeDCtx(spool->dctx);
   ZSTD_freeDCtx(spool->wdctx);
+  for (unsigned i = 0; i < spool->nwpool; i++)
+    sl_buf_dispose(&spool->wpool[i]);
   sl_buf_dispose(&spool->wraw);
   sl_buf_dispose(&spool->wcomp);
   sl_buf_dispose(&spool->wout);
@@ -403,6 +407,8 @@ void sl_spool_close(struct sl_spool *spool) {
   pthread_mutex_destroy(&spool->mu);
   pthread_cond_destroy(&spool->wcond);
   pthread_cond_destroy(&spool->icond);
+  pthread_cond_destroy(&spool->scond);
+  pthread_cond_destroy(&spool->sdone);
   free(spool);
 }
 
@@ -472,6 +478,14 @@ int sl_spool_append(struct sl_spool *spool, const struct sl_spool_record *rec, s
   return err;
 }
 
+/* Takes <it> off the in-flight books (caller holds mu). */
+static void uncount_inflight_locked(struct sl_spool *spool, struct sl_spool_item *it) {
+  if (it->seg->store == SL__STORE_READY)
+    spool->inflight_main--;
+  else
+    spool->inflight_delay--;
+}
+
 int sl_spool_poll_completions(struct sl_spool *spool) {
   struct sl__op *list;
   int n = 0;
@@ -496,6 +510,9 @@ int sl_spool_poll_completions(struct sl_spool *spool) {
         pthread_mutex_unlock(&spool->mu);
         free(it);
       } else {
+        pthread_mutex_lock(&spool->mu);
+        uncount_inflight_locked(spool, it);
+        pthread_mutex_unlock(&spool->mu);
         it->next = NULL;
         if (spool->returned_tail)
           spool->returned_tail->next = it;
@@ -525,14 +542,6 @@ void sl_spool_wait_idle(struct sl_spool *spool) {
   while (spool->ops_done < target && spool->writer_started)
     pthread_cond_wait(&spool->icond, &spool->mu);
   pthread_mutex_unlock(&spool->mu);
-}
-
-/* Takes <it> off the in-flight books (caller holds mu). */
-static void uncount_inflight_locked(struct sl_spool *spool, struct sl_spool_item *it) {
-  if (it->seg->store == SL__STORE_READY)
-    spool->inflight_main--;
-  else
-    spool->inflight_delay--;
 }
 
 int sl_spool_ack(struct sl_spool *spool, struct sl_spool_item *item, sl_spool_done_cb cb,
@@ -660,8 +669,7 @@ int sl_spool_dead_redrive(struct sl_spool *spool, const uint8_t *id, sl_spool_do
   return dead_op(spool, SL__OP_REDRIVE, id, cb, arg);
 }
 
-int sl_spool_dead_purge(struct sl_spool *spool, const uint8_t *id, sl_spool_done_cb cb,
-                        void *arg) {
+int sl_spool_dead_purge(struct sl_spool *spool, const uint8_t *id, sl_spool_done_cb cb, void *arg) {
   return dead_op(spool, SL__OP_PURGE, id, cb, arg);
 }
 
@@ -741,19 +749,22 @@ void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
       if (oldest == 0 || spool->heap[i].enqueue_ms < oldest)
         oldest = spool->heap[i].enqueue_ms;
     }
-  main_ready = spool->main_unacked - (spool->inflight_main < spool->main_unacked
-                                          ? spool->inflight_main
-                                          : spool->main_unacked);
+  main_ready =
+      spool->main_unacked -
+      (spool->inflight_main < spool->main_unacked ? spool->inflight_main : spool->main_unacked);
   st->ready = main_ready + due;
   st->delayed = spool->delay_unacked - spool->inflight_delay - due;
   st->inflight = spool->inflight_main + spool->inflight_delay;
   st->dead = spool->dead_unacked;
   st->disk_bytes = spool->disk_bytes;
   pthread_mutex_unlock(&spool->mu);
+  /* Given-back items are not in flight: a ready-log one is already counted as ready, a
+   * delayed one (taken once due) still sits among the delayed ones and moves over. */
   for (struct sl_spool_item *it = spool->returned_head; it != NULL; it = it->next) {
-    st->ready++;
-    if (it->seg->store == SL__STORE_READY)
-      main_ready++; /* counted already among main_unacked; keep ready as is */
+    if (it->seg->store != SL__STORE_READY && st->delayed > 0) {
+      st->delayed--;
+      st->ready++;
+    }
     if (oldest == 0 || it->rec.enqueue_ms < oldest)
       oldest = it->rec.enqueue_ms;
   }

@@ -11,10 +11,12 @@
  *                 | "\0"    |u16   |u8    |u8  |u32 = 64 |u64     |start ms|width ms |      |u32  |
  *                 +--------+------+------+----+---------+--------+--------+---------+------+-----+
  *
- *   unit header    0      4        8       12        16     20       24          32    33  36    40     44
+ *   unit header    0      4        8       12        16     20       24          32    33  36    40
+ * 44
  *                 +------+--------+-------+---------+------+--------+-----------+-----+---+-----+------+-----+
- *                 |"SLU" |payload |raw    |first ord|nrec  |dict id |min enqueue|codec|rsv|p.crc|rsv   |h.crc|
- *                 | +type|len u32 |len u32|u32      |u32   |u32     |ms u64     |u8   |   |u32  |u32   |u32  |
+ *                 |"SLU" |payload |raw    |first ord|nrec  |dict id |min
+ * enqueue|codec|rsv|p.crc|rsv   |h.crc| | +type|len u32 |len u32|u32      |u32   |u32     |ms u64
+ * |u8   |   |u32  |u32   |u32  |
  *                 +------+--------+-------+---------+------+--------+-----------+-----+---+-----+------+-----+
  *                 followed by <payload len> bytes: one zstd frame (codec 1) or raw (codec 0)
  *                 whose decompressed bytes are <nrec> times [u32 len | encoded record].
@@ -117,11 +119,11 @@ struct sl__seg {
   uint32_t ninflight;
   uint64_t file_bytes;
   uint64_t min_enqueue_ms;
-  bool sealed;   /* takes no more appends */
-  bool indexed;  /* delay bucket: its records are in the due heap */
-  bool done;     /* fully acked and sealed: will be deleted */
+  bool sealed;    /* takes no more appends */
+  bool indexed;   /* delay bucket: its records are in the due heap */
+  bool done;      /* fully acked and sealed: will be deleted */
   bool done_ckpt; /* "done" is durable in a checkpoint: may be unlinked */
-  bool removed;  /* unlinked; no longer in the spool's lists */
+  bool removed;   /* unlinked; no longer in the spool's lists */
   uint8_t *ackbits;
   uint32_t ackcap; /* bits allocated */
 
@@ -174,7 +176,7 @@ struct sl__op {
   struct sl__seg *seg;
   uint32_t ord;
   uint64_t unit_off;
-  void *stage; /* writer: the group stage it is in */
+  void *stage;            /* writer: the group stage it is in */
   struct sl__seg *origin; /* RETRY/DEAD/redrive: settled once the copy is durable */
   uint32_t origin_ord;
   size_t len;
@@ -202,8 +204,10 @@ struct sl_spool {
   pthread_mutex_t mu;
   pthread_cond_t wcond; /* wakes the writer */
   pthread_cond_t icond; /* wakes sl_spool_wait_idle */
-  pthread_t writer;
-  bool writer_started;
+  pthread_cond_t scond; /* wakes the syncer */
+  pthread_cond_t sdone; /* the syncer finished its group */
+  pthread_t writer, syncer;
+  bool writer_started, syncer_started;
 
   /* shared under mu */
   struct sl__op *q_head, *q_tail; /* writer queue */
@@ -211,6 +215,8 @@ struct sl_spool {
   struct sl__op *c_head, *c_tail; /* completions for the owner */
   uint64_t ops_queued, ops_done;
   bool stopping;
+  bool sync_stop;
+  void *sync_job; /* the group the syncer is syncing (struct group in writer.c) */
   struct sl__segvec ready, dead, delay;
   uint64_t next_seq;
   struct sl__due *heap;
@@ -222,12 +228,16 @@ struct sl_spool {
   uint64_t inflight_main, inflight_delay;
   bool ack_dirty;
   uint64_t ack_dirty_ns;
-  struct sl_spool_stats st; /* counters part */
+  struct sl_spool_stats st;    /* counters part */
   struct sl__segvec graveyard; /* removed segments still referenced */
 
   /* writer */
+  void *pending; /* the group written and being synced, not yet finished */
+  struct sl_buf wpool[34];
+  unsigned nwpool;
   ZSTD_CCtx *cctx;
-  ZSTD_CDict *cdict;
+  ZSTD_CDict *cdict;       /* full units, at the configured level */
+  ZSTD_CDict *cdict_small; /* units under 16 KiB, two levels higher */
   uint32_t cdict_id;
   ZSTD_DCtx *wdctx;
   struct sl_buf wraw, wcomp, wout;
@@ -239,7 +249,7 @@ struct sl_spool {
   bool dict_done; /* trained, loaded, or gave up */
   pthread_t trainer;
   bool trainer_running;
-  void *trained;   /* shared: trainer result (malloc) */
+  void *trained; /* shared: trainer result (malloc) */
   size_t trained_len;
   bool trained_ready;
 
@@ -247,9 +257,9 @@ struct sl_spool {
   ZSTD_DCtx *dctx;
   struct sl_spool_item *inflight; /* list head */
   struct sl_spool_item *returned_head, *returned_tail;
-  struct sl__seg *cur;       /* ready-log read cursor */
-  uint64_t cur_off;          /* next unit to load */
-  struct sl_buf blk;         /* decompressed unit at the cursor */
+  struct sl__seg *cur; /* ready-log read cursor */
+  uint64_t cur_off;    /* next unit to load */
+  struct sl_buf blk;   /* decompressed unit at the cursor */
   uint32_t blk_first, blk_n, blk_pos;
   size_t blk_at;             /* byte offset of record blk_pos in blk */
   struct sl__seg *cache_seg; /* delayed reads: last unit decompressed */
@@ -260,57 +270,92 @@ struct sl_spool {
 };
 
 /* format.c */
+/* Bytes <rec> takes once encoded (56-byte header plus its variable parts). */
 size_t sl__record_size(const struct sl_spool_record *rec);
+/* Encodes <rec> into <out>, which has sl__record_size(rec) bytes. */
 void sl__record_encode(const struct sl_spool_record *rec, uint8_t *out);
+/* Decodes the <len> bytes at <p> into the view <rec> (pointing into <p>): 0 or
+ * SL_ESPOOL_CORRUPT when the lengths do not add up to exactly <len>. */
 int sl__record_decode(const uint8_t *p, size_t len, struct sl_spool_record *rec);
 void sl__seg_header_encode(uint8_t *out, int store, uint64_t seq, uint64_t start_ms,
                            uint64_t width_ms);
+/* Checks magic, version and CRC of a 64-byte segment header; 0 or SL_ESPOOL_CORRUPT. */
 int sl__seg_header_decode(const uint8_t *p, int *store, uint64_t *seq, uint64_t *start_ms,
                           uint64_t *width_ms);
+/* Fills the 48-byte unit header <hdr> from <u>, computing the header CRC. */
 void sl__unit_encode(uint8_t *hdr, const struct sl__unit *u);
-/* Returns 0 if the header's own CRC and fields check out. */
+/* Returns 0 if the header's own CRC and fields check out (the payload is not checked). */
 int sl__unit_decode(const uint8_t *hdr, struct sl__unit *u);
-/* Walks the records of a decompressed payload: returns the next record and advances *at. */
+/* Walks the records of a decompressed payload: stores the next record in <rec>/<rec_len>,
+ * advances <at>; SL_ESPOOL_CORRUPT if a length runs past <blk_len>. */
 int sl__block_next(const uint8_t *blk, size_t blk_len, size_t *at, const uint8_t **rec,
                    size_t *rec_len);
 
 /* segment.c */
+/* Returns the malloc'd path of a segment file in <dir> (NULL without memory). */
 char *sl__seg_path(const char *dir, int store, uint64_t seq, uint64_t start_ms, uint64_t width_ms);
+/* Parses a segment file name; 0, or -1 if <name> is not one. */
 int sl__seg_parse_name(const char *name, int *store, uint64_t *seq, uint64_t *start_ms,
                        uint64_t *width_ms);
+/* A new in-memory segment with one reference (the caller's), no file opened. */
 struct sl__seg *sl__seg_new(int store, uint64_t seq, uint64_t start_ms, uint64_t width_ms,
                             const char *dir);
+/* Drops a reference; the last one closes the descriptors and frees. Accepts NULL. Once the
+ * writer and syncer run, the caller holds spool->mu. */
 void sl__seg_unref(struct sl__seg *seg);
-/* Opens and recovers an existing segment file (may truncate a torn tail). */
+/* Opens and recovers an existing segment file (may truncate a torn tail). Returns 0, 1 if
+ * the file holds nothing and should be deleted, SL_ESPOOL_CORRUPT for a bad segment header
+ * (the caller leaves the file out), or a negative errno. <last>: the newest of its store,
+ * kept open for appending. */
 int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last);
-/* Reads and checks a whole unit at <off> of <fd> into <out> (decompressed). */
+/* Reads and checks a whole unit at <off> of <fd>, not beyond <end>, into <u>, its payload
+ * into <tmp> and, for a block, the decompressed records into <out> (may be NULL). Returns 0,
+ * SL_ESPOOL_CORRUPT (u->type is 0 when the header itself is bad, else the header's extent
+ * can be trusted) or a negative errno. <dctx> belongs to the calling thread. */
 int sl__unit_read(struct sl_spool *spool, ZSTD_DCtx *dctx, int fd, uint64_t off, uint64_t end,
                   struct sl__unit *u, struct sl_buf *tmp, struct sl_buf *out);
 /* Finds the next offset > <off> where a valid unit header starts, below <end>; 0 if none. */
 uint64_t sl__unit_resync(int fd, uint64_t off, uint64_t end);
+/* Ack bitmap of a segment; the caller holds spool->mu once the threads run. */
 int sl__ack_grow(struct sl__seg *seg, uint32_t nbits);
 bool sl__ack_test(const struct sl__seg *seg, uint32_t ord);
-/* Sets the ack bit of <ord>; returns true if it was clear. Caller holds mu. */
+/* Sets the ack bit of <ord>; returns true if it was clear. */
 bool sl__ack_set(struct sl__seg *seg, uint32_t ord);
+/* The decompression dictionary with id <id>, or NULL. Takes spool->mu: call without it. */
 ZSTD_DDict *sl__dict_find(struct sl_spool *spool, uint32_t id);
 
 /* ckpt.c */
+/* Replaces <dir>/<name> with <len> bytes: temp file, fdatasync, rename, directory fsync. */
 int sl__write_file_atomic(struct sl_spool *spool, const char *name, const void *data, size_t len);
+/* Writes the ack checkpoint (writer thread); marks "done" segments as durably done. */
 int sl__ckpt_write(struct sl_spool *spool);
+/* Applies the checkpoint to the recovered segments (open, before the threads start). */
 int sl__ckpt_load(struct sl_spool *spool);
 
 /* writer.c */
 void *sl__writer_main(void *arg);
+void *sl__syncer_main(void *arg);
+/* Installs the compression dictionary <dict> (<len> bytes, id <id>) for both unit sizes. */
+int sl__cdicts_set(struct sl_spool *spool, const void *dict, size_t len, uint32_t id);
+/* Marks <seg> done if it is sealed and every record is settled (caller holds mu). */
 void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg);
 
 /* reader.c */
+/* Adds a due delayed record to the heap (caller holds mu). */
 void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
+/* Takes <it> off the owner's in-flight list. Owner thread. */
+void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
+/* Enqueue time of the next record the ready cursor would return; 0 if none. Owner. */
+uint64_t sl__peek_oldest(struct sl_spool *spool);
+/* Reads delay bucket <seg> and puts its unsettled records in the due heap, then marks it
+ * indexed. On an I/O error leaves it unindexed (retried later). Writer thread. */
 int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dctx,
-                     struct sl_buf *tmp, struct sl_buf *blk, uint32_t from_ord, uint64_t from_off);
+                     struct sl_buf *tmp, struct sl_buf *blk);
 
 /* spool.c */
 void sl__segvec_push(struct sl__segvec *v, struct sl__seg *seg);
 void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg);
+/* The wall clock used for due times: opts.now_ms or sl_clock_wall_ms(). */
 uint64_t sl__now_ms(struct sl_spool *spool);
 
 #endif

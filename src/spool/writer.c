@@ -1,25 +1,29 @@
 /*
- * The spool's writer thread: every write-side system call of the spool.
+ * The spool's writer thread (and its syncer): every write-side system call.
  *
- * It takes the whole queue at once (one group), encodes the group's records
- * into compressed units per target segment, writes each segment's units with
- * one pwrite, makes them durable (one fdatasync per touched file under
- * `batch`, one per append under `always`, none under `off`), publishes them
- * to readers, then hands the operations back through the completion queue
- * and <notify>. Acks are made durable by rewriting the checkpoint at most
- * once per ack_interval; fully settled segments are unlinked only after a
- * checkpoint that calls them done is on disk. It also seals and rolls
- * segments, indexes delay buckets as they come due, and trains the
- * compression dictionary (on a helper thread, so a training run never holds
- * up a group commit).
+ * The writer takes the whole queue at once (one group), encodes the group's
+ * records into compressed units per target segment and writes each
+ * segment's units with one pwrite. Durability: under `batch` the syncer
+ * thread runs one fdatasync per touched file while the writer compresses
+ * the next group (a group is written only after the previous one's sync
+ * returned, so at most one group is unsynced on disk); under `always` every
+ * append is written and synced alone; under `off` nothing is synced. Then
+ * the group is published to readers and its operations are handed back
+ * through the completion queue and <notify>. Acks are made durable by
+ * rewriting the checkpoint at most once per ack_interval; fully settled
+ * segments are unlinked only after a checkpoint that calls them done is on
+ * disk. The writer also seals and rolls segments, indexes delay buckets as
+ * they come due, and trains the compression dictionary (on a helper
+ * thread, so a training run never holds up a group commit).
  *
  * Errors: a failed write or fdatasync fails only the operations of that
- * group; the file is cut back to its last good unit (or, if that fails too,
- * sealed and its cancelled ordinals marked settled) so the spool stays
- * consistent and the next group tries again: appends succeed again once
- * space returns. The last error is kept in the stats until a write succeeds.
+ * group (and of a group already built behind it for the same file); the
+ * file is cut back to its last good unit (or, if that fails too, sealed and
+ * its cancelled ordinals marked settled) so the spool stays consistent and
+ * the next group tries again: appends succeed again once space returns. The
+ * last error is kept in the stats until a write succeeds.
  *
- * @thread writer (and its trainer helper for sample training only)
+ * @thread writer; the syncer runs only group_sync() on the group it is given
  */
 #include "spool_int.h"
 
@@ -38,18 +42,20 @@
 
 #define DELAY_BASE_MS 1024u
 #define DELAY_LOOKAHEAD_MS 1000u
+#define MAX_BUCKET_FDS 64
 
 /* The records of one group that go to one segment. */
 struct stage {
   struct sl__seg *seg;
-  uint64_t off;                /* where the units start */
+  uint64_t off; /* where the units start */
   uint32_t ord0, nrec;
   uint64_t min_enq, max_enq;
   struct sl_buf out; /* encoded units */
   struct sl_buf raw; /* the block being filled */
   uint32_t blk_first, blk_n;
   uint64_t blk_min;
-  int err;
+  int err;      /* building or writing failed */
+  int sync_err; /* fdatasync failed */
 };
 
 void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg) {
@@ -110,10 +116,15 @@ static int write_all(struct sl_spool *spool, int fd, const void *buf, size_t len
   return 0;
 }
 
+static void pipeline_flush(struct sl_spool *spool);
+
 /* Writes the footer and closes the segment for appends. */
 static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
   uint8_t f[SL__FOOTER_SIZE];
   struct sl__unit u = {0};
+
+  /* The syncer may be syncing this file: let it finish before the descriptor goes. */
+  pipeline_flush(spool);
 
   if (seg->wfd >= 0 && footer && seg->store != SL__STORE_DELAY) {
     uint8_t *p = f + SL__UNIT_HDR;
@@ -214,11 +225,16 @@ static int target_seg(struct sl_spool *spool, struct sl__op *op, struct sl__seg 
     start = op->due_ms - op->due_ms % width;
     for (size_t i = 0; i < spool->delay.n; i++) {
       struct sl__seg *s = spool->delay.v[i];
-      if (s->start_ms == start && s->width_ms == width && s->wfd >= 0 && !s->sealed)
+      if (s->start_ms == start && s->width_ms == width && !s->sealed)
         seg = s;
     }
     if (seg == NULL)
       return create_seg(spool, SL__STORE_DELAY, start, width, out);
+    if (seg->wfd < 0) {
+      seg->wfd = open(seg->path, O_RDWR | O_CLOEXEC);
+      if (seg->wfd < 0)
+        return -errno;
+    }
     *out = seg;
     return 0;
   }
@@ -237,6 +253,9 @@ static int target_seg(struct sl_spool *spool, struct sl__op *op, struct sl__seg 
   *out = seg;
   return 0;
 }
+
+#define SMALL_UNIT_BYTES 16384
+static int small_level(const struct sl_spool *spool);
 
 static int flush_block(struct sl_spool *spool, struct stage *st) {
   struct sl__unit u = {0};
@@ -257,11 +276,13 @@ static int flush_block(struct sl_spool *spool, struct stage *st) {
   n = 0;
   if (level > 0) {
     uint8_t *dst = (uint8_t *)st->out.base + hdr_at + SL__UNIT_HDR;
+    bool small = st->raw.len < SMALL_UNIT_BYTES;
     if (spool->cdict != NULL)
       n = ZSTD_compress_usingCDict(spool->cctx, dst, bound, st->raw.base, st->raw.len,
-                                   spool->cdict);
+                                   small ? spool->cdict_small : spool->cdict);
     else
-      n = ZSTD_compressCCtx(spool->cctx, dst, bound, st->raw.base, st->raw.len, level);
+      n = ZSTD_compressCCtx(spool->cctx, dst, bound, st->raw.base, st->raw.len,
+                            small ? small_level(spool) : level);
     if (ZSTD_isError(n) || n >= st->raw.len)
       n = 0;
   }
@@ -326,128 +347,65 @@ static void index_ops_locked(struct sl_spool *spool, struct stage *st, struct sl
 }
 
 /*
- * Writes the ops of <st> to its segment and makes them durable (unless the policy is off).
- * On failure every op of the stage gets the error and the file is cut back.
+ * A group of copies on its way to disk. The writer compresses a group while
+ * the syncer thread runs the fdatasync of the group before it (batch
+ * policy), so compression and the disk's sync latency overlap. At most one
+ * group is written and not yet synced at any time: a group is written only
+ * after the previous one finished, so a failed fdatasync can always cut the
+ * file back to where that group started.
  */
-static void stage_write(struct sl_spool *spool, struct stage *st, struct sl__op **ops, size_t nops) {
-  struct sl__seg *seg = st->seg;
-  int err;
-
-  err = flush_block(spool, st);
-  if (err == 0)
-    err = write_all(spool, seg->wfd, st->out.base, st->out.len, st->off);
-  if (err == 0 && spool->opts.fsync != SL_SPOOL_FSYNC_OFF) {
-    errno = 0;
-    if (spool->io.fdatasync(seg->wfd) != 0)
-      err = sys_err(-EIO);
-    pthread_mutex_lock(&spool->mu);
-    spool->st.fsyncs++;
-    pthread_mutex_unlock(&spool->mu);
-  }
-  st->err = err;
-  if (err != 0) {
-    sl_log_error("spool %s: writing %zu bytes to %s failed: %s", spool->name, st->out.len,
-                 seg->path, sl_spool_strerror(err));
-    /* Cut back to the last good unit. After a failed fdatasync the kernel may have dropped
-     * the dirty pages, so a cut that fails means this file is no longer trusted: seal it and
-     * settle the ordinals it gave out, so the records are never delivered. */
-    if (spool->io.ftruncate(seg->wfd, (off_t)st->off) != 0 ||
-        (spool->opts.fsync != SL_SPOOL_FSYNC_OFF && spool->io.fdatasync(seg->wfd) != 0)) {
-      seg->wsize = st->off + st->out.len;
-      seg->wnrec = st->ord0 + st->nrec;
-      pthread_mutex_lock(&spool->mu);
-      seg->committed = seg->wsize;
-      seg->nrec = seg->wnrec;
-      seg->file_bytes = seg->wsize;
-      for (uint32_t o = st->ord0; o < st->ord0 + st->nrec; o++)
-        if (sl__ack_set(seg, o))
-          seg->nacked++;
-      spool->ack_dirty = true;
-      pthread_mutex_unlock(&spool->mu);
-      seal(spool, seg, false);
-    } else if (err == -EIO && seg->store != SL__STORE_DELAY) {
-      /* Roll to a fresh file after an I/O error rather than trust this one's pages. */
-      seal(spool, seg, true);
-    }
-    pthread_mutex_lock(&spool->mu);
-    spool->st.last_error = err;
-    pthread_mutex_unlock(&spool->mu);
-    return;
-  }
-  seg->wsize = st->off + st->out.len;
-  seg->wnrec = st->ord0 + st->nrec;
-  seg->wunits++;
-  if (st->min_enq < seg->wmin_enq)
-    seg->wmin_enq = st->min_enq;
-  if (st->max_enq > seg->wmax_enq)
-    seg->wmax_enq = st->max_enq;
-  pthread_mutex_lock(&spool->mu);
-  spool->disk_bytes += seg->wsize - seg->committed;
-  seg->file_bytes = seg->wsize;
-  seg->committed = seg->wsize;
-  seg->nrec = seg->wnrec;
-  if (st->min_enq < seg->min_enqueue_ms)
-    seg->min_enqueue_ms = st->min_enq;
-  if (seg->store == SL__STORE_READY)
-    spool->main_unacked += st->nrec;
-  else if (seg->store == SL__STORE_DELAY)
-    spool->delay_unacked += st->nrec;
-  else
-    spool->dead_unacked += st->nrec;
-  if (seg->store == SL__STORE_DELAY && seg->indexed)
-    index_ops_locked(spool, st, ops, nops);
-  spool->st.appends += st->nrec;
-  spool->st.compressed_bytes_written += st->out.len;
-  spool->st.last_error = 0;
-  pthread_mutex_unlock(&spool->mu);
-}
-
-/* Writes the stages and gives each of their ops its stage's status. */
-static void stages_finish(struct sl_spool *spool, struct stage *stages, size_t nst,
-                          struct sl__op **ops, size_t nops) {
-  for (size_t i = 0; i < nst; i++)
-    stage_write(spool, &stages[i], ops, nops);
-  for (size_t k = 0; k < nops; k++) {
-    struct stage *st = ops[k]->stage;
-    if (st != NULL && st >= stages && st < stages + nst) {
-      ops[k]->status = st->err;
-      ops[k]->stage = NULL;
-    }
-  }
-  for (size_t i = 0; i < nst; i++) {
-    sl_buf_dispose(&stages[i].out);
-    sl_buf_dispose(&stages[i].raw);
-  }
-}
-
-/*
- * Writes one group of ops that carry a new copy (APPEND, RETRY, DEAD and the
- * internal redrive copies). Afterwards each op's status is set; the caller
- * completes them.
- */
-static void write_group(struct sl_spool *spool, struct sl__op **ops, size_t nops) {
+struct group {
   struct stage stages[16];
-  size_t nst = 0;
+  size_t nst;
+  struct sl__op **ops;
+  size_t nops;
+  bool complete_ops; /* false for internal copies (redrive): the caller reads their status */
+  bool owns_ops;
+};
 
-  for (size_t k = 0; k < nops; k++) {
+static void pipeline_flush(struct sl_spool *spool);
+
+/* Stage buffers are reused from group to group: big, short-lived allocations would otherwise
+ * cost page faults on every group. Writer thread only. */
+static void buf_get(struct sl_spool *spool, struct sl_buf *b) {
+  if (spool->nwpool > 0) {
+    *b = spool->wpool[--spool->nwpool];
+    b->len = 0;
+  } else {
+    sl_buf_init(b);
+  }
+}
+
+static void buf_put(struct sl_spool *spool, struct sl_buf *b) {
+  if (spool->nwpool < sizeof(spool->wpool) / sizeof(spool->wpool[0]) && b->cap <= (4u << 20))
+    spool->wpool[spool->nwpool++] = *b;
+  else
+    sl_buf_dispose(b);
+  sl_buf_init(b);
+}
+
+/* Puts the ops (up to 16 target segments) into <g>; returns how many were taken. */
+static size_t group_build(struct sl_spool *spool, struct group *g, struct sl__op **ops,
+                          size_t nops) {
+  size_t k;
+
+  for (k = 0; k < nops; k++) {
     struct sl__op *op = ops[k];
     struct sl__seg *seg = NULL;
     struct stage *st = NULL;
     int err;
 
     op->stage = NULL;
+    op->status = 0;
     err = target_seg(spool, op, &seg);
     if (err == 0) {
-      for (size_t i = 0; i < nst; i++)
-        if (stages[i].seg == seg)
-          st = &stages[i];
-      if (st == NULL && nst == sizeof(stages) / sizeof(stages[0])) {
-        /* Many targets in one group: write those so far, then go on. */
-        stages_finish(spool, stages, nst, ops, k);
-        nst = 0;
-      }
+      for (size_t i = 0; i < g->nst; i++)
+        if (g->stages[i].seg == seg)
+          st = &g->stages[i];
+      if (st == NULL && g->nst == sizeof(g->stages) / sizeof(g->stages[0]))
+        break; /* many targets: the rest goes into the next group */
       if (st == NULL) {
-        st = &stages[nst++];
+        st = &g->stages[g->nst++];
         memset(st, 0, sizeof(*st));
         st->seg = seg;
         st->off = seg->wsize;
@@ -455,8 +413,8 @@ static void write_group(struct sl_spool *spool, struct sl__op **ops, size_t nops
         st->blk_first = st->ord0;
         st->min_enq = UINT64_MAX;
         st->blk_min = UINT64_MAX;
-        sl_buf_init(&st->out);
-        sl_buf_init(&st->raw);
+        buf_get(spool, &st->out);
+        buf_get(spool, &st->raw);
       }
       err = stage_add(spool, st, op);
       if (err == 0)
@@ -470,10 +428,284 @@ static void write_group(struct sl_spool *spool, struct sl__op **ops, size_t nops
       pthread_mutex_unlock(&spool->mu);
     }
   }
-  stages_finish(spool, stages, nst, ops, nops);
+  g->ops = ops;
+  g->nops = k;
+  for (size_t i = 0; i < g->nst; i++)
+    if (flush_block(spool, &g->stages[i]) != 0)
+      g->stages[i].err = -ENOMEM;
+  return k;
+}
+
+/*
+ * A stage's write or fdatasync failed with <err>: cut the file back to where the stage
+ * started. After a failed fdatasync the kernel may have dropped the dirty pages, so a cut
+ * that fails means this file is no longer trusted: seal it and settle the ordinals the
+ * stage gave out, so its records are never delivered.
+ */
+static void stage_fail(struct sl_spool *spool, struct stage *st, int err) {
+  struct sl__seg *seg = st->seg;
+  bool cut = false, cut_durable = false;
+
+  st->err = err;
+  sl_log_error("spool %s: writing %zu bytes to %s failed: %s", spool->name, st->out.len, seg->path,
+               sl_spool_strerror(err));
+  if (seg->wfd >= 0) {
+    cut = spool->io.ftruncate(seg->wfd, (off_t)st->off) == 0;
+    cut_durable =
+        cut && (spool->opts.fsync == SL_SPOOL_FSYNC_OFF || spool->io.fdatasync(seg->wfd) == 0);
+  }
+  if (seg->wfd >= 0 && !cut_durable) {
+    /* The stage's bytes are still there, or may come back after a crash: its ordinals are
+     * used up and settled, and the file takes no more appends. */
+    uint64_t end = cut ? st->off : st->off + st->out.len;
+    seg->wsize = end;
+    seg->wnrec = st->ord0 + st->nrec;
+    pthread_mutex_lock(&spool->mu);
+    seg->committed = end;
+    seg->nrec = seg->wnrec;
+    spool->disk_bytes += end > seg->file_bytes ? end - seg->file_bytes : 0;
+    seg->file_bytes = end > seg->file_bytes ? end : seg->file_bytes;
+    for (uint32_t o = st->ord0; o < st->ord0 + st->nrec; o++)
+      if (sl__ack_set(seg, o))
+        seg->nacked++;
+    if (!spool->ack_dirty)
+      spool->ack_dirty_ns = sl_clock_mono_ns();
+    spool->ack_dirty = true;
+    pthread_mutex_unlock(&spool->mu);
+    seal(spool, seg, false);
+  } else {
+    seg->wsize = st->off;
+    seg->wnrec = st->ord0;
+    if (err == -EIO && seg->store != SL__STORE_DELAY && seg->wfd >= 0)
+      seal(spool, seg, true); /* roll to a fresh file rather than trust this one's pages */
+  }
+  pthread_mutex_lock(&spool->mu);
+  spool->st.last_error = err;
+  pthread_mutex_unlock(&spool->mu);
+}
+
+/* Writes every stage of <g> (no sync). A stage whose segment changed meanwhile fails. */
+static void group_write(struct sl_spool *spool, struct group *g) {
+  for (size_t i = 0; i < g->nst; i++) {
+    struct stage *st = &g->stages[i];
+    struct sl__seg *seg = st->seg;
+    int err = st->err;
+
+    if (err != 0)
+      continue;
+    if (seg->wfd < 0 || st->off != seg->wsize || st->ord0 != seg->wnrec) {
+      /* The group before this one failed on the same file and cut or sealed it. */
+      pthread_mutex_lock(&spool->mu);
+      st->err = spool->st.last_error ? spool->st.last_error : -EIO;
+      pthread_mutex_unlock(&spool->mu);
+      continue;
+    }
+    err = write_all(spool, seg->wfd, st->out.base, st->out.len, st->off);
+    if (err != 0) {
+      stage_fail(spool, st, err);
+      continue;
+    }
+    seg->wsize = st->off + st->out.len;
+    seg->wnrec = st->ord0 + st->nrec;
+  }
+}
+
+/* fdatasync of every written stage; errors go to st->sync_err. Runs on either thread. */
+static void group_sync(struct sl_spool *spool, struct group *g) {
+  for (size_t i = 0; i < g->nst; i++) {
+    struct stage *st = &g->stages[i];
+    if (st->err == 0) {
+      errno = 0;
+      if (spool->io.fdatasync(st->seg->wfd) != 0)
+        st->sync_err = sys_err(-EIO);
+    }
+  }
+}
+
+/* After the sync: publishes the stages that made it, cuts back those that did not. */
+static void group_finish(struct sl_spool *spool, struct group *g) {
+  uint64_t nsync = 0;
+
+  for (size_t i = 0; i < g->nst; i++) {
+    struct stage *st = &g->stages[i];
+    struct sl__seg *seg = st->seg;
+
+    if (st->err == 0 && spool->opts.fsync != SL_SPOOL_FSYNC_OFF)
+      nsync++;
+    if (st->err == 0 && st->sync_err != 0)
+      stage_fail(spool, st, st->sync_err);
+    if (st->err != 0)
+      continue;
+    seg->wunits++;
+    if (st->min_enq < seg->wmin_enq)
+      seg->wmin_enq = st->min_enq;
+    if (st->max_enq > seg->wmax_enq)
+      seg->wmax_enq = st->max_enq;
+    pthread_mutex_lock(&spool->mu);
+    uint64_t end = st->off + st->out.len;
+    spool->disk_bytes += end > seg->file_bytes ? end - seg->file_bytes : 0;
+    seg->file_bytes = end > seg->file_bytes ? end : seg->file_bytes;
+    seg->committed = end;
+    seg->nrec = st->ord0 + st->nrec;
+    if (st->min_enq < seg->min_enqueue_ms)
+      seg->min_enqueue_ms = st->min_enq;
+    if (seg->store == SL__STORE_READY)
+      spool->main_unacked += st->nrec;
+    else if (seg->store == SL__STORE_DELAY)
+      spool->delay_unacked += st->nrec;
+    else
+      spool->dead_unacked += st->nrec;
+    if (seg->store == SL__STORE_DELAY && seg->indexed)
+      index_ops_locked(spool, st, g->ops, g->nops);
+    spool->st.appends += st->nrec;
+    spool->st.compressed_bytes_written += st->out.len;
+    spool->st.last_error = 0;
+    pthread_mutex_unlock(&spool->mu);
+  }
+  for (size_t k = 0; k < g->nops; k++) {
+    struct stage *st = g->ops[k]->stage;
+    if (st != NULL) {
+      g->ops[k]->status = st->err;
+      g->ops[k]->stage = NULL;
+    }
+  }
+  pthread_mutex_lock(&spool->mu);
+  spool->st.fsyncs += nsync;
+  pthread_mutex_unlock(&spool->mu);
+  for (size_t i = 0; i < g->nst; i++) {
+    buf_put(spool, &g->stages[i].out);
+    buf_put(spool, &g->stages[i].raw);
+  }
+}
+
+static void finish_copies(struct sl_spool *spool, struct sl__op **copies, size_t ncopies);
+
+/* Finishes the group whose fdatasync is running on the syncer, waiting for it. */
+static void pipeline_flush(struct sl_spool *spool) {
+  struct group *g = spool->pending;
+
+  if (g == NULL)
+    return;
+  spool->pending = NULL;
+  pthread_mutex_lock(&spool->mu);
+  while (spool->sync_job != NULL)
+    pthread_cond_wait(&spool->sdone, &spool->mu); /* not wcond: appends signal that one */
+  pthread_mutex_unlock(&spool->mu);
+  group_finish(spool, g);
+  if (g->complete_ops)
+    finish_copies(spool, g->ops, g->nops);
+  if (g->owns_ops)
+    free(g->ops);
+  free(g);
+}
+
+void *sl__syncer_main(void *arg) {
+  struct sl_spool *spool = arg;
+
+  pthread_mutex_lock(&spool->mu);
+  for (;;) {
+    while (spool->sync_job == NULL && !spool->sync_stop)
+      pthread_cond_wait(&spool->scond, &spool->mu);
+    if (spool->sync_job == NULL)
+      break;
+    struct group *g = spool->sync_job;
+    pthread_mutex_unlock(&spool->mu);
+    group_sync(spool, g);
+    pthread_mutex_lock(&spool->mu);
+    spool->sync_job = NULL;
+    pthread_cond_signal(&spool->sdone);
+    pthread_cond_signal(&spool->wcond);
+  }
+  pthread_mutex_unlock(&spool->mu);
+  return NULL;
+}
+
+/*
+ * Writes <ops> (copies: APPEND, RETRY, DEAD or internal redrive copies). With <wait>, or
+ * under the always/off policies, each group is synced and finished before returning and
+ * the caller reads each op's status; otherwise the last group's fdatasync is left running
+ * on the syncer (spool->pending) and its ops complete when it is flushed.
+ */
+static void write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
+                         bool complete_ops) {
+  size_t at = 0;
+
+  while (at < nops) {
+    struct group *g = calloc(1, sizeof(*g));
+    bool async = spool->opts.fsync == SL_SPOOL_FSYNC_BATCH && !wait;
+    size_t k;
+
+    if (g == NULL) {
+      for (size_t i = at; i < nops; i++)
+        ops[i]->status = -ENOMEM;
+      if (complete_ops)
+        finish_copies(spool, ops + at, nops - at);
+      return;
+    }
+    k = group_build(spool, g, ops + at, nops - at);
+    g->complete_ops = complete_ops;
+    if (async) {
+      /* The group outlives this call: it keeps its own list of ops. */
+      struct sl__op **own = malloc(k * sizeof(*own));
+      if (own == NULL) {
+        async = false;
+      } else {
+        memcpy(own, ops + at, k * sizeof(*own));
+        g->ops = own;
+        g->owns_ops = true;
+      }
+    }
+    at += k;
+    pipeline_flush(spool); /* the previous group's sync ran while this one was compressed */
+    group_write(spool, g);
+    if (async) {
+      pthread_mutex_lock(&spool->mu);
+      spool->sync_job = g;
+      pthread_cond_signal(&spool->scond);
+      pthread_mutex_unlock(&spool->mu);
+      spool->pending = g;
+      continue;
+    }
+    if (spool->opts.fsync != SL_SPOOL_FSYNC_OFF)
+      group_sync(spool, g);
+    group_finish(spool, g);
+    if (complete_ops)
+      finish_copies(spool, g->ops, g->nops);
+    if (g->owns_ops)
+      free(g->ops);
+    free(g);
+  }
 }
 
 /* ---- compression dictionary ---------------------------------------------------------- */
+
+/*
+ * Small units (quiet times: a group of a few records, or `always`) are compressed two levels
+ * higher than full ones: the writer has CPU to spare exactly when units are small, and small
+ * units are where the ratio suffers. Full units under load keep the configured level.
+ */
+static int small_level(const struct sl_spool *spool) {
+  int l = spool->opts.compression_level + 2;
+  return l > 19 ? 19 : l;
+}
+
+int sl__cdicts_set(struct sl_spool *spool, const void *dict, size_t len, uint32_t id) {
+  int level = spool->opts.compression_level > 0 ? spool->opts.compression_level : 1;
+  ZSTD_CDict *cd = ZSTD_createCDict(dict, len, level);
+  ZSTD_CDict *cds = ZSTD_createCDict(dict, len, small_level(spool));
+
+  if (cd == NULL || cds == NULL) {
+    ZSTD_freeCDict(cd);
+    ZSTD_freeCDict(cds);
+    return -ENOMEM;
+  }
+  ZSTD_freeCDict(spool->cdict);
+  ZSTD_freeCDict(spool->cdict_small);
+  spool->cdict = cd;
+  spool->cdict_small = cds;
+  spool->cdict_id = id;
+  return 0;
+}
 
 static void add_sample(struct sl_spool *spool, const uint8_t *data, size_t len) {
   size_t *sz;
@@ -499,11 +731,10 @@ static void *trainer_main(void *arg) {
   size_t n = 0;
 
   if (dict != NULL) {
-    n = ZDICT_trainFromBuffer(dict, cap, spool->samples.base, spool->sample_sizes,
-                              spool->nsamples);
+    n = ZDICT_trainFromBuffer(dict, cap, spool->samples.base, spool->sample_sizes, spool->nsamples);
     if (ZDICT_isError(n)) {
-      sl_log_warn("spool %s: dictionary training failed: %s; compressing without one",
-                  spool->name, ZDICT_getErrorName(n));
+      sl_log_warn("spool %s: dictionary training failed: %s; compressing without one", spool->name,
+                  ZDICT_getErrorName(n));
       free(dict);
       dict = NULL;
       n = 0;
@@ -560,34 +791,30 @@ static void dict_step(struct sl_spool *spool) {
   err = id == 0 ? SL_ESPOOL_CORRUPT
                 : sl__write_file_atomic(spool, name, spool->trained, spool->trained_len);
   if (err == 0) {
-    ZSTD_CDict *cd = ZSTD_createCDict(spool->trained, spool->trained_len,
-                                      spool->opts.compression_level);
     ZSTD_DDict *dd = ZSTD_createDDict(spool->trained, spool->trained_len);
     struct sl__dict *v;
     pthread_mutex_lock(&spool->mu);
     v = realloc(spool->dicts, (spool->ndicts + 1) * sizeof(*v));
-    if (cd != NULL && dd != NULL && v != NULL) {
+    if (v != NULL)
       spool->dicts = v;
+    /* The decompression side first: no unit may use a dictionary readers cannot find. */
+    if (dd != NULL && v != NULL) {
       v[spool->ndicts].id = id;
       v[spool->ndicts].ddict = dd;
       spool->ndicts++;
       spool->disk_bytes += spool->trained_len;
-      spool->cdict = cd;
-      spool->cdict_id = id;
-      cd = NULL;
       dd = NULL;
-    } else if (v != NULL) {
-      spool->dicts = v;
     }
     pthread_mutex_unlock(&spool->mu);
-    ZSTD_freeCDict(cd);
+    if (dd == NULL && v != NULL)
+      sl__cdicts_set(spool, spool->trained, spool->trained_len, id);
     ZSTD_freeDDict(dd);
     if (spool->cdict != NULL)
       sl_log_info("spool %s: trained compression dictionary %08x (%zu bytes) on %u records",
                   spool->name, id, spool->trained_len, spool->nsamples);
   } else {
-    sl_log_warn("spool %s: cannot store the dictionary: %s; compressing without one",
-                spool->name, sl_spool_strerror(err));
+    sl_log_warn("spool %s: cannot store the dictionary: %s; compressing without one", spool->name,
+                sl_spool_strerror(err));
   }
   free(spool->trained);
   spool->trained = NULL;
@@ -686,7 +913,7 @@ static int dead_move(struct sl_spool *spool, struct sl__op *op) {
     }
     close(fd);
     if (ncopies > 0)
-      write_group(spool, copies, ncopies);
+      write_copies(spool, copies, ncopies, true, false);
     pthread_mutex_lock(&spool->mu);
     for (size_t k = 0; k < ncopies; k++) {
       if (copies[k]->status == 0)
@@ -729,7 +956,7 @@ static void buckets_step(struct sl_spool *spool, uint64_t now) {
   sl_buf_init(&tmp);
   sl_buf_init(&blk);
   for (size_t i = 0; i < todo.n; i++) {
-    sl__bucket_index(spool, todo.v[i], spool->wdctx, &tmp, &blk, 0, SL__SEG_HDR);
+    sl__bucket_index(spool, todo.v[i], spool->wdctx, &tmp, &blk);
   }
   sl_buf_dispose(&tmp);
   sl_buf_dispose(&blk);
@@ -738,11 +965,67 @@ static void buckets_step(struct sl_spool *spool, uint64_t now) {
     if (!seg->sealed && seg->start_ms + seg->width_ms <= now)
       seal(spool, seg, false);
   }
+  /* Keep few bucket descriptors open: close those due last (reopened when written to). */
+  for (;;) {
+    struct sl__seg *far = NULL;
+    size_t open_fds = 0;
+    for (size_t i = 0; i < spool->delay.n; i++) {
+      struct sl__seg *seg = spool->delay.v[i];
+      if (seg->wfd < 0)
+        continue;
+      open_fds++;
+      if (far == NULL || seg->start_ms > far->start_ms)
+        far = seg;
+    }
+    if (open_fds <= MAX_BUCKET_FDS || far == NULL)
+      break;
+    pipeline_flush(spool); /* the syncer may be syncing it */
+    close(far->wfd);
+    far->wfd = -1;
+  }
   pthread_mutex_lock(&spool->mu);
   for (size_t i = 0; i < todo.n; i++)
     sl__seg_unref(todo.v[i]);
   pthread_mutex_unlock(&spool->mu);
   free(todo.v);
+}
+
+/*
+ * Seals the segment still open for appends (ready or dead) once every record in it is
+ * settled and its space matters: it holds 1 MiB or more, or the spool is at least half
+ * full. Without this, the last segment of a drained backlog would keep its bytes (and a
+ * full spool would stay full) until the next append rolled it; with it, a quiet spool that
+ * keeps up with its traffic still does not create and delete a file per request.
+ */
+static void roll_settled_step(struct sl_spool *spool) {
+  struct sl__segvec *vecs[2] = {&spool->ready, &spool->dead};
+
+  for (int v = 0; v < 2; v++) {
+    struct sl__seg *seg;
+    bool roll;
+
+    if (vecs[v]->n == 0)
+      continue;
+    seg = vecs[v]->v[vecs[v]->n - 1];
+    if (seg->sealed || seg->wfd < 0 || seg->wnrec == 0)
+      continue;
+    pthread_mutex_lock(&spool->mu);
+    roll = seg->nacked >= seg->nrec && seg->nrec == seg->wnrec && seg->committed == seg->wsize &&
+           (seg->wsize >= (1u << 20) ||
+            (spool->opts.max_bytes > 0 &&
+             (spool->disk_bytes + spool->q_bytes) * 2 >= spool->opts.max_bytes));
+    pthread_mutex_unlock(&spool->mu);
+    if (!roll)
+      continue;
+    seal(spool, seg, true);
+    pthread_mutex_lock(&spool->mu);
+    if (seg->done) {
+      if (!spool->ack_dirty)
+        spool->ack_dirty_ns = sl_clock_mono_ns();
+      spool->ack_dirty = true; /* the checkpoint that calls it done lets gc_step delete it */
+    }
+    pthread_mutex_unlock(&spool->mu);
+  }
 }
 
 /* Unlinks segments whose "done" is durable, then makes the unlinks durable. */
@@ -926,13 +1209,15 @@ static void run_ops(struct sl_spool *spool, struct sl__op *list) {
   if (spool->opts.fsync == SL_SPOOL_FSYNC_ALWAYS) {
     /* Each append alone, completed as soon as its own fdatasync returned. */
     for (size_t i = 0; i < ncopies; i++) {
-      write_group(spool, &copies[i], 1);
-      finish_copies(spool, &copies[i], 1);
+      write_copies(spool, &copies[i], 1, true, true);
+      if (i % 64 == 63)
+        dict_step(spool); /* a long run of single appends must not hold the dictionary up */
     }
   } else if (ncopies > 0) {
-    write_group(spool, copies, ncopies);
-    finish_copies(spool, copies, ncopies);
+    write_copies(spool, copies, ncopies, false, true);
   }
+  if (ndone > 0)
+    pipeline_flush(spool); /* barriers and dead-letter moves come after every append */
   for (size_t i = 0; i < ndone; i++) {
     struct sl__op *o = done[i];
     if (o->type == SL__OP_BARRIER) {
@@ -991,6 +1276,8 @@ void *sl__writer_main(void *arg) {
       now_ms = sl__now_ms(spool);
       if (spool->q_head != NULL || spool->stopping)
         break;
+      if (spool->pending != NULL && spool->sync_job == NULL)
+        break; /* the syncer finished: complete that group */
       uint64_t wake = next_wake_ns(spool, now_ns, now_ms);
       if (wake <= now_ns || (spool->trained_ready && spool->trainer_running))
         break;
@@ -1011,14 +1298,19 @@ void *sl__writer_main(void *arg) {
 
     if (list != NULL)
       run_ops(spool, list);
+    else
+      pipeline_flush(spool);
     dict_step(spool);
     buckets_step(spool, sl__now_ms(spool));
+    roll_settled_step(spool);
     ckpt_step(spool, stopping);
     if (stopping) {
+      pipeline_flush(spool);
+      ckpt_step(spool, true);
       pthread_mutex_lock(&spool->mu);
       bool empty = spool->q_head == NULL;
       pthread_mutex_unlock(&spool->mu);
-      if (empty && spool->ack_waiters == NULL)
+      if (empty && spool->ack_waiters == NULL && spool->pending == NULL)
         break;
     }
   }

@@ -60,7 +60,7 @@ uint32_t sl_crc32c_sw(uint32_t crc, const void *data, size_t len) {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const void *data,
-                                                          size_t len) {
+                                                         size_t len) {
   const unsigned char *p = data;
   uint64_t c = ~crc;
 
