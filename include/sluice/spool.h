@@ -124,6 +124,10 @@ struct sl_spool_opts {
   size_t dict_bytes;           /* dictionary size; default 32 KiB */
   uint64_t ack_interval_us;    /* acks share one checkpoint write within this; 2 ms */
   sl_spool_notify_cb notify;   /* called on the writer thread when completions wait */
+  /* Called on a spool thread after each group fdatasync with its duration in
+   * ns (for a latency histogram); must be thread-safe and quick. NULL: none. */
+  void (*on_fsync)(void *arg, uint64_t ns);
+  void *fsync_arg;
   void *notify_arg;
   const struct sl_spool_io *io;  /* NULL: POSIX */
   uint64_t (*now_ms)(void *arg); /* wall clock for due times; NULL: sl_clock_wall_ms */

@@ -515,9 +515,13 @@ static void group_sync(struct sl_spool *spool, struct group *g) {
   for (size_t i = 0; i < g->nst; i++) {
     struct stage *st = &g->stages[i];
     if (st->err == 0) {
+      uint64_t t0 = sl_clock_mono_ns();
+
       errno = 0;
       if (spool->io.fdatasync(st->seg->wfd) != 0)
         st->sync_err = sys_err(-EIO);
+      if (spool->opts.on_fsync != NULL)
+        spool->opts.on_fsync(spool->opts.fsync_arg, sl_clock_mono_ns() - t0);
     }
   }
 }
