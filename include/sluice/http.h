@@ -64,6 +64,9 @@ enum sl_http_error {
   SL_HTTP_ENOMEM,
 };
 
+/* The status a server answers a request parse error <e> with. */
+unsigned sl_http_error_status(enum sl_http_error e);
+
 struct sl_http_parser;
 
 /* Called once the head is complete. Return 0 to go on, -1 to stop with an error

@@ -315,21 +315,6 @@ static void conn_handle(struct sl_admin_conn *c) {
   response_dispose(&resp);
 }
 
-static unsigned error_status_of(enum sl_http_error e) {
-  switch (e) {
-  case SL_HTTP_EHEADERSIZE:
-    return 431;
-  case SL_HTTP_EBODYSIZE:
-    return 413;
-  case SL_HTTP_EUNSUPPORTED:
-    return 417;
-  case SL_HTTP_ENOMEM:
-    return 503;
-  default:
-    return 400;
-  }
-}
-
 /* Parses what is pending, one request at a time, answering each as soon as it
  * is complete; stops while a response is being written. */
 static void conn_process(struct sl_admin_conn *c) {
@@ -345,7 +330,7 @@ static void conn_process(struct sl_admin_conn *c) {
     n = sl_http_parser_feed(&c->parser, c->pending.base, c->pending.len);
     if (n < 0) {
       sl_buf_reset(&c->pending);
-      conn_respond_error(c, error_status_of(c->parser.error),
+      conn_respond_error(c, sl_http_error_status(c->parser.error),
                          c->parser.error_reason ? c->parser.error_reason : "bad request");
       break;
     }

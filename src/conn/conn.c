@@ -403,21 +403,6 @@ static int on_req_done(struct sl_http_parser *p) {
   return 0;
 }
 
-static unsigned error_status_of(enum sl_http_error e) {
-  switch (e) {
-  case SL_HTTP_EHEADERSIZE:
-    return 431;
-  case SL_HTTP_EBODYSIZE:
-    return 413;
-  case SL_HTTP_EUNSUPPORTED:
-    return 417;
-  case SL_HTTP_ENOMEM:
-    return 503;
-  default:
-    return 400;
-  }
-}
-
 /* A complete request: answer it ourselves or forward it. */
 static void dispatch(struct sl_conn *c) {
   /* A request sluice could not even route (bad Host, bad target, unknown
@@ -445,7 +430,7 @@ static size_t conn_feed(struct sl_conn *c, const char *data, size_t len) {
       sl_log_info("conn %s: bad request: %s", c->client_addr,
                   c->parser.error_reason ? c->parser.error_reason : "malformed");
       uv_read_stop((uv_stream_t *)&c->tcp);
-      sl__conn_respond_error(c, error_status_of(c->parser.error), true);
+      sl__conn_respond_error(c, sl_http_error_status(c->parser.error), true);
       return len;
     }
     done += (size_t)n;

@@ -256,8 +256,8 @@ static int on_message_complete(llhttp_t *ll) {
 }
 
 void sl_http_parser_init(struct sl_http_parser *p, llhttp_type_t type, uint64_t max_header_bytes,
-                         uint64_t max_body_bytes, sl_http_head_cb on_head, sl_http_body_cb on_body_cb,
-                         sl_http_done_cb on_done, void *data) {
+                         uint64_t max_body_bytes, sl_http_head_cb on_head,
+                         sl_http_body_cb on_body_cb, sl_http_done_cb on_done, void *data) {
   memset(p, 0, sizeof(*p));
   llhttp_settings_init(&p->settings);
   p->settings.on_message_begin = on_message_begin;
@@ -430,5 +430,20 @@ bool sl_http_method_idempotent(uint8_t method) {
     return true;
   default:
     return false;
+  }
+}
+
+unsigned sl_http_error_status(enum sl_http_error e) {
+  switch (e) {
+  case SL_HTTP_EHEADERSIZE:
+    return 431;
+  case SL_HTTP_EBODYSIZE:
+    return 413;
+  case SL_HTTP_EUNSUPPORTED:
+    return 417;
+  case SL_HTTP_ENOMEM:
+    return 503;
+  default:
+    return 400;
   }
 }

@@ -560,19 +560,7 @@ int sl_spool_ack(struct sl_spool *spool, struct sl_spool_item *item, sl_spool_do
   sl__inflight_unlink(spool, item);
   pthread_mutex_lock(&spool->mu);
   uncount_inflight_locked(spool, item);
-  if (sl__ack_set(seg, item->ord)) {
-    seg->nacked++;
-    if (seg->store == SL__STORE_READY)
-      spool->main_unacked--;
-    else if (seg->store == SL__STORE_DELAY)
-      spool->delay_unacked--;
-    else
-      spool->dead_unacked--;
-  }
-  if (!spool->ack_dirty)
-    spool->ack_dirty_ns = sl_clock_mono_ns();
-  spool->ack_dirty = true;
-  sl__seg_account_done(spool, seg);
+  sl__settle_locked(spool, seg, item->ord);
   if (op != NULL)
     enqueue_locked(spool, op);
   else

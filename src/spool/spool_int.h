@@ -358,4 +358,8 @@ void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg);
 /* The wall clock used for due times: opts.now_ms or sl_clock_wall_ms(). */
 uint64_t sl__now_ms(struct sl_spool *spool);
 
+/* Settles ordinal <ord> of <seg>: marks it acked, updates the counts and the
+ * checkpoint's dirty state (caller holds mu). writer.c */
+void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord);
+
 #endif

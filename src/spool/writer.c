@@ -79,8 +79,7 @@ static void notify(struct sl_spool *spool) {
     spool->opts.notify(spool->opts.notify_arg);
 }
 
-/* Settles ordinal <ord> of <seg> (caller holds mu). */
-static void settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
+void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
   if (sl__ack_set(seg, ord)) {
     seg->nacked++;
     if (seg->store == SL__STORE_READY)
@@ -885,7 +884,7 @@ static int dead_move(struct sl_spool *spool, struct sl__op *op) {
         found++;
         if (op->type == SL__OP_PURGE) {
           pthread_mutex_lock(&spool->mu);
-          settle_locked(spool, seg, ord);
+          sl__settle_locked(spool, seg, ord);
           pthread_mutex_unlock(&spool->mu);
           continue;
         }
@@ -921,7 +920,7 @@ static int dead_move(struct sl_spool *spool, struct sl__op *op) {
     pthread_mutex_lock(&spool->mu);
     for (size_t k = 0; k < ncopies; k++) {
       if (copies[k]->status == 0)
-        settle_locked(spool, seg, copies[k]->origin_ord);
+        sl__settle_locked(spool, seg, copies[k]->origin_ord);
       else if (err == 0)
         err = copies[k]->status;
       free(copies[k]);
@@ -1152,7 +1151,7 @@ static void finish_copies(struct sl_spool *spool, struct sl__op **copies, size_t
       /* The copy is durable: settle the original, then complete with the checkpoint. */
       if (o->status == 0) {
         spool->st.raw_bytes_written += o->len;
-        settle_locked(spool, o->origin, o->origin_ord);
+        sl__settle_locked(spool, o->origin, o->origin_ord);
         if (o->origin->store == SL__STORE_READY)
           spool->inflight_main--;
         else
