@@ -232,8 +232,10 @@ void sl__conn_request_done(struct sl_conn *c) {
   sl__shape_finish(c);
   if (c->cfg != NULL && c->cfg->log.access)
     sl__access_log_write(c->srv->access_log, c);
-  sl__stats_request_done(c->rstats ? c->rstats : c->srv->unrouted_stats, c->outcome, c->status,
-                         (double)(sl_clock_mono_ns() - c->t_start_ns) / 1e9);
+  /* Status URL lookups are sluice's own API, not traffic through a route. */
+  if (!c->status_query)
+    sl__stats_request_done(c->rstats ? c->rstats : c->srv->unrouted_stats, c->outcome, c->status,
+                           (double)(sl_clock_mono_ns() - c->t_start_ns) / 1e9);
   reset_request(c);
   if (!c->keep_alive || c->srv->shutting_down) {
     c->state = CONN_DRAINING;

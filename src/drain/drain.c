@@ -139,6 +139,11 @@ static double m_eta(void *a) {
   return info.eta_seconds < 0 ? 0 : info.eta_seconds;
 }
 
+/* A backlog is meant to wait: minutes to a day, not the milliseconds of a
+ * request. */
+static const double queue_wait_buckets[] = {0.01, 0.05, 0.1, 0.5, 1,    5,    10,    30,
+                                            60,   120,  300, 600, 1800, 3600, 21600, 86400};
+
 /* fdatasync takes from a few hundred microseconds up: finer buckets than
  * the request durations. */
 static const double fsync_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -174,8 +179,9 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
       return -1;
   }
   d->queue_wait = sl_metrics_series(
-      sl_metrics_histogram(reg, "sluice_queue_wait_seconds",
-                           "Time from a spilled request's 202 to its delivery.", up, NULL, 0),
+      sl_metrics_histogram(
+          reg, "sluice_queue_wait_seconds", "Time from a spilled request's 202 to its delivery.",
+          up, queue_wait_buckets, sizeof(queue_wait_buckets) / sizeof(queue_wait_buckets[0])),
       (const char *[]){n});
   if (d->queue_wait == NULL)
     return -1;
