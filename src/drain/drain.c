@@ -31,6 +31,7 @@ enum drained_outcome { DRAINED_DELIVERED, DRAINED_RETRIED, DRAINED_DEAD, DRAINED
 
 struct replay_job {
   struct sl_drain *d;
+  uint64_t started_ns;
   struct sl_spool_item *item;
   struct sl_replay *replay;
   struct replay_job *prev, *next;
@@ -79,7 +80,8 @@ struct sl_drain {
 
   struct sl_metric *drained[DRAINED_COUNT];
   struct sl_metric *queue_wait;
-  struct sl_metric *fsync_seconds; /* observed on the spool's threads */
+  struct sl_metric *fsync_seconds;                        /* observed on the spool's threads */
+  struct sl_metric *upstream_seconds, *upstream_inflight; /* shared with live traffic */
   struct sl_metric *gauges[24];
   size_t n_gauges;
 };
@@ -191,6 +193,19 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
                            fsync_buckets, sizeof(fsync_buckets) / sizeof(fsync_buckets[0])),
       (const char *[]){n});
   if (d->fsync_seconds == NULL)
+    return -1;
+  /* The same series the live path uses (same family, same labels): replays
+   * are upstream requests too. */
+  d->upstream_seconds = sl_metrics_series(
+      sl_metrics_histogram(reg, "sluice_upstream_request_duration_seconds",
+                           "Time from sending a request upstream to the end of its response.", up,
+                           NULL, 0),
+      (const char *[]){n});
+  d->upstream_inflight = sl_metrics_series(
+      sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_upstream_inflight",
+                        "Requests sent to the upstream and not yet answered.", up),
+      (const char *[]){n});
+  if (d->upstream_seconds == NULL || d->upstream_inflight == NULL)
     return -1;
   {
     struct sl_metric *s[] = {
@@ -474,6 +489,8 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
 
   job_unlink(d, job);
   sl_shaper_release(&d->shaper);
+  sl_metrics_add(d->upstream_inflight, -1);
+  sl_metrics_observe(d->upstream_seconds, (double)(now_ns() - job->started_ns) / 1e9);
   if (res->error != 0) {
     snprintf(error, sizeof(error), "%s: %s", res->what ? res->what : "failed",
              uv_strerror(res->error));
@@ -517,6 +534,7 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
   }
   job->d = d;
   job->item = item;
+  job->started_ns = now_ns();
   ledger_update(d, rec, SL_LEDGER_INFLIGHT, 0, NULL);
   rc = sl_replay_start(d->pool, req.base, req.len, idempotent(rec), method_is(rec, "HEAD"),
                        d->ucfg->response_timeout_ms, WAIT_BODY_MAX, on_replay_done, job,
@@ -535,6 +553,7 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
   if (d->replays)
     d->replays->prev = job;
   d->replays = job;
+  sl_metrics_inc(d->upstream_inflight);
 }
 
 /* ---- scheduling -------------------------------------------------------- */
@@ -851,6 +870,7 @@ void sl_drain_destroy(struct sl_drain *d) {
 
     job_unlink(d, job);
     sl_replay_cancel(job->replay);
+    sl_metrics_add(d->upstream_inflight, -1);
     sl_spool_release(d->spool, job->item);
     d->maybe_ready = true;
     free(job);
