@@ -13,6 +13,10 @@
 # Usage: bench/proxy_bench.sh        (from anywhere; run scripts/install-deps bench first)
 # Environment:
 #   ROUNDS=3 DURATION=8 (seconds per run) CONNS=50 (wrk connections) WARMUP=2 (seconds)
+#   MAX_OTHER=5 TRIES=3 QUIET_WAIT=60   other work on the machine skews the figures: each run
+#                         waits up to QUIET_WAIT s for the CPUs to be idle (at most MAX_OTHER %
+#                         busy), and a run during which processes other than the benchmark's
+#                         used more than MAX_OTHER % of the CPUs is repeated, up to TRIES times
 #   SLUICE=build/sluice   the sluice binary; a sluice that does not proxy shows as n/a
 #   PROXIES="sluice nginx haproxy"   which proxies to run
 #   RESULTS=FILE          also keep the per-run figures (tab-separated) in FILE
@@ -22,6 +26,9 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
 WARMUP=${WARMUP:-2}
+MAX_OTHER=${MAX_OTHER:-5}
+TRIES=${TRIES:-3}
+QUIET_WAIT=${QUIET_WAIT:-60}
 PROXIES=${PROXIES:-sluice nginx haproxy}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 SLUICE=${SLUICE:-$repo/build/sluice}
@@ -47,6 +54,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "proxy_bench: $*" >&2; }
+hz=$(getconf CLK_TCK)
 
 # CPU pinning: the proxy alone on CPU 0, load generator and backend on CPU 1.
 if [ "$(nproc)" -ge 2 ]; then
@@ -99,6 +107,26 @@ cpu_ticks() {
   echo "$total"
 }
 
+# Prints the busy ticks of all CPUs (user, nice, system, irq, softirq, steal) from /proc/stat.
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
+# Prints the CPU ticks of this shell's reaped children: wrk, through the $(...) that ran it.
+child_ticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
+
+# Waits, up to QUIET_WAIT seconds, for a second in which the CPUs are busy at most MAX_OTHER %:
+# between runs the benchmark itself is idle, so what is busy then is other work.
+wait_quiet() {
+  local waited=0 b0 b1
+  while [ "$waited" -lt "$QUIET_WAIT" ]; do
+    b0=$(busy_ticks)
+    sleep 1
+    b1=$(busy_ticks)
+    [ $(((b1 - b0) * 100)) -le $((MAX_OTHER * hz * $(nproc))) ] && return 0
+    waited=$((waited + 1))
+  done
+  log "the machine stayed busy for ${QUIET_WAIT}s; measuring anyway"
+}
+
 nginx_common() {
   local dir=$1
   cat <<EOF
@@ -133,7 +161,8 @@ mkdir -p "$tmp/backend"
 EOF
 } >"$tmp/backend/nginx.conf"
 "${pin_load[@]}" nginx -p "$tmp/backend" -c "$tmp/backend/nginx.conf" -e "$tmp/backend/error.log" &
-pids+=($!)
+backend_pid=$!
+pids+=("$backend_pid")
 wait_ok "http://127.0.0.1:$bport/" || { log "backend nginx did not start"; cat "$tmp/backend/error.log" >&2; exit 1; }
 
 # ---- the proxies, all on CPU 0; idle while another one is measured ----
@@ -243,30 +272,44 @@ to_us() {
     printf "%.0f", v }'
 }
 
-# Runs wrk against <proxy> with <workload> for <seconds>; with "measure" appends a result line:
-# proxy workload round req/s p50_us p99_us cpu_us_per_req errors
+# Runs wrk against <proxy> with <workload> for <seconds>. Unless <round> is "warmup", appends
+# to results.tsv: proxy workload round req/s p50_us p99_us cpu_us_per_req errors other_pct,
+# where other_pct is the share of all CPUs that processes other than the proxy, the backend
+# and wrk used meanwhile: the run's figures mean little when it is high. Such a run is
+# dropped and returns 1 unless <last> is set: the caller runs it again.
 run_wrk() {
-  local proxy=$1 workload=$2 seconds=$3 round=$4 script=() out t0 t1 reqs rps p50 p99 errs
+  local proxy=$1 workload=$2 seconds=$3 round=$4 last=${5-1} script=() out reqs rps p50 p99 errs
+  local other
+  local t0 t1 k0 k1 c0 c1 b0 b1 e0 e1
   [ "$workload" = post ] && script=(-s "$tmp/post.lua")
-  t0=$(cpu_ticks "${pid[$proxy]}")
+  [ "$round" = warmup ] || wait_quiet
+  e0=$EPOCHREALTIME b0=$(busy_ticks) c0=$(child_ticks) k0=$(cpu_ticks "$backend_pid") t0=$(cpu_ticks "${pid[$proxy]}")
   out=$("${pin_load[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "${script[@]}" \
     "http://127.0.0.1:${port[$proxy]}/") || true
-  t1=$(cpu_ticks "${pid[$proxy]}")
+  t1=$(cpu_ticks "${pid[$proxy]}") k1=$(cpu_ticks "$backend_pid") c1=$(child_ticks) b1=$(busy_ticks) e1=$EPOCHREALTIME
   [ "$round" = warmup ] && return 0
+  other=$(awk -v t=$((b1 - b0 - (t1 - t0) - (k1 - k0) - (c1 - c0))) -v s="$(awk -v a="$e0" \
+    -v b="$e1" 'BEGIN {print b - a}')" -v hz="$hz" -v n="$(nproc)" \
+    'BEGIN {v = t * 100 / (s * hz * n); printf "%.0f", v < 0 ? 0 : v}')
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
   p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
               END {print n + 0}' <<<"$out")
+  if [ "$other" -gt "$MAX_OTHER" ] && [ -z "$last" ]; then
+    log "$proxy $workload round $round: other load ${other}% > ${MAX_OTHER}%, running it again"
+    return 1
+  fi
   if [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then
     log "$proxy $workload round $round: wrk got no answers"
     return 0
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$workload" "$round" "$rps" "$p50" "$p99" \
-    "$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
-      'BEGIN {printf "%.2f", t / hz * 1e6 / n}')" "$errs" >>"$tmp/results.tsv"
-  log "$proxy $workload round $round: $rps req/s, p50 ${p50}us, p99 ${p99}us, errors $errs"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$workload" "$round" "$rps" "$p50" \
+    "$p99" "$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" \
+      'BEGIN {printf "%.2f", t / hz * 1e6 / n}')" "$errs" "$other" >>"$tmp/results.tsv"
+  log "$proxy $workload round $round: $rps req/s, p50 ${p50}us, p99 ${p99}us, errors $errs," \
+    "other load ${other}%"
 }
 
 : >"$tmp/results.tsv"
@@ -281,31 +324,45 @@ for r in $(seq "$ROUNDS"); do
   n=${#active[@]}
   for w in get post; do
     for i in $(seq 0 $((n - 1))); do
-      run_wrk "${active[$(((i + r) % n))]}" "$w" "$DURATION" "$r"
+      for attempt in $(seq "$TRIES"); do
+        last=""
+        [ "$attempt" -lt "$TRIES" ] || last=1
+        run_wrk "${active[$(((i + r) % n))]}" "$w" "$DURATION" "$r" "$last" && break
+      done
     done
   done
 done
 [ -n "${RESULTS:-}" ] && cp "$tmp/results.tsv" "$RESULTS"
 
 # ---- the table: medians over rounds ----
+# Prints the runs of <proxy> and <workload> that count: those with other load within
+# MAX_OTHER, or all of them when none is.
+runs() {
+  awk -F'\t' -v p="$1" -v w="$2" -v m="$MAX_OTHER" '$1 == p && $2 == w {
+      all[++n] = $0; if ($9 <= m) clean[++k] = $0 }
+    END {if (k) for (i = 1; i <= k; i++) print clean[i]; else for (i = 1; i <= n; i++) print all[i]}' \
+    "$tmp/results.tsv"
+}
 median() { # <proxy> <workload> <column>
-  awk -F'\t' -v p="$1" -v w="$2" -v c="$3" '$1 == p && $2 == w {print $c}' "$tmp/results.tsv" |
-    sort -g | awk '{v[NR] = $1} END {
-      if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2];
-      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+  runs "$1" "$2" | cut -f"$3" | sort -g | awk -v f="$([ "$3" = 7 ] && echo %.2f || echo %.0f)" '
+    {v[NR] = $1}
+    END {if (NR == 0) print "n/a"; else printf f "\n", (v[int((NR + 1) / 2)] + v[int(NR / 2) + 1]) / 2}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
   if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 
 echo
 echo "wrk -t1 -c$CONNS, ${DURATION}s per run, median of $ROUNDS rounds; backend: nginx return 200"
-printf '%-5s %-8s %10s %9s %9s %12s %7s\n' workload proxy "req/s" "p50 us" "p99 us" "CPU us/req" errors
+echo "other%: share of the CPUs that processes outside the benchmark used; runs: the runs the"
+echo "medians are over (those with other% <= $MAX_OTHER, or all when none is)"
+printf '%-5s %-8s %10s %9s %9s %12s %7s %7s %5s\n' workload proxy "req/s" "p50 us" "p99 us" \
+  "CPU us/req" errors "other%" runs
 for w in get post; do
   for p in sluice nginx haproxy; do
     case " $PROXIES " in *" $p "*) ;; *) continue ;; esac
-    printf '%-5s %-8s %10s %9s %9s %12s %7s\n' "$w" "$p" "$(median "$p" "$w" 4)" \
+    printf '%-5s %-8s %10s %9s %9s %12s %7s %7s %5s\n' "$w" "$p" "$(median "$p" "$w" 4)" \
       "$(median "$p" "$w" 5)" "$(median "$p" "$w" 6)" "$(median "$p" "$w" 7)" \
-      "$(median "$p" "$w" 8)"
+      "$(median "$p" "$w" 8)" "$(median "$p" "$w" 9)" "$(runs "$p" "$w" | wc -l)"
   done
 done
 echo

@@ -129,17 +129,36 @@ static void on_response_timeout(struct sl_upconn *uc, void *user) {
   fail(c, UV_ETIMEDOUT, "no response in time");
 }
 
-static void send_request(struct sl_conn *c) {
-  struct upstream_write *w = malloc(sizeof(*w));
-  uv_buf_t bufs[2];
+/* Writes what uv_try_write could not; the rest of <bufs> from byte <done> on. */
+static int write_rest(struct sl_conn *c, uv_buf_t *bufs, unsigned nbufs, size_t done) {
+  struct upstream_write *w;
+  unsigned i = 0;
   int r;
 
-  if (w == NULL) {
-    fail(c, UV_ENOMEM, "sending the request failed");
-    return;
-  }
+  while (i < nbufs && done >= bufs[i].len)
+    done -= bufs[i++].len;
+  if (i == nbufs)
+    return 0;
+  bufs[i].base += done;
+  bufs[i].len -= done;
+  w = malloc(sizeof(*w));
+  if (w == NULL)
+    return UV_ENOMEM;
   w->c = c;
   c->upwrite.data = w;
+  r = uv_write(&w->req, sl_upconn_stream(c->uc), bufs + i, nbufs - i, on_upstream_write);
+  if (r != 0) {
+    free(w);
+    c->upwrite.data = NULL;
+  }
+  return r;
+}
+
+static void send_request(struct sl_conn *c) {
+  uv_buf_t bufs[2];
+  unsigned nbufs = c->body.len ? 2 : 1;
+  int r;
+
   c->t_upstream_start_ns = sl_clock_mono_ns();
   if (c->ustats != NULL && !c->counted_inflight) {
     c->counted_inflight = true;
@@ -148,10 +167,12 @@ static void send_request(struct sl_conn *c) {
   sl_http_parser_next(&c->resp, c->parser.msg.method == HTTP_HEAD);
   bufs[0] = uv_buf_init(c->upreq.base, (unsigned)c->upreq.len);
   bufs[1] = uv_buf_init(c->body.base, (unsigned)c->body.len);
-  r = uv_write(&w->req, sl_upconn_stream(c->uc), bufs, c->body.len ? 2 : 1, on_upstream_write);
+  /* Most requests fit the socket buffer: written now, without a write
+   * request (which in libuv also costs an epoll_ctl when it completes). */
+  r = uv_try_write(sl_upconn_stream(c->uc), bufs, nbufs);
+  if (r >= 0 || r == UV_EAGAIN)
+    r = write_rest(c, bufs, nbufs, r >= 0 ? (size_t)r : 0);
   if (r != 0) {
-    free(w);
-    c->upwrite.data = NULL;
     if (!retry_stale(c))
       fail(c, r, "sending the request failed");
     return;
