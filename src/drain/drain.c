@@ -563,7 +563,7 @@ static void on_timer(uv_timer_t *t) {
   struct sl_spool_stats st;
 
   /* The hint is a shortcut, not the truth: once in a while (and after a take
-   * error) ask the spool itself, so no stall outlives a second. */
+   * error) ask the spool itself, so no stall outlives a quarter second. */
   if (d->spool != NULL && !d->maybe_ready) {
     sl_spool_stats(d->spool, &st);
     d->maybe_ready = st.ready > 0;
@@ -595,7 +595,7 @@ static void schedule(struct sl_drain *d) {
     }
   }
   if (wait == UINT64_MAX && replaying)
-    wait = 1000; /* see on_timer */
+    wait = 250; /* see on_timer */
   if (wait == UINT64_MAX)
     uv_timer_stop(&d->timer);
   else

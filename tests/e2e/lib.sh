@@ -190,8 +190,9 @@ e2e_spawn() {
     child=$!
     echo "$child" >"$w/$name.pid.tmp"
     mv "$w/$name.pid.tmp" "$w/$name.pid"
-    wait "$child"
-    echo $? >"$w/$name.status.tmp"
+    st=0
+    wait "$child" || st=$? # a set -e test must still record the status
+    echo "$st" >"$w/$name.status.tmp"
     mv "$w/$name.status.tmp" "$w/$name.status"
   ) </dev/null >/dev/null 2>&1 &
   e2e_wait_until 5 "process $name to start" test -s "$w/$name.pid"
