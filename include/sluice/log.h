@@ -25,8 +25,7 @@ enum sl_log_level sl_log_get_level(void);
 /* Parses "debug", "info", "warn" or "error" into <level>. Returns 0 or -1. */
 int sl_log_level_parse(const char *name, enum sl_log_level *level);
 
-void sl_log(enum sl_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void sl_log(enum sl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define sl_log_debug(...) sl_log(SL_LOG_DEBUG, __VA_ARGS__)
 #define sl_log_info(...) sl_log(SL_LOG_INFO, __VA_ARGS__)
