@@ -25,6 +25,7 @@
 #include "sluice/upstream.h"
 
 struct sl_access_log;
+struct upstream_write;
 struct sl_metrics;
 struct sl_metric;
 struct sl_proxy_stats;
@@ -138,8 +139,8 @@ struct sl_conn {
   struct sl_upstream_stats *ustats;
   bool counted_inflight;
   struct sl_upconn *uc;
-  struct sl_buf upreq; /* request head for the upstream */
-  uv_write_t upwrite;
+  struct sl_buf upreq;            /* request head for the upstream */
+  struct upstream_write *upwrite; /* the request write in flight, if any (proxy.c) */
   struct sl_http_parser resp;
   enum sl_http_framing framing;
   uint64_t t_upstream_start_ns;

@@ -30,14 +30,12 @@ struct upstream_write {
 static void send_request(struct sl_conn *c);
 static void on_upstream_read(struct sl_upconn *uc, ssize_t nread, const char *buf, void *user);
 
-static struct upstream_write *pending_write_of(struct sl_conn *c) { return c->upwrite.data; }
-
 static void detach_write(struct sl_conn *c) {
-  struct upstream_write *w = pending_write_of(c);
+  struct upstream_write *w = c->upwrite;
 
   if (w != NULL)
     w->c = NULL;
-  c->upwrite.data = NULL;
+  c->upwrite = NULL;
 }
 
 static void release_upstream(struct sl_conn *c, bool reusable) {
@@ -117,7 +115,7 @@ static void on_upstream_write(uv_write_t *req, int status) {
   free(w);
   if (c == NULL)
     return;
-  c->upwrite.data = NULL;
+  c->upwrite = NULL;
   if (status < 0 && !retry_stale(c))
     fail(c, status, "sending the request failed");
 }
@@ -145,11 +143,11 @@ static int write_rest(struct sl_conn *c, uv_buf_t *bufs, unsigned nbufs, size_t 
   if (w == NULL)
     return UV_ENOMEM;
   w->c = c;
-  c->upwrite.data = w;
+  c->upwrite = w;
   r = uv_write(&w->req, sl_upconn_stream(c->uc), bufs + i, nbufs - i, on_upstream_write);
   if (r != 0) {
     free(w);
-    c->upwrite.data = NULL;
+    c->upwrite = NULL;
   }
   return r;
 }
@@ -345,7 +343,7 @@ void sl__proxy_cancel(struct sl_conn *c) { release_upstream(c, false); }
 
 void sl__proxy_init(struct sl_conn *c) {
   sl_buf_init(&c->upreq);
-  c->upwrite.data = NULL;
+  c->upwrite = NULL;
   /* Response heads are not limited by the client limits: the backend is trusted
    * more, but not unboundedly. */
   sl_http_parser_init(&c->resp, HTTP_RESPONSE, 64 * 1024, 0, on_resp_head, on_resp_body,

@@ -669,12 +669,7 @@ int sl_spool_dead_list(struct sl_spool *spool,
 
   sl_buf_init(&tmp);
   sl_buf_init(&blk);
-  pthread_mutex_lock(&spool->mu);
-  for (size_t i = 0; i < spool->dead.n; i++) {
-    spool->dead.v[i]->refs++;
-    sl__segvec_push(&segs, spool->dead.v[i]);
-  }
-  pthread_mutex_unlock(&spool->mu);
+  sl__dead_pin(spool, &segs);
   for (size_t i = 0; i < segs.n && !stop; i++) {
     struct sl__seg *seg = segs.v[i];
     uint64_t off = SL__SEG_HDR, end;

@@ -362,4 +362,9 @@ uint64_t sl__now_ms(struct sl_spool *spool);
  * checkpoint's dirty state (caller holds mu). writer.c */
 void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord);
 
+/* Takes a reference on every dead-letter segment and lists them in <segs>, so
+ * that a walk over them (listing, redrive, purge) can run without holding mu;
+ * the caller drops the references. writer.c */
+void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs);
+
 #endif

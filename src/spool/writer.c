@@ -79,6 +79,15 @@ static void notify(struct sl_spool *spool) {
     spool->opts.notify(spool->opts.notify_arg);
 }
 
+void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs) {
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < spool->dead.n; i++) {
+    spool->dead.v[i]->refs++;
+    sl__segvec_push(segs, spool->dead.v[i]);
+  }
+  pthread_mutex_unlock(&spool->mu);
+}
+
 void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
   if (sl__ack_set(seg, ord)) {
     seg->nacked++;
@@ -837,12 +846,7 @@ static int dead_move(struct sl_spool *spool, struct sl__op *op) {
 
   sl_buf_init(&tmp);
   sl_buf_init(&blk);
-  pthread_mutex_lock(&spool->mu);
-  for (size_t i = 0; i < spool->dead.n; i++) {
-    spool->dead.v[i]->refs++;
-    sl__segvec_push(&segs, spool->dead.v[i]);
-  }
-  pthread_mutex_unlock(&spool->mu);
+  sl__dead_pin(spool, &segs);
   for (size_t i = 0; i < segs.n && err == 0; i++) {
     struct sl__seg *seg = segs.v[i];
     struct sl__op **copies = NULL;

@@ -261,16 +261,16 @@ e2e_wait_log() {
 
 # ---------------------------------------------------------------- sluice
 
-# e2e_config_base: prints the settings every test config starts with: the
-# listener and the admin listener on free ports (port 0: the real ports are
-# logged), logs, and a spool directory inside the work directory. Append
-# limits, upstreams and routes.
+# e2e_config_base [FSYNC]: prints the settings every test config starts with:
+# the listener and the admin listener on free ports (port 0: the real ports
+# are logged), logs, and a spool directory inside the work directory with
+# fsync policy FSYNC (default "off"). Append limits, upstreams and routes.
 e2e_config_base() {
   cat <<EOF
 listen = "127.0.0.1:0";
 admin = { listen = "127.0.0.1:0"; };
 log = { level = "info"; access = true; };
-spool = { dir = "$E2E_WORK/spool"; fsync = "off"; };
+spool = { dir = "$E2E_WORK/spool"; fsync = "${1:-off}"; };
 EOF
 }
 

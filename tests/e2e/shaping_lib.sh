@@ -10,37 +10,6 @@
 # or open-model bursts (shaping.py burst), and check the outcome against the backend's log,
 # the status URLs, the admin API and /metrics in python3 blocks that "from shaping import *".
 
-# sh_no_errexit CMD [ARGS...]: runs CMD in this shell with "set -e" off. e2e_spawn's wrapper
-# subshell inherits "set -e", and then exits as soon as "wait" returns the non-zero status of
-# its process, without recording it: a process killed with SIGKILL then never "exits" for
-# e2e_kill (which fails), and a sluice that crashes goes unnoticed by e2e_cleanup. Starting
-# processes through this keeps their exit status recorded.
-sh_no_errexit() {
-  local had=0 rc=0
-  case $- in *e*) had=1 ;; esac
-  set +e
-  "$@"
-  rc=$?
-  if [ "$had" = 1 ]; then set -e; fi
-  return "$rc"
-}
-
-# sh_sluice_start [-n NAME] CONFIG: e2e_sluice_start through sh_no_errexit.
-sh_sluice_start() {
-  sh_no_errexit e2e_sluice_start "$@"
-}
-
-# sh_config_base [FSYNC]: like e2e_config_base (listeners on port 0, logs, a spool in the work
-# directory), with the spool's fsync policy FSYNC (default "off").
-sh_config_base() {
-  cat <<EOF
-listen = "127.0.0.1:0";
-admin = { listen = "127.0.0.1:0"; };
-log = { level = "info"; access = true; };
-spool = { dir = "$E2E_WORK/spool"; fsync = "${1:-off}"; };
-EOF
-}
-
 # sh_backend_start [-n NAME] [ARGS...]: starts the recording backend (shaping.py backend) as
 # NAME (default "rec"), logging to $E2E_WORK/NAME.jsonl, and waits until it listens. ARGS are
 # shaping.py's (--port P to reuse a port, --capacity, --service-ms, --status, --retry-after).
@@ -51,7 +20,7 @@ sh_backend_start() {
     name=$2
     shift 2
   fi
-  sh_no_errexit e2e_spawn "$name" python3 -u "$E2E_DIR/shaping.py" backend --log "$E2E_WORK/$name.jsonl" "$@"
+  e2e_spawn "$name" python3 -u "$E2E_DIR/shaping.py" backend --log "$E2E_WORK/$name.jsonl" "$@"
   deadline=$(($(e2e_now_ms) + E2E_START_TIMEOUT * 1000))
   until port=$(grep -Eo 'listening on 127\.0\.0\.1:[0-9]+' "$E2E_WORK/$name.out" 2>/dev/null |
     head -n 1 | sed 's/.*://') && [ -n "$port" ]; do

@@ -21,13 +21,13 @@ ARRIVALS=200
 
 sh_backend_start --capacity 1 --service-ms 40
 conf=$(e2e_write_config sluice.conf <<EOF
-$(sh_config_base batch)
+$(e2e_config_base batch)
 upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = $RATE.0; burst = $BURST;
                 max_inflight = 8; } );
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
 EOF
 )
-sh_sluice_start "$conf"
+e2e_sluice_start "$conf"
 sh_require_admin
 
 python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$REC_LOG" "$RATE" "$BURST" "$COUNT" "$ARRIVALS" <<'EOF'

@@ -13,14 +13,14 @@ set -euo pipefail
 
 sh_backend_start --status 500
 conf=$(e2e_write_config sluice.conf <<EOF
-$(sh_config_base)
+$(e2e_config_base)
 upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = 1.0; burst = 1; paused = true;
                 retry = { max_attempts = 3; initial_backoff = "100ms"; max_backoff = "200ms";
                           multiplier = 2.0; jitter = 0.0; }; } );
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
 EOF
 )
-sh_sluice_start "$conf"
+e2e_sluice_start "$conf"
 sh_require_admin
 
 python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$REC_LOG" "$REC_PORT" <<'EOF'

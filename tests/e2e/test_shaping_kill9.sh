@@ -12,12 +12,12 @@ set -euo pipefail
 
 sh_backend_start
 conf=$(e2e_write_config sluice.conf <<EOF
-$(sh_config_base batch)
+$(e2e_config_base batch)
 upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = 20.0; burst = 5; } );
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
 EOF
 )
-sh_sluice_start "$conf"
+e2e_sluice_start "$conf"
 
 python3 - "$SLUICE_PORT" "$REC_LOG" "$E2E_WORK/state.json" <<'EOF'
 import sys, time
@@ -40,7 +40,7 @@ expect(n < 150, "the drain was still running at the kill", n)
 EOF
 e2e_kill sluice
 e2e_log "sluice killed with SIGKILL mid-drain; restarting on the same spool"
-sh_sluice_start -n sluice2 "$conf"
+e2e_sluice_start -n sluice2 "$conf"
 
 python3 - "$SLUICE_PORT" "$REC_LOG" "$E2E_WORK/state.json" "$SLUICE_ADMIN_PORT" <<'EOF'
 import sys, time

@@ -18,7 +18,7 @@ set -euo pipefail
 sh_backend_start
 rport=$REC_PORT
 conf=$(e2e_write_config sluice.conf <<EOF
-$(sh_config_base)
+$(e2e_config_base)
 upstreams = ( { name = "b"; address = "127.0.0.1:$rport"; rate = 20.0; burst = 5; paused = true;
                 connect_timeout = "500ms";
                 retry = { max_attempts = 10; initial_backoff = "200ms"; max_backoff = "1600ms";
@@ -26,7 +26,7 @@ upstreams = ( { name = "b"; address = "127.0.0.1:$rport"; rate = 20.0; burst = 5
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
 EOF
 )
-sh_sluice_start "$conf"
+e2e_sluice_start "$conf"
 sh_require_admin
 
 python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$REC_LOG" "$rport" "$E2E_WORK/state.json" <<'EOF'

@@ -19,7 +19,7 @@ upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = 20.0; burst 
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
 EOF
 )
-sh_sluice_start "$conf"
+e2e_sluice_start "$conf"
 sh_require_admin
 
 python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$REC_LOG" <<'EOF'

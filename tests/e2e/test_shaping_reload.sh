@@ -14,7 +14,7 @@ sh_backend_start
 conf=$E2E_WORK/sluice.conf
 write_config() {
   {
-    sh_config_base
+    e2e_config_base
     cat <<EOF
 upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = $1; burst = 1; } );
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
@@ -23,7 +23,7 @@ EOF
   mv "$conf.tmp" "$conf"
 }
 write_config 10.0
-sh_sluice_start "$conf"
+e2e_sluice_start "$conf"
 sh_require_admin
 pid=$(e2e_pid sluice)
 

@@ -11,12 +11,12 @@ set -euo pipefail
 
 sh_backend_start --service-ms 300
 conf=$(e2e_write_config sluice.conf <<EOF
-$(sh_config_base)
+$(e2e_config_base)
 upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = 1.0; burst = 1; } );
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
 EOF
 )
-sh_sluice_start "$conf"
+e2e_sluice_start "$conf"
 
 python3 - "$SLUICE_PORT" "$REC_LOG" <<'EOF'
 import sys, time
