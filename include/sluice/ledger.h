@@ -15,13 +15,16 @@
  * Both are bounded by the capacity given at creation: when full they evict
  * (rules at each create function), so memory never grows with the backlog or
  * with what clients send. Memory is allocated on demand, doubling up to the
- * capacity, so a large capacity costs nothing until it is used. Neither
- * survives a restart: after one, unknown ids answer 404 and keys are
- * forgotten (the spool itself keeps every record).
+ * capacity, so a large capacity costs nothing until it is used. Both are
+ * memory only; the ledger journal (ledger_journal.h) writes their changes to
+ * a file in the spool directory and loads them back at startup, so statuses
+ * and keys survive a restart, kill -9 included (the spool itself keeps
+ * every record).
  *
- * Pure logic: no I/O, no libuv. Time is passed in (wall-clock milliseconds
- * since the epoch), so tests drive it. The only system call is getrandom(2)
- * at creation, for hash seeds.
+ * Pure logic: no I/O, no libuv (the journal is the module's one part that
+ * does I/O). Time is passed in (wall-clock milliseconds since the epoch), so
+ * tests drive it. The only system call is getrandom(2) at creation, for hash
+ * seeds.
  *
  * @thread owner only: each object is used by one thread (the loop that owns
  * it); there is no locking.

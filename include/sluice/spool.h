@@ -37,6 +37,7 @@
 #ifndef SLUICE_SPOOL_H
 #define SLUICE_SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -117,6 +118,12 @@ struct sl_spool_opts {
   size_t batch_bytes;          /* batch: a group is closed at this many raw bytes; 1 MiB */
   uint64_t max_bytes;          /* bytes on disk plus queued; 0 = no limit */
   uint64_t segment_bytes;      /* ready/dead segment size before rolling; 64 MiB */
+  bool preallocate;            /* write ready segments into files zero-filled in advance
+                                  (faster group syncs); default true, unless fsync is off */
+  bool batch_appends;          /* appends do not wake the writer; the owner calls
+                                  sl_spool_flush() once it has queued a batch (once per
+                                  event-loop iteration): bigger groups and one wake-up per
+                                  batch instead of per record. Default false */
   size_t block_bytes;          /* raw bytes per compressed unit; 64 KiB */
   int compression_level;       /* zstd level; default 1; 0 stores uncompressed */
   unsigned dict_train_records; /* train a dictionary on the first N records; 0 = never;
@@ -173,6 +180,15 @@ void sl_spool_close(struct sl_spool *spool);
  */
 int sl_spool_append(struct sl_spool *spool, const struct sl_spool_record *rec, sl_spool_done_cb cb,
                     void *arg);
+
+/*
+ * Hands the appends queued since the last call to the writer (with
+ * opts.batch_appends; without it every append does so itself). Appends left
+ * unflushed still go out, at the writer's next housekeeping wake-up (within
+ * a second).
+ * @thread owner
+ */
+void sl_spool_flush(struct sl_spool *spool);
 
 /*
  * Runs the callbacks of every completed operation. The owner calls it after

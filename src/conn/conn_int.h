@@ -20,6 +20,7 @@
 #include "sluice/config.h"
 #include "sluice/drain.h"
 #include "sluice/ledger.h"
+#include "sluice/ledger_journal.h"
 #include "sluice/http.h"
 #include "sluice/server.h"
 #include "sluice/upstream.h"
@@ -86,6 +87,7 @@ struct sl_server {
   struct sl_route_stats **route_stats; /* parallel to cfg->routes */
   struct sl_ledger *ledger;            /* spilled ids, for status URLs */
   struct sl_dedupe *dedupe;            /* Idempotency-Key repeats */
+  struct sl_ledger_journal *journal;   /* both, across restarts; NULL if nothing spills */
   struct sl_route_stats *unrouted_stats;
 };
 

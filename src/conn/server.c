@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 
@@ -54,6 +55,34 @@ static bool spills_to(const struct sl_config *cfg, size_t i) {
       return true;
   }
   return false;
+}
+
+/*
+ * Reads the ledger journal back into the ledger and the key index and keeps
+ * it open, if some route spills (else there is nothing to keep, and
+ * spool.dir need not exist). Before the drains start, so that a record they
+ * take at once finds its status already loaded.
+ */
+static int open_journal(struct sl_server *srv, const struct sl_config *cfg) {
+  char path[4096];
+  bool spills = false;
+  int n, rc;
+
+  for (size_t i = 0; i < cfg->n_upstreams; i++)
+    spills = spills || spills_to(cfg, i);
+  if (!spills)
+    return 0;
+  n = snprintf(path, sizeof(path), "%s/%s", cfg->spool.dir, SL_LEDGER_JOURNAL_FILE);
+  if (n < 0 || (size_t)n >= sizeof(path))
+    return UV_ENAMETOOLONG;
+  rc = sl_ledger_journal_open(srv->loop, path, srv->ledger, srv->dedupe, sl_clock_wall_ms(), NULL,
+                              &srv->journal);
+  if (rc == SL_ELEDGER_LOCKED)
+    sl_log_error("ledger journal %s: in use by another process (a second sluice on this spool?)",
+                 path);
+  else if (rc != 0)
+    sl_log_error("ledger journal %s: %s", path, uv_strerror(rc));
+  return rc;
 }
 
 /* Creates the drain of slot <s> for upstream <i> of <cfg>. */
@@ -147,7 +176,8 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   srv->listener.data = srv;
   srv->grace_timer.data = srv;
   if (srv->access_log == NULL || srv->stats == NULL || srv->ledger == NULL || srv->dedupe == NULL ||
-      bind_upstreams(srv, cfg) != 0 || bind_route_stats(srv, cfg) != 0 ||
+      open_journal(srv, cfg) != 0 || bind_upstreams(srv, cfg) != 0 ||
+      bind_route_stats(srv, cfg) != 0 ||
       (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
     sl_log_error("cannot start the server (see above)");
     sl_server_destroy(srv);
@@ -295,6 +325,10 @@ void sl_server_destroy(struct sl_server *srv) {
   free(srv->upstreams);
   free(srv->route_stats);
   sl__stats_destroy(srv->stats);
+  /* After the drains: closing a spool completes its queued appends, whose
+   * statuses are journaled too. The journal's last write finishes on the
+   * loop after this returns. */
+  sl_ledger_journal_close(srv->journal);
   sl_ledger_destroy(srv->ledger);
   sl_dedupe_destroy(srv->dedupe);
   sl__access_log_destroy(srv->access_log);

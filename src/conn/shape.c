@@ -62,27 +62,67 @@ static uint64_t requested_not_before(struct sl_conn *c) {
   return now + (v > 0 ? v : 1);
 }
 
-/* Writes the JSON status of ledger entry <e> into <out>. */
+/*
+ * A bounded JSON writer for the status body: every 202 carries one, so the common fields are
+ * appended directly rather than through snprintf's format parsing.
+ */
+struct json_out {
+  char *p;
+  size_t len, n;
+};
+
+static void put(struct json_out *o, const char *s, size_t len) {
+  if (o->n + len < o->len) {
+    memcpy(o->p + o->n, s, len);
+    o->n += len;
+  }
+}
+
+static void put_str(struct json_out *o, const char *s) { put(o, s, strlen(s)); }
+
+static void put_u64(struct json_out *o, uint64_t v) {
+  char d[20];
+  size_t i = sizeof(d);
+
+  do {
+    d[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v > 0);
+  put(o, d + i, sizeof(d) - i);
+}
+
+/* Writes the JSON status of ledger entry <e> into <out>; returns its length. */
 static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char *out, size_t len) {
   char id[SL_LEDGER_ID_HEX + 1];
+  struct json_out o = {out, len, 0};
   struct sl_drain *d = NULL;
-  int n;
 
   sl_ledger_id_format(e->id, id);
   if (e->upstream < c->cfg->n_upstreams)
     d = sl__server_drain(c->srv, c->cfg->upstreams[e->upstream].name);
-  n = snprintf(out, len, "{\"id\":\"%s\",\"status\":\"%s\",\"attempts\":%u", id,
-               sl_ledger_state_name(e->state), e->attempts);
+  put_str(&o, "{\"id\":\"");
+  put_str(&o, id);
+  put_str(&o, "\",\"status\":\"");
+  put_str(&o, sl_ledger_state_name(e->state));
+  put_str(&o, "\",\"attempts\":");
+  put_u64(&o, e->attempts);
   if (e->state == SL_LEDGER_QUEUED && d != NULL) {
     uint64_t pos;
     double eta;
 
     sl_drain_position(d, e->seq, &pos, &eta);
-    n += snprintf(out + n, len - (size_t)n, ",\"position\":%llu", (unsigned long long)pos);
-    if (eta >= 0)
-      n += snprintf(out + n, len - (size_t)n, ",\"eta_seconds\":%.1f", eta);
-    else
-      n += snprintf(out + n, len - (size_t)n, ",\"eta_seconds\":null");
+    put_str(&o, ",\"position\":");
+    put_u64(&o, pos);
+    put_str(&o, ",\"eta_seconds\":");
+    if (eta >= 0) {
+      double t = eta * 10 + 0.5;
+      uint64_t tenths = t < 1e18 ? (uint64_t)t : 1000000000000000000ull;
+      put_u64(&o, tenths / 10);
+      put(&o, ".", 1);
+      put_u64(&o, tenths % 10);
+    } else {
+      put_str(&o, "null");
+    }
   }
   if (e->state == SL_LEDGER_DELIVERED) {
     time_t t = (time_t)(e->updated_ms / 1000);
@@ -91,19 +131,24 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
 
     gmtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    n +=
-        snprintf(out + n, len - (size_t)n, ",\"code\":%u,\"delivered_at\":\"%s\"", e->status, when);
+    put_str(&o, ",\"code\":");
+    put_u64(&o, e->status);
+    put_str(&o, ",\"delivered_at\":\"");
+    put_str(&o, when);
+    put_str(&o, "\"");
   }
   if (e->error[0] != '\0') {
     /* Error texts are sluice's own (no quotes or control bytes), so they
      * need no escaping beyond what is checked here. */
-    n += snprintf(out + n, len - (size_t)n, ",\"error\":\"");
-    for (const char *p = e->error; *p && (size_t)n + 4 < len; p++)
-      out[n++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
-    n += snprintf(out + n, len - (size_t)n, "\"");
+    put_str(&o, ",\"error\":\"");
+    for (const char *p = e->error; *p; p++) {
+      char ch = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
+      put(&o, &ch, 1);
+    }
+    put_str(&o, "\"");
   }
-  n += snprintf(out + n, len - (size_t)n, "}\n");
-  return n;
+  put_str(&o, "}\n");
+  return (int)o.n;
 }
 
 /* 202 Accepted for id <id>, with its status and a Location to its status URL. */
@@ -199,8 +244,8 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
   if (res->status != 0) {
     key = header(c, "idempotency-key");
     if (key != NULL)
-      sl_dedupe_remove(c->srv->dedupe, c->route->upstream,
-                       sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
+      sl_ledger_journal_remove_key(c->srv->dedupe, c->route->upstream,
+                                   sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
     sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
                 sl_spool_strerror(res->status));
     respond_unavailable(c, res->status == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
@@ -247,8 +292,9 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
   /* Recorded before the append completes, so that a repeat arriving
    * meanwhile finds it rather than queueing a second copy. */
   if (key != NULL)
-    sl_dedupe_put(c->srv->dedupe, c->route->upstream, sl_http_msg_str(m, key->value_off),
-                  key->value_len, c->spill_id, sl_clock_wall_ms());
+    sl_ledger_journal_put_key(c->srv->dedupe, c->route->upstream,
+                              sl_http_msg_str(m, key->value_off), key->value_len, c->spill_id,
+                              sl_clock_wall_ms());
   c->shape = SHAPE_SPILLING;
   c->spill_pending = true;
   c->open_handles++; /* the append's callback holds the connection */

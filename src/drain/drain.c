@@ -6,8 +6,10 @@
  * requests first, then starts replays while the budget has room, and arms
  * one timer for the next moment something can change by itself (a token,
  * a delayed record coming due, the end of a hold after failures). Everything
- * else that frees capacity (a release, a completed append, a finished
- * replay, a resume) calls pump() again.
+ * else that frees capacity or adds a record (a release, a completed append,
+ * retry or dead-letter move, a finished replay, a resume, a redrive) calls
+ * pump() again. Nothing polls the spool: a path that adds a record without
+ * calling pump() is a stall, which tests/unit/test_drain.c looks for.
  */
 #include "sluice/drain.h"
 
@@ -16,16 +18,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "sluice/clock.h"
+#include "sluice/ledger_journal.h"
 #include "sluice/log.h"
+#include "sluice/random.h"
 #include "sluice/replay.h"
 
 /* Bytes of a replayed response kept for a client in wait mode. */
 #define WAIT_BODY_MAX (8u * 1024 * 1024)
+
+/* How long replays wait after the spool could not be read (an I/O error). */
+#define TAKE_ERROR_HOLD_MS 1000u
 
 enum drained_outcome { DRAINED_DELIVERED, DRAINED_RETRIED, DRAINED_DEAD, DRAINED_COUNT };
 
@@ -56,14 +62,19 @@ struct sl_drain {
   struct sl_shaper shaper;
   struct sl_spool *spool;
   uv_async_t async; /* the spool's writer thread has completions for us */
+  uv_check_t flush_check; /* hands the iteration's appends to the writer at once */
+  bool appends_unflushed;
   uv_timer_t timer;
   int open_handles;
   bool closing;
   bool pumping;
   bool paused;
   /* Whether the spool may hold ready records: cleared when a take finds
-   * none, set by whatever can add one (an append, a give-back, a redrive).
-   * It spares the request path a look into the spool. */
+   * none, set by whatever can add one (an append, a give-back, a redrive,
+   * the completion of a retry's copy). It spares the request path a look
+   * into the spool. pump() takes whether it is set or not; the records it
+   * cannot see yet (a copy still on its way to disk) wake it through their
+   * completion, and delayed ones through the timer (schedule()). */
   bool maybe_ready;
 
   struct sl_drain_waiter *wait_head, *wait_tail;
@@ -411,7 +422,7 @@ static uint64_t backoff_ms(const struct sl_retry_config *rc, uint32_t attempts,
 
   if (ms > (double)rc->max_backoff_ms)
     ms = (double)rc->max_backoff_ms;
-  if (rc->jitter > 0 && getrandom(&rnd, sizeof(rnd), 0) == sizeof(rnd))
+  if (rc->jitter > 0 && sl_random_bytes(&rnd, sizeof(rnd)) == 0)
     ms *= 1.0 + rc->jitter * ((double)rnd / 4294967295.0 * 2.0 - 1.0);
   if ((double)retry_after_ms > ms)
     ms = (double)retry_after_ms;
@@ -438,7 +449,7 @@ static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
   e.updated_ms = sl_clock_wall_ms();
   if (error != NULL)
     snprintf(e.error, sizeof(e.error), "%s", error);
-  sl_ledger_put(d->ledger, &e);
+  sl_ledger_journal_put(d->ledger, &e); /* in flight is not journaled: queued after a restart */
 }
 
 static void job_unlink(struct sl_drain *d, struct replay_job *job) {
@@ -448,6 +459,28 @@ static void job_unlink(struct sl_drain *d, struct replay_job *job) {
     d->replays = job->next;
   if (job->next)
     job->next->prev = job->prev;
+}
+
+/*
+ * A retry's copy (or a dead letter) is durable, or it failed and the spool
+ * gave the record back. Either way the spool changed under the drain after
+ * pump() last looked: a copy due soon may be earlier than the timer, a
+ * copy already due or a given-back record can be taken now. Look again.
+ */
+static void on_moved(void *arg, int status) {
+  struct sl_drain *d = arg;
+
+  (void)status;
+  d->maybe_ready = true;
+  pump(d);
+}
+
+/* sl_spool_retry/dead could not even queue the move (no memory): the item
+ * is still ours; give it back so that it is tried again. */
+static void give_back(struct sl_drain *d, struct sl_spool_item *item, const char *what) {
+  sl_log_error("upstream %s: %s; it will be retried", d->name, what);
+  sl_spool_release(d->spool, item);
+  d->maybe_ready = true;
 }
 
 /* A replay failed in a way worth another attempt (<error> says how). */
@@ -469,16 +502,16 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
     ledger_update(d, rec, SL_LEDGER_DEAD, 0, error);
     sl_metrics_inc(d->drained[DRAINED_DEAD]);
     d->seq_settled++;
-    if (sl_spool_dead(d->spool, job->item, error, NULL, NULL) != 0)
-      sl_log_error("upstream %s: could not dead-letter a record; it will be retried", d->name);
+    if (sl_spool_dead(d->spool, job->item, error, on_moved, d) != 0)
+      give_back(d, job->item, "could not dead-letter a record");
     return;
   }
   sl_log_info("upstream %s: replay attempt %u failed (%s), next in %llu ms", d->name, attempts,
               error, (unsigned long long)delay);
   ledger_update(d, rec, SL_LEDGER_QUEUED, 0, error);
   sl_metrics_inc(d->drained[DRAINED_RETRIED]);
-  if (sl_spool_retry(d->spool, job->item, wall + delay, NULL, NULL) != 0)
-    sl_log_error("upstream %s: could not reschedule a record; it will be retried", d->name);
+  if (sl_spool_retry(d->spool, job->item, wall + delay, on_moved, d) != 0)
+    give_back(d, job->item, "could not reschedule a record");
 }
 
 static void on_replay_done(const struct sl_replay_result *res, void *arg) {
@@ -558,24 +591,21 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
 
 /* ---- scheduling -------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t) {
-  struct sl_drain *d = t->data;
-  struct sl_spool_stats st;
+static void on_timer(uv_timer_t *t) { pump(t->data); }
 
-  /* The hint is a shortcut, not the truth: once in a while (and after a take
-   * error) ask the spool itself, so no stall outlives a quarter second. */
-  if (d->spool != NULL && !d->maybe_ready) {
-    sl_spool_stats(d->spool, &st);
-    d->maybe_ready = st.ready > 0;
-  }
-  pump(d);
-}
-
-/* Arms the timer for the next moment pump() could do something. */
-static void schedule(struct sl_drain *d) {
-  uint64_t wall = sl_clock_wall_ms();
+/*
+ * Arms the timer for the next moment pump() could do something, as seen at
+ * the moments <now> (monotonic ns) and <wall> (wall-clock ms) on which pump()
+ * based its decisions. They must be the same readings: a token or the end of
+ * a hold that comes between pump()'s look and a fresh reading here would
+ * otherwise be "there now", so no timer would be armed for it, and pump()
+ * did not use it either. With no timer armed, nothing else wakes the drain.
+ * A timer set from older readings can only fire early; pump() then arms it
+ * again.
+ */
+static void schedule(struct sl_drain *d, uint64_t now, uint64_t wall) {
   uint64_t wait = UINT64_MAX;
-  uint64_t token = sl_shaper_token_wait_ns(&d->shaper, now_ns());
+  uint64_t token = sl_shaper_token_wait_ns(&d->shaper, now);
   bool replaying = d->spool != NULL && !d->paused;
 
   if (d->wait_head != NULL || (replaying && sl_drain_has_backlog(d))) {
@@ -594,8 +624,6 @@ static void schedule(struct sl_drain *d) {
         wait = w;
     }
   }
-  if (wait == UINT64_MAX && replaying)
-    wait = 250; /* see on_timer */
   if (wait == UINT64_MAX)
     uv_timer_stop(&d->timer);
   else
@@ -603,7 +631,7 @@ static void schedule(struct sl_drain *d) {
 }
 
 static void pump(struct sl_drain *d) {
-  uint64_t now = now_ns();
+  uint64_t now = now_ns(), wall = sl_clock_wall_ms();
 
   if (d->pumping || d->closing)
     return;
@@ -615,15 +643,18 @@ static void pump(struct sl_drain *d) {
     w->granted(w);
   }
   if (d->wait_head == NULL && d->spool != NULL && !d->paused) {
-    while (!sl_shaper_full(&d->shaper) && sl_clock_wall_ms() >= d->hold_until_ms) {
+    while (!sl_shaper_full(&d->shaper) && wall >= d->hold_until_ms) {
       struct sl_spool_item *item = NULL;
 
       int rc = sl_spool_take(d->spool, &item);
 
       if (rc != 0) {
-        sl_log_error("spool %s: reading the next record failed: %s (retrying)", d->name,
-                     sl_spool_strerror(rc));
-        d->maybe_ready = false; /* on_timer looks again within a second */
+        sl_log_error("spool %s: reading the next record failed: %s (retrying in %u ms)", d->name,
+                     sl_spool_strerror(rc), TAKE_ERROR_HOLD_MS);
+        /* The record is still there: hold off, then read again (schedule arms the timer
+         * for the end of the hold since maybe_ready stays set). */
+        d->hold_until_ms = wall + TAKE_ERROR_HOLD_MS;
+        d->maybe_ready = true;
         break;
       }
       if (item == NULL) {
@@ -638,7 +669,7 @@ static void pump(struct sl_drain *d) {
       start_replay(d, item);
     }
   }
-  schedule(d);
+  schedule(d, now, wall);
   d->pumping = false;
 }
 
@@ -662,7 +693,7 @@ static void on_spilled(void *arg, int status) {
     e.enqueued_ms = job->enqueue_ms;
     e.updated_ms = job->enqueue_ms;
     if (d->ledger != NULL)
-      sl_ledger_put(d->ledger, &e);
+      sl_ledger_journal_put(d->ledger, &e);
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }
   job->cb(&res, job->arg);
@@ -683,7 +714,7 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
   job = calloc(1, sizeof(*job));
   if (job == NULL)
     return UV_ENOMEM;
-  if (getrandom(job->id, sizeof(job->id), 0) != sizeof(job->id)) {
+  if (sl_random_bytes(job->id, sizeof(job->id)) != 0) {
     free(job);
     return UV_EIO;
   }
@@ -708,6 +739,7 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
     free(job);
     return rc;
   }
+  d->appends_unflushed = true;
   memcpy(id_out, rec.id, 16);
   return 0;
 }
@@ -785,6 +817,7 @@ static int open_spool(struct sl_drain *d, const char *dir) {
   opts.sync_delay_us = d->cfg->spool.fsync_interval_ms * 1000;
   opts.max_bytes = d->ucfg->max_spool_bytes;
   opts.compression_level = d->cfg->spool.compression_level;
+  opts.batch_appends = true; /* flushed once per loop iteration: on_flush_check */
   opts.notify = spool_notify;
   opts.notify_arg = &d->async;
   opts.on_fsync = on_fsync;
@@ -804,6 +837,20 @@ static int open_spool(struct sl_drain *d, const char *dir) {
                 (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,
                 (unsigned long long)st.dead);
   return 0;
+}
+
+/*
+ * After each loop iteration's I/O: the spills parsed in it go to the spool's writer as one
+ * group, with one wake-up. Waking it per append would split a burst of requests read in
+ * one iteration into many small groups, each with its own fdatasync and thread switch.
+ */
+static void on_flush_check(uv_check_t *h) {
+  struct sl_drain *d = h->data;
+
+  if (d->appends_unflushed && d->spool != NULL) {
+    d->appends_unflushed = false;
+    sl_spool_flush(d->spool);
+  }
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -836,9 +883,13 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   sl_shaper_init(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
   uv_async_init(loop, &d->async, on_async);
   uv_timer_init(loop, &d->timer);
+  uv_check_init(loop, &d->flush_check);
   d->async.data = d;
   d->timer.data = d;
-  d->open_handles = 2;
+  d->flush_check.data = d;
+  d->open_handles = 3;
+  uv_check_start(&d->flush_check, on_flush_check);
+  uv_unref((uv_handle_t *)&d->flush_check);
   /* Metrics first: the spool's threads report fsyncs from the moment it opens. */
   rc = register_metrics(d, reg) != 0 ? UV_ENOMEM : 0;
   if (rc == 0 && spool_dir != NULL)
@@ -887,6 +938,7 @@ void sl_drain_destroy(struct sl_drain *d) {
   }
   uv_close((uv_handle_t *)&d->async, on_handle_closed);
   uv_close((uv_handle_t *)&d->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&d->flush_check, on_handle_closed);
 }
 
 void sl_drain_pause(struct sl_drain *d, bool paused) {

@@ -24,6 +24,8 @@
 
 #define SL__LEDGER_NONE UINT32_MAX /* "no node" in links and lookups */
 
+struct sl_ledger_journal;
+
 struct sl__ledger_table {
   uint64_t *cells;
   uint32_t mask; /* cell count - 1; the count is a power of two */
@@ -108,6 +110,7 @@ struct sl_ledger {
   char (*errs)[SL_LEDGER_ERROR_MAX]; /* error texts; free slots link via their first 4 bytes */
   uint32_t errs_alloc, errs_top, errs_free, errs_used;
   uint64_t seed[2];
+  struct sl_ledger_journal *journal; /* records changes (journal.c); NULL if none */
 };
 
 /* Checks every invariant of <l> (lists, index, free lists, counts). Returns 0
@@ -134,6 +137,7 @@ struct sl_dedupe {
   size_t live; /* non-tombstone slots */
   struct sl__ledger_table table;
   uint8_t seed[16];
+  struct sl_ledger_journal *journal; /* records changes (journal.c); NULL if none */
 };
 
 /* As sl__ledger_check, for <d>. */

@@ -303,6 +303,22 @@ static int read_footer(int fd, uint64_t size, struct sl__seg *seg) {
   return 0;
 }
 
+/* Whether [off, size) of <fd> holds only zeros: a preallocated tail no append reached. */
+static bool zeros_to_end(int fd, uint64_t off, uint64_t size) {
+  uint8_t buf[1u << 16];
+
+  while (off < size) {
+    size_t n = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
+    if (pread_full(fd, buf, n, off) != 0)
+      return false;
+    for (size_t i = 0; i < n; i++)
+      if (buf[i] != 0)
+        return false;
+    off += n;
+  }
+  return true;
+}
+
 int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
   uint8_t h[SL__SEG_HDR];
   struct sl_buf tmp;
@@ -360,6 +376,19 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
       seg->wunits++;
       off += SL__UNIT_HDR + u.payload_len;
       continue;
+    }
+    if (err != 0 && zeros_to_end(fd, off, size)) {
+      /* Preallocated and never written (see the writer): not a torn write. The segment
+       * the writer goes on with keeps its zeros; any other is cut to its data. */
+      if (last && seg->store == SL__STORE_READY) {
+        seg->zero_end = size;
+      } else if (spool->io.ftruncate(fd, (off_t)off) != 0) {
+        err = -errno;
+        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_spool_strerror(err));
+        goto fail;
+      }
+      size = off;
+      break;
     }
     if (err != 0 && err != SL_ESPOOL_CORRUPT)
       goto fail;

@@ -65,6 +65,7 @@ void sl_spool_opts_init(struct sl_spool_opts *o) {
   o->fsync = SL_SPOOL_FSYNC_BATCH;
   o->batch_bytes = 1u << 20;
   o->segment_bytes = 64u << 20;
+  o->preallocate = true;
   o->block_bytes = 64u << 10;
   o->compression_level = 1;
   o->dict_train_records = 2000;
@@ -422,7 +423,16 @@ static void enqueue_locked(struct sl_spool *spool, struct sl__op *op) {
     spool->q_head = op;
   spool->q_tail = op;
   spool->ops_queued++;
+  if (op->type == SL__OP_APPEND && spool->opts.batch_appends)
+    return; /* the owner wakes the writer once for the batch: sl_spool_flush() */
   pthread_cond_signal(&spool->wcond);
+}
+
+void sl_spool_flush(struct sl_spool *spool) {
+  pthread_mutex_lock(&spool->mu);
+  if (spool->q_head != NULL)
+    pthread_cond_signal(&spool->wcond);
+  pthread_mutex_unlock(&spool->mu);
 }
 
 static struct sl__op *op_new(const struct sl_spool_record *rec, size_t *len_out) {

@@ -111,6 +111,7 @@ struct sl__seg {
   uint32_t wnrec; /* ordinals used by units written */
   uint32_t wunits;
   uint64_t wmin_enq, wmax_enq;
+  uint64_t zero_end; /* the file is zero-filled from wsize up to here (0: not preallocated) */
 
   /* shared under spool->mu */
   uint64_t committed; /* readable data end: units durable under the policy */
@@ -252,6 +253,10 @@ struct sl_spool {
   void *trained; /* shared: trainer result (malloc) */
   size_t trained_len;
   bool trained_ready;
+  pthread_t preparer;
+  bool preparer_running;
+  struct sl__seg *spare; /* shared: a preallocated ready segment, not yet in any list */
+  bool spare_ready;      /* shared: the preparer finished (spare may still be NULL) */
 
   /* owner */
   ZSTD_DCtx *dctx;

@@ -115,6 +115,13 @@ static struct sl_spool_opts base_opts(void) {
   return o;
 }
 
+/* For tests that read segment files by offset: no zero-filled tail, no spare file. */
+static struct sl_spool_opts layout_opts(void) {
+  struct sl_spool_opts o = base_opts();
+  o.preallocate = false;
+  return o;
+}
+
 static struct sl_spool *open_spool(const struct sl_spool_opts *o) {
   struct sl_spool *s = NULL;
   assert_int_equal(sl_spool_open(dir, o, &s), 0);
@@ -323,7 +330,7 @@ static void copy_file(const char *from, const char *to) {
 
 /* Three units of one record each, the last one small; returns the segment path. */
 static void three_units(char *seg, size_t len, off_t *unit_off) {
-  struct sl_spool_opts o = base_opts();
+  struct sl_spool_opts o = layout_opts();
   struct done d = {0};
   struct stat sb;
   struct sl_spool *s = open_spool(&o);
@@ -350,7 +357,7 @@ static void test_torn_tail_every_offset(void **state) {
   char seg[512], saved[600];
   off_t uo[4];
   struct sl_spool_stats st;
-  struct sl_spool_opts o = base_opts();
+  struct sl_spool_opts o = layout_opts();
   (void)state;
 
   three_units(seg, sizeof(seg), uo);
@@ -393,10 +400,98 @@ static void test_torn_tail_every_offset(void **state) {
   unlink(saved);
 }
 
+/* Copies every file of <from> into a new directory <to>: what a crash would leave on disk. */
+static void copy_dir(const char *from, const char *to) {
+  DIR *d = opendir(from);
+  struct dirent *e;
+  char a[600], b[600];
+  assert_int_equal(mkdir(to, 0700), 0);
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(a, sizeof(a), "%s/%s", from, e->d_name);
+    snprintf(b, sizeof(b), "%s/%s", to, e->d_name);
+    copy_file(a, b);
+  }
+  closedir(d);
+}
+
+/* Ready files of <path> whose size is <size> and whose last byte is zero. */
+static int zero_tailed_files(const char *path, off_t size) {
+  DIR *d = opendir(path);
+  struct dirent *e;
+  char f[600];
+  int n = 0;
+  while ((e = readdir(d)) != NULL) {
+    struct stat sb;
+    unsigned char last = 1;
+    snprintf(f, sizeof(f), "%s/%s", path, e->d_name);
+    if (strncmp(e->d_name, "ready-", 6) != 0 || stat(f, &sb) != 0 || sb.st_size != size)
+      continue;
+    int fd = open(f, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &last, 1, size - 1), 1);
+    close(fd);
+    n += last == 0;
+  }
+  closedir(d);
+  return n;
+}
+
+/*
+ * Ready segments are written into preallocated, zero-filled files. A crash leaves the zero
+ * tail (and maybe an unused spare) on disk: reopening must give back every record, in order,
+ * without calling the zeros a torn write; sealed segments are cut to their footer.
+ */
+static void test_preallocated_segments(void **state) {
+  struct sl_spool_opts o = base_opts();
+  struct sl_spool_stats st;
+  struct done d = {0};
+  struct sl_spool *s, *c = NULL;
+  unsigned char seen[400] = {0};
+  char crash[300];
+  (void)state;
+
+  o.segment_bytes = 16384;
+  o.block_bytes = 1024;
+  s = open_spool(&o);
+  for (unsigned k = 0; k < 10; k++) {
+    append_n(s, k * 40, 40, &d);
+    settle(s);
+  }
+  assert_int_equal(d.fails, 0);
+  assert_int_equal(d.calls, 400);
+  assert_true(count_files("ready-") >= 3);
+  /* The segment being written (or the spare) still has its zero tail. */
+  assert_true(zero_tailed_files(dir, 16384 + 2048) >= 1);
+  snprintf(crash, sizeof(crash), "%s.crash", dir);
+  copy_dir(dir, crash);
+  sl_spool_close(s);
+
+  assert_int_equal(sl_spool_open(crash, &o, &c), 0);
+  sl_spool_stats(c, &st);
+  assert_int_equal(st.ready, 400);
+  assert_int_equal(st.torn_tails, 0);
+  assert_int_equal(st.corrupt_units, 0);
+  assert_int_equal(st.lost_records, 0);
+  assert_int_equal(drain(c, seen, 400, true), 400);
+  for (unsigned i = 0; i < 400; i++)
+    assert_int_equal(seen[i], 1);
+  sl_spool_close(c);
+  rm_rf(crash);
+
+  /* A clean close leaves no spare behind and every record still there. */
+  s = open_spool(&o);
+  sl_spool_stats(s, &st);
+  assert_int_equal(st.ready, 400);
+  assert_int_equal(st.torn_tails, 0);
+  sl_spool_close(s);
+}
+
 static void test_flipped_bits(void **state) {
   char seg[512], saved[600];
   off_t uo[4];
-  struct sl_spool_opts o = base_opts();
+  struct sl_spool_opts o = layout_opts();
   (void)state;
 
   three_units(seg, sizeof(seg), uo);
@@ -485,7 +580,7 @@ static void test_out_of_order_acks_restart(void **state) {
 }
 
 static void test_gc_deletes_segments(void **state) {
-  struct sl_spool_opts o = base_opts();
+  struct sl_spool_opts o = layout_opts();
   struct done d = {0};
   struct sl_spool_stats st;
   (void)state;
@@ -861,7 +956,7 @@ static void test_release_and_reject(void **state) {
 
 /* Several sealed segments (read back through their footers), then one goes missing. */
 static void test_missing_segment_and_footers(void **state) {
-  struct sl_spool_opts o = base_opts();
+  struct sl_spool_opts o = layout_opts(); /* names segments by sequence number */
   struct done d = {0};
   struct sl_spool_stats st;
   unsigned char seen[400] = {0};
@@ -991,6 +1086,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_release_and_reject, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_segment_and_footers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_checkpoint, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_preallocated_segments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_buckets, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,150 @@
+/*
+ * Ledger journal: makes the status ledger and the Idempotency-Key index
+ * survive a restart, kill -9 included.
+ *
+ * The journal is an append-only file of framed records, <spool dir>/ledger.journal
+ * (format in docs/spool-format.md, "The ledger journal"): a ledger entry
+ * for each status change except the passage through in flight, an
+ * Idempotency-Key when one is put and when one is taken back. At startup it
+ * is read back into the ledger and the key index in order, up to the first
+ * frame that is torn or fails its CRC32C, and rewritten with only what they
+ * hold (temp file, fsync, rename), so the file never grows with history.
+ *
+ * Guarantees. The spool is the durable store of the requests; the journal
+ * is status information. Records are buffered on the loop and written on
+ * libuv's threadpool within flush_delay_ms (10 ms by default) or as soon as
+ * flush_bytes (64 KiB) are waiting, never fsynced one by one: a process crash
+ * (kill -9) keeps everything written, losing at most the records still in the
+ * buffer, i.e. the last ~10 ms of status; a power loss may lose what the page
+ * cache held. What can then be stale: a request accepted in that window
+ * answers 404 until the drain takes its record (the drain re-learns it), a
+ * delivery in that window reads "queued" (until the drain delivers it again
+ * if its ack was lost too, else until the entry is evicted), and an
+ * Idempotency-Key put in that window is forgotten. The delay is short, of the
+ * order of the spool's own group commit and ack checkpoint (a few ms), so
+ * that these windows stay about as narrow as the spool's: the 202 that
+ * carries a key goes out after the spool's fsync, by which time the key's
+ * record is usually written too. It costs at most 100 small writes a second,
+ * fewer under load, where a write carries whatever came in during the last.
+ *
+ * Size. The file is compacted at run time once it passes max(compact_min_bytes,
+ * 4 x its size after the last compaction): a threadpool job replays the file
+ * up to the current end into private copies of the ledger and the key index
+ * and writes their snapshot to a temp file, while the loop goes on appending
+ * and keeps a copy of what it appends meanwhile; then the loop appends that
+ * copy to the temp file and renames it over the journal. The loop never
+ * walks the ledger (a million entries would stall it for tens of ms): the
+ * price is memory, a second ledger and key index for the job's duration. A
+ * snapshot is at most what the ledger and key index can hold (about 60 bytes
+ * per entry, 32 plus the key per Idempotency-Key), so the file stays under 4
+ * times that, and the bytes rewritten stay under a third of those appended.
+ *
+ * @thread loop: everything runs on the loop given to sl_ledger_journal_open,
+ * except the file I/O, which runs on libuv's threadpool. Open is blocking
+ * and must run before the loop serves anything.
+ */
+#ifndef SLUICE_LEDGER_JOURNAL_H
+#define SLUICE_LEDGER_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "sluice/ledger.h"
+
+/* The file name of the journal inside the spool directory. */
+#define SL_LEDGER_JOURNAL_FILE "ledger.journal"
+
+/* The journal's own error codes, after the ledger's. */
+#define SL_ELEDGER_LOCKED (-30111) /* another process has the journal open */
+
+struct sl_ledger_journal;
+
+struct sl_ledger_journal_opts {
+  size_t flush_bytes;         /* write as soon as this much is buffered (64 KiB) */
+  uint64_t flush_delay_ms;    /* else this long after the first buffered record (10) */
+  uint64_t compact_min_bytes; /* no run-time compaction below this file size (16 MiB) */
+  size_t max_pending_bytes;   /* records beyond this while the disk lags are dropped (64 MiB) */
+};
+
+/* Fills <opts> with the defaults above. */
+void sl_ledger_journal_opts_init(struct sl_ledger_journal_opts *opts);
+
+/* Counters, for logs, tests and the cost estimate in the docs. */
+struct sl_ledger_journal_stats {
+  uint64_t file_bytes;       /* size of the journal file, written and in flight excluded */
+  uint64_t appended_bytes;   /* frames appended since open (file bytes, framing included) */
+  uint64_t appended_records; /* frames appended since open */
+  uint64_t dropped_records;  /* not journaled: buffer over max_pending_bytes or a write error */
+  uint64_t compactions;      /* run-time compactions completed */
+  uint64_t loaded_entries;   /* ledger entries read at open */
+  uint64_t loaded_keys;      /* Idempotency-Key records read at open and still in the window */
+  uint64_t expired_keys;     /* Idempotency-Key records read at open and skipped as expired */
+  int64_t bad_offset;        /* offset of the frame where the load stopped, -1 if none */
+  int failed;                /* 1 once a write failed: nothing more is journaled */
+};
+
+/*
+ * Opens the journal at <path> (created if missing) for ledger <l> and key
+ * index <d>, both empty: reads it into them, expiring keys against <now_ms>
+ * and the key index's window, renumbers the queued entries (below), writes
+ * the compacted file (temp file, fsync, rename, fsync of the directory) and
+ * attaches itself to <l> and <d>, so that the sl_ledger_journal_put* calls
+ * record changes. <opts> may be NULL for the defaults. Blocking: call it
+ * before the loop runs. The directory of <path> is created if missing.
+ *
+ * Queued entries carry the drain's acceptance sequence number, which counts
+ * from the spool's backlog again after a restart. So that positions stay
+ * sensible, the loaded queued entries of each upstream are renumbered 1, 2,
+ * ... in their old order: the drain starts counting new ones after the
+ * backlog, and a reloaded entry's position is its rank in the backlog minus
+ * what has been delivered since.
+ *
+ * A torn or corrupt frame is not an error: the load stops there with a
+ * warning that names the offset, and the compaction drops the rest. Returns 0
+ * and sets <*out>, SL_ELEDGER_LOCKED if another process holds the journal
+ * (a second sluice on the same spool directory), or a negative errno; <l> and
+ * <d> may then hold part of the file.
+ */
+int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *l,
+                           struct sl_dedupe *d, uint64_t now_ms,
+                           const struct sl_ledger_journal_opts *opts,
+                           struct sl_ledger_journal **out);
+
+/*
+ * Detaches <j> from its ledger and key index, writes what is buffered and
+ * frees <j> once every write, a run-time compaction in progress included,
+ * has finished: the loop must run on until then (uv_run returns only after).
+ * Accepts NULL.
+ */
+void sl_ledger_journal_close(struct sl_ledger_journal *j);
+
+/* Starts writing the buffer now instead of at the next timer tick. */
+void sl_ledger_journal_flush(struct sl_ledger_journal *j);
+
+/* Starts a run-time compaction now, if none is running (for tests; the
+ * journal starts one by itself when the file passes its bound). */
+void sl_ledger_journal_compact(struct sl_ledger_journal *j);
+
+/* Copies <j>'s counters into <out>. */
+void sl_ledger_journal_stats(const struct sl_ledger_journal *j,
+                             struct sl_ledger_journal_stats *out);
+
+/*
+ * sl_ledger_put(<l>, <e>), recorded in <l>'s journal if it has one and the
+ * put succeeded. In-flight states are not recorded: after a restart an
+ * in-flight record is queued again, and skipping them saves a third of the
+ * journal's writes. Returns what sl_ledger_put returned.
+ */
+int sl_ledger_journal_put(struct sl_ledger *l, const struct sl_ledger_entry *e);
+
+/* sl_dedupe_put(...), recorded in <d>'s journal if it has one and the put succeeded. */
+int sl_ledger_journal_put_key(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
+                              const uint8_t id[16], uint64_t now_ms);
+
+/* sl_dedupe_remove(...), recorded in <d>'s journal if it has one and the key was there. */
+int sl_ledger_journal_remove_key(struct sl_dedupe *d, uint16_t scope, const char *key,
+                                 size_t key_len);
+
+#endif

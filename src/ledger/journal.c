@@ -1,0 +1,1095 @@
+/*
+ * Ledger journal: the ledger and the Idempotency-Key index written to an
+ * append-only file and read back at startup. See ledger_journal.h for the
+ * guarantees; the format is in docs/spool-format.md.
+ *
+ *   file   = header frame*
+ *   header = "SLUICELJ" u32 version (1) u32 0                       16 bytes
+ *   frame  = u32 len, u32 crc32c(len bytes || body), body[len]      len 1..BODY_MAX
+ *   body   = u8 type, then by type (all integers little-endian):
+ *     ENTRY (1):      u8 state, u16 upstream, u16 status, u8 error_len, u8 0,
+ *                     u32 attempts, id[16], u64 seq, u64 enqueued_ms,
+ *                     u64 updated_ms, error[error_len]               52 + error_len
+ *     KEY (2):        u8 0, u16 scope, u16 key_len, u16 0, id[16], u64 t_ms,
+ *                     key[key_len]                                   32 + key_len
+ *     KEY_REMOVE (3): u8 0, u16 scope, u16 key_len, u16 0, key[key_len]  8 + key_len
+ *
+ * Reading applies frames in order and stops at the first frame that is torn,
+ * fails its CRC or does not parse; later bytes are never trusted (a frame
+ * that happens to parse after garbage may be a fragment of an older one).
+ * Unknown types with a good CRC are skipped, so a later version may add some.
+ *
+ * The loop side is a small state machine around one buffer: records are
+ * encoded into <pending>; a flush moves it to <inflight> and writes it with
+ * uv_fs_write at the end of the file, one write at a time. A run-time
+ * compaction goes IDLE -> SNAPSHOT (a threadpool job replays the file up to
+ * its current end into private structures and writes their snapshot to the
+ * temp file, while the loop keeps appending to the old file and copies each
+ * record into <capture> too) -> SWITCH (waiting for a write to the old file
+ * to finish) -> CATCHUP (<capture> is written to the temp file, which now
+ * takes the appends) -> RENAME (temp file over the journal) -> IDLE.
+ *
+ * @thread loop, except the functions marked "threadpool"
+ */
+#include "sluice/ledger_journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ledger/ledger_int.h"
+#include "sluice/buf.h"
+#include "sluice/clock.h"
+#include "sluice/crc32c.h"
+#include "sluice/log.h"
+
+#define MAGIC "SLUICELJ"
+#define VERSION 1u
+#define HEADER_LEN 16
+#define FRAME_HEAD 8
+#define ENTRY_LEN 52
+#define KEY_LEN 32
+#define KEY_REMOVE_LEN 8
+#define BODY_MAX (KEY_LEN + SL_DEDUPE_KEY_MAX)
+#define FRAME_MAX (FRAME_HEAD + BODY_MAX)
+#define IO_CHUNK (1u << 20) /* read and snapshot buffer */
+
+enum { REC_ENTRY = 1, REC_KEY = 2, REC_KEY_REMOVE = 3 };
+
+enum compact_state {
+  COMPACT_IDLE,
+  COMPACT_SNAPSHOT,
+  COMPACT_SWITCH,
+  COMPACT_CATCHUP,
+  COMPACT_RENAME
+};
+
+/* A run-time compaction. The threadpool fields are written by the job and
+ * read by the loop only after it finished. */
+struct compact_job {
+  uv_work_t work;
+  struct sl_ledger_journal *j;
+  const char *path, *tmp_path; /* the journal's, which outlives the job */
+  uint64_t limit;              /* bytes of the file the snapshot covers */
+  size_t ledger_capacity, dedupe_capacity;
+  uint64_t window_ms, now_ms;
+  int rc;             /* threadpool: 0 or a negative errno */
+  int fd;             /* threadpool: the temp file, open for appending, or -1 */
+  uint64_t size;      /* threadpool: bytes of the snapshot */
+  int64_t bad_offset; /* threadpool: where the replay stopped early, or -1 */
+};
+
+/* Closes file descriptors and unlinks a file on the threadpool. */
+struct close_job {
+  uv_work_t work;
+  struct sl_ledger_journal *j;
+  int fds[3];
+  char *unlink_path;
+  bool last; /* frees the journal when done */
+};
+
+struct sl_ledger_journal {
+  uv_loop_t *loop;
+  struct sl_ledger *l;
+  struct sl_dedupe *d;
+  struct sl_ledger_journal_opts opts;
+  char *path, *tmp_path;
+  int fd, old_fd, lock_fd;
+  uv_timer_t timer;
+  bool timer_open;
+  uv_fs_t write_req, rename_req;
+  bool writing;
+  struct sl_buf pending, inflight;
+  size_t inflight_done; /* bytes of <inflight> written (short writes) */
+  uint64_t compact_at;  /* file size that starts a run-time compaction */
+  enum compact_state cstate;
+  struct compact_job *job;
+  struct sl_buf capture; /* records appended since the snapshot's end */
+  bool capture_overflow;
+  unsigned ops; /* threadpool jobs and renames in flight */
+  bool closing, freeing, warned_drop;
+  struct sl_ledger_journal_stats st;
+};
+
+void sl_ledger_journal_opts_init(struct sl_ledger_journal_opts *opts) {
+  opts->flush_bytes = 64u * 1024;
+  opts->flush_delay_ms = 10;
+  opts->compact_min_bytes = 16ull * 1024 * 1024;
+  opts->max_pending_bytes = 64u * 1024 * 1024;
+}
+
+/* ---- encoding ----------------------------------------------------------- */
+
+static void put16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static uint32_t get32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+/* Frames the <len> body bytes at <frame> + FRAME_HEAD; returns the frame's size. */
+static size_t seal(uint8_t *frame, size_t len) {
+  put32(frame, (uint32_t)len);
+  put32(frame + 4, sl_crc32c(sl_crc32c(0, frame, 4), frame + FRAME_HEAD, len));
+  return FRAME_HEAD + len;
+}
+
+static size_t encode_entry(uint8_t *frame, const struct sl_ledger_entry *e) {
+  uint8_t *b = frame + FRAME_HEAD;
+  size_t err_len = strnlen(e->error, SL_LEDGER_ERROR_MAX - 1);
+
+  b[0] = REC_ENTRY;
+  b[1] = (uint8_t)e->state;
+  put16(b + 2, e->upstream);
+  put16(b + 4, e->status);
+  b[6] = (uint8_t)err_len;
+  b[7] = 0;
+  put32(b + 8, e->attempts);
+  memcpy(b + 12, e->id, 16);
+  put64(b + 28, e->seq);
+  put64(b + 36, e->enqueued_ms);
+  put64(b + 44, e->updated_ms);
+  memcpy(b + ENTRY_LEN, e->error, err_len);
+  return seal(frame, ENTRY_LEN + err_len);
+}
+
+/* A KEY frame, or with <id> NULL a KEY_REMOVE frame. */
+static size_t encode_key(uint8_t *frame, uint16_t scope, const char *key, size_t key_len,
+                         const uint8_t *id, uint64_t t_ms) {
+  uint8_t *b = frame + FRAME_HEAD;
+  size_t head = id != NULL ? KEY_LEN : KEY_REMOVE_LEN;
+
+  memset(b, 0, head);
+  b[0] = id != NULL ? REC_KEY : REC_KEY_REMOVE;
+  put16(b + 2, scope);
+  put16(b + 4, (uint16_t)key_len);
+  if (id != NULL) {
+    memcpy(b + 8, id, 16);
+    put64(b + 24, t_ms);
+  }
+  memcpy(b + head, key, key_len);
+  return seal(frame, head + key_len);
+}
+
+static void header(uint8_t out[HEADER_LEN]) {
+  memcpy(out, MAGIC, 8);
+  put32(out + 8, VERSION);
+  put32(out + 12, 0);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct loader {
+  struct sl_ledger *l;
+  struct sl_dedupe *d;
+  uint64_t now_ms;
+  uint64_t entries, keys, expired, unknown;
+};
+
+static bool key_expired(const struct sl_dedupe *d, uint64_t t_ms, uint64_t now_ms) {
+  if (d->window_ms == 0)
+    return true;
+  return now_ms >= t_ms && now_ms - t_ms >= d->window_ms;
+}
+
+/* Applies one checked frame body. Returns 0, 1 if the body does not parse
+ * (the load stops there) or -ENOMEM. */
+static int apply(struct loader *ld, const uint8_t *b, size_t len) {
+  switch (b[0]) {
+  case REC_ENTRY: {
+    struct sl_ledger_entry e;
+
+    if (len < ENTRY_LEN || len != ENTRY_LEN + (size_t)b[6] || b[6] >= SL_LEDGER_ERROR_MAX ||
+        b[1] > SL_LEDGER_DEAD || memchr(b + ENTRY_LEN, '\0', b[6]) != NULL)
+      return 1;
+    memset(&e, 0, sizeof(e));
+    /* In flight when it was written (not by this version): queued again now. */
+    e.state = b[1] == SL_LEDGER_INFLIGHT ? SL_LEDGER_QUEUED : (enum sl_ledger_state)b[1];
+    e.upstream = get16(b + 2);
+    e.status = get16(b + 4);
+    e.attempts = get32(b + 8);
+    memcpy(e.id, b + 12, 16);
+    e.seq = get64(b + 28);
+    e.enqueued_ms = get64(b + 36);
+    e.updated_ms = get64(b + 44);
+    memcpy(e.error, b + ENTRY_LEN, b[6]);
+    ld->entries++;
+    return sl_ledger_put(ld->l, &e) == -ENOMEM ? -ENOMEM : 0;
+  }
+  case REC_KEY:
+  case REC_KEY_REMOVE: {
+    size_t head = b[0] == REC_KEY ? KEY_LEN : KEY_REMOVE_LEN;
+    size_t key_len = get16(b + 4);
+    const char *key = (const char *)b + head;
+
+    if (len < head || key_len == 0 || key_len > SL_DEDUPE_KEY_MAX || len != head + key_len)
+      return 1;
+    if (b[0] == REC_KEY_REMOVE) {
+      sl_dedupe_remove(ld->d, get16(b + 2), key, key_len);
+      return 0;
+    }
+    if (key_expired(ld->d, get64(b + 24), ld->now_ms)) {
+      ld->expired++;
+      return 0;
+    }
+    ld->keys++;
+    /* Put "at" its own time: the index keeps keys in time order and expires
+     * them from there, as if they had come in now. */
+    return sl_dedupe_put(ld->d, get16(b + 2), key, key_len, b + 8, get64(b + 24)) == -ENOMEM
+               ? -ENOMEM
+               : 0;
+  }
+  default:
+    ld->unknown++;
+    return 0;
+  }
+}
+
+/* Reads into <buf> (holding <*have> bytes) until it holds <want> or the file
+ * or <limit> ends. Returns 0 or a negative errno. */
+static int fill(int fd, uint8_t *buf, size_t *have, size_t want, uint64_t *left) {
+  while (*have<want && * left> 0) {
+    size_t n = IO_CHUNK - *have;
+    ssize_t r;
+
+    if (n > *left)
+      n = (size_t)*left;
+    r = read(fd, buf + *have, n);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return -errno;
+    if (r == 0)
+      break;
+    *have += (size_t)r;
+    *left -= (uint64_t)r;
+  }
+  return 0;
+}
+
+/*
+ * Threadpool or startup. Applies the frames of the open file <fd> from its
+ * start, up to <limit> bytes, to <ld>. Sets <*bad_offset> to the offset of
+ * the first frame (or header) that is torn or corrupt, -1 if there is none.
+ * Returns 0 or a negative errno (a read error or no memory).
+ */
+static int load_fd(int fd, uint64_t limit, struct loader *ld, int64_t *bad_offset) {
+  uint8_t *buf = malloc(IO_CHUNK);
+  uint8_t hdr[HEADER_LEN];
+  size_t have = 0, off = 0;
+  uint64_t pos = 0; /* file offset of buf[0] */
+  int rc;
+
+  *bad_offset = -1;
+  if (buf == NULL)
+    return -ENOMEM;
+  rc = fill(fd, buf, &have, IO_CHUNK, &limit);
+  if (rc != 0 || have == 0)
+    goto done;
+  header(hdr);
+  if (have < HEADER_LEN || memcmp(buf, hdr, HEADER_LEN) != 0) {
+    *bad_offset = 0;
+    goto done;
+  }
+  off = HEADER_LEN;
+  for (;;) {
+    if (have - off < FRAME_MAX) {
+      memmove(buf, buf + off, have - off);
+      pos += off;
+      have -= off;
+      off = 0;
+      if ((rc = fill(fd, buf, &have, IO_CHUNK, &limit)) != 0)
+        break;
+    }
+    if (have == off)
+      break; /* a clean end */
+    size_t len = have - off >= FRAME_HEAD ? get32(buf + off) : 0;
+    if (len == 0 || len > BODY_MAX || have - off < FRAME_HEAD + len ||
+        get32(buf + off + 4) !=
+            sl_crc32c(sl_crc32c(0, buf + off, 4), buf + off + FRAME_HEAD, len)) {
+      *bad_offset = (int64_t)(pos + off);
+      break;
+    }
+    rc = apply(ld, buf + off + FRAME_HEAD, len);
+    if (rc < 0)
+      break;
+    if (rc > 0) {
+      *bad_offset = (int64_t)(pos + off);
+      rc = 0;
+      break;
+    }
+    off += FRAME_HEAD + len;
+  }
+
+done:
+  free(buf);
+  return rc;
+}
+
+/* ---- writing a snapshot (startup and threadpool) ------------------------ */
+
+static int write_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+
+  while (len > 0) {
+    ssize_t r = write(fd, p, len);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return -errno;
+    p += r;
+    len -= (size_t)r;
+  }
+  return 0;
+}
+
+struct snap {
+  int fd;
+  struct sl_buf buf;
+  uint64_t size;
+  int rc;
+};
+
+static void snap_add(struct snap *s, const uint8_t *frame, size_t len) {
+  if (s->rc != 0)
+    return;
+  if (s->buf.len + len > IO_CHUNK) {
+    s->rc = write_all(s->fd, s->buf.base, s->buf.len);
+    sl_buf_reset(&s->buf);
+  }
+  if (s->rc == 0 && sl_buf_append(&s->buf, frame, len) != 0)
+    s->rc = -ENOMEM;
+  s->size += len;
+}
+
+static void node_entry(const struct sl_ledger *l, uint32_t n, struct sl_ledger_entry *e) {
+  const struct sl__ledger_node *node = &l->nodes[n];
+
+  memcpy(e->id, node->id, 16);
+  e->state = (enum sl_ledger_state)node->state;
+  e->upstream = node->upstream;
+  e->status = node->status;
+  e->attempts = node->attempts;
+  e->seq = node->seq;
+  e->enqueued_ms = node->enqueued_ms;
+  e->updated_ms = node->updated_ms;
+  if (node->err != SL__LEDGER_NONE)
+    memcpy(e->error, l->errs[node->err], SL_LEDGER_ERROR_MAX);
+  else
+    e->error[0] = '\0';
+}
+
+/*
+ * Writes the header and what <l> and <d> hold to <fd>, which is empty: the
+ * pending entries, then the settled ones, each in eviction order, so that a
+ * reload rebuilds the same eviction order; then the keys still inside the
+ * window at <now_ms>, oldest first. Sets <*size>. Returns 0 or a negative
+ * errno.
+ */
+static int write_snapshot(int fd, const struct sl_ledger *l, const struct sl_dedupe *d,
+                          uint64_t now_ms, uint64_t *size) {
+  struct snap s = {.fd = fd};
+  uint8_t frame[FRAME_MAX];
+  struct sl_ledger_entry e;
+
+  sl_buf_init(&s.buf);
+  header(frame);
+  snap_add(&s, frame, HEADER_LEN);
+  for (int which = SL__LEDGER_PENDING; which <= SL__LEDGER_SETTLED; which++) {
+    for (uint32_t n = l->lists[which].head; n != SL__LEDGER_NONE; n = l->nodes[n].next) {
+      node_entry(l, n, &e);
+      snap_add(&s, frame, encode_entry(frame, &e));
+    }
+  }
+  for (uint32_t i = 0; i < d->len; i++) {
+    const struct sl__dedupe_node *k = &d->ring[((uint64_t)d->head + i) % d->ring_alloc];
+    if (k->key != NULL && !key_expired(d, k->t_ms, now_ms))
+      snap_add(&s, frame, encode_key(frame, k->scope, k->key, k->key_len, k->id, k->t_ms));
+  }
+  if (s.rc == 0 && s.buf.len > 0)
+    s.rc = write_all(fd, s.buf.base, s.buf.len);
+  sl_buf_dispose(&s.buf);
+  *size = s.size;
+  return s.rc;
+}
+
+/* Creates <tmp_path> with the snapshot of <l> and <d>, fsynced. Returns 0 and
+ * sets <*fd_out> (open for writing, at its end) and <*size>, or a negative
+ * errno (no file is left behind). */
+static int write_temp(const char *tmp_path, const struct sl_ledger *l, const struct sl_dedupe *d,
+                      uint64_t now_ms, int *fd_out, uint64_t *size) {
+  int fd = open(tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  int rc;
+
+  if (fd < 0)
+    return -errno;
+  rc = write_snapshot(fd, l, d, now_ms, size);
+  if (rc == 0 && fsync(fd) != 0)
+    rc = -errno;
+  if (rc != 0) {
+    close(fd);
+    unlink(tmp_path);
+    return rc;
+  }
+  *fd_out = fd;
+  return 0;
+}
+
+/* ---- startup ------------------------------------------------------------ */
+
+/* Creates the directory <dir> and its parents. Returns 0 or a negative errno. */
+static int mkdir_p(const char *dir) {
+  char tmp[4096];
+  size_t n = strlen(dir);
+
+  if (n == 0 || n >= sizeof(tmp))
+    return n == 0 ? 0 : -ENAMETOOLONG;
+  memcpy(tmp, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (tmp[i] != '/' && tmp[i] != '\0')
+      continue;
+    tmp[i] = '\0';
+    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+      return -errno;
+    tmp[i] = i == n ? '\0' : '/';
+  }
+  return 0;
+}
+
+/* The directory part of <path> (malloc'd), "." if it has none. */
+static char *dir_of(const char *path) {
+  const char *slash = strrchr(path, '/');
+
+  if (slash == NULL)
+    return strdup(".");
+  if (slash == path)
+    return strdup("/");
+  return strndup(path, (size_t)(slash - path));
+}
+
+static int fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int rc = 0;
+
+  if (fd < 0)
+    return -errno;
+  if (fsync(fd) != 0)
+    rc = -errno;
+  close(fd);
+  return rc;
+}
+
+static int lock_file(const char *path, int *fd_out) {
+  char lock[4096];
+  int fd;
+
+  if (snprintf(lock, sizeof(lock), "%s.lock", path) >= (int)sizeof(lock))
+    return -ENAMETOOLONG;
+  fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0)
+    return -errno;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno == EWOULDBLOCK ? SL_ELEDGER_LOCKED : -errno;
+    close(fd);
+    return err;
+  }
+  *fd_out = fd;
+  return 0;
+}
+
+struct queued_rank {
+  uint64_t seq, enqueued_ms;
+  uint32_t node;
+  uint16_t upstream;
+};
+
+static int rank_cmp(const void *a, const void *b) {
+  const struct queued_rank *x = a, *y = b;
+
+  if (x->upstream != y->upstream)
+    return x->upstream < y->upstream ? -1 : 1;
+  if (x->seq != y->seq)
+    return x->seq < y->seq ? -1 : 1;
+  if (x->enqueued_ms != y->enqueued_ms)
+    return x->enqueued_ms < y->enqueued_ms ? -1 : 1;
+  return x->node < y->node ? -1 : x->node > y->node;
+}
+
+/* Renumbers the queued entries of each upstream 1, 2, ... in their order
+ * (see sl_ledger_journal_open). Returns 0 or -ENOMEM. */
+static int renumber_queued(struct sl_ledger *l) {
+  const struct sl__ledger_list *pending = &l->lists[SL__LEDGER_PENDING];
+  struct queued_rank *r;
+  size_t n = 0;
+
+  if (pending->len == 0)
+    return 0;
+  r = malloc(pending->len * sizeof(*r));
+  if (r == NULL)
+    return -ENOMEM;
+  for (uint32_t i = pending->head; i != SL__LEDGER_NONE; i = l->nodes[i].next)
+    r[n++] =
+        (struct queued_rank){l->nodes[i].seq, l->nodes[i].enqueued_ms, i, l->nodes[i].upstream};
+  qsort(r, n, sizeof(*r), rank_cmp);
+  for (size_t i = 0, rank = 0; i < n; i++) {
+    rank = i > 0 && r[i].upstream == r[i - 1].upstream ? rank + 1 : 1;
+    l->nodes[r[i].node].seq = rank;
+  }
+  free(r);
+  return 0;
+}
+
+/* Reads <j>->path into the ledger and key index. Returns 0 or a negative errno. */
+static int load(struct sl_ledger_journal *j, uint64_t now_ms) {
+  struct loader ld = {.l = j->l, .d = j->d, .now_ms = now_ms};
+  struct stat sb;
+  int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+  int rc;
+
+  j->st.bad_offset = -1;
+  if (fd < 0)
+    return errno == ENOENT ? 0 : -errno;
+  rc = fstat(fd, &sb) != 0 ? -errno : load_fd(fd, UINT64_MAX, &ld, &j->st.bad_offset);
+  close(fd);
+  if (rc != 0)
+    return rc;
+  j->st.loaded_entries = ld.entries;
+  j->st.loaded_keys = ld.keys;
+  j->st.expired_keys = ld.expired;
+  if (j->st.bad_offset >= 0)
+    sl_log_warn("ledger journal %s: unreadable frame at offset %lld of %lld (a torn tail after "
+                "a crash, or corruption): the load stops there",
+                j->path, (long long)j->st.bad_offset, (long long)sb.st_size);
+  if (ld.unknown > 0)
+    sl_log_warn("ledger journal %s: %llu record(s) of an unknown type skipped", j->path,
+                (unsigned long long)ld.unknown);
+  sl_log_info("ledger journal %s: %llu status record(s) and %llu Idempotency-Key(s) read "
+              "(%llu expired), %zu status entries held",
+              j->path, (unsigned long long)ld.entries, (unsigned long long)ld.keys,
+              (unsigned long long)ld.expired, sl_ledger_count(j->l));
+  return 0;
+}
+
+/* Rewrites the journal with what the ledger and key index hold and keeps it
+ * open for appending. Returns 0 or a negative errno. */
+static int compact_at_startup(struct sl_ledger_journal *j, uint64_t now_ms) {
+  char *dir = dir_of(j->path);
+  uint64_t size = 0;
+  int rc;
+
+  if (dir == NULL)
+    return -ENOMEM;
+  rc = write_temp(j->tmp_path, j->l, j->d, now_ms, &j->fd, &size);
+  if (rc == 0 && rename(j->tmp_path, j->path) != 0) {
+    rc = -errno;
+    close(j->fd);
+    j->fd = -1;
+    unlink(j->tmp_path);
+  }
+  if (rc == 0)
+    rc = fsync_dir(dir);
+  free(dir);
+  j->st.file_bytes = size;
+  j->compact_at = size * 4 > j->opts.compact_min_bytes ? size * 4 : j->opts.compact_min_bytes;
+  return rc;
+}
+
+static void journal_free(struct sl_ledger_journal *j) {
+  sl_buf_dispose(&j->pending);
+  sl_buf_dispose(&j->inflight);
+  sl_buf_dispose(&j->capture);
+  free(j->path);
+  free(j->tmp_path);
+  free(j);
+}
+
+int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *l,
+                           struct sl_dedupe *d, uint64_t now_ms,
+                           const struct sl_ledger_journal_opts *opts,
+                           struct sl_ledger_journal **out) {
+  struct sl_ledger_journal *j = calloc(1, sizeof(*j));
+  char *dir = NULL;
+  int rc;
+
+  if (j == NULL)
+    return -ENOMEM;
+  j->loop = loop;
+  j->l = l;
+  j->d = d;
+  j->fd = j->old_fd = j->lock_fd = -1;
+  if (opts != NULL)
+    j->opts = *opts;
+  else
+    sl_ledger_journal_opts_init(&j->opts);
+  sl_buf_init(&j->pending);
+  sl_buf_init(&j->inflight);
+  sl_buf_init(&j->capture);
+  j->path = strdup(path);
+  j->tmp_path = malloc(strlen(path) + 5);
+  dir = dir_of(path);
+  if (j->path == NULL || j->tmp_path == NULL || dir == NULL) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  sprintf(j->tmp_path, "%s.tmp", path);
+  if ((rc = mkdir_p(dir)) != 0 || (rc = lock_file(path, &j->lock_fd)) != 0 ||
+      (rc = load(j, now_ms)) != 0 || (rc = renumber_queued(l)) != 0 ||
+      (rc = compact_at_startup(j, now_ms)) != 0)
+    goto fail;
+  free(dir);
+  uv_timer_init(loop, &j->timer);
+  j->timer.data = j;
+  j->timer_open = true;
+  l->journal = j;
+  d->journal = j;
+  *out = j;
+  return 0;
+
+fail:
+  free(dir);
+  if (j->fd >= 0)
+    close(j->fd);
+  if (j->lock_fd >= 0)
+    close(j->lock_fd);
+  journal_free(j);
+  return rc;
+}
+
+/* ---- appending on the loop ---------------------------------------------- */
+
+static void flush(struct sl_ledger_journal *j);
+static void maybe_compact(struct sl_ledger_journal *j);
+static void write_failed(struct sl_ledger_journal *j, int err);
+static void maybe_free(struct sl_ledger_journal *j);
+static void start_compaction(struct sl_ledger_journal *j);
+static void switch_files(struct sl_ledger_journal *j);
+static void start_rename(struct sl_ledger_journal *j);
+
+static void on_timer(uv_timer_t *t) { flush(t->data); }
+
+static void on_close_done(uv_work_t *w, int status) {
+  struct close_job *job = (struct close_job *)w;
+  struct sl_ledger_journal *j = job->j;
+
+  (void)status;
+  free(job->unlink_path);
+  if (job->last) {
+    journal_free(j);
+  } else {
+    j->ops--;
+    maybe_compact(j);
+    maybe_free(j);
+  }
+  free(job);
+}
+
+/* threadpool */
+static void close_work(uv_work_t *w) {
+  struct close_job *job = (struct close_job *)w;
+
+  for (int i = 0; i < 3; i++) {
+    if (job->fds[i] >= 0)
+      close(job->fds[i]);
+  }
+  if (job->unlink_path != NULL)
+    unlink(job->unlink_path);
+}
+
+/* Closes <fd>, <fd2> and <fd3> (-1: none) and unlinks <path> (NULL: none)
+ * off the loop. With <last>, frees <j> afterwards. */
+static void close_later(struct sl_ledger_journal *j, int fd, int fd2, int fd3, const char *path,
+                        bool last) {
+  struct close_job *job = calloc(1, sizeof(*job));
+
+  if (job != NULL && path != NULL && (job->unlink_path = strdup(path)) == NULL) {
+    free(job);
+    job = NULL;
+  }
+  if (job == NULL) {
+    /* Out of memory at this point: a leaked descriptor is the lesser harm
+     * than blocking the loop. */
+    sl_log_error("ledger journal %s: out of memory closing files", j->path);
+    if (last)
+      journal_free(j);
+    return;
+  }
+  job->j = j;
+  job->fds[0] = fd;
+  job->fds[1] = fd2;
+  job->fds[2] = fd3;
+  job->last = last;
+  if (!last)
+    j->ops++;
+  uv_queue_work(j->loop, &job->work, close_work, on_close_done);
+}
+
+static void stop_journaling(struct sl_ledger_journal *j, const char *what, int err) {
+  sl_log_error("ledger journal %s: %s: %s; status changes are not journaled until the next "
+               "restart (the spool is not affected)",
+               j->path, what, uv_strerror(err));
+  j->st.failed = 1;
+  sl_buf_reset(&j->pending);
+  sl_buf_reset(&j->capture);
+}
+
+/* A compaction that switched files cannot finish: back to the old file. */
+static void abandon_switched(struct sl_ledger_journal *j) {
+  close_later(j, j->fd, -1, -1, j->tmp_path, false);
+  j->fd = j->old_fd;
+  j->old_fd = -1;
+  free(j->job);
+  j->job = NULL;
+  j->cstate = COMPACT_IDLE;
+}
+
+/* A write failed (<err>): nothing more is journaled, and a compaction
+ * waiting for this write or writing its catch-up is given up. */
+static void write_failed(struct sl_ledger_journal *j, int err) {
+  sl_buf_reset(&j->inflight);
+  stop_journaling(j, "write", err);
+  if (j->cstate == COMPACT_CATCHUP) {
+    abandon_switched(j);
+  } else if (j->cstate == COMPACT_SWITCH) {
+    close_later(j, j->job->fd, -1, -1, j->tmp_path, false);
+    free(j->job);
+    j->job = NULL;
+    j->cstate = COMPACT_IDLE;
+  }
+}
+
+static void on_write(uv_fs_t *req);
+
+static void start_write(struct sl_ledger_journal *j) {
+  uv_buf_t b = uv_buf_init(j->inflight.base + j->inflight_done,
+                           (unsigned)(j->inflight.len - j->inflight_done));
+  int rc;
+
+  j->writing = true;
+  j->write_req.data = j;
+  rc = uv_fs_write(j->loop, &j->write_req, j->fd, &b, 1, (int64_t)j->st.file_bytes, on_write);
+  if (rc != 0) {
+    j->writing = false;
+    write_failed(j, rc);
+  }
+}
+
+static void flush(struct sl_ledger_journal *j) {
+  struct sl_buf tmp;
+
+  if (j->writing || j->pending.len == 0 || j->st.failed || j->cstate == COMPACT_SWITCH)
+    return;
+  uv_timer_stop(&j->timer);
+  tmp = j->inflight;
+  j->inflight = j->pending;
+  j->pending = tmp;
+  sl_buf_reset(&j->pending);
+  j->inflight_done = 0;
+  start_write(j);
+}
+
+/* Whether a compaction may start now. Not while a job that closes files
+ * runs (<ops>): it may be about to unlink the temp file of the last one. */
+static bool can_compact(const struct sl_ledger_journal *j) {
+  return j->cstate == COMPACT_IDLE && !j->closing && !j->st.failed && !j->writing && j->ops == 0;
+}
+
+static void maybe_compact(struct sl_ledger_journal *j) {
+  if (can_compact(j) && j->st.file_bytes >= j->compact_at)
+    start_compaction(j);
+}
+
+static void on_write(uv_fs_t *req) {
+  struct sl_ledger_journal *j = req->data;
+  ssize_t r = req->result;
+
+  uv_fs_req_cleanup(req);
+  j->writing = false;
+  if (r <= 0) {
+    write_failed(j, r < 0 ? (int)r : UV_EIO);
+    maybe_free(j);
+    return;
+  }
+  j->inflight_done += (size_t)r;
+  j->st.file_bytes += (uint64_t)r;
+  if (j->inflight_done < j->inflight.len) {
+    start_write(j); /* a short write: the rest */
+    return;
+  }
+  sl_buf_reset(&j->inflight);
+  if (j->cstate == COMPACT_SWITCH)
+    switch_files(j);
+  else if (j->cstate == COMPACT_CATCHUP)
+    start_rename(j);
+  maybe_compact(j);
+  if (j->pending.len >= j->opts.flush_bytes || j->closing)
+    flush(j);
+  else if (j->pending.len > 0 && !j->closing && !uv_is_active((uv_handle_t *)&j->timer))
+    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+  maybe_free(j);
+}
+
+static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len) {
+  if (j->st.failed) {
+    j->st.dropped_records++;
+    return;
+  }
+  if (j->pending.len + len > j->opts.max_pending_bytes ||
+      sl_buf_append(&j->pending, frame, len) != 0) {
+    if (!j->warned_drop)
+      sl_log_warn("ledger journal %s: %zu bytes wait for the disk: status changes are dropped "
+                  "until it catches up",
+                  j->path, j->pending.len);
+    j->warned_drop = true;
+    j->st.dropped_records++;
+    return;
+  }
+  j->warned_drop = false;
+  j->st.appended_records++;
+  j->st.appended_bytes += len;
+  if ((j->cstate == COMPACT_SNAPSHOT || j->cstate == COMPACT_SWITCH) && !j->capture_overflow) {
+    if (j->capture.len + len > j->opts.max_pending_bytes ||
+        sl_buf_append(&j->capture, frame, len) != 0) {
+      j->capture_overflow = true; /* the compaction is abandoned when its job returns */
+      sl_buf_dispose(&j->capture);
+    }
+  }
+  if (j->pending.len >= j->opts.flush_bytes)
+    flush(j);
+  else if (!uv_is_active((uv_handle_t *)&j->timer))
+    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+}
+
+void sl_ledger_journal_flush(struct sl_ledger_journal *j) { flush(j); }
+
+int sl_ledger_journal_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
+  int rc = sl_ledger_put(l, e);
+  uint8_t frame[FRAME_MAX];
+
+  if (rc == 0 && l->journal != NULL && e->state != SL_LEDGER_INFLIGHT)
+    append(l->journal, frame, encode_entry(frame, e));
+  return rc;
+}
+
+int sl_ledger_journal_put_key(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
+                              const uint8_t id[16], uint64_t now_ms) {
+  int rc = sl_dedupe_put(d, scope, key, key_len, id, now_ms);
+  uint8_t frame[FRAME_MAX];
+
+  if (rc == 0 && d->journal != NULL)
+    append(d->journal, frame, encode_key(frame, scope, key, key_len, id, now_ms));
+  return rc;
+}
+
+int sl_ledger_journal_remove_key(struct sl_dedupe *d, uint16_t scope, const char *key,
+                                 size_t key_len) {
+  int rc = sl_dedupe_remove(d, scope, key, key_len);
+  uint8_t frame[FRAME_MAX];
+
+  if (rc == 0 && d->journal != NULL)
+    append(d->journal, frame, encode_key(frame, scope, key, key_len, NULL, 0));
+  return rc;
+}
+
+/* ---- run-time compaction ------------------------------------------------ */
+
+/* threadpool: replays the file's first <limit> bytes into private structures
+ * and writes their snapshot to the temp file. */
+static void compact_work(uv_work_t *w) {
+  struct compact_job *job = (struct compact_job *)w;
+  struct sl_ledger *l = sl_ledger_create(job->ledger_capacity);
+  struct sl_dedupe *d = sl_dedupe_create(job->dedupe_capacity, job->window_ms);
+  struct loader ld = {.l = l, .d = d, .now_ms = job->now_ms};
+  int fd = -1;
+
+  job->fd = -1;
+  job->bad_offset = -1;
+  job->rc = l == NULL || d == NULL ? -ENOMEM : 0;
+  if (job->rc == 0 && (fd = open(job->path, O_RDONLY | O_CLOEXEC)) < 0)
+    job->rc = -errno;
+  if (job->rc == 0)
+    job->rc = load_fd(fd, job->limit, &ld, &job->bad_offset);
+  if (fd >= 0)
+    close(fd);
+  if (job->rc == 0)
+    job->rc = write_temp(job->tmp_path, l, d, job->now_ms, &job->fd, &job->size);
+  sl_ledger_destroy(l);
+  sl_dedupe_destroy(d);
+}
+
+static void on_compacted(uv_work_t *w, int status) {
+  struct compact_job *job = (struct compact_job *)w;
+  struct sl_ledger_journal *j = job->j;
+  int rc = status != 0 ? status : job->rc;
+
+  j->ops--;
+  if (rc == 0 && job->bad_offset >= 0)
+    sl_log_warn("ledger journal %s: compaction stopped at an unreadable frame at offset %lld",
+                j->path, (long long)job->bad_offset);
+  if (rc != 0 || j->closing || j->capture_overflow || j->st.failed) {
+    if (rc != 0)
+      sl_log_warn("ledger journal %s: compaction failed: %s; retried after the file doubles",
+                  j->path, uv_strerror(rc));
+    if (job->fd >= 0)
+      close_later(j, job->fd, -1, -1, job->tmp_path, false);
+    j->compact_at =
+        j->st.file_bytes +
+        (j->compact_at > j->opts.compact_min_bytes ? j->compact_at : j->opts.compact_min_bytes);
+    j->capture_overflow = false;
+    sl_buf_reset(&j->capture);
+    j->cstate = COMPACT_IDLE;
+    free(job);
+    maybe_free(j);
+    return;
+  }
+  j->job = job;
+  if (j->writing)
+    j->cstate = COMPACT_SWITCH; /* on_write switches once the old file has its bytes */
+  else
+    switch_files(j);
+}
+
+static void start_compaction(struct sl_ledger_journal *j) {
+  struct compact_job *job = calloc(1, sizeof(*job));
+
+  sl_buf_reset(&j->capture);
+  if (job == NULL || sl_buf_append(&j->capture, j->pending.base, j->pending.len) != 0) {
+    free(job);
+    return; /* tried again after the next write */
+  }
+  job->j = j;
+  job->path = j->path;
+  job->tmp_path = j->tmp_path;
+  job->limit = j->st.file_bytes;
+  job->ledger_capacity = sl_ledger_capacity(j->l);
+  job->dedupe_capacity = j->d->capacity;
+  job->window_ms = j->d->window_ms;
+  job->now_ms = sl_clock_wall_ms();
+  j->cstate = COMPACT_SNAPSHOT;
+  j->capture_overflow = false;
+  j->ops++;
+  uv_queue_work(j->loop, &job->work, compact_work, on_compacted);
+}
+
+/* The snapshot is written and no write is in flight: the temp file takes
+ * the appends, starting with what was appended since the snapshot's end. */
+static void switch_files(struct sl_ledger_journal *j) {
+  struct sl_buf tmp = j->pending;
+
+  j->old_fd = j->fd;
+  j->fd = j->job->fd;
+  j->st.file_bytes = j->job->size;
+  j->pending = j->capture; /* holds every byte of <pending> and those written since */
+  j->capture = tmp;
+  sl_buf_reset(&j->capture);
+  j->cstate = COMPACT_CATCHUP;
+  if (j->pending.len > 0 && !j->st.failed)
+    flush(j);
+  else
+    start_rename(j);
+}
+
+static void on_renamed(uv_fs_t *req) {
+  struct sl_ledger_journal *j = req->data;
+  int rc = (int)req->result;
+  uint64_t size = j->job->size;
+
+  uv_fs_req_cleanup(req);
+  j->ops--;
+  if (rc < 0) {
+    stop_journaling(j, "renaming the compacted journal", rc);
+    abandon_switched(j);
+    maybe_free(j);
+    return;
+  }
+  close_later(j, j->old_fd, -1, -1, NULL, false);
+  j->old_fd = -1;
+  free(j->job);
+  j->job = NULL;
+  j->cstate = COMPACT_IDLE;
+  j->st.compactions++;
+  j->compact_at = size * 4 > j->opts.compact_min_bytes ? size * 4 : j->opts.compact_min_bytes;
+  sl_log_info("ledger journal %s: compacted to %llu bytes", j->path, (unsigned long long)size);
+  maybe_free(j);
+}
+
+static void start_rename(struct sl_ledger_journal *j) {
+  int rc;
+
+  j->cstate = COMPACT_RENAME;
+  j->rename_req.data = j;
+  rc = uv_fs_rename(j->loop, &j->rename_req, j->tmp_path, j->path, on_renamed);
+  if (rc != 0) {
+    stop_journaling(j, "renaming the compacted journal", rc);
+    abandon_switched(j);
+    return;
+  }
+  j->ops++;
+}
+
+void sl_ledger_journal_compact(struct sl_ledger_journal *j) {
+  if (can_compact(j))
+    start_compaction(j);
+  else if (j->cstate == COMPACT_IDLE)
+    j->compact_at = 0; /* after the write in flight */
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void on_timer_closed(uv_handle_t *h) {
+  struct sl_ledger_journal *j = h->data;
+
+  j->timer_open = false;
+  maybe_free(j);
+}
+
+static void maybe_free(struct sl_ledger_journal *j) {
+  if (!j->closing || j->freeing || j->writing || j->ops > 0 || j->timer_open ||
+      j->cstate != COMPACT_IDLE)
+    return;
+  if (j->pending.len > 0 && !j->st.failed) {
+    flush(j);
+    if (j->writing)
+      return;
+  }
+  j->freeing = true;
+  close_later(j, j->fd, j->old_fd, j->lock_fd, NULL, true);
+}
+
+void sl_ledger_journal_close(struct sl_ledger_journal *j) {
+  if (j == NULL || j->closing)
+    return;
+  j->closing = true;
+  if (j->l->journal == j)
+    j->l->journal = NULL;
+  if (j->d->journal == j)
+    j->d->journal = NULL;
+  uv_close((uv_handle_t *)&j->timer, on_timer_closed);
+  flush(j);
+}
+
+void sl_ledger_journal_stats(const struct sl_ledger_journal *j,
+                             struct sl_ledger_journal_stats *out) {
+  *out = j->st;
+}

@@ -1,0 +1,398 @@
+/*
+ * Drain unit tests: the wake-ups of the replay scheduler. A drain that goes
+ * to sleep while its spool holds a record it could replay stalls until some
+ * unrelated event wakes it, so each test builds the state in which a
+ * wake-up was once missed and checks that the drain's timer is armed for the
+ * moment the record can go, then that the replay really starts.
+ *
+ * A real loop, a real spool in a temporary directory and a backend on
+ * 127.0.0.1 that the test runs on the same loop. The drain reads the
+ * monotonic clock through sl_clock_mono_ns(); this executable defines that
+ * function (and sl_clock_wall_ms, which shares its object file) so that a
+ * test can stop the loop thread's clock or script its next reading. Other
+ * threads (the spool's) always read the real clock.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "sluice/clock.h"
+#include "sluice/config.h"
+#include "sluice/drain.h"
+#include "sluice/log.h"
+#include "sluice/metrics.h"
+#include "sluice/spool.h"
+#include "sluice/upstream.h"
+
+#define MS 1000000ull
+
+/* ---- the clock ------------------------------------------------------------------------ */
+
+static pthread_t loop_thread;
+static bool clock_frozen;     /* the loop thread reads <frozen_ns> */
+static uint64_t frozen_ns;    /* loop thread only */
+static uint64_t next_read_ns; /* when non-zero: the loop thread's next reading, once */
+
+static uint64_t real_ns(clockid_t id) {
+  struct timespec ts;
+
+  clock_gettime(id, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t sl_clock_mono_ns(void) {
+  uint64_t t;
+
+  if (!pthread_equal(pthread_self(), loop_thread) || !clock_frozen)
+    return real_ns(CLOCK_MONOTONIC);
+  t = next_read_ns != 0 ? next_read_ns : frozen_ns;
+  next_read_ns = 0;
+  return t;
+}
+
+uint64_t sl_clock_wall_ms(void) { return real_ns(CLOCK_REALTIME) / MS; }
+
+/* ---- a backend on the loop ------------------------------------------------------------ */
+
+/* Accepts connections; with <status> non-zero answers each request (one per connection)
+ * with that status and closes, else keeps the connection open without answering. */
+struct backend {
+  uv_tcp_t listener;
+  int port;
+  unsigned status;
+  unsigned accepted, requests;
+  uv_tcp_t *conns[8];
+  unsigned nconns;
+};
+
+static void on_backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  static char mem[4096];
+
+  (void)h;
+  (void)hint;
+  *buf = uv_buf_init(mem, sizeof(mem));
+}
+
+static void on_conn_closed(uv_handle_t *h) { free(h); }
+
+static void on_answered(uv_write_t *w, int status) {
+  (void)status;
+  uv_close((uv_handle_t *)w->handle, on_conn_closed);
+  free(w);
+}
+
+static void on_backend_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  struct backend *b = s->data;
+  static char resp[128];
+  uv_write_t *w;
+  uv_buf_t out;
+
+  if (n < 0) {
+    uv_read_stop(s);
+    return;
+  }
+  /* The replays here carry no body: the request ends with its blank line. */
+  if (n == 0 || memmem(buf->base, (size_t)n, "\r\n\r\n", 4) == NULL)
+    return;
+  b->requests++;
+  if (b->status == 0)
+    return;
+  uv_read_stop(s);
+  snprintf(resp, sizeof(resp), "HTTP/1.1 %u Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+           b->status);
+  out = uv_buf_init(resp, (unsigned)strlen(resp));
+  w = malloc(sizeof(*w));
+  assert_non_null(w);
+  assert_int_equal(uv_write(w, s, &out, 1, on_answered), 0);
+}
+
+static void on_backend_conn(uv_stream_t *l, int status) {
+  struct backend *b = l->data;
+  uv_tcp_t *c = malloc(sizeof(*c));
+
+  assert_int_equal(status, 0);
+  assert_non_null(c);
+  uv_tcp_init(l->loop, c);
+  assert_int_equal(uv_accept(l, (uv_stream_t *)c), 0);
+  c->data = b;
+  b->accepted++;
+  if (b->status == 0) {
+    assert_true(b->nconns < sizeof(b->conns) / sizeof(b->conns[0]));
+    b->conns[b->nconns++] = c; /* held open, closed by backend_close */
+  }
+  uv_read_start((uv_stream_t *)c, on_backend_alloc, on_backend_read);
+}
+
+static void backend_open(uv_loop_t *loop, struct backend *b, unsigned status) {
+  struct sockaddr_in sa;
+  struct sockaddr_storage bound;
+  int len = sizeof(bound);
+
+  memset(b, 0, sizeof(*b));
+  b->status = status;
+  uv_tcp_init(loop, &b->listener);
+  b->listener.data = b;
+  uv_ip4_addr("127.0.0.1", 0, &sa);
+  assert_int_equal(uv_tcp_bind(&b->listener, (const struct sockaddr *)&sa, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&b->listener, 16, on_backend_conn), 0);
+  assert_int_equal(uv_tcp_getsockname(&b->listener, (struct sockaddr *)&bound, &len), 0);
+  b->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+}
+
+static void backend_close(struct backend *b) {
+  for (unsigned i = 0; i < b->nconns; i++)
+    uv_close((uv_handle_t *)b->conns[i], on_conn_closed);
+  uv_close((uv_handle_t *)&b->listener, NULL);
+}
+
+/* ---- fixture: one drain with its spool ------------------------------------------------ */
+
+struct fixture {
+  uv_loop_t loop;
+  char dir[64];
+  struct backend backend;
+  struct sl_config *cfg;
+  struct sl_upstream *pool;
+  struct sl_metrics *reg;
+  struct sl_drain *drain;
+  uv_timer_t guard; /* bounds every wait: a stalled drain fails the test, never hangs it */
+  bool guard_fired;
+  bool spilled;
+  bool open;
+};
+
+/* The fixture of the running test: the teardown closes it even after a failed assertion. */
+static struct fixture the_fixture;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+/* Starts a backend answering <status> (0: never) and a drain of upstream "b" with
+ * <upstream_opts> (libconfig settings inside the upstream's braces). */
+static void fixture_open(struct fixture *f, unsigned status, const char *upstream_opts) {
+  char text[1024], err[256], spool_dir[96];
+
+  memset(f, 0, sizeof(*f));
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  uv_timer_init(&f->loop, &f->guard);
+  f->guard.data = f;
+  snprintf(f->dir, sizeof(f->dir), "/tmp/sluice-test-drain.XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  backend_open(&f->loop, &f->backend, status);
+  snprintf(text, sizeof(text),
+           "spool = { dir = \"%s\"; fsync = \"off\"; };\n"
+           "upstreams = ( { name = \"b\"; address = \"127.0.0.1:%d\"; %s } );\n"
+           "routes = ( { prefix = \"/\"; upstream = \"b\"; spill = true; } );\n",
+           f->dir, f->backend.port, upstream_opts);
+  assert_int_equal(sl_config_load_string(text, "test.conf", &f->cfg, err, sizeof(err)), 0);
+  f->pool = sl_upstream_create(&f->loop, &f->cfg->upstreams[0]);
+  f->reg = sl_metrics_create();
+  assert_non_null(f->pool);
+  assert_non_null(f->reg);
+  snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
+  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, NULL,
+                                   f->reg, spool_dir, &f->drain),
+                   0);
+  f->open = true;
+}
+
+static int fixture_close(void **state) {
+  struct fixture *f = &the_fixture;
+
+  (void)state;
+  clock_frozen = false;
+  next_read_ns = 0;
+  if (!f->open)
+    return 0;
+  f->open = false;
+  sl_drain_destroy(f->drain);
+  sl_upstream_destroy(f->pool);
+  backend_close(&f->backend);
+  uv_close((uv_handle_t *)&f->guard, NULL);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  sl_metrics_destroy(f->reg);
+  sl_config_unref(f->cfg);
+  nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+  return 0;
+}
+
+static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
+  struct fixture *f = arg;
+
+  assert_int_equal(res->status, 0);
+  f->spilled = true;
+}
+
+/* Spills one bodiless GET to the drain. */
+static void spill_one(struct fixture *f) {
+  struct sl_buf fields, body;
+  uint8_t id[16];
+
+  sl_buf_init(&fields);
+  sl_buf_init(&body);
+  assert_int_equal(
+      sl_drain_spill(f->drain, "GET", 3, "/x", 2, &fields, &body, 0, on_spilled, f, id), 0);
+}
+
+static void on_guard(uv_timer_t *t) {
+  struct fixture *f = t->data;
+
+  f->guard_fired = true;
+}
+
+/* Runs the loop until <*flag> (an unsigned counter) reaches <want>, or 5 s pass. */
+static bool run_until(struct fixture *f, const unsigned *flag, unsigned want) {
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  while (*flag < want && !f->guard_fired)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_timer_stop(&f->guard);
+  return *flag >= want;
+}
+
+/* Runs the loop until the spill's completion has been handled by the drain, and stops right
+ * there: UV_RUN_NOWAIT runs no timers after the callbacks, so the timer the drain armed for
+ * the record has not fired yet when this returns, however slow the machine. */
+static void run_until_spilled(struct fixture *f) {
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  while (!f->spilled && !f->guard_fired) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    if (!f->spilled)
+      usleep(1000);
+  }
+  uv_timer_stop(&f->guard);
+  assert_true(f->spilled);
+}
+
+struct timer_probe {
+  const struct sl_drain *drain;
+  bool armed;
+  uint64_t due_in;
+};
+
+static void probe_handle(uv_handle_t *h, void *arg) {
+  struct timer_probe *p = arg;
+
+  /* The drain's own timer: the only timer whose data is the drain. */
+  if (h->type == UV_TIMER && h->data == p->drain && uv_is_active(h)) {
+    p->armed = true;
+    p->due_in = uv_timer_get_due_in((uv_timer_t *)h);
+  }
+}
+
+/* Milliseconds until the drain's timer fires; UINT64_MAX if it is not armed. */
+static uint64_t drain_timer_due_in(struct fixture *f) {
+  struct timer_probe p = {f->drain, false, 0};
+
+  uv_walk(&f->loop, probe_handle, &p);
+  return p.armed ? p.due_in : UINT64_MAX;
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+/*
+ * A token arrives between the moment pump() looked at the budget and the
+ * moment it armed its timer: the record taken is given back for want of a
+ * token, and the timer must still be armed for that token, not skipped
+ * because "a token is there now". (The drain stalled so in the kill -9
+ * end-to-end test, after the restart, with records in the spool.)
+ */
+static void test_token_arriving_during_pump_is_not_missed(void **state) {
+  struct fixture *f = &the_fixture;
+  uint64_t t0 = real_ns(CLOCK_MONOTONIC);
+
+  (void)state;
+  clock_frozen = true;
+  frozen_ns = t0;
+  /* 10/s, burst 1: one token every 100 ms. */
+  fixture_open(f, 0, "rate = 10.0; burst = 1;");
+  /* A live request takes the one token; the spool is empty. */
+  assert_int_equal(sl_drain_admit(f->drain, false), SL_SHAPER_FORWARD);
+  sl_drain_release(f->drain);
+
+  spill_one(f);
+  /* The drain's pump for the spilled record reads the clock 0.1 ms before the next token;
+   * every later reading is 0.1 ms after it, as if the take had taken 0.2 ms. */
+  next_read_ns = t0 + 100 * MS - 100000;
+  frozen_ns = t0 + 100 * MS + 100000;
+  run_until_spilled(f);
+  assert_int_equal(next_read_ns, 0); /* the pump did read the scripted moment */
+
+  /* The token is 0.1 ms away from what pump() saw: the timer is armed for it (a
+   * millisecond, the timer's resolution), not for some later poll, not never. */
+  assert_true(drain_timer_due_in(f) <= 1);
+  assert_true(run_until(f, &f->backend.accepted, 1));
+}
+
+/* Runs the loop until the backend has answered once and the drain's retry of that record
+ * is on disk, then lets the spool finish and hands its completions to the drain. */
+static void run_until_retry_written(struct fixture *f) {
+  struct sl_spool *spool = sl_drain_spool(f->drain);
+  struct sl_spool_stats st;
+
+  assert_true(run_until(f, &f->backend.requests, 1));
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  for (;;) {
+    sl_spool_stats(spool, &st);
+    if ((st.delayed + st.ready == 1 && st.inflight == 0) || f->guard_fired)
+      break;
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+  uv_timer_stop(&f->guard);
+  assert_int_equal(st.delayed + st.ready, 1);
+  assert_int_equal(st.inflight, 0);
+  sl_spool_wait_idle(spool);
+  sl_spool_poll_completions(spool);
+}
+
+/*
+ * A failed replay is rescheduled through sl_spool_retry(): the copy lands in
+ * the delayed store on the writer thread after pump() last looked at the
+ * spool's next due time. Once the copy is durable the drain must arm its
+ * timer for it; nothing else is going to wake it.
+ */
+static void test_retry_copy_wakes_the_drain(void **state) {
+  struct fixture *f = &the_fixture;
+
+  (void)state;
+  fixture_open(f, 500,
+               "retry = { max_attempts = 3; initial_backoff = \"100ms\"; max_backoff = \"100ms\";"
+               " multiplier = 1.0; jitter = 0.0; };");
+  spill_one(f);
+  run_until_retry_written(f);
+  /* Due 100 ms after the failure, less the time it took to get here. */
+  assert_true(drain_timer_due_in(f) <= 100);
+  assert_true(run_until(f, &f->backend.requests, 2));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_teardown(test_token_arriving_during_pump_is_not_missed, fixture_close),
+      cmocka_unit_test_teardown(test_retry_copy_wakes_the_drain, fixture_close),
+  };
+
+  loop_thread = pthread_self();
+  sl_log_set_level(SL_LOG_WARN);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,526 @@
+/*
+ * Ledger journal: round trip through the file, what is (not) journaled, the
+ * renumbering of queued entries, a torn tail, a bad CRC, a bad header,
+ * compaction at startup and at run time (with appends during it), key expiry
+ * on load, the lock against a second process and the bound on the buffer.
+ * Each test works in a fresh temporary directory on a loop of its own.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ledger/ledger_int.h"
+#include "sluice/clock.h"
+#include "sluice/ledger.h"
+#include "sluice/ledger_journal.h"
+
+#define HEADER_LEN 16
+#define ENTRY_FRAME 60 /* an entry frame without error text */
+#define HOUR_MS (3600ull * 1000)
+
+struct fixture {
+  char dir[64];
+  char path[128];
+  uv_loop_t loop;
+  struct sl_ledger *l;
+  struct sl_dedupe *d;
+  struct sl_ledger_journal *j;
+  uint64_t now;
+};
+
+static int setup(void **state) {
+  struct fixture *f = calloc(1, sizeof(*f));
+
+  assert_non_null(f);
+  snprintf(f->dir, sizeof(f->dir), "/tmp/sl-journal-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  snprintf(f->path, sizeof(f->path), "%s/" SL_LEDGER_JOURNAL_FILE, f->dir);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  f->now = sl_clock_wall_ms();
+  *state = f;
+  return 0;
+}
+
+/* Closes the journal and runs the loop until its last write and close are done. */
+static void close_journal(struct fixture *f) {
+  sl_ledger_journal_close(f->j);
+  f->j = NULL;
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+}
+
+static void drop_structures(struct fixture *f) {
+  sl_ledger_destroy(f->l);
+  sl_dedupe_destroy(f->d);
+  f->l = NULL;
+  f->d = NULL;
+}
+
+static int teardown(void **state) {
+  struct fixture *f = *state;
+  char p[160];
+
+  if (f->j != NULL)
+    close_journal(f);
+  drop_structures(f);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  unlink(f->path);
+  snprintf(p, sizeof(p), "%s.lock", f->path);
+  unlink(p);
+  snprintf(p, sizeof(p), "%s.tmp", f->path);
+  unlink(p);
+  rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+/* Fresh structures (ledger capacity <cap>, 1 h key window), opened on the file. */
+static int open_with(struct fixture *f, size_t cap, const struct sl_ledger_journal_opts *opts) {
+  int rc;
+
+  drop_structures(f);
+  f->l = sl_ledger_create(cap);
+  f->d = sl_dedupe_create(64, HOUR_MS);
+  assert_non_null(f->l);
+  assert_non_null(f->d);
+  rc = sl_ledger_journal_open(&f->loop, f->path, f->l, f->d, f->now, opts, &f->j);
+  assert_int_equal(sl__ledger_check(f->l), 0);
+  assert_int_equal(sl__dedupe_check(f->d), 0);
+  return rc;
+}
+
+static void reopen(struct fixture *f) {
+  if (f->j != NULL)
+    close_journal(f);
+  assert_int_equal(open_with(f, 1024, NULL), 0);
+}
+
+static struct sl_ledger_entry entry(unsigned n, enum sl_ledger_state state, uint64_t seq) {
+  struct sl_ledger_entry e;
+
+  memset(&e, 0, sizeof(e));
+  e.id[0] = 0xab;
+  e.id[14] = (uint8_t)(n >> 8);
+  e.id[15] = (uint8_t)n;
+  e.state = state;
+  e.seq = seq;
+  e.enqueued_ms = 1000 + n;
+  e.updated_ms = 2000 + n;
+  return e;
+}
+
+static void put(struct fixture *f, unsigned n, enum sl_ledger_state state, uint64_t seq) {
+  struct sl_ledger_entry e = entry(n, state, seq);
+
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+}
+
+static struct sl_ledger_entry got(struct fixture *f, unsigned n) {
+  struct sl_ledger_entry want = entry(n, SL_LEDGER_QUEUED, 0), e;
+
+  memset(&e, 0, sizeof(e));
+  assert_int_equal(sl_ledger_get(f->l, want.id, &e), 1);
+  return e;
+}
+
+static int known(struct fixture *f, unsigned n) {
+  struct sl_ledger_entry want = entry(n, SL_LEDGER_QUEUED, 0), e;
+
+  return sl_ledger_get(f->l, want.id, &e);
+}
+
+static int key_id(struct fixture *f, uint16_t scope, const char *key, uint8_t id[16]) {
+  return sl_dedupe_get(f->d, scope, key, strlen(key), f->now, id);
+}
+
+static off_t file_size(const char *path) {
+  struct stat sb;
+
+  assert_int_equal(stat(path, &sb), 0);
+  return sb.st_size;
+}
+
+static struct sl_ledger_journal_stats stats(struct fixture *f) {
+  struct sl_ledger_journal_stats st;
+
+  sl_ledger_journal_stats(f->j, &st);
+  return st;
+}
+
+/* ---- round trip --------------------------------------------------------- */
+
+static void test_round_trip(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_entry e;
+  uint8_t id[16];
+
+  reopen(f);
+  assert_int_equal(file_size(f->path), HEADER_LEN);
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  put(f, 2, SL_LEDGER_QUEUED, 2);
+  e = entry(2, SL_LEDGER_DELIVERED, 2);
+  e.status = 201;
+  e.attempts = 1;
+  e.upstream = 3;
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  e = entry(3, SL_LEDGER_DEAD, 3);
+  e.attempts = 8;
+  snprintf(e.error, sizeof(e.error), "connect failed: connection refused");
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  e = entry(1, SL_LEDGER_INFLIGHT, 1); /* in memory only */
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_ledger_journal_put_key(f->d, 1, "k1", 2, entry(2, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "gone", 4, entry(3, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_ledger_journal_remove_key(f->d, 0, "gone", 4), 0);
+  /* 4 entries (the in-flight one is not written) and 4 key records. */
+  assert_int_equal(stats(f).appended_records, 8);
+  assert_int_equal(got(f, 1).state, SL_LEDGER_INFLIGHT);
+
+  reopen(f);
+  assert_int_equal(sl_ledger_count(f->l), 3);
+  e = got(f, 1);
+  assert_int_equal(e.state, SL_LEDGER_QUEUED); /* in flight is queued after a restart */
+  assert_int_equal(e.enqueued_ms, 1001);
+  e = got(f, 2);
+  assert_int_equal(e.state, SL_LEDGER_DELIVERED);
+  assert_int_equal(e.status, 201);
+  assert_int_equal(e.attempts, 1);
+  assert_int_equal(e.upstream, 3);
+  assert_int_equal(e.seq, 2);
+  assert_int_equal(e.enqueued_ms, 1002);
+  assert_int_equal(e.updated_ms, 2002);
+  e = got(f, 3);
+  assert_int_equal(e.state, SL_LEDGER_DEAD);
+  assert_int_equal(e.attempts, 8);
+  assert_string_equal(e.error, "connect failed: connection refused");
+  assert_int_equal(key_id(f, 0, "k1", id), 1);
+  assert_memory_equal(id, entry(1, 0, 0).id, 16);
+  assert_int_equal(key_id(f, 1, "k1", id), 1);
+  assert_memory_equal(id, entry(2, 0, 0).id, 16);
+  assert_int_equal(key_id(f, 0, "gone", id), 0);
+  assert_int_equal(stats(f).bad_offset, -1);
+  /* The startup compaction left one frame per entry and key. */
+  assert_int_equal(file_size(f->path),
+                   HEADER_LEN + 3 * ENTRY_FRAME + 34 /* the error */ + 2 * (8 + 32 + 2));
+}
+
+/* Queued entries come back numbered 1, 2, ... per upstream in their order,
+ * whatever numbers the previous run had reached. */
+static void test_queued_renumbered(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_entry e;
+
+  reopen(f);
+  for (unsigned n = 1; n <= 6; n++) {
+    e = entry(n, SL_LEDGER_QUEUED, 1000 + 10 * (7 - n)); /* later ids, smaller seqs */
+    e.upstream = (uint16_t)(n % 2);
+    assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  }
+  e = entry(7, SL_LEDGER_DELIVERED, 5000);
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  reopen(f);
+  /* Upstream 0: ids 6, 4, 2 in seq order; upstream 1: ids 5, 3, 1. */
+  assert_int_equal(got(f, 6).seq, 1);
+  assert_int_equal(got(f, 4).seq, 2);
+  assert_int_equal(got(f, 2).seq, 3);
+  assert_int_equal(got(f, 5).seq, 1);
+  assert_int_equal(got(f, 3).seq, 2);
+  assert_int_equal(got(f, 1).seq, 3);
+  assert_int_equal(got(f, 7).seq, 5000); /* settled entries keep theirs */
+}
+
+/* ---- damage ------------------------------------------------------------- */
+
+static void write_entries(struct fixture *f, unsigned count) {
+  reopen(f);
+  for (unsigned n = 1; n <= count; n++)
+    put(f, n, SL_LEDGER_QUEUED, n);
+  close_journal(f);
+  assert_int_equal(file_size(f->path), HEADER_LEN + (off_t)count * ENTRY_FRAME);
+}
+
+static void test_torn_tail(void **state) {
+  struct fixture *f = *state;
+
+  write_entries(f, 5);
+  assert_int_equal(truncate(f->path, HEADER_LEN + 4 * ENTRY_FRAME + 20), 0);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, HEADER_LEN + 4 * ENTRY_FRAME);
+  assert_int_equal(stats(f).loaded_entries, 4);
+  assert_true(known(f, 4));
+  assert_false(known(f, 5));
+  /* The compaction cut the torn frame off: the next load is clean, and
+   * appends after it are read back. */
+  put(f, 9, SL_LEDGER_QUEUED, 9);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, -1);
+  assert_int_equal(sl_ledger_count(f->l), 5);
+  assert_true(known(f, 9));
+
+  /* A tail shorter than a frame head, too. */
+  close_journal(f);
+  assert_int_equal(truncate(f->path, file_size(f->path) - ENTRY_FRAME + 3), 0);
+  reopen(f);
+  assert_int_equal(sl_ledger_count(f->l), 4);
+  assert_int_equal(stats(f).bad_offset, file_size(f->path));
+}
+
+static void flip_byte(const char *path, off_t at) {
+  int fd = open(path, O_RDWR);
+  uint8_t b;
+
+  assert_true(fd >= 0);
+  assert_int_equal(pread(fd, &b, 1, at), 1);
+  b ^= 0x10;
+  assert_int_equal(pwrite(fd, &b, 1, at), 1);
+  close(fd);
+}
+
+static void test_bad_crc(void **state) {
+  struct fixture *f = *state;
+
+  write_entries(f, 5);
+  /* A byte inside the third entry's seq: its CRC no longer matches. The
+   * frames after it are intact, but nothing after damage is trusted. */
+  flip_byte(f->path, HEADER_LEN + 2 * ENTRY_FRAME + 8 + 30);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, HEADER_LEN + 2 * ENTRY_FRAME);
+  assert_int_equal(sl_ledger_count(f->l), 2);
+  assert_true(known(f, 1) && known(f, 2));
+  assert_false(known(f, 3) || known(f, 5));
+
+  /* A damaged length: rejected the same way. */
+  close_journal(f);
+  flip_byte(f->path, HEADER_LEN + ENTRY_FRAME + 1);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, HEADER_LEN + ENTRY_FRAME);
+  assert_int_equal(sl_ledger_count(f->l), 1);
+}
+
+static void test_bad_header(void **state) {
+  struct fixture *f = *state;
+  int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "not a journal at all", 20), 20);
+  close(fd);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, 0);
+  assert_int_equal(sl_ledger_count(f->l), 0);
+  assert_int_equal(file_size(f->path), HEADER_LEN); /* rewritten as an empty journal */
+}
+
+/* ---- compaction --------------------------------------------------------- */
+
+static void test_compaction_at_startup(void **state) {
+  struct fixture *f = *state;
+
+  reopen(f);
+  for (unsigned round = 0; round < 50; round++) {
+    for (unsigned n = 1; n <= 10; n++)
+      put(f, n, round == 49 ? SL_LEDGER_DELIVERED : SL_LEDGER_QUEUED, n);
+  }
+  close_journal(f);
+  assert_int_equal(file_size(f->path), HEADER_LEN + 500 * ENTRY_FRAME);
+  reopen(f);
+  assert_int_equal(stats(f).loaded_entries, 500);
+  assert_int_equal(file_size(f->path), HEADER_LEN + 10 * ENTRY_FRAME);
+  for (unsigned n = 1; n <= 10; n++)
+    assert_int_equal(got(f, n).state, SL_LEDGER_DELIVERED);
+}
+
+/* The ledger's capacity bounds the file too: a load evicts as the ledger does. */
+static void test_load_respects_capacity(void **state) {
+  struct fixture *f = *state;
+
+  write_entries(f, 20);
+  close_journal(f);
+  assert_int_equal(open_with(f, 8, NULL), 0);
+  assert_int_equal(sl_ledger_count(f->l), 8);
+  assert_true(known(f, 20) && !known(f, 12));
+  assert_int_equal(file_size(f->path), HEADER_LEN + 8 * ENTRY_FRAME);
+}
+
+static void run_until_compacted(struct fixture *f, uint64_t compactions) {
+  for (int i = 0; i < 10000 && stats(f).compactions < compactions; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(stats(f).compactions, compactions);
+}
+
+static void test_compaction_at_run_time(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_journal_opts opts;
+  uint64_t before;
+
+  sl_ledger_journal_opts_init(&opts);
+  opts.compact_min_bytes = 16 * 1024;
+  opts.flush_bytes = 1024;
+  assert_int_equal(open_with(f, 64, &opts), 0);
+  /* 40 ids updated over and over: the file passes 16 KiB and is compacted
+   * by itself, more than once, while the updates go on. */
+  for (unsigned round = 0; round < 40; round++) {
+    for (unsigned n = 1; n <= 40; n++) {
+      struct sl_ledger_entry e = entry(n, SL_LEDGER_QUEUED, n);
+      e.attempts = round;
+      assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+    }
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  }
+  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "key", 3, entry(1, 0, 0).id, f->now), 0);
+  sl_ledger_journal_flush(f->j);
+  run_until_compacted(f, stats(f).compactions > 0 ? stats(f).compactions : 1);
+  before = stats(f).compactions;
+  /* An explicit compaction with appends while its job runs: they are
+   * caught up in the new file. */
+  sl_ledger_journal_compact(f->j);
+  for (unsigned n = 1; n <= 40; n++)
+    put(f, n, SL_LEDGER_DELIVERED, n);
+  run_until_compacted(f, before + 1);
+  assert_true(file_size(f->path) < 16 * 1024);
+  assert_int_equal(stats(f).failed, 0);
+  close_journal(f);
+  assert_true(file_size(f->path) < 8 * 1024); /* a snapshot plus the catch-up */
+
+  assert_int_equal(open_with(f, 64, NULL), 0);
+  assert_int_equal(stats(f).bad_offset, -1);
+  assert_int_equal(sl_ledger_count(f->l), 40);
+  for (unsigned n = 1; n <= 40; n++) {
+    assert_int_equal(got(f, n).state, SL_LEDGER_DELIVERED);
+    assert_int_equal(got(f, n).attempts, 0);
+  }
+  {
+    uint8_t id[16];
+    assert_int_equal(key_id(f, 0, "key", id), 1);
+  }
+}
+
+/* Closing while a compaction runs: the close waits for it and the file stays whole. */
+static void test_close_during_compaction(void **state) {
+  struct fixture *f = *state;
+
+  write_entries(f, 30);
+  reopen(f);
+  for (unsigned n = 1; n <= 30; n++)
+    put(f, n, SL_LEDGER_DELIVERED, n);
+  sl_ledger_journal_flush(f->j);
+  for (int i = 0; i < 1000 && stats(f).file_bytes < HEADER_LEN + 60 * ENTRY_FRAME; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(stats(f).file_bytes, HEADER_LEN + 60 * ENTRY_FRAME);
+  sl_ledger_journal_compact(f->j); /* starts at once: no write is in flight */
+  put(f, 31, SL_LEDGER_QUEUED, 31);
+  close_journal(f);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, -1);
+  assert_int_equal(sl_ledger_count(f->l), 31);
+  assert_int_equal(got(f, 30).state, SL_LEDGER_DELIVERED);
+  assert_true(known(f, 31));
+  assert_int_equal(access(f->dir, F_OK), 0);
+  {
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    assert_int_equal(access(tmp, F_OK), -1); /* an abandoned temp file is removed */
+  }
+}
+
+/* ---- keys --------------------------------------------------------------- */
+
+static void test_key_expiry_on_load(void **state) {
+  struct fixture *f = *state;
+  uint8_t id[16];
+
+  reopen(f);
+  assert_int_equal(
+      sl_ledger_journal_put_key(f->d, 0, "old", 3, entry(1, 0, 0).id, f->now - 2 * HOUR_MS), 0);
+  assert_int_equal(
+      sl_ledger_journal_put_key(f->d, 0, "edge", 4, entry(2, 0, 0).id, f->now - HOUR_MS), 0);
+  assert_int_equal(
+      sl_ledger_journal_put_key(f->d, 0, "young", 5, entry(3, 0, 0).id, f->now - 60000), 0);
+  reopen(f);
+  assert_int_equal(stats(f).expired_keys, 2);
+  assert_int_equal(stats(f).loaded_keys, 1);
+  assert_int_equal(sl_dedupe_count(f->d), 1);
+  assert_int_equal(key_id(f, 0, "old", id), 0);
+  assert_int_equal(key_id(f, 0, "edge", id), 0);
+  assert_int_equal(key_id(f, 0, "young", id), 1);
+  assert_memory_equal(id, entry(3, 0, 0).id, 16);
+
+  /* A later start, past the young key's window, forgets it too. */
+  close_journal(f);
+  f->now += HOUR_MS;
+  reopen(f);
+  assert_int_equal(stats(f).expired_keys, 1);
+  assert_int_equal(sl_dedupe_count(f->d), 0);
+
+  /* A window of 0 keeps nothing. */
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k", 1, entry(1, 0, 0).id, f->now), 0);
+  close_journal(f);
+  drop_structures(f);
+  f->l = sl_ledger_create(16);
+  f->d = sl_dedupe_create(16, 0);
+  assert_int_equal(sl_ledger_journal_open(&f->loop, f->path, f->l, f->d, f->now, NULL, &f->j), 0);
+  assert_int_equal(sl_dedupe_count(f->d), 0);
+  assert_int_equal(sl_ledger_count(f->l), 1);
+}
+
+/* ---- process and resources --------------------------------------------- */
+
+static void test_locked(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger *l2 = sl_ledger_create(16);
+  struct sl_dedupe *d2 = sl_dedupe_create(16, HOUR_MS);
+  struct sl_ledger_journal *j2 = NULL;
+
+  reopen(f);
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_open(&f->loop, f->path, l2, d2, f->now, NULL, &j2),
+                   SL_ELEDGER_LOCKED);
+  assert_null(j2);
+  sl_ledger_destroy(l2);
+  sl_dedupe_destroy(d2);
+}
+
+static void test_pending_bound(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_journal_opts opts;
+
+  sl_ledger_journal_opts_init(&opts);
+  opts.max_pending_bytes = 10 * ENTRY_FRAME;
+  opts.flush_bytes = 1u << 20;
+  assert_int_equal(open_with(f, 64, &opts), 0);
+  for (unsigned n = 1; n <= 15; n++) /* the loop never runs: nothing is written */
+    put(f, n, SL_LEDGER_QUEUED, n);
+  assert_int_equal(stats(f).appended_records, 10);
+  assert_int_equal(stats(f).dropped_records, 5);
+  assert_int_equal(sl_ledger_count(f->l), 15); /* the ledger itself is not affected */
+  close_journal(f);
+  assert_int_equal(file_size(f->path), HEADER_LEN + 10 * ENTRY_FRAME);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_queued_renumbered, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bad_crc, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_compaction_at_startup, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_load_respects_capacity, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_compaction_at_run_time, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_close_during_compaction, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_key_expiry_on_load, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_locked, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
