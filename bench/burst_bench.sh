@@ -432,6 +432,10 @@ if [ -s "$tmp/accept.tsv" ]; then
   while read -r c a b; do
     echo "| $c | $a | $b | $(awk -v a="$b" -v b="$a" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}') |"
   done <"$tmp/accept.tsv"
+  # Each system at the connection count where it did best: the rate it can take at all.
+  awk '$2 != "n/a" && $2 > a {a = $2; ac = $1} $3 != "n/a" && $3 > b {b = $3; bc = $1}
+       END {if (a > 0 && b > 0) printf "| best of each (nginx at %s, sluice at %s) | %d | %d | %.2f |\n", ac, bc, a, b, b / a}' \
+    "$tmp/accept.tsv"
 fi
 
 # ---- the plot ----

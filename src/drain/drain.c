@@ -24,6 +24,7 @@
 #include "sluice/clock.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/log.h"
+#include "sluice/path.h"
 #include "sluice/random.h"
 #include "sluice/replay.h"
 
@@ -772,24 +773,6 @@ static void on_async(uv_async_t *a) {
 /* Runs on the spool's writer thread: only wakes the loop. */
 static void spool_notify(void *arg) { uv_async_send(arg); }
 
-static int mkdir_p(const char *path) {
-  char tmp[4096];
-  size_t n = strlen(path);
-
-  if (n == 0 || n >= sizeof(tmp))
-    return UV_EINVAL;
-  memcpy(tmp, path, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (tmp[i] != '/' && tmp[i] != '\0')
-      continue;
-    tmp[i] = '\0';
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-      return -errno;
-    tmp[i] = i == n ? '\0' : '/';
-  }
-  return 0;
-}
-
 static enum sl_spool_fsync fsync_of(enum sl_fsync_policy p) {
   switch (p) {
   case SL_FSYNC_ALWAYS:
@@ -806,7 +789,7 @@ static int open_spool(struct sl_drain *d, const char *dir) {
   struct sl_spool_stats st;
   int rc;
 
-  rc = mkdir_p(dir);
+  rc = sl_path_mkdir_p(dir);
   if (rc != 0) {
     sl_log_error("spool %s: cannot create %s: %s", d->name, dir, uv_strerror(rc));
     return rc;

@@ -48,6 +48,7 @@
 #include "sluice/clock.h"
 #include "sluice/crc32c.h"
 #include "sluice/log.h"
+#include "sluice/path.h"
 
 #define MAGIC "SLUICELJ"
 #define VERSION 1u
@@ -459,25 +460,6 @@ static int write_temp(const char *tmp_path, const struct sl_ledger *l, const str
 
 /* ---- startup ------------------------------------------------------------ */
 
-/* Creates the directory <dir> and its parents. Returns 0 or a negative errno. */
-static int mkdir_p(const char *dir) {
-  char tmp[4096];
-  size_t n = strlen(dir);
-
-  if (n == 0 || n >= sizeof(tmp))
-    return n == 0 ? 0 : -ENAMETOOLONG;
-  memcpy(tmp, dir, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (tmp[i] != '/' && tmp[i] != '\0')
-      continue;
-    tmp[i] = '\0';
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-      return -errno;
-    tmp[i] = i == n ? '\0' : '/';
-  }
-  return 0;
-}
-
 /* The directory part of <path> (malloc'd), "." if it has none. */
 static char *dir_of(const char *path) {
   const char *slash = strrchr(path, '/');
@@ -654,7 +636,7 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
     goto fail;
   }
   sprintf(j->tmp_path, "%s.tmp", path);
-  if ((rc = mkdir_p(dir)) != 0 || (rc = lock_file(path, &j->lock_fd)) != 0 ||
+  if ((rc = sl_path_mkdir_p(dir)) != 0 || (rc = lock_file(path, &j->lock_fd)) != 0 ||
       (rc = load(j, now_ms)) != 0 || (rc = renumber_queued(l)) != 0 ||
       (rc = compact_at_startup(j, now_ms)) != 0)
     goto fail;
