@@ -62,7 +62,7 @@ struct sl_drain {
   struct sl_ledger *ledger;
   struct sl_shaper shaper;
   struct sl_spool *spool;
-  uv_async_t async; /* the spool's writer thread has completions for us */
+  uv_async_t async;       /* the spool's writer thread has completions for us */
   uv_check_t flush_check; /* hands the iteration's appends to the writer at once */
   bool appends_unflushed;
   uv_timer_t timer;
