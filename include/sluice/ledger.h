@@ -92,6 +92,8 @@ struct sl_ledger_entry {
   uint32_t attempts; /* delivery attempts made so far */
   uint64_t seq;      /* per-upstream acceptance sequence number, opaque to the ledger */
   uint64_t enqueued_ms, updated_ms;
+  uint64_t not_before_ms; /* queued: not replayed before this wall-clock time (a delayed
+                             request, or a retry's next attempt); 0 if it waits its turn */
   char error[SL_LEDGER_ERROR_MAX]; /* last error (any state, usually dead); "" if none */
 };
 
@@ -101,7 +103,7 @@ struct sl_ledger;
  * Creates an empty ledger that holds at most <capacity> entries (1 to
  * SL_LEDGER_CAPACITY_MAX). Returns NULL on a bad capacity or no memory.
  *
- * Memory: 64 bytes per entry plus 16 to 32 for the index, and
+ * Memory: 72 bytes per entry plus 16 to 32 for the index, and
  * SL_LEDGER_ERROR_MAX bytes more for each entry whose <error> is not empty.
  * Arrays grow by doubling as entries come, never past <capacity>.
  *

@@ -91,6 +91,26 @@ static void put_u64(struct json_out *o, uint64_t v) {
   put(o, d + i, sizeof(d) - i);
 }
 
+/* <seconds> with one decimal. */
+static void put_tenths(struct json_out *o, double seconds) {
+  double t = seconds * 10 + 0.5;
+  uint64_t tenths = t < 0 ? 0 : t < 1e18 ? (uint64_t)t : 1000000000000000000ull;
+
+  put_u64(o, tenths / 10);
+  put(o, ".", 1);
+  put_u64(o, tenths % 10);
+}
+
+/* <ms> since the epoch as an ISO 8601 UTC time to the second, in <buf>. */
+static const char *iso_time(uint64_t ms, char *buf, size_t len) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+
+  gmtime_r(&t, &tm);
+  strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 /* Writes the JSON status of ledger entry <e> into <out>; returns its length. */
 static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char *out, size_t len) {
   char id[SL_LEDGER_ID_HEX + 1];
@@ -106,7 +126,15 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
   put_str(&o, sl_ledger_state_name(e->state));
   put_str(&o, "\",\"attempts\":");
   put_u64(&o, e->attempts);
-  if (e->state == SL_LEDGER_QUEUED && d != NULL) {
+  if (e->state == SL_LEDGER_QUEUED && e->not_before_ms > sl_clock_wall_ms()) {
+    /* Delayed, or waiting for a retry: due at a time, not at a place in the line. */
+    char when[32];
+
+    put_str(&o, ",\"position\":null,\"not_before\":\"");
+    put_str(&o, iso_time(e->not_before_ms, when, sizeof(when)));
+    put_str(&o, "\",\"eta_seconds\":");
+    put_tenths(&o, (double)(e->not_before_ms - sl_clock_wall_ms()) / 1e3);
+  } else if (e->state == SL_LEDGER_QUEUED && d != NULL) {
     uint64_t pos;
     double eta;
 
@@ -114,27 +142,18 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
     put_str(&o, ",\"position\":");
     put_u64(&o, pos);
     put_str(&o, ",\"eta_seconds\":");
-    if (eta >= 0) {
-      double t = eta * 10 + 0.5;
-      uint64_t tenths = t < 1e18 ? (uint64_t)t : 1000000000000000000ull;
-      put_u64(&o, tenths / 10);
-      put(&o, ".", 1);
-      put_u64(&o, tenths % 10);
-    } else {
+    if (eta >= 0)
+      put_tenths(&o, eta);
+    else
       put_str(&o, "null");
-    }
   }
   if (e->state == SL_LEDGER_DELIVERED) {
-    time_t t = (time_t)(e->updated_ms / 1000);
-    struct tm tm;
     char when[32];
 
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     put_str(&o, ",\"code\":");
     put_u64(&o, e->status);
     put_str(&o, ",\"delivered_at\":\"");
-    put_str(&o, when);
+    put_str(&o, iso_time(e->updated_ms, when, sizeof(when)));
     put_str(&o, "\"");
   }
   if (e->error[0] != '\0') {

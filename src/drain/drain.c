@@ -50,6 +50,7 @@ struct spill_job {
   void *arg;
   uint8_t id[16];
   uint64_t enqueue_ms;
+  uint64_t not_before_ms; /* delayed delivery; 0 if none */
 };
 
 struct sl_drain {
@@ -430,8 +431,10 @@ static uint64_t backoff_ms(const struct sl_retry_config *rc, uint32_t attempts,
   return ms < 1 ? 1 : (uint64_t)ms;
 }
 
+/* Records <rec>'s new <state>; <not_before_ms> is when a queued record is due (0: its turn). */
 static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
-                          enum sl_ledger_state state, unsigned status, const char *error) {
+                          enum sl_ledger_state state, unsigned status, const char *error,
+                          uint64_t not_before_ms) {
   struct sl_ledger_entry e;
 
   if (d->ledger == NULL)
@@ -448,6 +451,7 @@ static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
   e.attempts = rec->attempts + (state == SL_LEDGER_INFLIGHT ? 0 : 1);
   e.status = (uint16_t)status;
   e.updated_ms = sl_clock_wall_ms();
+  e.not_before_ms = not_before_ms;
   if (error != NULL)
     snprintf(e.error, sizeof(e.error), "%s", error);
   sl_ledger_journal_put(d->ledger, &e); /* in flight is not journaled: queued after a restart */
@@ -500,7 +504,7 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
   if (attempts >= rc->max_attempts) {
     sl_log_warn("upstream %s: request dead-lettered after %u attempts: %s", d->name, attempts,
                 error);
-    ledger_update(d, rec, SL_LEDGER_DEAD, 0, error);
+    ledger_update(d, rec, SL_LEDGER_DEAD, 0, error, 0);
     sl_metrics_inc(d->drained[DRAINED_DEAD]);
     d->seq_settled++;
     if (sl_spool_dead(d->spool, job->item, error, on_moved, d) != 0)
@@ -509,7 +513,7 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
   }
   sl_log_info("upstream %s: replay attempt %u failed (%s), next in %llu ms", d->name, attempts,
               error, (unsigned long long)delay);
-  ledger_update(d, rec, SL_LEDGER_QUEUED, 0, error);
+  ledger_update(d, rec, SL_LEDGER_QUEUED, 0, error, wall + delay);
   sl_metrics_inc(d->drained[DRAINED_RETRIED]);
   if (sl_spool_retry(d->spool, job->item, wall + delay, on_moved, d) != 0)
     give_back(d, job->item, "could not reschedule a record");
@@ -537,7 +541,7 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
 
     d->fail_streak = 0;
     d->hold_until_ms = 0;
-    ledger_update(d, rec, SL_LEDGER_DELIVERED, res->status, NULL);
+    ledger_update(d, rec, SL_LEDGER_DELIVERED, res->status, NULL, 0);
     sl_metrics_inc(d->drained[DRAINED_DELIVERED]);
     sl_metrics_observe(d->queue_wait,
                        wall > rec->enqueue_ms ? (double)(wall - rec->enqueue_ms) / 1e3 : 0);
@@ -569,7 +573,7 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
   job->d = d;
   job->item = item;
   job->started_ns = now_ns();
-  ledger_update(d, rec, SL_LEDGER_INFLIGHT, 0, NULL);
+  ledger_update(d, rec, SL_LEDGER_INFLIGHT, 0, NULL, 0);
   rc = sl_replay_start(d->pool, req.base, req.len, idempotent(rec), method_is(rec, "HEAD"),
                        d->ucfg->response_timeout_ms, WAIT_BODY_MAX, on_replay_done, job,
                        &job->replay);
@@ -693,6 +697,7 @@ static void on_spilled(void *arg, int status) {
     e.seq = seq;
     e.enqueued_ms = job->enqueue_ms;
     e.updated_ms = job->enqueue_ms;
+    e.not_before_ms = job->not_before_ms;
     if (d->ledger != NULL)
       sl_ledger_journal_put(d->ledger, &e);
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
@@ -723,6 +728,7 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
   job->cb = cb;
   job->arg = arg;
   job->enqueue_ms = sl_clock_wall_ms();
+  job->not_before_ms = not_before_ms > job->enqueue_ms ? not_before_ms : 0;
   memset(&rec, 0, sizeof(rec));
   memcpy(rec.id, job->id, 16);
   rec.enqueue_ms = job->enqueue_ms;

@@ -54,7 +54,7 @@
 #define VERSION 1u
 #define HEADER_LEN 16
 #define FRAME_HEAD 8
-#define ENTRY_LEN 52
+#define ENTRY_LEN 60
 #define KEY_LEN 32
 #define KEY_REMOVE_LEN 8
 #define BODY_MAX (KEY_LEN + SL_DEDUPE_KEY_MAX)
@@ -172,6 +172,7 @@ static size_t encode_entry(uint8_t *frame, const struct sl_ledger_entry *e) {
   put64(b + 28, e->seq);
   put64(b + 36, e->enqueued_ms);
   put64(b + 44, e->updated_ms);
+  put64(b + 52, e->not_before_ms);
   memcpy(b + ENTRY_LEN, e->error, err_len);
   return seal(frame, ENTRY_LEN + err_len);
 }
@@ -235,6 +236,7 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
     e.seq = get64(b + 28);
     e.enqueued_ms = get64(b + 36);
     e.updated_ms = get64(b + 44);
+    e.not_before_ms = get64(b + 52);
     memcpy(e.error, b + ENTRY_LEN, b[6]);
     ld->entries++;
     return sl_ledger_put(ld->l, &e) == -ENOMEM ? -ENOMEM : 0;
@@ -385,23 +387,6 @@ static void snap_add(struct snap *s, const uint8_t *frame, size_t len) {
   s->size += len;
 }
 
-static void node_entry(const struct sl_ledger *l, uint32_t n, struct sl_ledger_entry *e) {
-  const struct sl__ledger_node *node = &l->nodes[n];
-
-  memcpy(e->id, node->id, 16);
-  e->state = (enum sl_ledger_state)node->state;
-  e->upstream = node->upstream;
-  e->status = node->status;
-  e->attempts = node->attempts;
-  e->seq = node->seq;
-  e->enqueued_ms = node->enqueued_ms;
-  e->updated_ms = node->updated_ms;
-  if (node->err != SL__LEDGER_NONE)
-    memcpy(e->error, l->errs[node->err], SL_LEDGER_ERROR_MAX);
-  else
-    e->error[0] = '\0';
-}
-
 /*
  * Writes the header and what <l> and <d> hold to <fd>, which is empty: the
  * pending entries, then the settled ones, each in eviction order, so that a
@@ -420,7 +405,7 @@ static int write_snapshot(int fd, const struct sl_ledger *l, const struct sl_ded
   snap_add(&s, frame, HEADER_LEN);
   for (int which = SL__LEDGER_PENDING; which <= SL__LEDGER_SETTLED; which++) {
     for (uint32_t n = l->lists[which].head; n != SL__LEDGER_NONE; n = l->nodes[n].next) {
-      node_entry(l, n, &e);
+      sl__ledger_node_entry(l, n, &e);
       snap_add(&s, frame, encode_entry(frame, &e));
     }
   }

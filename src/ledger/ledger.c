@@ -332,6 +332,7 @@ int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
   node->seq = e->seq;
   node->enqueued_ms = e->enqueued_ms;
   node->updated_ms = e->updated_ms;
+  node->not_before_ms = e->not_before_ms;
   if (want_err) {
     if (node->err == NONE)
       node->err = err_take(l);
@@ -345,12 +346,9 @@ int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
   return 0;
 }
 
-int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_ledger_entry *out) {
-  uint32_t n = find(l, id, NULL);
-
-  if (n == NONE)
-    return 0;
+void sl__ledger_node_entry(const struct sl_ledger *l, uint32_t n, struct sl_ledger_entry *out) {
   const struct sl__ledger_node *node = &l->nodes[n];
+
   memcpy(out->id, node->id, 16);
   out->state = (enum sl_ledger_state)node->state;
   out->upstream = node->upstream;
@@ -359,10 +357,19 @@ int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_led
   out->seq = node->seq;
   out->enqueued_ms = node->enqueued_ms;
   out->updated_ms = node->updated_ms;
+  out->not_before_ms = node->not_before_ms;
   if (node->err != NONE)
     memcpy(out->error, l->errs[node->err], SL_LEDGER_ERROR_MAX);
   else
     out->error[0] = '\0';
+}
+
+int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_ledger_entry *out) {
+  uint32_t n = find(l, id, NULL);
+
+  if (n == NONE)
+    return 0;
+  sl__ledger_node_entry(l, n, out);
   return 1;
 }
 

@@ -81,6 +81,7 @@ struct sl__ledger_node {
   uint64_t seq;
   uint64_t enqueued_ms;
   uint64_t updated_ms;
+  uint64_t not_before_ms;
   uint32_t attempts;
   uint32_t prev, next; /* eviction list links (next also links the free list) */
   uint32_t err;        /* slot in the error pool, or SL__LEDGER_NONE */
@@ -112,6 +113,9 @@ struct sl_ledger {
   uint64_t seed[2];
   struct sl_ledger_journal *journal; /* records changes (journal.c); NULL if none */
 };
+
+/* Copies node <n> of <l> out as an entry (sl_ledger_get, and the journal's snapshots). */
+void sl__ledger_node_entry(const struct sl_ledger *l, uint32_t n, struct sl_ledger_entry *out);
 
 /* Checks every invariant of <l> (lists, index, free lists, counts). Returns 0
  * or a negative line number that names the failed check. For tests. */

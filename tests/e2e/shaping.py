@@ -227,8 +227,13 @@ def check_accept_body(r, what, prefix="/_sluice/requests/"):
            what + ": 202 body has an id of 32 lowercase hex digits", j)
     expect(j.get("status") == "queued" or j.get("status") in ("in_flight", "delivered", "dead"),
            what + ": 202 body has a status", j)
-    expect(isinstance(j.get("position"), int) and not isinstance(j.get("position"), bool),
-           what + ": 202 body has an integer position", j)
+    if j.get("not_before") is not None:
+        # Delayed: due at a time, not at a place in the line.
+        expect(j.get("position", 0) is None and isinstance(j["not_before"], str),
+               what + ": a delayed 202 has position null and a not_before time", j)
+    else:
+        expect(isinstance(j.get("position"), int) and not isinstance(j.get("position"), bool),
+               what + ": 202 body has an integer position", j)
     expect(isinstance(j.get("eta_seconds"), (int, float)) and not isinstance(j.get("eta_seconds"), bool),
            what + ": 202 body has a number eta_seconds", j)
     loc = r.header("Location")

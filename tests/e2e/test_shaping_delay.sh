@@ -39,11 +39,18 @@ c.check(r.status == 200, "without a delay header a POST with budget is forwarded
 due = {}
 t = time.time()
 r = post(port, "/d/delay", {"X-Sluice-Delay": "2s", "X-Test-Seq": "1"})
-check_accept_body(r, "POST with X-Sluice-Delay: 2s")
+j = check_accept_body(r, "POST with X-Sluice-Delay: 2s")
+c.check(j.get("not_before") is not None and 1.5 <= j.get("eta_seconds", 0) <= 2.1,
+        "the 202 of a 2 s delay is due in about 2 s", j)
 due[1] = t + 2.0
 nb = math.ceil(time.time()) + 3
 r = post(port, "/d/unix", {"X-Sluice-Not-Before": str(nb), "X-Test-Seq": "2"})
-check_accept_body(r, "POST with X-Sluice-Not-Before: <Unix seconds>")
+j = check_accept_body(r, "POST with X-Sluice-Not-Before: <Unix seconds>")
+want = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nb))
+c.check(j.get("not_before") == want, "the 202 names the time asked for", (j, want))
+s = get(port, r.header("Location")).json()
+c.check(s.get("status") == "queued" and s.get("not_before") == want and s.get("position") is None,
+        "the status URL shows the delayed request queued until its time", s)
 due[2] = float(nb)
 nb2 = math.ceil(time.time()) + 2
 r = post(port, "/d/date", {"X-Sluice-Not-Before": email.utils.formatdate(nb2, usegmt=True),

@@ -25,7 +25,7 @@
 #include "sluice/ledger_journal.h"
 
 #define HEADER_LEN 16
-#define ENTRY_FRAME 60 /* an entry frame without error text */
+#define ENTRY_FRAME 68 /* an entry frame without error text */
 #define HOUR_MS (3600ull * 1000)
 
 struct fixture {
@@ -115,6 +115,7 @@ static struct sl_ledger_entry entry(unsigned n, enum sl_ledger_state state, uint
   e.seq = seq;
   e.enqueued_ms = 1000 + n;
   e.updated_ms = 2000 + n;
+  e.not_before_ms = 3000 + n;
   return e;
 }
 
@@ -199,6 +200,7 @@ static void test_round_trip(void **state) {
   assert_int_equal(e.seq, 2);
   assert_int_equal(e.enqueued_ms, 1002);
   assert_int_equal(e.updated_ms, 2002);
+  assert_int_equal(e.not_before_ms, 3002);
   e = got(f, 3);
   assert_int_equal(e.state, SL_LEDGER_DEAD);
   assert_int_equal(e.attempts, 8);
