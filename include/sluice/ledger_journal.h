@@ -78,6 +78,7 @@ struct sl_ledger_journal_stats {
   uint64_t appended_records; /* frames appended since open */
   uint64_t dropped_records;  /* not journaled: buffer over max_pending_bytes or a write error */
   uint64_t compactions;      /* run-time compactions completed */
+  int compacting;            /* 1 while a run-time compaction is under way */
   uint64_t loaded_entries;   /* ledger entries read at open */
   uint64_t loaded_keys;      /* Idempotency-Key records read at open and still in the window */
   uint64_t expired_keys;     /* Idempotency-Key records read at open and skipped as expired */

@@ -1059,4 +1059,5 @@ void sl_ledger_journal_close(struct sl_ledger_journal *j) {
 void sl_ledger_journal_stats(const struct sl_ledger_journal *j,
                              struct sl_ledger_journal_stats *out) {
   *out = j->st;
+  out->compacting = j->cstate != COMPACT_IDLE;
 }
