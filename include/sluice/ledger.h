@@ -92,8 +92,8 @@ struct sl_ledger_entry {
   uint32_t attempts; /* delivery attempts made so far */
   uint64_t seq;      /* per-upstream acceptance sequence number, opaque to the ledger */
   uint64_t enqueued_ms, updated_ms;
-  uint64_t not_before_ms; /* queued: not replayed before this wall-clock time (a delayed
-                             request, or a retry's next attempt); 0 if it waits its turn */
+  uint64_t not_before_ms;          /* queued: not replayed before this wall-clock time (a delayed
+                                      request, or a retry's next attempt); 0 if it waits its turn */
   char error[SL_LEDGER_ERROR_MAX]; /* last error (any state, usually dead); "" if none */
 };
 
