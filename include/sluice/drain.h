@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
+#include <sys/queue.h>
 
 #include "sluice/buf.h"
 #include "sluice/config.h"
@@ -40,7 +41,7 @@ struct sl_drain;
 /* A live request waiting in memory for a slot of the budget. The caller owns
  * it (embedded in its connection) and bounds the wait with its own timer. */
 struct sl_drain_waiter {
-  struct sl_drain_waiter *prev, *next;
+  TAILQ_ENTRY(sl_drain_waiter) link;
   void (*granted)(struct sl_drain_waiter *w); /* a slot was taken for it */
   bool queued;
 };
@@ -62,7 +63,7 @@ typedef void (*sl_drain_result_cb)(const struct sl_http_msg *head, const struct 
 
 /* A client in wait mode, waiting for the outcome of one id. */
 struct sl_drain_watch {
-  struct sl_drain_watch *prev, *next;
+  LIST_ENTRY(sl_drain_watch) link;
   uint8_t id[16];
   sl_drain_result_cb cb;
   void *arg;

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #define MAX_PIPELINE 64           /* pending requests per connection before reads pause */
 #define MAX_LINE_BYTES 65536      /* request target, and all header lines together */
@@ -58,7 +59,7 @@ struct server {
   llhttp_settings_t settings;
   uint64_t service_ms, requests;
   unsigned capacity, queue_max, in_service, waiting;
-  struct req *wait_head, *wait_tail; /* FIFO of WAITING requests of all connections */
+  TAILQ_HEAD(, req) waiting_reqs; /* FIFO of WAITING requests of all connections */
 };
 
 struct conn {
@@ -74,8 +75,8 @@ struct conn {
 struct req {
   uv_timer_t timer; /* service or sleep timer; closed before the request is freed */
   struct conn *c;
-  struct req *next;          /* next on the connection */
-  struct req *wprev, *wnext; /* neighbours on the server FIFO while WAITING */
+  struct req *next;       /* next on the connection */
+  TAILQ_ENTRY(req) wlink; /* on the server FIFO while WAITING */
   enum req_state state;
   enum req_kind kind;
   const char *method;
@@ -169,10 +170,9 @@ static void on_sleep_done(uv_timer_t *t) {
 
 /* Moves waiting requests into service while there is a free slot. Call when one frees up. */
 static void server_pump(struct server *s) {
-  while (s->in_service < s->capacity && s->wait_head != NULL) {
-    struct req *r = s->wait_head;
-    s->wait_head = r->wnext;
-    *(s->wait_head ? &s->wait_head->wprev : &s->wait_tail) = NULL;
+  while (s->in_service < s->capacity && !TAILQ_EMPTY(&s->waiting_reqs)) {
+    struct req *r = TAILQ_FIRST(&s->waiting_reqs);
+    TAILQ_REMOVE(&s->waiting_reqs, r, wlink);
     s->waiting--;
     s->in_service++;
     r->state = REQ_IN_SERVICE;
@@ -198,9 +198,7 @@ static void req_dispatch(struct req *r) {
     uv_timer_start(&r->timer, on_service_done, s->service_ms, 0);
   } else if (s->waiting < s->queue_max) {
     r->state = REQ_WAITING;
-    r->wprev = s->wait_tail;
-    *(s->wait_tail ? &s->wait_tail->wnext : &s->wait_head) = r;
-    s->wait_tail = r;
+    TAILQ_INSERT_TAIL(&s->waiting_reqs, r, wlink);
     s->waiting++;
   } else {
     r->kind = K_JSON;
@@ -243,8 +241,7 @@ static void on_req_closed(uv_handle_t *h) {
 static void req_destroy(struct req *r) {
   struct server *s = r->c->srv;
   if (r->state == REQ_WAITING) {
-    *(r->wprev ? &r->wprev->wnext : &s->wait_head) = r->wnext;
-    *(r->wnext ? &r->wnext->wprev : &s->wait_tail) = r->wprev;
+    TAILQ_REMOVE(&s->waiting_reqs, r, wlink);
     s->waiting--;
   } else if (r->state == REQ_IN_SERVICE) {
     s->in_service--;
@@ -722,6 +719,7 @@ int main(int argc, char **argv) {
   const char *listen = "127.0.0.1:9000";
   uint64_t v;
 
+  TAILQ_INIT(&s.waiting_reqs);
   s.service_ms = 20;
   s.capacity = 4;
   s.queue_max = 1024;

@@ -41,7 +41,7 @@ struct replay_job {
   uint64_t started_ns;
   struct sl_spool_item *item;
   struct sl_replay *replay;
-  struct replay_job *prev, *next;
+  LIST_ENTRY(replay_job) link;
 };
 
 struct spill_job {
@@ -79,9 +79,9 @@ struct sl_drain {
    * completion, and delayed ones through the timer (schedule()). */
   bool maybe_ready;
 
-  struct sl_drain_waiter *wait_head, *wait_tail;
-  struct sl_drain_watch *watches;
-  struct replay_job *replays;
+  TAILQ_HEAD(, sl_drain_waiter) waiters; /* live requests, FIFO */
+  LIST_HEAD(, sl_drain_watch) watches;   /* wait-mode clients */
+  LIST_HEAD(, replay_job) replays;       /* in flight to the backend */
 
   uint64_t hold_until_ms; /* replays wait until then after failures */
   unsigned fail_streak;
@@ -287,13 +287,7 @@ static double drain_rate(const struct sl_drain *d) {
 /* ---- waiters and watches ----------------------------------------------- */
 
 void sl_drain_wait(struct sl_drain *d, struct sl_drain_waiter *w) {
-  w->next = NULL;
-  w->prev = d->wait_tail;
-  if (d->wait_tail)
-    d->wait_tail->next = w;
-  else
-    d->wait_head = w;
-  d->wait_tail = w;
+  TAILQ_INSERT_TAIL(&d->waiters, w, link);
   w->queued = true;
   pump(d);
 }
@@ -301,47 +295,30 @@ void sl_drain_wait(struct sl_drain *d, struct sl_drain_waiter *w) {
 void sl_drain_cancel(struct sl_drain *d, struct sl_drain_waiter *w) {
   if (!w->queued)
     return;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    d->wait_head = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    d->wait_tail = w->prev;
-  w->prev = w->next = NULL;
+  TAILQ_REMOVE(&d->waiters, w, link);
   w->queued = false;
 }
 
 void sl_drain_watch(struct sl_drain *d, struct sl_drain_watch *w) {
-  w->prev = NULL;
-  w->next = d->watches;
-  if (d->watches)
-    d->watches->prev = w;
-  d->watches = w;
+  LIST_INSERT_HEAD(&d->watches, w, link);
   w->active = true;
 }
 
 void sl_drain_unwatch(struct sl_drain *d, struct sl_drain_watch *w) {
+  (void)d; /* the list head is not needed to unlink */
   if (!w->active)
     return;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    d->watches = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  w->prev = w->next = NULL;
+  LIST_REMOVE(w, link);
   w->active = false;
 }
 
 /* Hands the backend's answer for <id> to the clients waiting for it. */
 static void notify_watches(struct sl_drain *d, const uint8_t *id, const struct sl_http_msg *head,
                            const struct sl_buf *body) {
-  struct sl_drain_watch *w = d->watches, *next;
+  struct sl_drain_watch *w = LIST_FIRST(&d->watches), *next;
 
   for (; w != NULL; w = next) {
-    next = w->next;
+    next = LIST_NEXT(w, link);
     if (memcmp(w->id, id, 16) != 0)
       continue;
     sl_drain_unwatch(d, w);
@@ -355,7 +332,7 @@ enum sl_shaper_verdict sl_drain_admit(struct sl_drain *d, bool spillable) {
   bool backlog = spillable && sl_drain_has_backlog(d);
 
   return sl_shaper_decide(&d->shaper, now_ns(), spillable && d->spool != NULL, backlog,
-                          d->wait_head != NULL);
+                          !TAILQ_EMPTY(&d->waiters));
 }
 
 void sl_drain_release(struct sl_drain *d) {
@@ -457,15 +434,6 @@ static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
   sl_ledger_journal_put(d->ledger, &e); /* in flight is not journaled: queued after a restart */
 }
 
-static void job_unlink(struct sl_drain *d, struct replay_job *job) {
-  if (job->prev)
-    job->prev->next = job->next;
-  else
-    d->replays = job->next;
-  if (job->next)
-    job->next->prev = job->prev;
-}
-
 /*
  * A retry's copy (or a dead letter) is durable, or it failed and the spool
  * gave the record back. Either way the spool changed under the drain after
@@ -525,7 +493,7 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
   const struct sl_spool_record *rec = sl_spool_item_record(job->item);
   char error[128];
 
-  job_unlink(d, job);
+  LIST_REMOVE(job, link);
   sl_shaper_release(&d->shaper);
   sl_metrics_add(d->upstream_inflight, -1);
   sl_metrics_observe(d->upstream_seconds, (double)(now_ns() - job->started_ns) / 1e9);
@@ -587,10 +555,7 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
     free(job);
     return;
   }
-  job->next = d->replays;
-  if (d->replays)
-    d->replays->prev = job;
-  d->replays = job;
+  LIST_INSERT_HEAD(&d->replays, job, link);
   sl_metrics_inc(d->upstream_inflight);
 }
 
@@ -613,7 +578,7 @@ static void schedule(struct sl_drain *d, uint64_t now, uint64_t wall) {
   uint64_t token = sl_shaper_token_wait_ns(&d->shaper, now);
   bool replaying = d->spool != NULL && !d->paused;
 
-  if (d->wait_head != NULL || (replaying && sl_drain_has_backlog(d))) {
+  if (!TAILQ_EMPTY(&d->waiters) || (replaying && sl_drain_has_backlog(d))) {
     if (token > 0)
       wait = (token + 999999) / 1000000;
     if (replaying && d->hold_until_ms > wall && d->hold_until_ms - wall < wait)
@@ -641,13 +606,13 @@ static void pump(struct sl_drain *d) {
   if (d->pumping || d->closing)
     return;
   d->pumping = true;
-  while (d->wait_head != NULL && sl_shaper_try_acquire(&d->shaper, now)) {
-    struct sl_drain_waiter *w = d->wait_head;
+  while (!TAILQ_EMPTY(&d->waiters) && sl_shaper_try_acquire(&d->shaper, now)) {
+    struct sl_drain_waiter *w = TAILQ_FIRST(&d->waiters);
 
     sl_drain_cancel(d, w);
     w->granted(w);
   }
-  if (d->wait_head == NULL && d->spool != NULL && !d->paused) {
+  if (TAILQ_EMPTY(&d->waiters) && d->spool != NULL && !d->paused) {
     while (!sl_shaper_full(&d->shaper) && wall >= d->hold_until_ms) {
       struct sl_spool_item *item = NULL;
 
@@ -863,6 +828,9 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
     return UV_ENOMEM;
   }
   d->loop = loop;
+  TAILQ_INIT(&d->waiters);
+  LIST_INIT(&d->watches);
+  LIST_INIT(&d->replays);
   d->index = index;
   d->cfg = cfg;
   d->ucfg = ucfg;
@@ -905,18 +873,18 @@ void sl_drain_destroy(struct sl_drain *d) {
   if (d == NULL)
     return;
   d->closing = true;
-  while (d->replays != NULL) {
-    struct replay_job *job = d->replays;
+  while (!LIST_EMPTY(&d->replays)) {
+    struct replay_job *job = LIST_FIRST(&d->replays);
 
-    job_unlink(d, job);
+    LIST_REMOVE(job, link);
     sl_replay_cancel(job->replay);
     sl_metrics_add(d->upstream_inflight, -1);
     sl_spool_release(d->spool, job->item);
     d->maybe_ready = true;
     free(job);
   }
-  while (d->wait_head != NULL)
-    sl_drain_cancel(d, d->wait_head);
+  while (!TAILQ_EMPTY(&d->waiters))
+    sl_drain_cancel(d, TAILQ_FIRST(&d->waiters));
   for (size_t i = 0; i < d->n_gauges; i++)
     sl_metrics_series_remove(d->gauges[i]);
   d->n_gauges = 0;
