@@ -126,14 +126,16 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
   put_str(&o, sl_ledger_state_name(e->state));
   put_str(&o, "\",\"attempts\":");
   put_u64(&o, e->attempts);
-  if (e->state == SL_LEDGER_QUEUED && e->not_before_ms > sl_clock_wall_ms()) {
+  uint64_t now_ms = sl_clock_wall_ms();
+
+  if (e->state == SL_LEDGER_QUEUED && e->not_before_ms > now_ms) {
     /* Delayed, or waiting for a retry: due at a time, not at a place in the line. */
     char when[32];
 
     put_str(&o, ",\"position\":null,\"not_before\":\"");
     put_str(&o, iso_time(e->not_before_ms, when, sizeof(when)));
     put_str(&o, "\",\"eta_seconds\":");
-    put_tenths(&o, (double)(e->not_before_ms - sl_clock_wall_ms()) / 1e3);
+    put_tenths(&o, (double)(e->not_before_ms - now_ms) / 1e3);
   } else if (e->state == SL_LEDGER_QUEUED && d != NULL) {
     uint64_t pos;
     double eta;

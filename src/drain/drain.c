@@ -652,7 +652,7 @@ static void on_spilled(void *arg, int status) {
 
   memcpy(res.id, job->id, 16);
   if (status == 0) {
-    struct sl_ledger_entry e;
+    struct sl_ledger_entry e, seen;
     uint64_t seq = ++d->seq_accepted;
 
     memset(&e, 0, sizeof(e));
@@ -663,7 +663,10 @@ static void on_spilled(void *arg, int status) {
     e.enqueued_ms = job->enqueue_ms;
     e.updated_ms = job->enqueue_ms;
     e.not_before_ms = job->not_before_ms;
-    if (d->ledger != NULL)
+    /* The record is readable once durable, so a replay may have taken it, and even
+     * finished, before this completion ran: never turn that back into "queued". */
+    if (d->ledger != NULL &&
+        !(sl_ledger_get(d->ledger, e.id, &seen) == 1 && seen.state != SL_LEDGER_QUEUED))
       sl_ledger_journal_put(d->ledger, &e);
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }

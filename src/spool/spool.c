@@ -313,6 +313,13 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
           spool->ack_dirty = true;
       }
   }
+  /* Recovery may have unlinked files, and a segment created just before a crash may have
+   * a name that never reached the disk: make the directory as found durable before any
+   * append goes into it. */
+  if (spool->io.fsync(spool->dirfd) != 0) {
+    err = errno ? -errno : -EIO;
+    goto fail;
+  }
   if (pthread_create(&spool->syncer, NULL, sl__syncer_main, spool) != 0) {
     err = -EAGAIN;
     goto fail;

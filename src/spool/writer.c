@@ -32,6 +32,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <zdict.h>
@@ -43,6 +44,7 @@
 #define DELAY_BASE_MS 1024u
 #define DELAY_LOOKAHEAD_MS 1000u
 #define MAX_BUCKET_FDS 64
+#define SPARE_BACKOFF_NS (60ull * 1000000000) /* after a spare could not be prepared */
 
 /* The records of one group that go to one segment. */
 struct stage {
@@ -170,8 +172,10 @@ static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
   pipeline_flush(spool);
 
   if (seg->wfd >= 0 && seg->zero_end > 0) {
-    /* Cut the unused zeros first: a sealed file ends with its footer. */
-    if (spool->io.ftruncate(seg->wfd, (off_t)seg->wsize) == 0)
+    /* Cut the unused zeros first, durably: a sealed file ends with its footer, and a crash
+     * must not leave a footer with zeros after it. */
+    if (spool->io.ftruncate(seg->wfd, (off_t)seg->wsize) == 0 &&
+        (spool->opts.fsync == SL_SPOOL_FSYNC_OFF || spool->io.fdatasync(seg->wfd) == 0))
       seg->zero_end = 0;
     else
       footer = false; /* recovery will scan the file and cut its zero tail */
@@ -208,20 +212,25 @@ static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
   pthread_mutex_unlock(&spool->mu);
 }
 
-/*
- * Creates a segment file with its header, zero-filled and synced up to <prealloc> bytes when
- * that is above the header, and makes its name durable. The segment is in no list yet.
- */
-static int open_seg_file(struct sl_spool *spool, int store, uint64_t start, uint64_t width,
-                         uint64_t prealloc, struct sl__seg **out) {
-  uint8_t h[SL__SEG_HDR];
-  struct sl__seg *seg;
+static uint64_t take_seq(struct sl_spool *spool) {
   uint64_t seq;
-  int err;
 
   pthread_mutex_lock(&spool->mu);
   seq = spool->next_seq++;
   pthread_mutex_unlock(&spool->mu);
+  return seq;
+}
+
+/*
+ * Creates segment file <seq> with its header, zero-filled and synced up to <prealloc> bytes
+ * when that is above the header, and makes its name durable. The segment is in no list yet.
+ */
+static int open_seg_file(struct sl_spool *spool, int store, uint64_t seq, uint64_t start,
+                         uint64_t width, uint64_t prealloc, struct sl__seg **out) {
+  uint8_t h[SL__SEG_HDR];
+  struct sl__seg *seg;
+  int err;
+
   seg = sl__seg_new(store, seq, start, width, spool->dir);
   if (seg == NULL)
     return -ENOMEM;
@@ -259,6 +268,8 @@ fail:
 }
 
 static void add_seg(struct sl_spool *spool, struct sl__seg *seg) {
+  if (seg->store == SL__STORE_READY && seg->seq > spool->ready_seq_max)
+    spool->ready_seq_max = seg->seq;
   pthread_mutex_lock(&spool->mu);
   sl__segvec_push(seg->store == SL__STORE_READY  ? &spool->ready
                   : seg->store == SL__STORE_DEAD ? &spool->dead
@@ -291,7 +302,8 @@ static uint64_t prealloc_bytes(const struct sl_spool *spool) {
 static void *preparer_main(void *arg) {
   struct sl_spool *spool = arg;
   struct sl__seg *seg = NULL;
-  int err = open_seg_file(spool, SL__STORE_READY, 0, 0, prealloc_bytes(spool), &seg);
+  int err =
+      open_seg_file(spool, SL__STORE_READY, spool->spare_seq, 0, 0, prealloc_bytes(spool), &seg);
 
   if (err != 0 && err != -ECANCELED)
     sl_log_warn("spool %s: preparing the next segment failed (%s): it will be created when needed",
@@ -331,20 +343,32 @@ static struct sl__seg *collect_spare(struct sl_spool *spool, bool wait) {
   spool->spare = NULL;
   spool->spare_ready = false;
   pthread_mutex_unlock(&spool->mu);
+  if (seg == NULL) /* it failed (a full disk?): do not try again at every roll */
+    spool->spare_after_ns = sl_clock_mono_ns() + SPARE_BACKOFF_NS;
   return seg;
 }
 
 /* Starts preparing the next ready segment unless one is being prepared or is waiting. */
 static void prepare_spare(struct sl_spool *spool) {
+  uint64_t bytes = prealloc_bytes(spool);
+  struct statvfs fs;
   bool stopping;
 
-  if (spool->preparer_running || prealloc_bytes(spool) == 0)
+  if (spool->preparer_running || bytes == 0 || sl_clock_mono_ns() < spool->spare_after_ns)
     return;
+  /* Zeros must not take the last free space from appends, acks and the ledger journal. */
+  if (fstatvfs(spool->dirfd, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < 4 * bytes) {
+    spool->spare_after_ns = sl_clock_mono_ns() + SPARE_BACKOFF_NS;
+    return;
+  }
   pthread_mutex_lock(&spool->mu);
   stopping = spool->stopping;
   pthread_mutex_unlock(&spool->mu);
   if (stopping)
     return;
+  /* Its number is taken now, so any segment the writer creates before the spare is ready
+   * comes after it in the ready log (and makes it unusable, see create_seg). */
+  spool->spare_seq = take_seq(spool);
   if (pthread_create(&spool->preparer, NULL, preparer_main, spool) == 0)
     spool->preparer_running = true;
 }
@@ -358,15 +382,16 @@ static int create_seg(struct sl_spool *spool, int store, uint64_t start, uint64_
     /* Never waits: without a spare ready (the first segment of a fresh spool) the
      * segment is created as before, and only its successor is preallocated. */
     seg = collect_spare(spool, false);
-    if (seg != NULL && spool->ready.n > 0 && spool->ready.v[spool->ready.n - 1]->seq > seg->seq) {
-      /* Prepared before a segment created without it: appending there would break the
-       * order of the ready log by sequence number. */
+    if (seg != NULL && seg->seq < spool->ready_seq_max) {
+      /* Prepared before a segment created without it: the reader goes through the ready
+       * log by sequence number and may have passed this one already (even if that other
+       * segment is deleted by now). */
       drop_spare(spool, seg);
       seg = NULL;
     }
   }
   if (seg == NULL) {
-    err = open_seg_file(spool, store, start, width, 0, &seg);
+    err = open_seg_file(spool, store, take_seq(spool), start, width, 0, &seg);
     if (err != 0)
       return err;
   }
@@ -1181,8 +1206,11 @@ static void roll_settled_step(struct sl_spool *spool) {
     if (seg->sealed || seg->wfd < 0 || seg->wnrec == 0)
       continue;
     pthread_mutex_lock(&spool->mu);
+    /* A preallocated file keeps its size whatever it holds: rolling it early would free no
+     * disk and cost the zero-fill of another spare. Only the spool's own byte count
+     * (max_bytes) makes it worth it. */
     roll = seg->nacked >= seg->nrec && seg->nrec == seg->wnrec && seg->committed == seg->wsize &&
-           (seg->wsize >= (1u << 20) ||
+           ((seg->wsize >= (1u << 20) && seg->zero_end == 0) ||
             (spool->opts.max_bytes > 0 &&
              (spool->disk_bytes + spool->q_bytes) * 2 >= spool->opts.max_bytes));
     pthread_mutex_unlock(&spool->mu);
@@ -1437,6 +1465,11 @@ void *sl__writer_main(void *arg) {
   struct sl_spool *spool = arg;
 
   pthread_setname_np(pthread_self(), "spool-writer");
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < spool->ready.n; i++)
+    if (spool->ready.v[i]->seq > spool->ready_seq_max)
+      spool->ready_seq_max = spool->ready.v[i]->seq;
+  pthread_mutex_unlock(&spool->mu);
   prepare_spare(spool); /* for the first roll, or the first segment of a fresh spool */
 
   for (;;) {

@@ -1,5 +1,6 @@
 #include "sluice/random.h"
 
+#include <errno.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -13,6 +14,8 @@ static int refill(void) {
 
   while (have < sizeof(pool)) {
     ssize_t n = getrandom(pool + have, sizeof(pool) - have, 0);
+    if (n < 0 && errno == EINTR)
+      continue; /* a signal during a request over 256 bytes */
     if (n <= 0)
       return -1;
     have += (size_t)n;

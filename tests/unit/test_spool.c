@@ -48,7 +48,18 @@ static bool take_failure(int *n) {
   return false;
 }
 static void set_failures(int *n, int v) { __atomic_store_n(n, v, __ATOMIC_RELEASE); }
+/* A slow disk for the zero-fill of spare segments only (64 KiB writes of zeros). */
+static int slow_zero_fill;
+static bool all_zero(const void *b, size_t n) {
+  const unsigned char *p = b;
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != 0)
+      return false;
+  return true;
+}
 static ssize_t t_pwrite(int fd, const void *b, size_t n, off_t o) {
+  if (__atomic_load_n(&slow_zero_fill, __ATOMIC_ACQUIRE) && n == 65536 && all_zero(b, n))
+    usleep(20000);
   if (take_failure(&fail_pwrite_n)) {
     errno = __atomic_load_n(&fail_pwrite_err, __ATOMIC_ACQUIRE);
     return -1;
@@ -485,6 +496,42 @@ static void test_preallocated_segments(void **state) {
   sl_spool_stats(s, &st);
   assert_int_equal(st.ready, 400);
   assert_int_equal(st.torn_tails, 0);
+  sl_spool_close(s);
+}
+
+/*
+ * A spare prepared slowly, while a segment created without it filled, was delivered and was
+ * deleted: the reader has passed that segment's (higher) sequence number, so the spare must
+ * not become the ready log's next segment, or what is appended to it is never read.
+ */
+static void test_late_spare_is_not_used(void **state) {
+  struct sl_spool_opts o = base_opts();
+  struct sl_spool_item *it;
+  struct done d = {0};
+  struct sl_spool *s;
+  (void)state;
+
+  o.segment_bytes = 4u << 20;
+  __atomic_store_n(&slow_zero_fill, 1, __ATOMIC_RELEASE);
+  s = open_spool(&o);
+  append_n(s, 0, 70000, &d); /* over 1 MiB before the spare is ready: a segment without it */
+  settle(s);
+  assert_int_equal(d.fails, 0);
+  assert_int_equal(drain(s, NULL, 0, true), 70000);
+  settle(s);
+  /* The delivered segment is rolled and deleted meanwhile (checkpoint, gc). */
+  for (int i = 0; i < 200 && count_files("ready-") > 1; i++)
+    usleep(10000);
+  assert_int_equal(count_files("ready-"), 1); /* the spare, still being filled */
+  __atomic_store_n(&slow_zero_fill, 0, __ATOMIC_RELEASE);
+  usleep(1000000); /* the spare is done (a few steps of 256 KiB, 2 ms apart) */
+  append_n(s, 100, 1, &d);
+  settle(s);
+  assert_int_equal(d.fails, 0);
+  assert_int_equal(sl_spool_take(s, &it), 0);
+  assert_non_null(it);
+  assert_int_equal(rec_index(sl_spool_item_record(it)), 100);
+  sl_spool_ack(s, it, NULL, NULL);
   sl_spool_close(s);
 }
 
@@ -1087,6 +1134,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_missing_segment_and_footers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_checkpoint, setup, teardown),
       cmocka_unit_test_setup_teardown(test_preallocated_segments, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_late_spare_is_not_used, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_buckets, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
