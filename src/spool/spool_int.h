@@ -255,11 +255,11 @@ struct sl_spool {
   bool trained_ready;
   pthread_t preparer;
   bool preparer_running;
-  struct sl__seg *spare; /* shared: a preallocated ready segment, not yet in any list */
-  uint64_t ready_seq_max; /* highest sequence number ever given to a ready segment */
-  uint64_t spare_seq;     /* the spare's number, taken before its preparer starts */
+  struct sl__seg *spare;   /* shared: a preallocated ready segment, not yet in any list */
+  uint64_t ready_seq_max;  /* highest sequence number ever given to a ready segment */
+  uint64_t spare_seq;      /* the spare's number, taken before its preparer starts */
   uint64_t spare_after_ns; /* no new spare before this (after a failure: disk full?) */
-  bool spare_ready;      /* shared: the preparer finished (spare may still be NULL) */
+  bool spare_ready;        /* shared: the preparer finished (spare may still be NULL) */
 
   /* owner */
   ZSTD_DCtx *dctx;
