@@ -71,7 +71,8 @@ struct sl_drain_watch {
 };
 
 /*
- * Creates the drain of upstream <ucfg> (index <index> in the config), using
+ * Creates the drain of upstream <ucfg> (upstream id <index>: what its ledger
+ * entries carry, stable across reloads and restarts; see ledger_journal.h), using
  * connection pool <pool>, ledger <ledger> and metrics registry <reg>. With
  * <spool_dir> non-NULL it opens the spool there (recovering it); that is the
  * only blocking step and happens before the loop serves. Returns 0 and the

@@ -121,6 +121,22 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
  */
 void sl_ledger_journal_close(struct sl_ledger_journal *j);
 
+/* Longest upstream name a NAME record holds. */
+#define SL_LEDGER_JOURNAL_NAME_MAX 128
+
+/*
+ * Upstream ids. Status entries (their <upstream>) and Idempotency-Keys (their
+ * scope) carry a 16-bit upstream id; the owner gives each upstream name an id
+ * once and records it with sl_ledger_journal_put_name(), so that an id read
+ * back after a restart means the same upstream even if the config's
+ * upstreams were reordered, added or removed meanwhile. After open,
+ * sl_ledger_journal_names() gives the names read from the file, by id (NULL
+ * where an id has none); the array stays valid until close. put_name returns
+ * 0, or -EINVAL for a name that is empty or over SL_LEDGER_JOURNAL_NAME_MAX.
+ */
+size_t sl_ledger_journal_names(const struct sl_ledger_journal *j, const char *const **names);
+int sl_ledger_journal_put_name(struct sl_ledger_journal *j, uint16_t id, const char *name);
+
 /* Starts writing the buffer now instead of at the next timer tick. */
 void sl_ledger_journal_flush(struct sl_ledger_journal *j);
 

@@ -88,6 +88,8 @@ struct sl_server {
   struct sl_ledger *ledger;            /* spilled ids, for status URLs */
   struct sl_dedupe *dedupe;            /* Idempotency-Key repeats */
   struct sl_ledger_journal *journal;   /* both, across restarts; NULL if nothing spills */
+  char **upstream_ids;                 /* upstream name by id (ledger entries, key scopes) */
+  size_t n_upstream_ids;
   struct sl_route_stats *unrouted_stats;
 };
 
@@ -202,6 +204,11 @@ struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
                                         struct sl_upstream_stats **stats);
 /* The drain of upstream <name>; NULL if unknown. */
 struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name);
+
+/* The id status entries and Idempotency-Key scopes use for upstream <name> (configured), and
+ * the name of id <id> (NULL if unknown: an upstream from before a restart, since removed). */
+uint16_t sl__server_upstream_id(struct sl_server *srv, const char *name);
+const char *sl__server_upstream_name(const struct sl_server *srv, uint16_t id);
 /* The series of route <r> of config <cfg> (NULL <r>: requests no route matched). */
 struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
                                               const struct sl_route_config *r);

@@ -19,6 +19,7 @@
 
 struct upstream_slot {
   char *name;
+  uint16_t id;
   struct sl_upstream *up;
   struct sl_config *cfg; /* the config whose entry <up> points into */
   struct sl_upstream_stats *stats;
@@ -46,6 +47,62 @@ struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
 struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name) {
   struct upstream_slot *s = find_slot(srv, name);
   return s ? s->drain : NULL;
+}
+
+uint16_t sl__server_upstream_id(struct sl_server *srv, const char *name) {
+  struct upstream_slot *s = find_slot(srv, name);
+  return s ? s->id : UINT16_MAX;
+}
+
+const char *sl__server_upstream_name(const struct sl_server *srv, uint16_t id) {
+  return id < srv->n_upstream_ids ? srv->upstream_ids[id] : NULL;
+}
+
+/*
+ * Gives upstream <name> its id: the one it had (in this process, or before a restart as the
+ * journal recorded), else the next free one, recorded in the journal. Ids are never reused,
+ * so a status entry or an Idempotency-Key always means the upstream it was made for.
+ */
+static int assign_upstream_id(struct sl_server *srv, const char *name, uint16_t *id) {
+  char **grown;
+
+  for (size_t i = 0; i < srv->n_upstream_ids; i++) {
+    if (srv->upstream_ids[i] != NULL && strcmp(srv->upstream_ids[i], name) == 0) {
+      *id = (uint16_t)i;
+      return 0;
+    }
+  }
+  if (srv->n_upstream_ids >= UINT16_MAX)
+    return UV_E2BIG;
+  grown = realloc(srv->upstream_ids, (srv->n_upstream_ids + 1) * sizeof(*grown));
+  if (grown == NULL)
+    return UV_ENOMEM;
+  srv->upstream_ids = grown;
+  if ((grown[srv->n_upstream_ids] = strdup(name)) == NULL)
+    return UV_ENOMEM;
+  *id = (uint16_t)srv->n_upstream_ids++;
+  if (srv->journal != NULL && sl_ledger_journal_put_name(srv->journal, *id, name) != 0)
+    sl_log_warn("upstream %s: name too long to record in the ledger journal; after a restart "
+                "its statuses and keys may be taken for another upstream's",
+                name);
+  return 0;
+}
+
+/* Takes the upstream ids the journal recorded before a restart. */
+static int load_upstream_ids(struct sl_server *srv) {
+  const char *const *names;
+  size_t n = srv->journal != NULL ? sl_ledger_journal_names(srv->journal, &names) : 0;
+
+  if (n == 0)
+    return 0;
+  srv->upstream_ids = calloc(n, sizeof(*srv->upstream_ids));
+  if (srv->upstream_ids == NULL)
+    return UV_ENOMEM;
+  srv->n_upstream_ids = n;
+  for (size_t i = 0; i < n; i++)
+    if (names[i] != NULL && (srv->upstream_ids[i] = strdup(names[i])) == NULL)
+      return UV_ENOMEM;
+  return 0;
 }
 
 /* Whether some route of <cfg> spills to upstream <i>: only those get a spool. */
@@ -93,7 +150,7 @@ static int create_drain(struct sl_server *srv, struct upstream_slot *s, struct s
 
   if (n < 0 || (size_t)n >= sizeof(dir))
     return UV_ENAMETOOLONG;
-  return sl_drain_create(srv->loop, cfg, &cfg->upstreams[i], (uint16_t)i, s->up, srv->ledger,
+  return sl_drain_create(srv->loop, cfg, &cfg->upstreams[i], s->id, s->up, srv->ledger,
                          sl_metrics_default(), spills_to(cfg, i) ? dir : NULL, &s->drain);
 }
 
@@ -143,6 +200,8 @@ static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
       s->stats = sl__stats_upstream(srv->stats, ucfg->name);
       s->drain = NULL;
       srv->n_upstreams++;
+      if (assign_upstream_id(srv, ucfg->name, &s->id) != 0)
+        return UV_ENOMEM;
       if (create_drain(srv, s, cfg, i) != 0)
         return UV_EIO;
       continue;
@@ -176,7 +235,7 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   srv->listener.data = srv;
   srv->grace_timer.data = srv;
   if (srv->access_log == NULL || srv->stats == NULL || srv->ledger == NULL || srv->dedupe == NULL ||
-      open_journal(srv, cfg) != 0 || bind_upstreams(srv, cfg) != 0 ||
+      open_journal(srv, cfg) != 0 || load_upstream_ids(srv) != 0 || bind_upstreams(srv, cfg) != 0 ||
       bind_route_stats(srv, cfg) != 0 ||
       (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
     sl_log_error("cannot start the server (see above)");
@@ -323,6 +382,9 @@ void sl_server_destroy(struct sl_server *srv) {
     free(slots(srv)[i].name);
   }
   free(srv->upstreams);
+  for (size_t i = 0; i < srv->n_upstream_ids; i++)
+    free(srv->upstream_ids[i]);
+  free(srv->upstream_ids);
   free(srv->route_stats);
   sl__stats_destroy(srv->stats);
   /* After the drains: closing a spool completes its queued appends, whose

@@ -118,8 +118,9 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
   struct sl_drain *d = NULL;
 
   sl_ledger_id_format(e->id, id);
-  if (e->upstream < c->cfg->n_upstreams)
-    d = sl__server_drain(c->srv, c->cfg->upstreams[e->upstream].name);
+  const char *upstream = sl__server_upstream_name(c->srv, e->upstream);
+  if (upstream != NULL)
+    d = sl__server_drain(c->srv, upstream);
   put_str(&o, "{\"id\":\"");
   put_str(&o, id);
   put_str(&o, "\",\"status\":\"");
@@ -170,6 +171,12 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
   }
   put_str(&o, "}\n");
   return (int)o.n;
+}
+
+/* The scope of a route's Idempotency-Keys: its upstream's id, so a key means the same upstream
+ * after a reload or restart that reorders the config. */
+static uint16_t key_scope(struct sl_conn *c, const struct sl_route_config *route) {
+  return sl__server_upstream_id(c->srv, c->cfg->upstreams[route->upstream].name);
 }
 
 /* 202 Accepted for id <id>, with its status and a Location to its status URL. */
@@ -265,7 +272,7 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
   if (res->status != 0) {
     key = header(c, "idempotency-key");
     if (key != NULL)
-      sl_ledger_journal_remove_key(c->srv->dedupe, c->route->upstream,
+      sl_ledger_journal_remove_key(c->srv->dedupe, key_scope(c, c->route),
                                    sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
     sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
                 sl_spool_strerror(res->status));
@@ -313,7 +320,7 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
   /* Recorded before the append completes, so that a repeat arriving
    * meanwhile finds it rather than queueing a second copy. */
   if (key != NULL)
-    sl_ledger_journal_put_key(c->srv->dedupe, c->route->upstream,
+    sl_ledger_journal_put_key(c->srv->dedupe, key_scope(c, c->route),
                               sl_http_msg_str(m, key->value_off), key->value_len, c->spill_id,
                               sl_clock_wall_ms());
   c->shape = SHAPE_SPILLING;
@@ -393,7 +400,7 @@ void sl__shape_start(struct sl_conn *c) {
   }
   key = spillable ? header(c, "idempotency-key") : NULL;
   if (key != NULL) {
-    int hit = sl_dedupe_get(c->srv->dedupe, route->upstream, sl_http_msg_str(m, key->value_off),
+    int hit = sl_dedupe_get(c->srv->dedupe, key_scope(c, route), sl_http_msg_str(m, key->value_off),
                             key->value_len, sl_clock_wall_ms(), id);
     if (hit == SL_ELEDGER_BADKEY) {
       static const char bad[] = "{\"error\":\"Idempotency-Key must be 1 to 256 bytes\"}\n";

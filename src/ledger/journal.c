@@ -9,10 +9,16 @@
  *   body   = u8 type, then by type (all integers little-endian):
  *     ENTRY (1):      u8 state, u16 upstream, u16 status, u8 error_len, u8 0,
  *                     u32 attempts, id[16], u64 seq, u64 enqueued_ms,
- *                     u64 updated_ms, error[error_len]               52 + error_len
+ *                     u64 updated_ms, u64 not_before_ms,
+ *                     error[error_len]                               60 + error_len
  *     KEY (2):        u8 0, u16 scope, u16 key_len, u16 0, id[16], u64 t_ms,
  *                     key[key_len]                                   32 + key_len
  *     KEY_REMOVE (3): u8 0, u16 scope, u16 key_len, u16 0, key[key_len]  8 + key_len
+ *     NAME (4):       u8 0, u16 id, u16 name_len, u16 0, name[name_len]  8 + name_len
+ *
+ * An ENTRY's upstream and a KEY's scope are upstream ids; NAME frames say
+ * which upstream name each id stands for, so that ids keep their meaning
+ * when the config's upstreams are reordered, added or removed.
  *
  * Reading applies frames in order and stops at the first frame that is torn,
  * fails its CRC or does not parse; later bytes are never trusted (a frame
@@ -61,7 +67,43 @@
 #define FRAME_MAX (FRAME_HEAD + BODY_MAX)
 #define IO_CHUNK (1u << 20) /* read and snapshot buffer */
 
-enum { REC_ENTRY = 1, REC_KEY = 2, REC_KEY_REMOVE = 3 };
+#define NAME_LEN 8
+
+enum { REC_ENTRY = 1, REC_KEY = 2, REC_KEY_REMOVE = 3, REC_NAME = 4 };
+
+/* Upstream names by id (NULL where an id has none). */
+struct names {
+  char **v;
+  size_t n;
+};
+
+static int names_set(struct names *t, uint16_t id, const char *name, size_t len) {
+  char *copy = strndup(name, len);
+
+  if (copy == NULL)
+    return -ENOMEM;
+  if (id >= t->n) {
+    char **grown = realloc(t->v, ((size_t)id + 1) * sizeof(*grown));
+    if (grown == NULL) {
+      free(copy);
+      return -ENOMEM;
+    }
+    memset(grown + t->n, 0, ((size_t)id + 1 - t->n) * sizeof(*grown));
+    t->v = grown;
+    t->n = (size_t)id + 1;
+  }
+  free(t->v[id]);
+  t->v[id] = copy;
+  return 0;
+}
+
+static void names_free(struct names *t) {
+  for (size_t i = 0; i < t->n; i++)
+    free(t->v[i]);
+  free(t->v);
+  t->v = NULL;
+  t->n = 0;
+}
 
 enum compact_state {
   COMPACT_IDLE,
@@ -115,6 +157,7 @@ struct sl_ledger_journal {
   bool capture_overflow;
   unsigned ops; /* threadpool jobs and renames in flight */
   bool closing, freeing, warned_drop;
+  struct names names; /* as read at open */
   struct sl_ledger_journal_stats st;
 };
 
@@ -195,6 +238,17 @@ static size_t encode_key(uint8_t *frame, uint16_t scope, const char *key, size_t
   return seal(frame, head + key_len);
 }
 
+static size_t encode_name(uint8_t *frame, uint16_t id, const char *name, size_t len) {
+  uint8_t *b = frame + FRAME_HEAD;
+
+  memset(b, 0, NAME_LEN);
+  b[0] = REC_NAME;
+  put16(b + 2, id);
+  put16(b + 4, (uint16_t)len);
+  memcpy(b + NAME_LEN, name, len);
+  return seal(frame, NAME_LEN + len);
+}
+
 static void header(uint8_t out[HEADER_LEN]) {
   memcpy(out, MAGIC, 8);
   put32(out + 8, VERSION);
@@ -206,6 +260,7 @@ static void header(uint8_t out[HEADER_LEN]) {
 struct loader {
   struct sl_ledger *l;
   struct sl_dedupe *d;
+  struct names names;
   uint64_t now_ms;
   uint64_t entries, keys, expired, unknown;
 };
@@ -263,6 +318,14 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
     return sl_dedupe_put(ld->d, get16(b + 2), key, key_len, b + 8, get64(b + 24)) == -ENOMEM
                ? -ENOMEM
                : 0;
+  }
+  case REC_NAME: {
+    size_t name_len = get16(b + 4);
+
+    if (len < NAME_LEN || name_len == 0 || name_len > SL_LEDGER_JOURNAL_NAME_MAX ||
+        len != NAME_LEN + name_len || memchr(b + NAME_LEN, '\0', name_len) != NULL)
+      return 1;
+    return names_set(&ld->names, get16(b + 2), (const char *)b + NAME_LEN, name_len);
   }
   default:
     ld->unknown++;
@@ -388,14 +451,13 @@ static void snap_add(struct snap *s, const uint8_t *frame, size_t len) {
 }
 
 /*
- * Writes the header and what <l> and <d> hold to <fd>, which is empty: the
- * pending entries, then the settled ones, each in eviction order, so that a
- * reload rebuilds the same eviction order; then the keys still inside the
- * window at <now_ms>, oldest first. Sets <*size>. Returns 0 or a negative
- * errno.
+ * Writes the header and what <names>, <l> and <d> hold to <fd>, which is
+ * empty: the upstream names, the pending entries, then the settled ones, each in eviction order, so
+ * that a reload rebuilds the same eviction order; then the keys still inside the window at
+ * <now_ms>, oldest first. Sets <*size>. Returns 0 or a negative errno.
  */
-static int write_snapshot(int fd, const struct sl_ledger *l, const struct sl_dedupe *d,
-                          uint64_t now_ms, uint64_t *size) {
+static int write_snapshot(int fd, const struct names *names, const struct sl_ledger *l,
+                          const struct sl_dedupe *d, uint64_t now_ms, uint64_t *size) {
   struct snap s = {.fd = fd};
   uint8_t frame[FRAME_MAX];
   struct sl_ledger_entry e;
@@ -403,6 +465,9 @@ static int write_snapshot(int fd, const struct sl_ledger *l, const struct sl_ded
   sl_buf_init(&s.buf);
   header(frame);
   snap_add(&s, frame, HEADER_LEN);
+  for (size_t id = 0; id < names->n; id++)
+    if (names->v[id] != NULL)
+      snap_add(&s, frame, encode_name(frame, (uint16_t)id, names->v[id], strlen(names->v[id])));
   for (int which = SL__LEDGER_PENDING; which <= SL__LEDGER_SETTLED; which++) {
     for (uint32_t n = l->lists[which].head; n != SL__LEDGER_NONE; n = l->nodes[n].next) {
       sl__ledger_node_entry(l, n, &e);
@@ -424,14 +489,14 @@ static int write_snapshot(int fd, const struct sl_ledger *l, const struct sl_ded
 /* Creates <tmp_path> with the snapshot of <l> and <d>, fsynced. Returns 0 and
  * sets <*fd_out> (open for writing, at its end) and <*size>, or a negative
  * errno (no file is left behind). */
-static int write_temp(const char *tmp_path, const struct sl_ledger *l, const struct sl_dedupe *d,
-                      uint64_t now_ms, int *fd_out, uint64_t *size) {
+static int write_temp(const char *tmp_path, const struct names *names, const struct sl_ledger *l,
+                      const struct sl_dedupe *d, uint64_t now_ms, int *fd_out, uint64_t *size) {
   int fd = open(tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   int rc;
 
   if (fd < 0)
     return -errno;
-  rc = write_snapshot(fd, l, d, now_ms, size);
+  rc = write_snapshot(fd, names, l, d, now_ms, size);
   if (rc == 0 && fsync(fd) != 0)
     rc = -errno;
   if (rc != 0) {
@@ -540,6 +605,7 @@ static int load(struct sl_ledger_journal *j, uint64_t now_ms) {
     return errno == ENOENT ? 0 : -errno;
   rc = fstat(fd, &sb) != 0 ? -errno : load_fd(fd, UINT64_MAX, &ld, &j->st.bad_offset);
   close(fd);
+  j->names = ld.names;
   if (rc != 0)
     return rc;
   j->st.loaded_entries = ld.entries;
@@ -568,7 +634,7 @@ static int compact_at_startup(struct sl_ledger_journal *j, uint64_t now_ms) {
 
   if (dir == NULL)
     return -ENOMEM;
-  rc = write_temp(j->tmp_path, j->l, j->d, now_ms, &j->fd, &size);
+  rc = write_temp(j->tmp_path, &j->names, j->l, j->d, now_ms, &j->fd, &size);
   if (rc == 0 && rename(j->tmp_path, j->path) != 0) {
     rc = -errno;
     close(j->fd);
@@ -584,6 +650,7 @@ static int compact_at_startup(struct sl_ledger_journal *j, uint64_t now_ms) {
 }
 
 static void journal_free(struct sl_ledger_journal *j) {
+  names_free(&j->names);
   sl_buf_dispose(&j->pending);
   sl_buf_dispose(&j->inflight);
   sl_buf_dispose(&j->capture);
@@ -879,6 +946,21 @@ int sl_ledger_journal_remove_key(struct sl_dedupe *d, uint16_t scope, const char
   return rc;
 }
 
+size_t sl_ledger_journal_names(const struct sl_ledger_journal *j, const char *const **names) {
+  *names = (const char *const *)j->names.v;
+  return j->names.n;
+}
+
+int sl_ledger_journal_put_name(struct sl_ledger_journal *j, uint16_t id, const char *name) {
+  uint8_t frame[FRAME_MAX];
+  size_t len = strlen(name);
+
+  if (len == 0 || len > SL_LEDGER_JOURNAL_NAME_MAX)
+    return -EINVAL;
+  append(j, frame, encode_name(frame, id, name, len));
+  return 0;
+}
+
 /* ---- run-time compaction ------------------------------------------------ */
 
 /* threadpool: replays the file's first <limit> bytes into private structures
@@ -900,7 +982,8 @@ static void compact_work(uv_work_t *w) {
   if (fd >= 0)
     close(fd);
   if (job->rc == 0)
-    job->rc = write_temp(job->tmp_path, l, d, job->now_ms, &job->fd, &job->size);
+    job->rc = write_temp(job->tmp_path, &ld.names, l, d, job->now_ms, &job->fd, &job->size);
+  names_free(&ld.names);
   sl_ledger_destroy(l);
   sl_dedupe_destroy(d);
 }

@@ -2,7 +2,9 @@
 # Status URLs and Idempotency-Key repeats survive restarts, through the ledger journal
 # (<spool dir>/ledger.journal): after kill -9 a queued request still reads "queued" with a
 # sane position, and a repeat of its key gets its id without being queued again; after a
-# delivery and a graceful restart it reads "delivered" with the backend's status code.
+# delivery and a graceful restart it reads "delivered" with the backend's status code; after a
+# restart whose config puts a new upstream first, statuses and keys still belong to the upstream
+# they were made for (the journal keeps upstream ids by name).
 #
 # sluice: rate = 1/s, burst = 1, spill on, upstream paused (config): the first POST takes the
 # only token and is forwarded; the next three are spilled and stay queued until the test
@@ -126,3 +128,41 @@ c.check(4 not in seqs and 5 not in seqs, "the repeats never reached the backend"
 c.done()
 EOF
 e2e_sluice_stop sluice3
+
+# A config that puts a new upstream "a" before "b": config indexes move, upstream ids must not.
+conf2=$(e2e_write_config sluice2.conf <<EOF
+$(e2e_config_base batch)
+upstreams = ( { name = "a"; address = "127.0.0.1:$REC_PORT"; rate = 1.0; burst = 1; paused = true; },
+              { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = 1.0; burst = 1; } );
+routes = ( { prefix = "/other"; upstream = "a"; spill = true; },
+           { prefix = "/"; upstream = "b"; spill = true; } );
+EOF
+)
+e2e_log "restarting with upstream a inserted before b"
+e2e_sluice_start -n sluice4 "$conf2"
+sh_require_admin
+
+python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$E2E_WORK/state.json" <<'EOF'
+import sys
+from shaping import *
+
+port, aport, state = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = Checks()
+ids = load_json(state)["ids"]
+s = get(port, "/_sluice/requests/" + ids[0])
+c.check(s.status == 200 and s.json().get("status") == "delivered",
+        "request 1 still reads delivered with the upstreams reordered", s)
+post(port, "/other/primer")  # takes a's only token, so the next POST to a spills
+a = post(port, "/other/1", {"Idempotency-Key": "k-restart", "X-Test-Seq": "6"}, b'{"n":6}')
+j = check_accept_body(a, "a POST to upstream a with b's key")
+c.check(j.get("id") != ids[0], "the key of upstream b is not taken for upstream a", j)
+s = get(port, a.header("Location")).json()
+c.check(s.get("status") == "queued" and isinstance(s.get("position"), int),
+        "the new request reads queued with a position on upstream a", s)
+c.check(upstream(aport, "a").get("ready") == 1, "it was queued on upstream a", upstream(aport, "a"))
+b = post(port, "/orders/1", {"Idempotency-Key": "k-restart", "X-Test-Seq": "7"}, b'{"n":7}')
+c.check(b.status == 202 and b.json().get("id") == ids[0],
+        "on upstream b the key still gives the first request's id", b)
+c.done()
+EOF
+e2e_sluice_stop sluice4

@@ -513,6 +513,50 @@ static void test_pending_bound(void **state) {
   assert_int_equal(file_size(f->path), HEADER_LEN + 10 * ENTRY_FRAME);
 }
 
+/* Upstream names by id survive a reopen and both kinds of compaction; a name is not a key. */
+static void test_upstream_names(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_journal_opts opts;
+  const char *const *names;
+  char long_name[SL_LEDGER_JOURNAL_NAME_MAX + 2];
+
+  assert_int_equal(open_with(f, 64, NULL), 0);
+  assert_int_equal(sl_ledger_journal_names(f->j, &names), 0);
+  assert_int_equal(sl_ledger_journal_put_name(f->j, 0, "orders"), 0);
+  assert_int_equal(sl_ledger_journal_put_name(f->j, 2, "billing"), 0);
+  memset(long_name, 'x', sizeof(long_name) - 1);
+  long_name[sizeof(long_name) - 1] = '\0';
+  assert_int_equal(sl_ledger_journal_put_name(f->j, 3, long_name), -EINVAL);
+  assert_int_equal(sl_ledger_journal_put_name(f->j, 4, ""), -EINVAL);
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  reopen(f); /* the startup compaction rewrites the file: the names go with it */
+  assert_int_equal(sl_ledger_journal_names(f->j, &names), 3);
+  assert_string_equal(names[0], "orders");
+  assert_null(names[1]);
+  assert_string_equal(names[2], "billing");
+  assert_int_equal(sl_ledger_count(f->l), 1);
+  close_journal(f);
+
+  /* A run-time compaction keeps them too. */
+  sl_ledger_journal_opts_init(&opts);
+  opts.compact_min_bytes = 1024;
+  opts.flush_bytes = 256;
+  assert_int_equal(open_with(f, 64, &opts), 0);
+  for (unsigned round = 0; round < 20; round++) {
+    for (unsigned n = 1; n <= 10; n++)
+      put(f, n, SL_LEDGER_QUEUED, n);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  }
+  sl_ledger_journal_flush(f->j);
+  for (int i = 0; i < 10000 && (stats(f).compactions == 0 || stats(f).compacting); i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_true(stats(f).compactions > 0);
+  reopen(f);
+  assert_int_equal(sl_ledger_journal_names(f->j, &names), 3);
+  assert_string_equal(names[0], "orders");
+  assert_string_equal(names[2], "billing");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -527,6 +571,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_key_expiry_on_load, setup, teardown),
       cmocka_unit_test_setup_teardown(test_locked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_upstream_names, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
