@@ -90,7 +90,16 @@ static void read_start(struct sl_conn *c) {
 
 static void on_timeout(uv_timer_t *t) {
   struct sl_conn *c = t->data;
+  uint64_t now = uv_now(t->loop);
 
+  if (c->deadline == UINT64_MAX)
+    return; /* disarmed since: the timer lapses */
+  if (now < c->deadline) {
+    /* Armed for an earlier deadline that has moved on: wait for the rest. */
+    uv_timer_start(&c->timer, on_timeout, c->deadline - now, 0);
+    return;
+  }
+  c->deadline = UINT64_MAX;
   switch (c->state) {
   case CONN_IDLE:
   case CONN_DRAINING:
@@ -111,11 +120,22 @@ static void on_timeout(uv_timer_t *t) {
   }
 }
 
+/*
+ * Sets the connection's one timeout <ms> from now. Every request moves it three or four
+ * times (head, body, done, idle), and re-arming a libuv timer is a heap operation: so a
+ * timer already due no later than the new deadline is left alone, and when it fires early
+ * it re-arms itself for the rest (on_timeout). Only a deadline earlier than the armed one
+ * re-arms at once.
+ */
 static void arm_timer(struct sl_conn *c, uint64_t ms) {
-  uv_timer_start(&c->timer, on_timeout, ms, 0);
+  c->deadline = uv_now(c->timer.loop) + ms;
+  if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > ms)
+    uv_timer_start(&c->timer, on_timeout, ms, 0);
 }
 
 void sl__conn_arm(struct sl_conn *c, uint64_t ms) { arm_timer(c, ms); }
+
+void sl__conn_disarm(struct sl_conn *c) { c->deadline = UINT64_MAX; }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)status;
@@ -401,7 +421,7 @@ static int on_req_done(struct sl_http_parser *p) {
 
   c->state = CONN_PROXY;
   c->keep_alive = p->msg.keep_alive;
-  uv_timer_stop(&c->timer);
+  sl__conn_disarm(c);
   return 0;
 }
 
@@ -505,6 +525,7 @@ void sl__conn_accept(struct sl_server *srv) {
     return;
   uv_tcp_init(srv->loop, &c->tcp);
   uv_timer_init(srv->loop, &c->timer);
+  c->deadline = UINT64_MAX;
   c->tcp.data = c;
   c->timer.data = c;
   c->srv = srv;

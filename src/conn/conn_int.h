@@ -96,6 +96,7 @@ struct sl_server {
 struct sl_conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uint64_t deadline; /* loop time (ms) the timeout is for; UINT64_MAX: none (see arm_timer) */
   struct sl_server *srv;
   struct sl_conn *prev, *next;
   enum conn_state state;
@@ -171,6 +172,7 @@ void sl__conn_respond_error(struct sl_conn *c, unsigned status, bool close_after
 void sl__conn_abort(struct sl_conn *c);
 /* Arms the connection's timer; in state PROXY it calls sl__shape_timeout(). */
 void sl__conn_arm(struct sl_conn *c, uint64_t ms);
+void sl__conn_disarm(struct sl_conn *c); /* no timeout until the next arm */
 /* Drops a reference (a handle, or a pending spool callback); frees at zero. */
 void sl__conn_unref(struct sl_conn *c);
 /* Answers with <status>, extra header lines <headers> ("Name: v\r\n"...) and a

@@ -239,7 +239,7 @@ static void on_replayed(const struct sl_http_msg *head, const struct sl_buf *bod
   struct sl_conn *c = arg;
   struct sl_http_msg resp = *head;
 
-  uv_timer_stop(&c->timer);
+  sl__conn_disarm(c);
   c->shape = SHAPE_NONE;
   c->status = head->status;
   c->outcome = SL_OUTCOME_SPILLED;
@@ -333,7 +333,7 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
 static void on_granted(struct sl_drain_waiter *w) {
   struct sl_conn *c = (struct sl_conn *)((char *)w - offsetof(struct sl_conn, waiter));
 
-  uv_timer_stop(&c->timer);
+  sl__conn_disarm(c);
   c->shape = SHAPE_NONE;
   c->holds_slot = true;
   sl__proxy_start(c);
