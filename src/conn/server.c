@@ -199,6 +199,7 @@ static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
       s->cfg = sl_config_ref(cfg);
       s->stats = sl__stats_upstream(srv->stats, ucfg->name);
       s->drain = NULL;
+      s->id = UINT16_MAX; /* no id: no status entries or keys (it gets no drain either) */
       srv->n_upstreams++;
       if (assign_upstream_id(srv, ucfg->name, &s->id) != 0)
         return UV_ENOMEM;

@@ -664,9 +664,8 @@ static void on_spilled(void *arg, int status) {
     e.updated_ms = job->enqueue_ms;
     e.not_before_ms = job->not_before_ms;
     /* The record is readable once durable, so a replay may have taken it, and even
-     * finished, before this completion ran: never turn that back into "queued". */
-    if (d->ledger != NULL &&
-        !(sl_ledger_get(d->ledger, e.id, &seen) == 1 && seen.state != SL_LEDGER_QUEUED))
+     * finished or failed, before this completion ran: an entry there already is newer. */
+    if (d->ledger != NULL && sl_ledger_get(d->ledger, e.id, &seen) != 1)
       sl_ledger_journal_put(d->ledger, &e);
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }

@@ -884,12 +884,15 @@ static void on_write(uv_fs_t *req) {
   maybe_free(j);
 }
 
-static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len) {
+/* Queues <frame> for the file. Past max_pending_bytes it is dropped, unless <always>: a NAME
+ * frame must never be lost while frames that use its id get through. */
+static void append_frame(struct sl_ledger_journal *j, const uint8_t *frame, size_t len,
+                         bool always) {
   if (j->st.failed) {
     j->st.dropped_records++;
     return;
   }
-  if (j->pending.len + len > j->opts.max_pending_bytes ||
+  if ((!always && j->pending.len + len > j->opts.max_pending_bytes) ||
       sl_buf_append(&j->pending, frame, len) != 0) {
     if (!j->warned_drop)
       sl_log_warn("ledger journal %s: %zu bytes wait for the disk: status changes are dropped "
@@ -913,6 +916,10 @@ static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len
     flush(j);
   else if (!uv_is_active((uv_handle_t *)&j->timer))
     uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+}
+
+static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len) {
+  append_frame(j, frame, len, false);
 }
 
 void sl_ledger_journal_flush(struct sl_ledger_journal *j) { flush(j); }
@@ -957,7 +964,7 @@ int sl_ledger_journal_put_name(struct sl_ledger_journal *j, uint16_t id, const c
 
   if (len == 0 || len > SL_LEDGER_JOURNAL_NAME_MAX)
     return -EINVAL;
-  append(j, frame, encode_name(frame, id, name, len));
+  append_frame(j, frame, encode_name(frame, id, name, len), true);
   return 0;
 }
 
