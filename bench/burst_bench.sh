@@ -72,27 +72,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { echo "burst_bench: $*" >&2; }
 
-# The proxy and the backend on CPU 0; the load generators, the sampler and wrk on CPU 1.
-if [ "$(nproc)" -ge 2 ]; then
-  pin_proxy=(taskset -c 0)
-  pin_load=(taskset -c 1)
-else
-  pin_proxy=()
-  pin_load=()
-fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-taken=" "
-free_port() { # sets REPLY to a free loopback port not handed out before
-  while :; do
-    REPLY=$((20000 + RANDOM % 12000))
-    case "$taken" in *" $REPLY "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$REPLY") 2>/dev/null; then
-      taken="$taken$REPLY "
-      return
-    fi
-  done
-}
+. "$repo/bench/lib.sh" # CPU pinning, descriptor limit, free_port
 
 # wait_port PORT: until something accepts connections on PORT (5 s).
 wait_port() {

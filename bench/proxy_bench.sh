@@ -56,31 +56,7 @@ trap 'exit 130' INT TERM
 log() { echo "proxy_bench: $*" >&2; }
 hz=$(getconf CLK_TCK)
 
-# CPU pinning: the proxy alone on CPU 0, load generator and backend on CPU 1.
-if [ "$(nproc)" -ge 2 ]; then
-  pin_proxy=(taskset -c 0)
-  pin_load=(taskset -c 1)
-else
-  log "fewer than 2 CPUs: running unpinned"
-  pin_proxy=()
-  pin_load=()
-fi
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# Sets REPLY to a loopback port that nothing listens on and that this script has not handed
-# out yet (it runs in this shell, not in $(...), so that it can remember). Ports come from below
-# the kernel's ephemeral range, so outgoing connections of wrk and the proxies never take them.
-taken=" "
-free_port() {
-  while :; do
-    REPLY=$((20000 + RANDOM % 12000))
-    case "$taken" in *" $REPLY "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$REPLY") 2>/dev/null; then
-      taken="$taken$REPLY "
-      return
-    fi
-  done
-}
+. "$repo/bench/lib.sh" # CPU pinning, descriptor limit, free_port
 
 # Waits until <url> answers with a body containing "ok"; returns 1 after 5 s.
 wait_ok() {

@@ -57,6 +57,15 @@ uv_stream_t *sl_upconn_stream(struct sl_upconn *uc);
 /* Requests this connection carried before the current one (0: fresh). */
 unsigned sl_upconn_reuses(const struct sl_upconn *uc);
 
+/*
+ * Whether a request that failed on <uc> (NULL: none) may be sent again on a fresh
+ * connection: <uc> was reused, so it most likely was closed by the backend while idle; no
+ * response byte came (<response_started> false); it was not retried already; and resending
+ * is safe (<idempotent>). The live proxy and the replayer both ask this.
+ */
+bool sl_upconn_stale_retry_ok(const struct sl_upconn *uc, bool retried, bool response_started,
+                              bool idempotent);
+
 /* Starts/stops delivering reads to <cb>. */
 int sl_upconn_read_start(struct sl_upconn *uc, sl_upconn_read_cb cb);
 void sl_upconn_read_stop(struct sl_upconn *uc);

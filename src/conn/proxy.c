@@ -98,8 +98,8 @@ static void attempt(struct sl_conn *c, bool fresh) {
 /* A reused connection that fails before any response byte was most likely
  * closed by the backend while idle: retry once, fresh, if that is safe. */
 static bool retry_stale(struct sl_conn *c) {
-  if (c->retried || c->resp.started || c->uc == NULL || sl_upconn_reuses(c->uc) == 0 ||
-      !sl_http_method_idempotent(c->parser.msg.method))
+  if (!sl_upconn_stale_retry_ok(c->uc, c->retried, c->resp.started,
+                                sl_http_method_idempotent(c->parser.msg.method)))
     return false;
   sl_log_debug("upstream %s: pooled connection was closed, retrying", upstream_name(c));
   c->retried = true;

@@ -85,8 +85,7 @@ static void attempt(struct sl_replay *r, bool fresh);
 /* A reused connection that fails before any response byte was most likely
  * closed by the backend while idle. */
 static bool retry_stale(struct sl_replay *r) {
-  if (r->retried || r->resp.started || r->uc == NULL || sl_upconn_reuses(r->uc) == 0 ||
-      !r->idempotent)
+  if (!sl_upconn_stale_retry_ok(r->uc, r->retried, r->resp.started, r->idempotent))
     return false;
   r->retried = true;
   sl_upconn_abort(r->uc);

@@ -231,6 +231,11 @@ int sl_upstream_get(struct sl_upstream *up, bool fresh, sl_upconn_ready_cb cb, v
 
 uv_stream_t *sl_upconn_stream(struct sl_upconn *uc) { return (uv_stream_t *)&uc->tcp; }
 
+bool sl_upconn_stale_retry_ok(const struct sl_upconn *uc, bool retried, bool response_started,
+                              bool idempotent) {
+  return uc != NULL && sl_upconn_reuses(uc) > 0 && !retried && !response_started && idempotent;
+}
+
 unsigned sl_upconn_reuses(const struct sl_upconn *uc) { return uc->reuses; }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
