@@ -113,6 +113,7 @@ struct sl_config {
     uint64_t idle_timeout_ms;     /* default 60s */
     uint32_t max_connections;     /* default 10000 */
     uint64_t shutdown_timeout_ms; /* grace period for in-flight requests; default 10s */
+    uint64_t max_delay_ms;        /* longest X-Sluice-Delay / Not-Before; default 30d */
   } limits;
 
   struct {

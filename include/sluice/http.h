@@ -11,6 +11,12 @@
  * Parsing is strict. A request with Content-Length and Transfer-Encoding,
  * duplicate or invalid Content-Length, bad chunk framing, invalid header
  * bytes or bare LF line ends is an error: nothing of it may be forwarded.
+ * So is a request that breaks a rule of RFC 9112 about the head as a whole:
+ * an HTTP-version other than 1.x (or none, HTTP/0.9), a missing or repeated
+ * Host, a Transfer-Encoding that is empty or does not end in chunked, or one
+ * that names a coding besides chunked. Such requests fail at the end of the
+ * head, before any body byte is read, so the answer never waits for a body
+ * that would only be dropped.
  *
  * @thread owner only
  */
@@ -55,12 +61,20 @@ static inline const char *sl_http_msg_str(const struct sl_http_msg *m, uint32_t 
 /* Finds the first header named <name> (case-insensitive); NULL if absent. */
 const struct sl_http_header *sl_http_msg_header(const struct sl_http_msg *m, const char *name);
 
+/* Whether some header named <name> of <m> lists <token> (<len> bytes) as one
+ * of its comma-separated elements, compared case-insensitively with the
+ * optional whitespace (SP and HTAB) around each element ignored (RFC 9110 5.6.1). */
+bool sl_http_msg_has_token(const struct sl_http_msg *m, const char *name, const char *token,
+                           size_t len);
+
 enum sl_http_error {
   SL_HTTP_OK = 0,
   SL_HTTP_EBADMSG,      /* malformed: 400 (request) or 502 (response) */
   SL_HTTP_EHEADERSIZE,  /* head over the limit: 431 */
   SL_HTTP_EBODYSIZE,    /* body over the limit: 413 */
   SL_HTTP_EUNSUPPORTED, /* e.g. Expect other than 100-continue: 417 */
+  SL_HTTP_EVERSION,     /* HTTP-version other than 1.x, or none (HTTP/0.9): 505 */
+  SL_HTTP_ECODING,      /* a transfer coding besides chunked: 501 */
   SL_HTTP_ENOMEM,
 };
 
@@ -94,7 +108,9 @@ struct sl_http_parser {
   bool response_to_head; /* responses: the request was HEAD */
   /* Bare-LF scan of a request head (see parser.c). */
   bool scan_done, scan_seen_text, scan_line_empty;
-  bool trailer_pause; /* paused at the last chunk to scan the trailers */
+  bool scan_line1_done;  /* the request line has ended */
+  uint8_t scan_line1_sp; /* SP bytes in the request line, up to 2 */
+  bool trailer_pause;    /* paused at the last chunk to scan the trailers */
   char scan_prev;
   sl_http_head_cb on_head;
   sl_http_body_cb on_body;
@@ -105,7 +121,9 @@ struct sl_http_parser {
 /*
  * Prepares <p> to parse requests (<type> HTTP_REQUEST) or responses
  * (HTTP_RESPONSE). <max_header_bytes> and <max_body_bytes> (0 = no limit)
- * bound each message. Call sl_http_parser_dispose() when done.
+ * bound each message; a body over the limit fails as soon as it is announced
+ * (by its Content-Length, or by the size line of the chunk that would cross it). Call
+ * sl_http_parser_dispose() when done.
  */
 void sl_http_parser_init(struct sl_http_parser *p, llhttp_type_t type, uint64_t max_header_bytes,
                          uint64_t max_body_bytes, sl_http_head_cb on_head, sl_http_body_cb on_body,
@@ -134,7 +152,9 @@ void sl_http_parser_fail(struct sl_http_parser *p, enum sl_http_error err, const
 /* Returns true for methods that are idempotent (RFC 9110 9.2.2). */
 bool sl_http_method_idempotent(uint8_t method);
 
-/* Standard reason phrase for <status>. */
+/* The reason phrase registered for <status> (RFC 9110 15 and the IANA HTTP
+ * Status Code Registry); "" for a code without one, which makes a valid
+ * status line all the same. Every status line sluice writes takes it from here. */
 const char *sl_http_reason(unsigned status);
 
 /*

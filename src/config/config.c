@@ -614,9 +614,9 @@ static const char *const top_keys[] = {"listen",        "admin",     "log",    "
                                        "dedupe_window", NULL};
 static const char *const admin_keys[] = {"listen", "token", NULL};
 static const char *const log_keys[] = {"level", "access", NULL};
-static const char *const limits_keys[] = {
-    "max_header_bytes", "max_body_bytes",  "header_timeout",   "body_timeout",
-    "idle_timeout",     "max_connections", "shutdown_timeout", NULL};
+static const char *const limits_keys[] = {"max_header_bytes", "max_body_bytes", "header_timeout",
+                                          "body_timeout",     "idle_timeout",   "max_connections",
+                                          "shutdown_timeout", "max_delay",      NULL};
 static const char *const spool_keys[] = {"dir", "fsync", "fsync_interval", "compression_level",
                                          NULL};
 static const char *const upstream_keys[] = {"name",
@@ -654,6 +654,7 @@ static int set_defaults(struct ctx *c, struct sl_config *cfg) {
   cfg->limits.idle_timeout_ms = 60 * 1000;
   cfg->limits.max_connections = 10000;
   cfg->limits.shutdown_timeout_ms = 10 * 1000;
+  cfg->limits.max_delay_ms = 30ull * 24 * 3600 * 1000;
   cfg->spool.fsync = SL_FSYNC_BATCH;
   cfg->spool.fsync_interval_ms = 0; /* natural group commit: see docs */
   /* Level 1: the block and dictionary do most of the work; higher levels
@@ -729,7 +730,8 @@ static int parse_limits(struct ctx *c, const config_setting_t *root, struct sl_c
       get_duration(c, g, "limits", "body_timeout", 1, &cfg->limits.body_timeout_ms) != 0 ||
       get_duration(c, g, "limits", "idle_timeout", 1, &cfg->limits.idle_timeout_ms) != 0 ||
       get_u32(c, g, "limits", "max_connections", 1, &cfg->limits.max_connections) != 0 ||
-      get_duration(c, g, "limits", "shutdown_timeout", 0, &cfg->limits.shutdown_timeout_ms) != 0)
+      get_duration(c, g, "limits", "shutdown_timeout", 0, &cfg->limits.shutdown_timeout_ms) != 0 ||
+      get_duration(c, g, "limits", "max_delay", 1, &cfg->limits.max_delay_ms) != 0)
     return -1;
   return 0;
 }

@@ -341,17 +341,6 @@ static void start_request(struct sl_conn *c) {
   arm_timer(c, cfg->limits.header_timeout_ms);
 }
 
-static const struct sl_http_header *last_host(const struct sl_http_msg *m) {
-  const struct sl_http_header *h = NULL;
-
-  for (size_t i = 0; i < m->n_headers; i++) {
-    if (m->headers[i].name_len == 4 &&
-        strncasecmp(sl_http_msg_str(m, m->headers[i].name_off), "host", 4) == 0)
-      h = &m->headers[i];
-  }
-  return h;
-}
-
 static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
   struct sl_conn *c = p->data;
   const struct sl_http_header *host = sl_http_msg_header(m, "host");
@@ -359,26 +348,15 @@ static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
   const char *q;
   size_t path_len;
 
+  /* The parser has checked the head as HTTP (version, Host, framing). What
+   * sluice refuses beyond that closes the connection at once, unread body and
+   * all: absolute-form and CONNECT are for forward proxies. */
+  if (target[0] != '/') {
+    sl_http_parser_fail(p, SL_HTTP_EBADMSG, "request target not in origin form");
+    return -1;
+  }
   c->state = CONN_BODY;
   arm_timer(c, c->cfg->limits.body_timeout_ms);
-  if (m->http_major != 1) {
-    c->error_status = 505;
-    return 0;
-  }
-  if ((m->http_minor >= 1 && host == NULL) || (host != NULL && host != last_host(m))) {
-    c->error_status = 400; /* RFC 9112 3.2: exactly one Host in a 1.1 request */
-    return 0;
-  }
-  if (m->other_codings) {
-    /* sluice re-frames bodies; a coding it would have to drop is refused
-     * (RFC 9112 6.1), as is a TE list spread over several lines. */
-    c->error_status = 501;
-    return 0;
-  }
-  if (target[0] != '/') {
-    c->error_status = 400; /* absolute-form and CONNECT are for forward proxies */
-    return 0;
-  }
   q = memchr(target, '?', m->target_len);
   path_len = q ? (size_t)(q - target) : m->target_len;
   if (path_len > strlen(c->cfg->status_prefix) &&
@@ -427,8 +405,9 @@ static int on_req_done(struct sl_http_parser *p) {
 
 /* A complete request: answer it ourselves or forward it. */
 static void dispatch(struct sl_conn *c) {
-  /* A request sluice could not even route (bad Host, bad target, unknown
-   * framing) closes its connection; a 404 leaves it open. */
+  /* A request sluice refuses as such (bad version, Host, framing or target)
+   * fails in the parser and closes its connection there; a request it merely
+   * has no route for gets its 404 once read, and the connection stays open. */
   if (c->error_status != 0)
     sl__conn_respond_error(c, c->error_status, c->error_status != 404);
   else if (c->status_query)

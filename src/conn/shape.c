@@ -33,33 +33,73 @@ static int header_value(struct sl_conn *c, const struct sl_http_header *h, char 
   return 0;
 }
 
-/* The not-before time a client asked for with X-Sluice-Delay or
- * X-Sluice-Not-Before: 0 for none, 1 for a bad value, else wall-clock ms. */
-static uint64_t requested_not_before(struct sl_conn *c) {
+/* Writes <ms> as a duration in its largest whole unit ("30d", "90m"). */
+static void format_duration(uint64_t ms, char *out, size_t len) {
+  static const struct {
+    uint64_t ms;
+    const char *unit;
+  } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+
+  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+    if (ms % units[i].ms == 0) {
+      snprintf(out, len, "%llu%s", (unsigned long long)(ms / units[i].ms), units[i].unit);
+      return;
+    }
+  }
+}
+
+/*
+ * The not-before time a client asked for with X-Sluice-Delay or
+ * X-Sluice-Not-Before, as wall-clock ms in <out> (0 for none). A delay must
+ * parse and lie within limits.max_delay of now: a value beyond it, or one too
+ * large to hold at all, is refused rather than left to wrap around to a time
+ * in the past and be delivered at once. Returns 0, or -1 with a one-line
+ * reason for the client (no double quotes) in <why> of <len> bytes.
+ */
+static int requested_not_before(struct sl_conn *c, uint64_t *out, char *why, size_t len) {
   const struct sl_http_header *delay = header(c, "x-sluice-delay");
   const struct sl_http_header *nb = header(c, "x-sluice-not-before");
-  uint64_t now = sl_clock_wall_ms(), v;
-  char tmp[64], *end;
+  uint64_t now = sl_clock_wall_ms(), max = c->cfg->limits.max_delay_ms, v;
+  const char *name = delay != NULL ? "X-Sluice-Delay" : "X-Sluice-Not-Before";
+  char tmp[64], max_text[32], *end;
 
+  *out = 0;
   if (delay != NULL) {
-    if (header_value(c, delay, tmp, sizeof(tmp)) != 0 || sl_duration_parse(tmp, &v) != 0)
-      return 1;
-    return now + (v > 0 ? v : 1);
-  }
-  if (nb == NULL)
+    if (header_value(c, delay, tmp, sizeof(tmp)) != 0 || sl_duration_parse(tmp, &v) != 0) {
+      snprintf(why, len, "X-Sluice-Delay is not a duration such as 90s or 1h30m, or too large");
+      return -1;
+    }
+  } else if (nb == NULL) {
     return 0;
-  if (header_value(c, nb, tmp, sizeof(tmp)) != 0)
-    return 1;
-  if (tmp[0] >= '0' && tmp[0] <= '9') {
-    unsigned long long secs = strtoull(tmp, &end, 10);
-    if (*end != '\0' || secs > 253402300799ull) /* year 9999 */
-      return 1;
-    return secs * 1000 > now ? secs * 1000 : now + 1;
+  } else if (header_value(c, nb, tmp, sizeof(tmp)) != 0) {
+    snprintf(why, len, "X-Sluice-Not-Before is neither Unix seconds nor an HTTP date");
+    return -1;
+  } else if (tmp[0] >= '0' && tmp[0] <= '9') {
+    unsigned long long secs = strtoull(tmp, &end, 10); /* ULLONG_MAX on overflow */
+
+    if (*end != '\0') {
+      snprintf(why, len, "X-Sluice-Not-Before is neither Unix seconds nor an HTTP date");
+      return -1;
+    }
+    /* Any time past year 9999 is beyond every max_delay, and secs * 1000
+     * cannot overflow below it. */
+    v = secs > 253402300799ull ? UINT64_MAX : secs * 1000 > now ? secs * 1000 - now : 0;
+  } else {
+    /* An IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is 29 bytes: its year
+     * has four digits, so the time it names fits in ms. */
+    v = strlen(tmp) == 29 ? sl_replay_parse_retry_after(tmp, strlen(tmp), now) : 0;
+    if (v == 0 && (strlen(tmp) != 29 || strchr(tmp, ',') == NULL)) {
+      snprintf(why, len, "X-Sluice-Not-Before is neither Unix seconds nor an HTTP date");
+      return -1;
+    }
   }
-  v = sl_replay_parse_retry_after(tmp, strlen(tmp), now);
-  if (v == 0 && strchr(tmp, ',') == NULL)
-    return 1; /* neither seconds nor an HTTP date */
-  return now + (v > 0 ? v : 1);
+  if (v > max || v > UINT64_MAX - now) {
+    format_duration(max, max_text, sizeof(max_text));
+    snprintf(why, len, "%s is beyond limits.max_delay (%s) from now", name, max_text);
+    return -1;
+  }
+  *out = now + (v > 0 ? v : 1);
+  return 0;
 }
 
 /*
@@ -383,6 +423,7 @@ void sl__shape_start(struct sl_conn *c) {
   bool spillable;
   uint64_t not_before;
   uint8_t id[16];
+  char why[128];
 
   c->drain = sl__server_drain(c->srv, c->cfg->upstreams[route->upstream].name);
   if (c->drain == NULL) {
@@ -391,11 +432,16 @@ void sl__shape_start(struct sl_conn *c) {
   }
   spillable = route->spill && (route->spill_methods & sl_method_bit(method, strlen(method))) &&
               sl_drain_can_spill(c->drain);
-  not_before = requested_not_before(c);
-  if (not_before == 1 || (not_before != 0 && !spillable)) {
-    static const char bad[] = "{\"error\":\"bad X-Sluice-Delay or X-Sluice-Not-Before, or "
-                              "delayed delivery on a route that does not spill\"}\n";
-    sl__conn_respond_json(c, 400, NULL, bad, sizeof(bad) - 1);
+  if (requested_not_before(c, &not_before, why, sizeof(why)) != 0 ||
+      (not_before != 0 && !spillable)) {
+    char body[192];
+    int n;
+
+    if (not_before != 0)
+      snprintf(why, sizeof(why), "delayed delivery on a route that does not spill");
+    n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
+    sl__conn_respond_json(c, 400, NULL, body,
+                          (size_t)n < sizeof(body) ? (size_t)n : sizeof(body) - 1);
     return;
   }
   key = spillable ? header(c, "idempotency-key") : NULL;

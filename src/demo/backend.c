@@ -17,6 +17,7 @@
  * Threading: one thread, one uv loop. Handle memory is freed only in uv_close callbacks.
  */
 #include "sluice/buf.h"
+#include "sluice/http.h"
 #include "sluice/log.h"
 #include "sluice/units.h"
 
@@ -100,27 +101,6 @@ static void conn_flush(struct conn *c);
 static void conn_close(struct conn *c);
 static void build_response(struct req *r);
 static void server_pump(struct server *s);
-
-static const char *reason(int status) {
-  static const int codes[] = {200, 201, 202, 204, 304, 400, 404, 408, 429, 500, 502, 503, 504};
-  static const char *const texts[] = {"OK",
-                                      "Created",
-                                      "Accepted",
-                                      "No Content",
-                                      "Not Modified",
-                                      "Bad Request",
-                                      "Not Found",
-                                      "Request Timeout",
-                                      "Too Many Requests",
-                                      "Internal Server Error",
-                                      "Bad Gateway",
-                                      "Service Unavailable",
-                                      "Gateway Timeout"};
-  for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
-    if (codes[i] == status)
-      return texts[i];
-  return "Status"; /* clients go by the code; the phrase is for people */
-}
 
 /* Parses the <len> bytes at <s> as a decimal number of at most <max> into <out>. Returns 0, or
  * -1 unless they are all digits. */
@@ -270,7 +250,8 @@ static void json_escape(struct sl_buf *b, const char *p, size_t len) {
  * Content-Length: the body is chunked (<chunked>), close-delimited, or absent. */
 static void put_head(struct req *r, const char *type, int64_t body_len, int chunked) {
   struct sl_buf *b = &r->resp;
-  sl_buf_printf(b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", r->status, reason(r->status), type);
+  sl_buf_printf(b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", r->status,
+                sl_http_reason((unsigned)r->status), type);
   if (body_len >= 0)
     sl_buf_printf(b, "Content-Length: %" PRId64 "\r\n", body_len);
   if (chunked)

@@ -43,33 +43,9 @@ bool sl_http_is_hop_by_hop(const char *name, size_t len) {
   return name_in(name, len, hop_by_hop, sizeof(hop_by_hop) / sizeof(hop_by_hop[0]));
 }
 
-static bool token_char_ws(char c) { return c == ' ' || c == '\t'; }
-
 /* Whether some Connection header of <m> lists <name> as a token. */
 static bool named_by_connection(const struct sl_http_msg *m, const char *name, size_t len) {
-  for (size_t i = 0; i < m->n_headers; i++) {
-    const struct sl_http_header *h = &m->headers[i];
-    const char *v, *end;
-
-    if (h->name_len != 10 || strncasecmp(m->raw.base + h->name_off, "connection", 10) != 0)
-      continue;
-    v = m->raw.base + h->value_off;
-    end = v + h->value_len;
-    while (v < end) {
-      const char *tok, *tok_end;
-      while (v < end && (token_char_ws(*v) || *v == ','))
-        v++;
-      tok = v;
-      while (v < end && *v != ',')
-        v++;
-      tok_end = v;
-      while (tok_end > tok && token_char_ws(tok_end[-1]))
-        tok_end--;
-      if ((size_t)(tok_end - tok) == len && strncasecmp(tok, name, len) == 0)
-        return true;
-    }
-  }
-  return false;
+  return sl_http_msg_has_token(m, "connection", name, len);
 }
 
 static bool has_connection_header(const struct sl_http_msg *m) {
@@ -283,57 +259,76 @@ int sl_http_write_response_head(struct sl_buf *out, const struct sl_http_msg *re
   return r ? -1 : 0;
 }
 
+/*
+ * The IANA HTTP Status Code Registry (RFC 9110 15 and the RFCs it lists),
+ * indexed by code. 306 and 418 are reserved and 510 is obsoleted there, so
+ * they have no phrase; neither has any code the registry does not name.
+ */
+static const char *const reasons[600] = {
+    [100] = "Continue",
+    [101] = "Switching Protocols",
+    [102] = "Processing",
+    [103] = "Early Hints",
+    [200] = "OK",
+    [201] = "Created",
+    [202] = "Accepted",
+    [203] = "Non-Authoritative Information",
+    [204] = "No Content",
+    [205] = "Reset Content",
+    [206] = "Partial Content",
+    [207] = "Multi-Status",
+    [208] = "Already Reported",
+    [226] = "IM Used",
+    [300] = "Multiple Choices",
+    [301] = "Moved Permanently",
+    [302] = "Found",
+    [303] = "See Other",
+    [304] = "Not Modified",
+    [305] = "Use Proxy",
+    [307] = "Temporary Redirect",
+    [308] = "Permanent Redirect",
+    [400] = "Bad Request",
+    [401] = "Unauthorized",
+    [402] = "Payment Required",
+    [403] = "Forbidden",
+    [404] = "Not Found",
+    [405] = "Method Not Allowed",
+    [406] = "Not Acceptable",
+    [407] = "Proxy Authentication Required",
+    [408] = "Request Timeout",
+    [409] = "Conflict",
+    [410] = "Gone",
+    [411] = "Length Required",
+    [412] = "Precondition Failed",
+    [413] = "Content Too Large",
+    [414] = "URI Too Long",
+    [415] = "Unsupported Media Type",
+    [416] = "Range Not Satisfiable",
+    [417] = "Expectation Failed",
+    [421] = "Misdirected Request",
+    [422] = "Unprocessable Content",
+    [423] = "Locked",
+    [424] = "Failed Dependency",
+    [425] = "Too Early",
+    [426] = "Upgrade Required",
+    [428] = "Precondition Required",
+    [429] = "Too Many Requests",
+    [431] = "Request Header Fields Too Large",
+    [451] = "Unavailable For Legal Reasons",
+    [500] = "Internal Server Error",
+    [501] = "Not Implemented",
+    [502] = "Bad Gateway",
+    [503] = "Service Unavailable",
+    [504] = "Gateway Timeout",
+    [505] = "HTTP Version Not Supported",
+    [506] = "Variant Also Negotiates",
+    [507] = "Insufficient Storage",
+    [508] = "Loop Detected",
+    [511] = "Network Authentication Required",
+};
+
 const char *sl_http_reason(unsigned status) {
-  switch (status) {
-  case 100:
-    return "Continue";
-  case 200:
-    return "OK";
-  case 201:
-    return "Created";
-  case 202:
-    return "Accepted";
-  case 204:
-    return "No Content";
-  case 301:
-    return "Moved Permanently";
-  case 302:
-    return "Found";
-  case 304:
-    return "Not Modified";
-  case 400:
-    return "Bad Request";
-  case 401:
-    return "Unauthorized";
-  case 403:
-    return "Forbidden";
-  case 404:
-    return "Not Found";
-  case 405:
-    return "Method Not Allowed";
-  case 408:
-    return "Request Timeout";
-  case 409:
-    return "Conflict";
-  case 413:
-    return "Content Too Large";
-  case 417:
-    return "Expectation Failed";
-  case 429:
-    return "Too Many Requests";
-  case 431:
-    return "Request Header Fields Too Large";
-  case 500:
-    return "Internal Server Error";
-  case 501:
-    return "Not Implemented";
-  case 502:
-    return "Bad Gateway";
-  case 503:
-    return "Service Unavailable";
-  case 504:
-    return "Gateway Timeout";
-  default:
-    return "Unknown";
-  }
+  if (status < sizeof(reasons) / sizeof(reasons[0]) && reasons[status] != NULL)
+    return reasons[status];
+  return "";
 }

@@ -163,6 +163,108 @@ static bool value_is(const struct sl_http_msg *m, const struct sl_http_header *h
   return h->value_len == n && strncasecmp(m->raw.base + h->value_off, value, n) == 0;
 }
 
+static bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+/* Whether the value of <h> is empty once optional whitespace is set aside. */
+static bool value_blank(const struct sl_http_msg *m, const struct sl_http_header *h) {
+  for (uint32_t i = 0; i < h->value_len; i++) {
+    if (!is_ows(m->raw.base[h->value_off + i]))
+      return false;
+  }
+  return true;
+}
+
+bool sl_http_msg_has_token(const struct sl_http_msg *m, const char *name, const char *token,
+                           size_t len) {
+  for (size_t i = 0; i < m->n_headers; i++) {
+    const struct sl_http_header *h = &m->headers[i];
+    const char *v, *end;
+
+    if (!header_is(m, h, name))
+      continue;
+    v = m->raw.base + h->value_off;
+    end = v + h->value_len;
+    while (v < end) {
+      const char *tok, *tok_end;
+
+      while (v < end && (is_ows(*v) || *v == ','))
+        v++;
+      tok = v;
+      while (v < end && *v != ',')
+        v++;
+      tok_end = v;
+      while (tok_end > tok && is_ows(tok_end[-1]))
+        tok_end--;
+      if ((size_t)(tok_end - tok) == len && strncasecmp(tok, token, len) == 0)
+        return true;
+    }
+  }
+  return false;
+}
+
+/*
+ * Whether the connection stays open after the message. llhttp matches the
+ * Connection token "close" only without whitespace after it, so "close<TAB>"
+ * would keep open a connection the client asked to close: the tokens are read
+ * again here with the whitespace rules of RFC 9110 5.6.1. (A "keep-alive<TAB>"
+ * that llhttp missed on HTTP/1.0 is left to close the connection: llhttp
+ * refuses a second message after one it took as the last, and a close loses
+ * nothing but the reuse.)
+ */
+static bool keep_alive(llhttp_t *ll, const struct sl_http_msg *m) {
+  return llhttp_should_keep_alive(ll) && !sl_http_msg_has_token(m, "connection", "close", 5);
+}
+
+/*
+ * The rules of RFC 9112 about a request head as a whole, which llhttp does
+ * not check. Each failure is final and answered at once, before any body byte:
+ * - HTTP/1.x only (2.4): a major version other than 1 gets 505.
+ * - Transfer-Encoding (6.1, 6.3): present with Content-Length, empty, or not
+ *   ending in chunked, the body length is not known: 400, as a request a
+ *   backend could frame differently must not cross. A coding besides chunked
+ *   sluice cannot keep, as it re-frames the body: 501.
+ * - Host (3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0.
+ * Returns 0, or -1 with the error recorded.
+ */
+static int check_request(struct sl_http_parser *p, const struct sl_http_msg *m) {
+  size_t hosts = 0, tes = 0;
+  bool cl = false, blank_te = false;
+
+  if (m->http_major != 1) {
+    sl_http_parser_fail(p, SL_HTTP_EVERSION, "HTTP version not supported");
+    return -1;
+  }
+  for (size_t i = 0; i < m->n_headers; i++) {
+    const struct sl_http_header *h = &m->headers[i];
+
+    if (header_is(m, h, "host"))
+      hosts++;
+    else if (header_is(m, h, "content-length"))
+      cl = true;
+    else if (header_is(m, h, "transfer-encoding")) {
+      tes++;
+      blank_te |= value_blank(m, h);
+    }
+  }
+  if (tes > 0 && cl) {
+    sl_http_parser_fail(p, SL_HTTP_EBADMSG, "Transfer-Encoding with Content-Length");
+    return -1;
+  }
+  if (blank_te || (tes > 0 && !m->chunked)) {
+    sl_http_parser_fail(p, SL_HTTP_EBADMSG, "Transfer-Encoding empty or not ending in chunked");
+    return -1;
+  }
+  if (m->other_codings) {
+    sl_http_parser_fail(p, SL_HTTP_ECODING, "transfer coding other than chunked");
+    return -1;
+  }
+  if (hosts > 1 || (hosts == 0 && m->http_minor >= 1)) {
+    sl_http_parser_fail(p, SL_HTTP_EBADMSG, hosts ? "more than one Host" : "no Host");
+    return -1;
+  }
+  return 0;
+}
+
 static int on_headers_complete(llhttp_t *ll) {
   struct sl_http_parser *p = parser_of(ll);
   struct sl_http_msg *m = &p->msg;
@@ -171,7 +273,7 @@ static int on_headers_complete(llhttp_t *ll) {
   m->http_minor = ll->http_minor;
   m->method = ll->method;
   m->status = ll->status_code;
-  m->keep_alive = llhttp_should_keep_alive(ll) != 0;
+  m->keep_alive = keep_alive(ll, m);
   m->chunked = (ll->flags & F_CHUNKED) != 0;
   if (ll->flags & F_CONTENT_LENGTH)
     m->content_length = (int64_t)ll->content_length;
@@ -183,6 +285,8 @@ static int on_headers_complete(llhttp_t *ll) {
   p->head_done = true;
 
   if (ll->type == HTTP_REQUEST) {
+    if (check_request(p, m) != 0)
+      return -1;
     for (size_t i = 0; i < m->n_headers; i++) {
       if (!header_is(m, &m->headers[i], "expect"))
         continue;
@@ -232,11 +336,21 @@ static int on_body(llhttp_t *ll, const char *at, size_t len) {
   return 0;
 }
 
-/* The last chunk of a request: pause, so that feed() can scan the trailer
- * section for bare LF the way it scans the head. */
+/*
+ * A chunk size line has been read (llhttp holds the size in content_length).
+ * A chunk that would take the body over the limit fails here, at its size
+ * line, rather than after its data has been read or waited for: a client that
+ * announces a huge chunk gets its 413 at once. The last chunk of a request
+ * pauses, so that feed() can scan the trailer section for bare LF the way it
+ * scans the head.
+ */
 static int on_chunk_header(llhttp_t *ll) {
   struct sl_http_parser *p = parser_of(ll);
 
+  if (p->max_body_bytes && ll->content_length > p->max_body_bytes - p->body_bytes) {
+    sl_http_parser_fail(p, SL_HTTP_EBODYSIZE, "chunk too large for the body limit");
+    return -1;
+  }
   if (ll->type != HTTP_REQUEST || ll->content_length != 0)
     return 0;
   p->trailer_pause = true;
@@ -308,6 +422,8 @@ void sl_http_parser_next(struct sl_http_parser *p, bool response_to_head) {
   p->scan_seen_text = false;
   p->scan_line_empty = true;
   p->scan_prev = 0;
+  p->scan_line1_done = false;
+  p->scan_line1_sp = 0;
   if (llhttp_get_errno(&p->ll) == HPE_PAUSED)
     llhttp_resume(&p->ll);
 }
@@ -340,6 +456,8 @@ static int scan(struct sl_http_parser *p, const char *data, size_t len) {
         sl_http_parser_fail(p, SL_HTTP_EBADMSG, "bare LF line end");
         return -1;
       }
+      if (p->scan_seen_text)
+        p->scan_line1_done = true;
       if (p->scan_line_empty && p->scan_seen_text)
         p->scan_done = true;
       p->scan_line_empty = true;
@@ -350,6 +468,8 @@ static int scan(struct sl_http_parser *p, const char *data, size_t len) {
         sl_http_parser_fail(p, SL_HTTP_EBADMSG, "obsolete header line folding");
         return -1;
       }
+      if (ch == ' ' && !p->scan_line1_done && p->scan_line1_sp < 2)
+        p->scan_line1_sp++;
       p->scan_seen_text = true;
       p->scan_line_empty = false;
     }
@@ -371,6 +491,34 @@ static void scan_trailers(struct sl_http_parser *p) {
   p->scan_prev = 0;
 }
 
+/*
+ * Whether llhttp has taken a request line with one space, method and target
+ * but no HTTP-version, and waits for the rest: an HTTP/0.9 request, which
+ * llhttp parses as one whose headers follow. Its client sends no headers and
+ * could not read a status line either; it is refused at the end of the line
+ * rather than left to the header timeout. (A line llhttp finds bad for another
+ * reason is its error, whether it came whole or byte by byte.)
+ */
+static bool http09(const struct sl_http_parser *p) {
+  return p->ll.type == HTTP_REQUEST && p->scan_line1_done && p->scan_line1_sp == 1 && !p->head_done;
+}
+
+/*
+ * Whether llhttp's error <e> is a request in a version of HTTP it does not
+ * speak: the HTTP/2 connection preface ("PRI * HTTP/2.0", which llhttp stops
+ * at), or a well-formed HTTP-version other than 1.0, 1.1 (and 0.9 and 2.0,
+ * which check_request refuses). llhttp gives the last the same code as a
+ * malformed version, so its reason text, a constant of llhttp, tells them apart.
+ */
+static bool version_error(const struct sl_http_parser *p, llhttp_errno_t e) {
+  const char *reason = llhttp_get_error_reason(&p->ll);
+
+  if (p->ll.type != HTTP_REQUEST)
+    return false;
+  return e == HPE_PAUSED_H2_UPGRADE || (e == HPE_INVALID_VERSION && reason != NULL &&
+                                        strcmp(reason, "Invalid HTTP version") == 0);
+}
+
 ssize_t sl_http_parser_feed(struct sl_http_parser *p, const char *data, size_t len) {
   size_t off = 0;
   llhttp_errno_t e;
@@ -383,6 +531,10 @@ ssize_t sl_http_parser_feed(struct sl_http_parser *p, const char *data, size_t l
     if (!p->scan_done && scan(p, data + off, len - off) != 0)
       return -1;
     e = llhttp_execute(&p->ll, data + off, len - off);
+    if (e == HPE_OK && http09(p)) {
+      sl_http_parser_fail(p, SL_HTTP_EVERSION, "no HTTP version (HTTP/0.9)");
+      return -1;
+    }
     if (e == HPE_OK)
       return (ssize_t)len;
     if (e == HPE_PAUSED && p->msg_done)
@@ -395,7 +547,8 @@ ssize_t sl_http_parser_feed(struct sl_http_parser *p, const char *data, size_t l
     scan_trailers(p);
   }
   if (p->error == SL_HTTP_OK)
-    sl_http_parser_fail(p, SL_HTTP_EBADMSG, llhttp_get_error_reason(&p->ll));
+    sl_http_parser_fail(p, version_error(p, e) ? SL_HTTP_EVERSION : SL_HTTP_EBADMSG,
+                        llhttp_get_error_reason(&p->ll));
   return -1;
 }
 
@@ -441,6 +594,10 @@ unsigned sl_http_error_status(enum sl_http_error e) {
     return 413;
   case SL_HTTP_EUNSUPPORTED:
     return 417;
+  case SL_HTTP_EVERSION:
+    return 505;
+  case SL_HTTP_ECODING:
+    return 501;
   case SL_HTTP_ENOMEM:
     return 503;
   default:

@@ -104,6 +104,7 @@ static void test_defaults(void **state) {
   assert_int_equal(cfg->limits.idle_timeout_ms, 60000);
   assert_int_equal(cfg->limits.max_connections, 10000);
   assert_int_equal(cfg->limits.shutdown_timeout_ms, 10000);
+  assert_int_equal(cfg->limits.max_delay_ms, 30ull * 86400 * 1000);
   assert_string_equal(cfg->spool.dir, "/var/lib/sluice");
   assert_int_equal(cfg->spool.fsync, SL_FSYNC_BATCH);
   assert_int_equal(cfg->spool.fsync_interval_ms, 0);
@@ -202,7 +203,7 @@ static void test_every_setting(void **state) {
               "log = { level = \"debug\"; access = false; };\n"
               "limits = { max_header_bytes = 8192; max_body_bytes = \"1.5MiB\";\n"
               "  header_timeout = 5; body_timeout = 2.5; idle_timeout = \"1m30s\";\n"
-              "  max_connections = 7; shutdown_timeout = \"0s\"; };\n"
+              "  max_connections = 7; shutdown_timeout = \"0s\"; max_delay = \"1d12h\"; };\n"
               "spool = { dir = \"./spool\"; fsync = \"always\"; fsync_interval = \"250ms\";\n"
               "  compression_level = 19; };\n"
               "upstreams = (\n"
@@ -239,6 +240,7 @@ static void test_every_setting(void **state) {
   assert_int_equal(cfg->limits.idle_timeout_ms, 90000);
   assert_int_equal(cfg->limits.max_connections, 7);
   assert_int_equal(cfg->limits.shutdown_timeout_ms, 0);
+  assert_int_equal(cfg->limits.max_delay_ms, 36ull * 3600 * 1000);
   assert_string_equal(cfg->spool.dir, "./spool");
   assert_int_equal(cfg->spool.fsync, SL_FSYNC_ALWAYS);
   assert_int_equal(cfg->spool.fsync_interval_ms, 250);
@@ -426,6 +428,16 @@ static const struct bad_case bad_cases[] = {
      "t.conf:1: limits.idle_timeout: must not be negative, got -5"},
     {"limits = { idle_timeout = -0.5; };\n" MIN,
      "t.conf:1: limits.idle_timeout: must not be negative, got -0.5"},
+    {"limits = { max_delay = 0; };\n" MIN, "t.conf:1: limits.max_delay: must be greater than 0"},
+    {MIN "limits = {\n  max_delay = \"30 days\";\n};\n",
+     "t.conf:4: limits.max_delay: bad duration \"30 days\""},
+    {"limits = { max_delay = \"99999999999999999999d\"; };\n" MIN,
+     "t.conf:1: limits.max_delay: bad duration \"99999999999999999999d\""},
+    {"limits = { max_delay = -1; };\n" MIN,
+     "t.conf:1: limits.max_delay: must not be negative, got -1"},
+    {"limits = { max_delay = true; };\n" MIN,
+     "t.conf:1: limits.max_delay: expected a duration (a string like \"30s\" or an integer number "
+     "of seconds), got a boolean"},
     {"limits = { max_connections = 0; };\n" MIN,
      "t.conf:1: limits.max_connections: must be at least 1, got 0"},
     {"limits = { max_connections = 5000000000L; };\n" MIN,

@@ -213,6 +213,8 @@ static void expect_error(llhttp_type_t type, const char *name, const char *in, s
 
 /* ---- Requests ---------------------------------------------------------------- */
 
+#define POST_TE_HEAD "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
 static void test_get_simple(void **state) {
   static const char in[] = "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\n\r\n";
 
@@ -475,6 +477,40 @@ static void test_keep_alive(void **state) {
   expect_keep_alive(LIT("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"), true);
 }
 
+/* Regression: "Connection: close" followed by optional whitespace (a tab
+ * most of all) kept the connection open, as llhttp matches the bare token. */
+static void test_keep_alive_connection_ows(void **state) {
+  (void)state;
+  expect_keep_alive(LIT("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\t\r\n\r\n"), false);
+  expect_keep_alive(LIT("GET / HTTP/1.1\r\nHost: h\r\nConnection: close \t \r\n\r\n"), false);
+  expect_keep_alive(LIT("GET / HTTP/1.1\r\nHost: h\r\nConnection:\tclose\t\r\n\r\n"), false);
+  expect_keep_alive(LIT("GET / HTTP/1.1\r\nHost: h\r\nConnection: x-a ,\tclose\t, x-b\r\n\r\n"),
+                    false);
+  expect_keep_alive(LIT("GET / HTTP/1.1\r\nHost: h\r\nConnection: x-a\r\n"
+                        "Connection: CLOSE\t\r\n\r\n"),
+                    false);
+  expect_keep_alive(LIT("GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\t\r\n\r\n"), true);
+  expect_keep_alive(LIT("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\t\r\n\r\n"), true);
+}
+
+static void test_has_token(void **state) {
+  static const char in[] = "GET / HTTP/1.1\r\nHost: h\r\nConnection: a ,\tB\t,, c-d \r\n"
+                           "connection: e\r\nX: f\r\n\r\n";
+  struct run r;
+
+  (void)state;
+  run_init(&r, HTTP_REQUEST, 0, 0);
+  feed_one(&r, LIT(in), 0);
+  assert_true(sl_http_msg_has_token(&r.p.msg, "connection", "a", 1));
+  assert_true(sl_http_msg_has_token(&r.p.msg, "Connection", "b", 1));
+  assert_true(sl_http_msg_has_token(&r.p.msg, "connection", "C-D", 3));
+  assert_true(sl_http_msg_has_token(&r.p.msg, "connection", "e", 1));
+  assert_false(sl_http_msg_has_token(&r.p.msg, "connection", "f", 1));
+  assert_false(sl_http_msg_has_token(&r.p.msg, "connection", "c", 1));
+  assert_true(sl_http_msg_has_token(&r.p.msg, "x", "f", 1));
+  run_dispose(&r);
+}
+
 static void expect_continue(const char *in, size_t len, bool want) {
   for (size_t i = 0; i < N_STEPS; i++) {
     struct run r;
@@ -613,6 +649,46 @@ static void test_max_body_bytes(void **state) {
   expect_error(HTTP_REQUEST, "chunked over", LIT(chunked), 0, 10, SL_HTTP_EBODYSIZE);
 }
 
+/* Regression: a chunk size line announcing more than the body limit was
+ * accepted, and the request failed only once the data came (or at the body
+ * timeout, when it never did). It fails at the size line now. */
+static void test_chunk_size_over_body_limit(void **state) {
+  static const char huge[] = POST_TE_HEAD "100000\r\n";
+  static const char second[] = POST_TE_HEAD "5\r\nhello\r\n6\r\n";
+  static const char ext[] = POST_TE_HEAD "b;x=y\r\n";
+  static const char exact[] = POST_TE_HEAD "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
+
+  (void)state;
+  for (size_t i = 0; i < N_STEPS; i++) {
+    struct run r;
+
+    run_init(&r, HTTP_REQUEST, 0, 1024);
+    assert_int_equal(feed(&r, LIT(huge), steps[i]), -1);
+    assert_int_equal(r.p.error, SL_HTTP_EBODYSIZE);
+    assert_int_equal(r.heads, 1);
+    assert_int_equal(r.bodies, 0);
+    run_dispose(&r);
+
+    /* The chunk that would cross the limit, after one that fits. */
+    run_init(&r, HTTP_REQUEST, 0, 10);
+    assert_int_equal(feed(&r, LIT(second), steps[i]), -1);
+    assert_int_equal(r.p.error, SL_HTTP_EBODYSIZE);
+    assert_body(&r, LIT("hello"));
+    run_dispose(&r);
+
+    run_init(&r, HTTP_REQUEST, 0, 10);
+    assert_int_equal(feed(&r, LIT(ext), steps[i]), -1);
+    assert_int_equal(r.p.error, SL_HTTP_EBODYSIZE);
+    run_dispose(&r);
+
+    /* Up to the limit exactly is fine. */
+    run_init(&r, HTTP_REQUEST, 0, 10);
+    feed_one(&r, LIT(exact), steps[i]);
+    assert_body(&r, LIT("helloworld"));
+    run_dispose(&r);
+  }
+}
+
 struct bad_input {
   const char *name;
   const char *in;
@@ -622,6 +698,7 @@ struct bad_input {
 #define BAD(name, s)                                                                               \
   { name, LIT(s) }
 #define POST_TE "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define POST_CL_TE(te) "POST / HTTP/1.1\r\nHost: h\r\n" te "Content-Length: 5\r\n\r\nhello"
 #define POST_CL(v) "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: " v "\r\n\r\nhello"
 
 static const struct bad_input strict_bad[] = {
@@ -684,6 +761,25 @@ static const struct bad_input strict_bad[] = {
         "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunkedx\r\n\r\n0\r\n\r\n"),
     BAD("TE chunked twice", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
                             "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    /* Regression: an empty Transfer-Encoding beside a Content-Length was
+     * taken as no Transfer-Encoding and the body read by its length. */
+    BAD("TE empty and CL", POST_CL_TE("Transfer-Encoding: \r\n")),
+    BAD("TE empty, no space, and CL", POST_CL_TE("Transfer-Encoding:\r\n")),
+    BAD("TE blank and CL", POST_CL_TE("Transfer-Encoding: \t \t\r\n")),
+    BAD("TE empty twice and CL", POST_CL_TE("Transfer-Encoding: \r\nTransfer-Encoding: \t\r\n")),
+    BAD("CL and TE empty", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+                           "Transfer-Encoding: \r\n\r\nhello"),
+    BAD("TE empty", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\n\r\n"),
+    BAD("TE empty then chunked", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\n"
+                                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    BAD("TE gzip and CL", POST_CL_TE("Transfer-Encoding: gzip\r\n")),
+    BAD("TE gzip, chunked and CL", POST_CL_TE("Transfer-Encoding: gzip, chunked\r\n")),
+    /* RFC 9112 3.2: one Host in HTTP/1.1, at most one in HTTP/1.0. */
+    BAD("no Host in 1.1", "GET / HTTP/1.1\r\nX: y\r\n\r\n"),
+    BAD("no Host, no headers", "GET / HTTP/1.1\r\n\r\n"),
+    BAD("no Host with a body", "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+    BAD("two Hosts", "GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n"),
+    BAD("two Hosts in 1.0", "GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n"),
     BAD("space after version", "GET / HTTP/1.1 \r\nHost: h\r\n\r\n"),
     BAD("unknown version", "GET / HTTP/1.x\r\nHost: h\r\n\r\n"),
     BAD("lowercase method", "get / HTTP/1.1\r\nHost: h\r\n\r\n"),
@@ -694,6 +790,84 @@ static void test_strict_rejections(void **state) {
   for (size_t i = 0; i < sizeof(strict_bad) / sizeof(strict_bad[0]); i++)
     expect_error(HTTP_REQUEST, strict_bad[i].name, strict_bad[i].in, strict_bad[i].len, 0, 0,
                  SL_HTTP_EBADMSG);
+}
+
+/* The heads refused as a whole fail before the head callback, so no body byte
+ * is read or waited for: the answer goes out at once. */
+static void test_head_rejections_before_body(void **state) {
+  static const char *const ins[] = {
+      "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+      "POST / HTTP/2.0\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
+  };
+
+  (void)state;
+  for (size_t k = 0; k < sizeof(ins) / sizeof(ins[0]); k++) {
+    for (size_t i = 0; i < N_STEPS; i++) {
+      struct run r;
+
+      run_init(&r, HTTP_REQUEST, 0, 0);
+      assert_int_equal(feed(&r, ins[k], strlen(ins[k]), steps[i]), -1);
+      assert_int_not_equal(r.p.error, SL_HTTP_OK);
+      assert_int_equal(r.heads, 0);
+      run_dispose(&r);
+    }
+  }
+}
+
+static void test_host_optional_in_http10(void **state) {
+  (void)state;
+  for (size_t i = 0; i < N_STEPS; i++) {
+    struct run r;
+
+    run_init(&r, HTTP_REQUEST, 0, 0);
+    feed_one(&r, LIT("GET / HTTP/1.0\r\n\r\n"), steps[i]);
+    assert_int_equal(r.p.msg.http_minor, 0);
+    run_dispose(&r);
+  }
+}
+
+/* A coding sluice cannot keep (it re-frames bodies): 501, RFC 9112 6.1. */
+static void test_transfer_coding_not_implemented(void **state) {
+  (void)state;
+  expect_error(HTTP_REQUEST, "TE gzip, chunked",
+               LIT("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                   "0\r\n\r\n"),
+               0, 0, SL_HTTP_ECODING);
+  expect_error(HTTP_REQUEST, "TE gzip, then chunked",
+               LIT("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+               0, 0, SL_HTTP_ECODING);
+}
+
+/*
+ * Versions other than HTTP/1.x: 505. Regression for HTTP/0.9: "GET /" and a
+ * line end was taken by llhttp as a request whose headers follow, so its
+ * client waited for the header timeout; it fails at the end of the line now.
+ */
+static void test_version_not_supported(void **state) {
+  static const struct bad_input bad[] = {
+      BAD("HTTP/0.9, no version", "GET /\r\n"),
+      BAD("HTTP/0.9 with a long target", "GET /a/b?c=d\r\n"),
+      BAD("HTTP/0.9 after empty lines", "\r\n\r\nGET /\r\n"),
+      BAD("HTTP/0.9 then more", "GET /\r\nHost: h\r\n\r\n"),
+      BAD("HTTP/0.9 spelled out", "GET / HTTP/0.9\r\nHost: h\r\n\r\n"),
+      BAD("HTTP/2.0", "GET / HTTP/2.0\r\nHost: h\r\n\r\n"),
+      BAD("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+      BAD("HTTP/3.0", "GET / HTTP/3.0\r\nHost: h\r\n\r\n"),
+      BAD("HTTP/1.2", "GET / HTTP/1.2\r\nHost: h\r\n\r\n"),
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    expect_error(HTTP_REQUEST, bad[i].name, bad[i].in, bad[i].len, 0, 0, SL_HTTP_EVERSION);
+  /* A line that is not a request at all stays a plain 400. */
+  expect_error(HTTP_REQUEST, "one word", LIT("GARBAGE\r\n\r\n"), 0, 0, SL_HTTP_EBADMSG);
+  expect_error(HTTP_REQUEST, "unknown method, no version", LIT("FOO /\r\n"), 0, 0, SL_HTTP_EBADMSG);
+  assert_int_equal(sl_http_error_status(SL_HTTP_EVERSION), 505);
+  assert_int_equal(sl_http_error_status(SL_HTTP_ECODING), 501);
+  assert_int_equal(sl_http_error_status(SL_HTTP_EBODYSIZE), 413);
 }
 
 /* A header line with no name must not be glued onto the previous header. */
@@ -1074,8 +1248,26 @@ static void test_reason(void **state) {
   assert_string_equal(sl_http_reason(502), "Bad Gateway");
   assert_string_equal(sl_http_reason(503), "Service Unavailable");
   assert_string_equal(sl_http_reason(504), "Gateway Timeout");
-  assert_string_equal(sl_http_reason(299), "Unknown");
-  assert_string_equal(sl_http_reason(0), "Unknown");
+  /* Regression: 505 and other statuses sluice writes said "Unknown". */
+  assert_string_equal(sl_http_reason(505), "HTTP Version Not Supported");
+  assert_string_equal(sl_http_reason(501), "Not Implemented");
+  assert_string_equal(sl_http_reason(101), "Switching Protocols");
+  assert_string_equal(sl_http_reason(206), "Partial Content");
+  assert_string_equal(sl_http_reason(307), "Temporary Redirect");
+  assert_string_equal(sl_http_reason(308), "Permanent Redirect");
+  assert_string_equal(sl_http_reason(410), "Gone");
+  assert_string_equal(sl_http_reason(411), "Length Required");
+  assert_string_equal(sl_http_reason(414), "URI Too Long");
+  assert_string_equal(sl_http_reason(422), "Unprocessable Content");
+  assert_string_equal(sl_http_reason(451), "Unavailable For Legal Reasons");
+  assert_string_equal(sl_http_reason(511), "Network Authentication Required");
+  /* No phrase for a code the registry does not name (or reserves). */
+  assert_string_equal(sl_http_reason(299), "");
+  assert_string_equal(sl_http_reason(306), "");
+  assert_string_equal(sl_http_reason(599), "");
+  assert_string_equal(sl_http_reason(600), "");
+  assert_string_equal(sl_http_reason(0), "");
+  assert_string_equal(sl_http_reason(99999), "");
 }
 
 int main(void) {
@@ -1088,12 +1280,19 @@ int main(void) {
       cmocka_unit_test(test_trailers_not_merged_into_head),
       cmocka_unit_test(test_pipelined),
       cmocka_unit_test(test_keep_alive),
+      cmocka_unit_test(test_keep_alive_connection_ows),
+      cmocka_unit_test(test_has_token),
       cmocka_unit_test(test_expect_continue),
       cmocka_unit_test(test_expect_continue_trailing_whitespace),
       cmocka_unit_test(test_max_header_bytes),
       cmocka_unit_test(test_max_header_bytes_counts_whitespace),
       cmocka_unit_test(test_max_body_bytes),
+      cmocka_unit_test(test_chunk_size_over_body_limit),
       cmocka_unit_test(test_strict_rejections),
+      cmocka_unit_test(test_head_rejections_before_body),
+      cmocka_unit_test(test_host_optional_in_http10),
+      cmocka_unit_test(test_transfer_coding_not_implemented),
+      cmocka_unit_test(test_version_not_supported),
       cmocka_unit_test(test_empty_header_name),
       cmocka_unit_test(test_bare_lf_ending_trailers),
       cmocka_unit_test(test_body_with_bare_lf),
