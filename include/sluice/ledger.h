@@ -158,6 +158,14 @@ int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e);
  */
 int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_ledger_entry *out);
 
+/*
+ * Calls <cb>(<arg>, entry) for every pending entry (queued, in flight, or a
+ * held cancellation), oldest first. <cb> gets a copy and must not change the
+ * ledger. O(pending entries): for rare reconciliations, not per request.
+ */
+void sl_ledger_each_pending(const struct sl_ledger *l,
+                            void (*cb)(void *arg, const struct sl_ledger_entry *e), void *arg);
+
 /* Forgets <id> (e.g. a purged dead letter). Returns 0 or SL_ELEDGER_NOTFOUND. */
 int sl_ledger_remove(struct sl_ledger *l, const uint8_t id[16]);
 

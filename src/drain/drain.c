@@ -86,7 +86,8 @@ struct sl_drain {
   uint64_t hold_until_ms; /* replays wait until then after failures */
   unsigned fail_streak;
   uint64_t seq_accepted; /* sequence of the last record accepted */
-  uint64_t seq_settled;  /* records delivered or dead-lettered */
+  uint64_t seq_settled;  /* records delivered, dead-lettered, cancelled or lost */
+  uint64_t lost_seen;    /* the spool's lost_records when the ledger was last reconciled */
   double delivered_rate; /* smoothed deliveries per second, for the ETA without a rate */
   uint64_t rate_window_ns;
   unsigned rate_window_count;
@@ -689,6 +690,120 @@ int sl_drain_cancel_request(struct sl_drain *d, const uint8_t id[16], struct sl_
   return 0;
 }
 
+/* ---- records lost to damage --------------------------------------------- */
+
+/* Request ids, sorted for bsearch once collected. */
+struct id_set {
+  uint8_t (*v)[16];
+  size_t n, cap;
+  bool oom;
+};
+
+static int collect_id(void *arg, const struct sl_spool_record *rec) {
+  struct id_set *s = arg;
+
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 256;
+    uint8_t(*grown)[16] = realloc(s->v, cap * sizeof(*grown));
+    if (grown == NULL) {
+      s->oom = true;
+      return 1;
+    }
+    s->v = grown;
+    s->cap = cap;
+  }
+  memcpy(s->v[s->n++], rec->id, 16);
+  return 0;
+}
+
+static int id_cmp(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+struct lost_scan {
+  struct sl_drain *d;
+  const struct id_set *held; /* what the spool still holds */
+  struct sl_ledger_entry *gone;
+  size_t n, cap;
+  bool oom;
+};
+
+/* Collects the pending entries of this upstream whose record the spool no longer holds. */
+static void find_gone(void *arg, const struct sl_ledger_entry *e) {
+  struct lost_scan *ls = arg;
+
+  if (ls->oom || e->upstream != ls->d->index ||
+      (e->state != SL_LEDGER_QUEUED && e->state != SL_LEDGER_CANCELLED) ||
+      bsearch(e->id, ls->held->v, ls->held->n, 16, id_cmp) != NULL)
+    return;
+  if (ls->n == ls->cap) {
+    size_t cap = ls->cap ? ls->cap * 2 : 16;
+    struct sl_ledger_entry *grown = realloc(ls->gone, cap * sizeof(*grown));
+    if (grown == NULL) {
+      ls->oom = true;
+      return;
+    }
+    ls->gone = grown;
+    ls->cap = cap;
+  }
+  ls->gone[ls->n++] = *e;
+}
+
+/*
+ * The spool lost records to damaged units (found at open or by the reader)
+ * since the last look: the ledger entries that still read "queued" although
+ * the spool no longer holds their record now read "lost", with the reason.
+ * A damaged unit cannot tell which ids it held, so the spool is read once
+ * for the ids it still has and the ledger's pending entries are checked
+ * against them. That reads the whole spool on the loop, which is acceptable
+ * only because it happens after damage, not in normal operation. Held
+ * cancellations whose record went the same way are no longer held.
+ */
+static void reconcile_lost(struct sl_drain *d) {
+  uint64_t lost = sl_spool_lost_records(d->spool);
+  struct id_set held = {0};
+  struct lost_scan ls = {.d = d, .held = &held};
+  uint64_t now = sl_clock_wall_ms();
+  size_t marked = 0;
+  int rc;
+
+  if (lost == d->lost_seen)
+    return;
+  d->lost_seen = lost; /* once per change, even if what follows fails */
+  if (d->ledger == NULL)
+    return;
+  rc = sl_spool_scan(d->spool, collect_id, &held);
+  if (rc != 0 || held.oom) {
+    sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses "
+                 "could not be updated: %s",
+                 d->name, (unsigned long long)lost,
+                 held.oom ? "out of memory" : sl_spool_strerror(rc));
+    free(held.v);
+    return;
+  }
+  qsort(held.v, held.n, 16, id_cmp);
+  sl_ledger_each_pending(d->ledger, find_gone, &ls);
+  for (size_t i = 0; i < ls.n; i++) {
+    struct sl_ledger_entry *e = &ls.gone[i];
+
+    if (e->state == SL_LEDGER_CANCELLED) {
+      e->flags = 0; /* nothing left to settle */
+    } else {
+      e->state = SL_LEDGER_LOST;
+      e->not_before_ms = 0;
+      snprintf(e->error, sizeof(e->error), "its record was in a damaged spool unit");
+      d->seq_settled++;
+      marked++;
+    }
+    e->updated_ms = now;
+    sl_ledger_journal_put(d->ledger, e);
+  }
+  sl_log_error("upstream %s: %llu record(s) lost in damaged spool units so far; %zu queued "
+               "request(s) now read \"lost\"%s",
+               d->name, (unsigned long long)lost, marked,
+               ls.oom ? " (out of memory: some may still read queued)" : "");
+  free(ls.gone);
+  free(held.v);
+}
+
 /* ---- scheduling -------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t) { pump(t->data); }
@@ -771,6 +886,8 @@ static void pump(struct sl_drain *d) {
       start_replay(d, item);
     }
   }
+  if (d->spool != NULL)
+    reconcile_lost(d);
   schedule(d, now, wall);
   d->pumping = false;
 }

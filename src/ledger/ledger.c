@@ -380,6 +380,16 @@ void sl__ledger_node_entry(const struct sl_ledger *l, uint32_t n, struct sl_ledg
     out->error[0] = '\0';
 }
 
+void sl_ledger_each_pending(const struct sl_ledger *l,
+                            void (*cb)(void *arg, const struct sl_ledger_entry *e), void *arg) {
+  struct sl_ledger_entry e;
+
+  for (uint32_t n = l->lists[SL__LEDGER_PENDING].head; n != NONE; n = l->nodes[n].next) {
+    sl__ledger_node_entry(l, n, &e);
+    cb(arg, &e);
+  }
+}
+
 int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_ledger_entry *out) {
   uint32_t n = find(l, id, NULL);
 
