@@ -314,6 +314,11 @@ static void test_eviction_order(void **state) {
   sl_ledger_destroy(l);
 }
 
+static void count_entry(void *arg, const struct sl_ledger_entry *e) {
+  (void)e;
+  (*(unsigned *)arg)++;
+}
+
 /* The states added for purge, cancel and damaged spool units: their names,
  * their eviction class (settled, except a cancellation whose record the
  * spool still holds), and the arguments put refuses. */
@@ -349,6 +354,11 @@ static void test_new_states(void **state) {
   assert_int_equal(sl_ledger_put(l, &e), 0);
   assert_false(has(l, 3));
   assert_true(has(l, 1) && has(l, 2) && has(l, 4));
+  {
+    unsigned n = 0;
+    sl_ledger_each_pending(l, count_entry, &n);
+    assert_int_equal(n, 3); /* 1 (held), 2, 4 */
+  }
   /* A purged one is settled too. */
   e = entry(4, SL_LEDGER_PURGED);
   assert_int_equal(sl_ledger_put(l, &e), 0);
