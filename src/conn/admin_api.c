@@ -61,25 +61,6 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
     sl_buf_append_str(b, "null}");
 }
 
-static void on_list(const struct sl_admin_request *req, struct sl_admin_response *resp, void *arg) {
-  struct sl_server *srv = arg;
-  const struct sl_config *cfg = srv->cfg;
-
-  (void)req;
-  resp->content_type = "application/json";
-  sl_buf_append_str(&resp->body, "{\"upstreams\":[");
-  for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct sl_drain *d = sl__server_drain(srv, cfg->upstreams[i].name);
-
-    if (d == NULL)
-      continue;
-    if (i > 0)
-      sl_buf_append(&resp->body, ",", 1);
-    upstream_json(&resp->body, d);
-  }
-  sl_buf_append_str(&resp->body, "]}\n");
-}
-
 /*
  * Checks the query string <q> against the parameter names in <allowed>
  * (NULL-terminated): returns NULL when every parameter is one of them, each
@@ -148,6 +129,31 @@ static int parse_rate(const char *value, double *rate) {
     return -1;
   *rate = r;
   return 0;
+}
+
+static void on_list(const struct sl_admin_request *req, struct sl_admin_response *resp, void *arg) {
+  struct sl_server *srv = arg;
+  const struct sl_config *cfg = srv->cfg;
+
+  char bad[64], msg[128];
+
+  resp->content_type = "application/json";
+  if (query_check(req->query, (const char *const[]){NULL}, bad, sizeof(bad)) != NULL) {
+    snprintf(msg, sizeof(msg), "unknown query parameter: %s", bad);
+    sl_admin_response_error(resp, 400, msg);
+    return;
+  }
+  sl_buf_append_str(&resp->body, "{\"upstreams\":[");
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct sl_drain *d = sl__server_drain(srv, cfg->upstreams[i].name);
+
+    if (d == NULL)
+      continue;
+    if (i > 0)
+      sl_buf_append(&resp->body, ",", 1);
+    upstream_json(&resp->body, d);
+  }
+  sl_buf_append_str(&resp->body, "]}\n");
 }
 
 struct dead_list {

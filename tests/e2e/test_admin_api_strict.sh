@@ -75,6 +75,8 @@ r = admin(aport, "POST", "/admin/upstreams/b/pause?now=1")
 c.check(r.status == 400 and "now" in (r.json() or {}).get("error", ""), "pause?now=1 is a 400", r)
 r = admin(aport, "POST", "/admin/upstreams/b/rate?value=2&burst=5")
 c.check(r.status == 400 and "burst" in (r.json() or {}).get("error", ""), "rate?burst= is a 400", r)
+r = admin(aport, "GET", "/admin/upstreams?name=b")
+c.check(r.status == 400 and "name" in (r.json() or {}).get("error", ""), "GET /admin/upstreams?name= is a 400", r)
 time.sleep(0.3)
 c.check(upstream(aport, "b").get("dead") == 3, "the 3 dead letters are all still there",
         upstream(aport, "b"))
