@@ -732,7 +732,7 @@ static void find_gone(void *arg, const struct sl_ledger_entry *e) {
 
   if (ls->oom || e->upstream != ls->d->index ||
       (e->state != SL_LEDGER_QUEUED && e->state != SL_LEDGER_CANCELLED) ||
-      bsearch(e->id, ls->held->v, ls->held->n, 16, id_cmp) != NULL)
+      (ls->held->n > 0 && bsearch(e->id, ls->held->v, ls->held->n, 16, id_cmp) != NULL))
     return;
   if (ls->n == ls->cap) {
     size_t cap = ls->cap ? ls->cap * 2 : 16;
@@ -779,7 +779,8 @@ static void reconcile_lost(struct sl_drain *d) {
     free(held.v);
     return;
   }
-  qsort(held.v, held.n, 16, id_cmp);
+  if (held.n > 0)
+    qsort(held.v, held.n, 16, id_cmp);
   sl_ledger_each_pending(d->ledger, find_gone, &ls);
   for (size_t i = 0; i < ls.n; i++) {
     struct sl_ledger_entry *e = &ls.gone[i];
@@ -796,10 +797,11 @@ static void reconcile_lost(struct sl_drain *d) {
     e->updated_ms = now;
     sl_ledger_journal_put(d->ledger, e);
   }
-  sl_log_error("upstream %s: %llu record(s) lost in damaged spool units so far; %zu queued "
-               "request(s) now read \"lost\"%s",
-               d->name, (unsigned long long)lost, marked,
-               ls.oom ? " (out of memory: some may still read queued)" : "");
+  if (marked > 0 || ls.oom)
+    sl_log_error("upstream %s: %llu record(s) lost in damaged spool units so far; %zu queued "
+                 "request(s) now read \"lost\"%s",
+                 d->name, (unsigned long long)lost, marked,
+                 ls.oom ? " (out of memory: some may still read queued)" : "");
   free(ls.gone);
   free(held.v);
 }
