@@ -17,9 +17,9 @@
  */
 #include "conn_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -59,6 +59,33 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
     sl_buf_printf(b, "%.1f}", info.eta_seconds);
   else
     sl_buf_append_str(b, "null}");
+}
+
+static const char *query_check(const char *q, const char *const *allowed, char *bad,
+                               size_t bad_len);
+
+static void on_list(const struct sl_admin_request *req, struct sl_admin_response *resp, void *arg) {
+  struct sl_server *srv = arg;
+  const struct sl_config *cfg = srv->cfg;
+  char bad[64], msg[128];
+
+  resp->content_type = "application/json";
+  if (query_check(req->query, (const char *const[]){NULL}, bad, sizeof(bad)) != NULL) {
+    snprintf(msg, sizeof(msg), "unknown query parameter: %s", bad);
+    sl_admin_response_error(resp, 400, msg);
+    return;
+  }
+  sl_buf_append_str(&resp->body, "{\"upstreams\":[");
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct sl_drain *d = sl__server_drain(srv, cfg->upstreams[i].name);
+
+    if (d == NULL)
+      continue;
+    if (i > 0)
+      sl_buf_append(&resp->body, ",", 1);
+    upstream_json(&resp->body, d);
+  }
+  sl_buf_append_str(&resp->body, "]}\n");
 }
 
 /*
@@ -129,31 +156,6 @@ static int parse_rate(const char *value, double *rate) {
     return -1;
   *rate = r;
   return 0;
-}
-
-static void on_list(const struct sl_admin_request *req, struct sl_admin_response *resp, void *arg) {
-  struct sl_server *srv = arg;
-  const struct sl_config *cfg = srv->cfg;
-
-  char bad[64], msg[128];
-
-  resp->content_type = "application/json";
-  if (query_check(req->query, (const char *const[]){NULL}, bad, sizeof(bad)) != NULL) {
-    snprintf(msg, sizeof(msg), "unknown query parameter: %s", bad);
-    sl_admin_response_error(resp, 400, msg);
-    return;
-  }
-  sl_buf_append_str(&resp->body, "{\"upstreams\":[");
-  for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct sl_drain *d = sl__server_drain(srv, cfg->upstreams[i].name);
-
-    if (d == NULL)
-      continue;
-    if (i > 0)
-      sl_buf_append(&resp->body, ",", 1);
-    upstream_json(&resp->body, d);
-  }
-  sl_buf_append_str(&resp->body, "]}\n");
 }
 
 struct dead_list {
