@@ -3,6 +3,7 @@
  * (admin.listen, 127.0.0.1:9464 by default) for Prometheus and operators.
  *
  * Built-in routes, never behind the token:
+ *   GET /         the endpoints, with their methods (JSON; see sl_admin_describe)
  *   GET /metrics  the registry's text exposition (text/plain; version=0.0.4)
  *   GET /healthz  200 "ok": the process is alive and its loop turns
  *   GET /readyz   200 "ready", or 503 with the reason given to
@@ -92,13 +93,33 @@ void sl_admin_set_ready(struct sl_admin *a, bool ready, const char *reason);
 /*
  * Routes requests whose method is in <methods> (SL_METHOD_* bits; GET also
  * answers HEAD) and whose path is <path>, or starts with <path> when it ends
- * in '/', to <handler>(req, resp, <arg>). The longest matching path wins; a
- * path that matches with another method gets 405 and an Allow header.
- * <flags> is 0 or SL_ADMIN_PROTECTED. <path> is copied. Returns 0,
- * UV_EEXIST when the same path and a method are taken, UV_EINVAL or UV_ENOMEM.
+ * in '/' (except "/" itself, which is exact), to <handler>(req, resp, <arg>). The longest matching
+ * path wins; a path that matches with another method gets 405 and an Allow header. <flags> is 0 or
+ * SL_ADMIN_PROTECTED. <path> is copied. Returns 0, UV_EEXIST when the same path and a method are
+ * taken, UV_EINVAL or UV_ENOMEM.
  */
 int sl_admin_route(struct sl_admin *a, unsigned methods, const char *path, unsigned flags,
                    sl_admin_handler_cb handler, void *arg);
+
+/*
+ * Adds a line to the endpoint list GET / answers: <path> (a pattern for
+ * people, e.g. "/admin/upstreams/<name>/pause"), the <methods> it takes,
+ * whether it needs the token (<flags> SL_ADMIN_PROTECTED) and what it does
+ * (<what>). Both strings are copied. Returns 0 or UV_ENOMEM.
+ */
+int sl_admin_describe(struct sl_admin *a, unsigned methods, const char *path, unsigned flags,
+                      const char *what);
+
+/*
+ * Checks the "Authorization: Bearer <token>" header of <msg> against
+ * <token>, in time that does not depend on how much of a guess was right.
+ * Every listener that guards something with admin.token uses this one
+ * function. Returns 0 when <token> is NULL or empty or the right token was
+ * sent, UV_EPERM when none was sent, UV_EACCES when another was: answer 401
+ * with "WWW-Authenticate: Bearer" (UV_EPERM) or
+ * "WWW-Authenticate: Bearer error=\"invalid_token\"" (UV_EACCES).
+ */
+int sl_admin_check_token(const char *token, const struct sl_http_msg *msg);
 
 /* Adds header line "<name>: <value>" to <resp>. Returns 0 or UV_ENOMEM. */
 int sl_admin_response_header(struct sl_admin_response *resp, const char *name, const char *value);

@@ -135,6 +135,28 @@ void sl_drain_position(struct sl_drain *d, uint64_t seq, uint64_t *position, dou
 /* Seconds a client should wait before retrying (Retry-After), at least 1. */
 unsigned sl_drain_retry_after(struct sl_drain *d);
 
+/*
+ * Cancels the spilled request <id> of this drain's upstream: a queued one
+ * (delayed, or waiting for a retry, included) becomes "cancelled" in the
+ * ledger, which its journal keeps across restarts, and its record is settled
+ * without a replay when the spool hands it out. Copies the entry into <out>
+ * and returns 0 (also when it was cancelled already), or UV_EBUSY with <out>
+ * filled when it is in another state (in flight, delivered, dead, ...),
+ * SL_ELEDGER_NOTFOUND for an id the ledger does not know on this upstream,
+ * or UV_ENOMEM. The caller flushes the ledger journal.
+ */
+int sl_drain_cancel_request(struct sl_drain *d, const uint8_t id[16], struct sl_ledger_entry *out);
+
+/*
+ * Redrives (<redrive>) or purges the dead letter <id>, or every dead letter
+ * when <id> is NULL. The statuses change at once (queued at the end of the
+ * line, or purged); the spool's writer moves the records after, and should
+ * that fail, what the dead store still holds reads "dead" again. Returns 0,
+ * SL_ESPOOL_NOTFOUND when <id> is not a dead letter, SL_ESPOOL_CLOSED
+ * without a spool, or a negative I/O code from reading the dead store.
+ */
+int sl_drain_dead_op(struct sl_drain *d, bool redrive, const uint8_t *id);
+
 /* Admin operations. */
 void sl_drain_pause(struct sl_drain *d, bool paused);
 void sl_drain_set_rate(struct sl_drain *d, double rate);

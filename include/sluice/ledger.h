@@ -4,7 +4,8 @@
  * Two pure data structures behind the status URL and Idempotency-Key:
  *
  *   - struct sl_ledger maps a request id (16 random bytes, shown as 32 hex
- *     chars) to its status entry: queued, in flight, delivered or dead. The
+ *     chars) to its status entry: queued, in flight, delivered, dead, purged,
+ *     cancelled or lost. The
  *     status URL /_sluice/requests/<id> reads it; the proxy writes it on
  *     acceptance, on every attempt and when a record is settled.
  *   - struct sl_dedupe maps a client's Idempotency-Key, scoped by route or
@@ -73,7 +74,21 @@ enum sl_ledger_state {
   SL_LEDGER_INFLIGHT,  /* being replayed to the backend now */
   SL_LEDGER_DELIVERED, /* the backend gave a final answer (<status>) */
   SL_LEDGER_DEAD,      /* max_attempts failed: a dead letter (<error>) */
+  SL_LEDGER_PURGED,    /* a dead letter deleted by an operator */
+  SL_LEDGER_CANCELLED, /* cancelled before delivery; never delivered */
+  SL_LEDGER_LOST,      /* its record was in a damaged spool unit (<error> says where) */
 };
+
+/* The last state; states up to SL_LEDGER_DEAD are those of the first journal format. */
+#define SL_LEDGER_STATE_MAX SL_LEDGER_LOST
+
+/*
+ * Entry flags. SL_LEDGER_F_HELD marks a cancelled entry whose record the spool
+ * still holds: the drain settles such a record without replaying it when it
+ * comes up and then clears the flag. A held entry is evicted with the pending
+ * ones (last), because forgetting it would let its record be delivered.
+ */
+#define SL_LEDGER_F_HELD 0x01u
 
 /* Returns the lowercase name of <state> ("queued", "in_flight", ...), for JSON and logs. */
 const char *sl_ledger_state_name(enum sl_ledger_state state);
@@ -89,6 +104,7 @@ struct sl_ledger_entry {
   enum sl_ledger_state state;
   uint16_t upstream; /* upstream index, opaque to the ledger */
   uint16_t status;   /* delivered: the backend's HTTP status */
+  uint8_t flags;     /* SL_LEDGER_F_* */
   uint32_t attempts; /* delivery attempts made so far */
   uint64_t seq;      /* per-upstream acceptance sequence number, opaque to the ledger */
   uint64_t enqueued_ms, updated_ms;
@@ -108,8 +124,9 @@ struct sl_ledger;
  * Arrays grow by doubling as entries come, never past <capacity>.
  *
  * Eviction when a new id arrives and the ledger is full: first the settled
- * entry (DELIVERED or DEAD) that settled longest ago; only if there is none,
- * the oldest pending entry (QUEUED or INFLIGHT) by insertion. Pending entries
+ * entry (DELIVERED, DEAD, PURGED, LOST, or CANCELLED without
+ * SL_LEDGER_F_HELD) that settled longest ago; only if there is none, the
+ * oldest pending entry (QUEUED, INFLIGHT or a held CANCELLED) by insertion. Pending entries
  * are what the status URL is mostly asked about, so they go last; but memory
  * stays bounded whatever happens, so with more requests pending than the
  * capacity, the oldest pending ones are forgotten (their status URL answers
@@ -128,7 +145,8 @@ void sl_ledger_destroy(struct sl_ledger *l);
  * (see sl_ledger_create). Eviction order: a pending entry keeps its place by
  * insertion while it is replaced; an entry that becomes settled (or pending
  * again, e.g. a redriven dead letter) moves to the newest end of its class.
- * Returns 0, -EINVAL for a state out of range, or -ENOMEM; on error the
+ * Returns 0, -EINVAL for a state out of range or SL_LEDGER_F_HELD on a state
+ * other than CANCELLED, or -ENOMEM; on error the
  * ledger is unchanged.
  */
 int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e);
@@ -139,6 +157,14 @@ int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e);
  * as it was. To change one field, get the entry, change the copy and put it.
  */
 int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_ledger_entry *out);
+
+/*
+ * Calls <cb>(<arg>, entry) for every pending entry (queued, in flight, or a
+ * held cancellation), oldest first. <cb> gets a copy and must not change the
+ * ledger. O(pending entries): for rare reconciliations, not per request.
+ */
+void sl_ledger_each_pending(const struct sl_ledger *l,
+                            void (*cb)(void *arg, const struct sl_ledger_entry *e), void *arg);
 
 /* Forgets <id> (e.g. a purged dead letter). Returns 0 or SL_ELEDGER_NOTFOUND. */
 int sl_ledger_remove(struct sl_ledger *l, const uint8_t id[16]);

@@ -266,6 +266,22 @@ int sl_spool_dead_list(struct sl_spool *spool,
                        int (*cb)(void *arg, const struct sl_spool_record *rec), void *arg);
 
 /*
+ * Calls <cb>(<arg>, rec) for every record the spool holds and has not
+ * settled, in all three stores (ready, delayed, dead; records taken and in
+ * flight included), until <cb> returns non-zero. The view is valid during
+ * the call only. Reads the whole spool synchronously: it is for the rare
+ * reconciliation after records were lost to damage, not for a hot path.
+ * Returns 0 or a negative code.
+ * @thread owner
+ */
+int sl_spool_scan(struct sl_spool *spool, int (*cb)(void *arg, const struct sl_spool_record *rec),
+                  void *arg);
+
+/* Records lost to damaged units since open (stats' lost_records), cheaply.
+ * @thread owner */
+uint64_t sl_spool_lost_records(struct sl_spool *spool);
+
+/*
  * Redrive: appends the dead letter with id <id> (16 bytes), or every dead
  * letter if <id> is NULL, back to the ready log with attempts reset to 0,
  * then removes it from the dead store. Purge: removes without appending.
@@ -291,7 +307,7 @@ struct sl_spool_stats {
   uint64_t checkpoints;              /* ack checkpoints written, since open */
   uint64_t corrupt_units;            /* units skipped as corrupt, since open */
   uint64_t torn_tails;               /* torn tails cut at open */
-  uint64_t lost_records;             /* records inside corrupt units */
+  uint64_t lost_records;             /* records inside corrupt units, since open */
   uint64_t segments;                 /* segment files */
   int last_error;                    /* last write-side error, 0 once writes succeed again */
 };

@@ -38,6 +38,14 @@ struct sl_admin_route {
   void *arg;
 };
 
+/* One line of the endpoint list that GET / answers (sl_admin_describe). */
+struct sl_admin_endpoint {
+  unsigned methods;
+  unsigned flags;
+  char *path;
+  char *what;
+};
+
 struct sl_admin_conn;
 
 struct sl_admin {
@@ -51,6 +59,8 @@ struct sl_admin {
   char *ready_reason;
   struct sl_admin_route *routes;
   size_t n_routes;
+  struct sl_admin_endpoint *endpoints; /* for GET /, in the order described */
+  size_t n_endpoints;
   struct sl_admin_conn *conns; /* open connections */
   unsigned n_conns;            /* open connections */
   unsigned n_alive;            /* connections not yet freed (closing ones too) */

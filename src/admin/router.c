@@ -1,6 +1,6 @@
 /*
  * Admin routing: the route table, the bearer-token check, JSON errors and
- * the built-in /metrics, /healthz and /readyz handlers.
+ * the built-in /, /metrics, /healthz and /readyz handlers.
  *
  * The table is small (a handful of routes), so matching is a linear scan for
  * the longest matching path; no allocation happens per request except the
@@ -50,12 +50,34 @@ int sl_admin_route(struct sl_admin *a, unsigned methods, const char *path, unsig
   if (r->path == NULL)
     return UV_ENOMEM;
   r->path_len = len;
-  r->prefix = path[len - 1] == '/';
+  r->prefix = len > 1 && path[len - 1] == '/'; /* "/" itself is the index, not everything */
   r->methods = methods;
   r->flags = flags;
   r->handler = handler;
   r->arg = arg;
   a->n_routes++;
+  return 0;
+}
+
+int sl_admin_describe(struct sl_admin *a, unsigned methods, const char *path, unsigned flags,
+                      const char *what) {
+  struct sl_admin_endpoint *grown, *e;
+
+  grown = realloc(a->endpoints, (a->n_endpoints + 1) * sizeof(*grown));
+  if (grown == NULL)
+    return UV_ENOMEM;
+  a->endpoints = grown;
+  e = &grown[a->n_endpoints];
+  e->methods = methods;
+  e->flags = flags;
+  e->path = strdup(path);
+  e->what = strdup(what);
+  if (e->path == NULL || e->what == NULL) {
+    free(e->path);
+    free(e->what);
+    return UV_ENOMEM;
+  }
+  a->n_endpoints++;
   return 0;
 }
 
@@ -65,6 +87,13 @@ void sl__admin_routes_dispose(struct sl_admin *a) {
   free(a->routes);
   a->routes = NULL;
   a->n_routes = 0;
+  for (size_t i = 0; i < a->n_endpoints; i++) {
+    free(a->endpoints[i].path);
+    free(a->endpoints[i].what);
+  }
+  free(a->endpoints);
+  a->endpoints = NULL;
+  a->n_endpoints = 0;
 }
 
 int sl_admin_response_header(struct sl_admin_response *resp, const char *name, const char *value) {
@@ -108,30 +137,41 @@ static bool token_equal(const char *got, size_t got_len, const char *want) {
   return diff == 0;
 }
 
-/* Checks "Authorization: Bearer <token>". Returns true when the request may
- * go on; else fills <resp> with 401 (RFC 6750 3). */
-static bool authorized(const struct sl_admin *a, const struct sl_admin_request *req,
-                       struct sl_admin_response *resp) {
-  const struct sl_http_header *h = sl_http_msg_header(req->msg, "authorization");
+int sl_admin_check_token(const char *token, const struct sl_http_msg *msg) {
+  const struct sl_http_header *h;
   const char *v;
   size_t n;
 
-  if (a->token[0] == '\0')
-    return true;
-  if (h == NULL) {
-    sl_admin_response_error(resp, 401, "missing bearer token");
-    sl_admin_response_header(resp, "WWW-Authenticate", "Bearer");
-    return false;
-  }
-  v = sl_http_msg_str(req->msg, h->value_off);
+  if (token == NULL || token[0] == '\0')
+    return 0;
+  h = sl_http_msg_header(msg, "authorization");
+  if (h == NULL)
+    return UV_EPERM;
+  v = sl_http_msg_str(msg, h->value_off);
   n = h->value_len;
   if (n > 7 && strncasecmp(v, "bearer ", 7) == 0) {
     v += 7;
     n -= 7;
     while (n > 0 && *v == ' ')
       v++, n--;
-    if (token_equal(v, n, a->token))
-      return true;
+    if (token_equal(v, n, token))
+      return 0;
+  }
+  return UV_EACCES;
+}
+
+/* Checks "Authorization: Bearer <token>". Returns true when the request may
+ * go on; else fills <resp> with 401 (RFC 6750 3). */
+static bool authorized(const struct sl_admin *a, const struct sl_admin_request *req,
+                       struct sl_admin_response *resp) {
+  int rc = sl_admin_check_token(a->token, req->msg);
+
+  if (rc == 0)
+    return true;
+  if (rc == UV_EPERM) {
+    sl_admin_response_error(resp, 401, "missing bearer token");
+    sl_admin_response_header(resp, "WWW-Authenticate", "Bearer");
+    return false;
   }
   sl_admin_response_error(resp, 401, "invalid bearer token");
   sl_admin_response_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
@@ -149,17 +189,24 @@ static unsigned route_methods(const struct sl_admin_route *r) {
   return r->methods | ((r->methods & SL_METHOD_GET) ? SL_METHOD_HEAD : 0);
 }
 
+/* Appends the names of the methods in <methods> to <out>, each as <quote>d
+ * and separated by <sep> ("GET, HEAD" for an Allow header). */
+static void method_list(struct sl_buf *out, unsigned methods, const char *sep, const char *quote) {
+  bool first = true;
+
+  for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
+    if (!(methods & method_names[i].bit))
+      continue;
+    sl_buf_printf(out, "%s%s%s%s", first ? "" : sep, quote, method_names[i].name, quote);
+    first = false;
+  }
+}
+
 static void method_not_allowed(struct sl_admin_response *resp, unsigned allow) {
   struct sl_buf list;
 
   sl_buf_init(&list);
-  for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
-    if (!(allow & method_names[i].bit))
-      continue;
-    if (list.len > 0)
-      sl_buf_append(&list, ", ", 2);
-    sl_buf_append_str(&list, method_names[i].name);
-  }
+  method_list(&list, allow, ", ", "");
   sl_buf_append(&list, "", 1);
   sl_admin_response_error(resp, 405, "method not allowed");
   if (list.base != NULL)
@@ -211,6 +258,30 @@ static void on_metrics(const struct sl_admin_request *req, struct sl_admin_respo
     sl_admin_response_error(resp, 500, "out of memory");
 }
 
+/* GET /: the endpoints, so that an operator (or a script) need not guess. */
+static void on_index(const struct sl_admin_request *req, struct sl_admin_response *resp,
+                     void *arg) {
+  struct sl_admin *a = arg;
+
+  (void)req;
+  resp->content_type = "application/json";
+  sl_buf_append_str(&resp->body, "{\"endpoints\":[");
+  for (size_t i = 0; i < a->n_endpoints; i++) {
+    const struct sl_admin_endpoint *e = &a->endpoints[i];
+
+    sl_buf_append_str(&resp->body, i > 0 ? ",\n{\"path\":\"" : "\n{\"path\":\"");
+    append_json_string(&resp->body, e->path);
+    sl_buf_append_str(&resp->body, "\",\"methods\":[");
+    method_list(&resp->body, e->methods | ((e->methods & SL_METHOD_GET) ? SL_METHOD_HEAD : 0), ",",
+                "\"");
+    sl_buf_printf(&resp->body, "],\"token\":%s,\"what\":\"",
+                  (e->flags & SL_ADMIN_PROTECTED) && a->token[0] != '\0' ? "true" : "false");
+    append_json_string(&resp->body, e->what);
+    sl_buf_append_str(&resp->body, "\"}");
+  }
+  sl_buf_append_str(&resp->body, "\n]}\n");
+}
+
 static void on_healthz(const struct sl_admin_request *req, struct sl_admin_response *resp,
                        void *arg) {
   (void)req;
@@ -234,8 +305,13 @@ static void on_readyz(const struct sl_admin_request *req, struct sl_admin_respon
 int sl__admin_builtin_routes(struct sl_admin *a) {
   int r = 0;
 
+  r |= sl_admin_route(a, SL_METHOD_GET, "/", 0, on_index, a);
   r |= sl_admin_route(a, SL_METHOD_GET, "/metrics", 0, on_metrics, a);
   r |= sl_admin_route(a, SL_METHOD_GET, "/healthz", 0, on_healthz, a);
   r |= sl_admin_route(a, SL_METHOD_GET, "/readyz", 0, on_readyz, a);
+  r |= sl_admin_describe(a, SL_METHOD_GET, "/", 0, "this list");
+  r |= sl_admin_describe(a, SL_METHOD_GET, "/metrics", 0, "Prometheus metrics");
+  r |= sl_admin_describe(a, SL_METHOD_GET, "/healthz", 0, "200 while the process runs");
+  r |= sl_admin_describe(a, SL_METHOD_GET, "/readyz", 0, "200 when ready, else 503 and why");
   return r ? UV_ENOMEM : 0;
 }

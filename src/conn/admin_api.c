@@ -8,10 +8,16 @@
  *   POST /admin/upstreams/<name>/dead/redrive[?id=<id>]   back to the queue
  *   POST /admin/upstreams/<name>/dead/purge[?id=<id>]     delete
  *
- * All protected by the admin token when one is set. Answers are JSON.
+ * All protected by the admin token when one is set. Answers are JSON. Input
+ * is checked before anything changes: a query parameter an action does not
+ * take is a 400 naming it (a misspelt "?ID=" on purge must never mean "all"),
+ * a rate must be a finite number above 0, an unknown upstream, action or
+ * dead-letter id is a 404, and a known action asked with the wrong method a
+ * 405 with an Allow header. The table "describe" is what GET / lists.
  */
 #include "conn_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,12 +61,20 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
     sl_buf_append_str(b, "null}");
 }
 
+static const char *query_check(const char *q, const char *const *allowed, char *bad,
+                               size_t bad_len);
+
 static void on_list(const struct sl_admin_request *req, struct sl_admin_response *resp, void *arg) {
   struct sl_server *srv = arg;
   const struct sl_config *cfg = srv->cfg;
+  char bad[64], msg[128];
 
-  (void)req;
   resp->content_type = "application/json";
+  if (query_check(req->query, (const char *const[]){NULL}, bad, sizeof(bad)) != NULL) {
+    snprintf(msg, sizeof(msg), "unknown query parameter: %s", bad);
+    sl_admin_response_error(resp, 400, msg);
+    return;
+  }
   sl_buf_append_str(&resp->body, "{\"upstreams\":[");
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
     struct sl_drain *d = sl__server_drain(srv, cfg->upstreams[i].name);
@@ -74,7 +88,38 @@ static void on_list(const struct sl_admin_request *req, struct sl_admin_response
   sl_buf_append_str(&resp->body, "]}\n");
 }
 
-/* The value of query parameter <name> in <q>, copied into <out>; -1 if absent. */
+/*
+ * Checks the query string <q> against the parameter names in <allowed>
+ * (NULL-terminated): returns NULL when every parameter is one of them, each
+ * at most once, else the first one that is not, copied into <bad> (cut to
+ * <bad_len>). Names are matched exactly: "?ID=" is not "?id=".
+ */
+static const char *query_check(const char *q, const char *const *allowed, char *bad,
+                               size_t bad_len) {
+  unsigned seen = 0;
+
+  while (*q) {
+    const char *end = strchr(q, '&');
+    size_t part = end ? (size_t)(end - q) : strlen(q);
+    const char *eq = memchr(q, '=', part);
+    size_t name_len = eq ? (size_t)(eq - q) : part;
+    size_t i;
+
+    for (i = 0; allowed[i] != NULL; i++)
+      if (strlen(allowed[i]) == name_len && memcmp(allowed[i], q, name_len) == 0)
+        break;
+    if (allowed[i] == NULL || (seen & (1u << i))) {
+      snprintf(bad, bad_len, "%.*s", (int)name_len, q);
+      return bad;
+    }
+    seen |= 1u << i;
+    q += part + (end ? 1 : 0);
+  }
+  return NULL;
+}
+
+/* The value of query parameter <name> in <q>, copied into <out>; -1 if absent
+ * or longer than <len> - 1. */
 static int query_param(const char *q, const char *name, char *out, size_t len) {
   size_t n = strlen(name);
 
@@ -92,6 +137,25 @@ static int query_param(const char *q, const char *name, char *out, size_t len) {
     q += part + (end ? 1 : 0);
   }
   return -1;
+}
+
+/*
+ * Parses an admin rate: a finite number of requests per second above 0 and
+ * at most 1e9. Returns 0 and sets <*rate>, or -1. 0 is refused (it would
+ * lift the limit, not stop the drain: that is what pause is for), and so are
+ * nan and inf, which strtod takes.
+ */
+static int parse_rate(const char *value, double *rate) {
+  char *end;
+  double r;
+
+  if (value[0] == '\0')
+    return -1;
+  r = strtod(value, &end);
+  if (*end != '\0' || !isfinite(r) || r <= 0 || r > 1e9)
+    return -1;
+  *rate = r;
+  return 0;
 }
 
 struct dead_list {
@@ -127,13 +191,23 @@ static int add_dead(void *arg, const struct sl_spool_record *rec) {
   return ++l->n >= DEAD_LIST_MAX;
 }
 
-static void on_dead_op_done(void *arg, int status) {
-  struct sl_drain *d = arg;
+/* The actions below /admin/upstreams/<name>/ and the methods each takes. */
+static const struct {
+  const char *action;
+  unsigned methods;
+} actions[] = {
+    {"pause", SL_METHOD_POST}, {"resume", SL_METHOD_POST},       {"rate", SL_METHOD_POST},
+    {"dead", SL_METHOD_GET},   {"dead/redrive", SL_METHOD_POST}, {"dead/purge", SL_METHOD_POST},
+};
 
-  if (status != 0 && status != SL_ESPOOL_NOTFOUND)
-    sl_log_warn("spool %s: dead-letter operation failed: %s", sl_drain_name(d),
-                sl_spool_strerror(status));
-  sl_drain_kick(d); /* redriven records are ready now */
+static const char *const no_params[] = {NULL};
+static const char *const rate_params[] = {"value", NULL};
+static const char *const id_params[] = {"id", NULL};
+
+/* 405 for <action>, with an Allow header naming <methods>. */
+static void wrong_method(struct sl_admin_response *resp, unsigned methods) {
+  sl_admin_response_error(resp, 405, "method not allowed");
+  sl_admin_response_header(resp, "Allow", (methods & SL_METHOD_GET) ? "GET, HEAD" : "POST");
 }
 
 /* /admin/upstreams/<name>/<action>: everything below the list. */
@@ -143,10 +217,12 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
   static const char base[] = "/admin/upstreams/";
   const char *name = req->path + sizeof(base) - 1;
   const char *slash = strchr(name, '/');
-  char uname[128], value[64];
+  char uname[128], value[64], bad[64], msg[128];
   const char *action;
+  const char *const *params;
   struct sl_drain *d;
   uint8_t id[16];
+  size_t a;
   int rc;
 
   resp->content_type = "application/json";
@@ -157,26 +233,47 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
   memcpy(uname, name, (size_t)(slash - name));
   uname[slash - name] = '\0';
   action = slash + 1;
+  for (a = 0; a < sizeof(actions) / sizeof(actions[0]); a++)
+    if (strcmp(action, actions[a].action) == 0)
+      break;
+  if (a == sizeof(actions) / sizeof(actions[0])) {
+    sl_admin_response_error(resp, 404, "unknown action (GET / lists the endpoints)");
+    return;
+  }
+  if (!(req->method &
+        (actions[a].methods | ((actions[a].methods & SL_METHOD_GET) ? SL_METHOD_HEAD : 0)))) {
+    wrong_method(resp, actions[a].methods);
+    return;
+  }
+  params = strcmp(action, "rate") == 0        ? rate_params
+           : strncmp(action, "dead/", 5) == 0 ? id_params
+                                              : no_params;
+  if (query_check(req->query, params, bad, sizeof(bad)) != NULL) {
+    snprintf(msg, sizeof(msg), "unknown or repeated query parameter: %s", bad);
+    sl_admin_response_error(resp, 400, msg);
+    return;
+  }
   d = sl__server_drain(srv, uname);
   if (d == NULL) {
     sl_admin_response_error(resp, 404, "no such upstream");
     return;
   }
-  if (req->method == SL_METHOD_POST && strcmp(action, "pause") == 0) {
+  if (strcmp(action, "pause") == 0) {
     sl_drain_pause(d, true);
-  } else if (req->method == SL_METHOD_POST && strcmp(action, "resume") == 0) {
+  } else if (strcmp(action, "resume") == 0) {
     sl_drain_pause(d, false);
-  } else if (req->method == SL_METHOD_POST && strcmp(action, "rate") == 0) {
-    char *end;
+  } else if (strcmp(action, "rate") == 0) {
     double rate;
 
     if (query_param(req->query, "value", value, sizeof(value)) != 0 ||
-        (rate = strtod(value, &end), *end != '\0') || rate < 0 || rate > 1e9) {
-      sl_admin_response_error(resp, 400, "give the rate as ?value=<requests per second>");
+        parse_rate(value, &rate) != 0) {
+      sl_admin_response_error(resp, 400,
+                              "give the rate as ?value=<requests per second>, a finite number "
+                              "above 0 (to stop the drain, use pause)");
       return;
     }
     sl_drain_set_rate(d, rate);
-  } else if (strcmp(action, "dead") == 0 && req->method == SL_METHOD_GET) {
+  } else if (strcmp(action, "dead") == 0) {
     struct dead_list l = {&resp->body, 0};
 
     if (sl_drain_spool(d) == NULL) {
@@ -191,21 +288,25 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
       sl_admin_response_error(resp, 500, sl_spool_strerror(rc));
     }
     return;
-  } else if (req->method == SL_METHOD_POST &&
-             (strcmp(action, "dead/redrive") == 0 || strcmp(action, "dead/purge") == 0)) {
-    bool one = query_param(req->query, "id", value, sizeof(value)) == 0;
+  } else {
+    /* The query passed query_check: if there is one, it is the id. */
+    bool one = req->query[0] != '\0';
     bool redrive = action[5] == 'r';
 
-    if (one && sl_ledger_id_parse(value, strlen(value), id) != 0) {
+    if (one && (query_param(req->query, "id", value, sizeof(value)) != 0 ||
+                sl_ledger_id_parse(value, strlen(value), id) != 0)) {
       sl_admin_response_error(resp, 400, "id must be 32 hex digits");
       return;
     }
-    if (sl_drain_spool(d) == NULL) {
+    rc = sl_drain_dead_op(d, redrive, one ? id : NULL);
+    if (rc == SL_ESPOOL_NOTFOUND) {
+      sl_admin_response_error(resp, 404, "no dead letter with that id");
+      return;
+    }
+    if (rc == SL_ESPOOL_CLOSED) {
       sl_admin_response_error(resp, 409, "this upstream has no spool");
       return;
     }
-    rc = redrive ? sl_spool_dead_redrive(sl_drain_spool(d), one ? id : NULL, on_dead_op_done, d)
-                 : sl_spool_dead_purge(sl_drain_spool(d), one ? id : NULL, on_dead_op_done, d);
     if (rc != 0) {
       sl_admin_response_error(resp, 500, sl_spool_strerror(rc));
       return;
@@ -214,20 +315,41 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
     sl_buf_printf(&resp->body, "{\"%s\":\"%s\"}\n", redrive ? "redrive" : "purge",
                   one ? value : "all");
     return;
-  } else {
-    sl_admin_response_error(resp, 404, "unknown action");
-    return;
   }
   upstream_json(&resp->body, d);
   sl_buf_append(&resp->body, "\n", 1);
 }
 
+/* The endpoints as GET / lists them. */
+static const struct {
+  unsigned methods;
+  const char *path, *what;
+} describe[] = {
+    {SL_METHOD_GET, "/admin/upstreams", "state of every upstream"},
+    {SL_METHOD_POST, "/admin/upstreams/<name>/pause", "stop replaying the backlog"},
+    {SL_METHOD_POST, "/admin/upstreams/<name>/resume", "replay the backlog again"},
+    {SL_METHOD_POST, "/admin/upstreams/<name>/rate?value=<r>",
+     "set the rate (requests/s, finite, above 0) until the next reload"},
+    {SL_METHOD_GET, "/admin/upstreams/<name>/dead", "list dead letters, oldest first"},
+    {SL_METHOD_POST, "/admin/upstreams/<name>/dead/redrive[?id=<id>]",
+     "queue one dead letter, or all, again"},
+    {SL_METHOD_POST, "/admin/upstreams/<name>/dead/purge[?id=<id>]",
+     "delete one dead letter, or all"},
+};
+
 int sl_server_register_admin(struct sl_server *srv, struct sl_admin *admin) {
   int rc =
       sl_admin_route(admin, SL_METHOD_GET, "/admin/upstreams", SL_ADMIN_PROTECTED, on_list, srv);
 
+  /* Every method reaches the handler, which knows which action takes which
+   * and answers 405 with the right Allow header. */
   if (rc == 0)
-    rc = sl_admin_route(admin, SL_METHOD_GET | SL_METHOD_POST, "/admin/upstreams/",
-                        SL_ADMIN_PROTECTED, on_upstream, srv);
+    rc = sl_admin_route(admin,
+                        SL_METHOD_GET | SL_METHOD_POST | SL_METHOD_PUT | SL_METHOD_PATCH |
+                            SL_METHOD_DELETE | SL_METHOD_OPTIONS,
+                        "/admin/upstreams/", SL_ADMIN_PROTECTED, on_upstream, srv);
+  for (size_t i = 0; rc == 0 && i < sizeof(describe) / sizeof(describe[0]); i++)
+    rc = sl_admin_describe(admin, describe[i].methods, describe[i].path, SL_ADMIN_PROTECTED,
+                           describe[i].what);
   return rc;
 }

@@ -3,7 +3,8 @@
  * forwarded under the upstream's budget, spilled to its spool (202, or held
  * in wait mode for the replay's answer), or queued in memory for a slot and
  * refused with 503 + Retry-After when the wait runs out. Also the status URL
- * and Idempotency-Key answers, which come from the ledger.
+ * and Idempotency-Key answers, which come from the ledger, and the
+ * cancellation of a queued request (DELETE on its status URL).
  *
  * A connection with an append in flight holds a reference (spill_pending):
  * if the client goes away meanwhile, the record is still stored and the
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/admin.h"
 #include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/replay.h"
@@ -247,6 +249,50 @@ static void respond_unavailable(struct sl_conn *c, const char *why) {
   sl__conn_respond_json(c, 503, headers, body, (size_t)n);
 }
 
+/*
+ * DELETE on a status URL: cancels a queued or delayed request (ledger entry
+ * <e>) so that it is never delivered. Needs the admin token when one is set,
+ * checked by the admin listener's own function. Answers 200 with the status
+ * ("cancelled"), 409 with the status when it is past cancelling (in flight,
+ * delivered, dead...), 401 without the right token.
+ */
+static void cancel_request(struct sl_conn *c, struct sl_ledger_entry *e) {
+  const char *upstream = sl__server_upstream_name(c->srv, e->upstream);
+  struct sl_drain *d = upstream != NULL ? sl__server_drain(c->srv, upstream) : NULL;
+  char body[512];
+  int rc, n;
+
+  rc = sl_admin_check_token(c->cfg->admin.token, &c->parser.msg);
+  if (rc != 0) {
+    static const char missing[] = "{\"error\":\"missing bearer token\"}\n";
+    static const char invalid[] = "{\"error\":\"invalid bearer token\"}\n";
+
+    if (rc == UV_EPERM)
+      sl__conn_respond_json(c, 401, "WWW-Authenticate: Bearer\r\n", missing, sizeof(missing) - 1);
+    else
+      sl__conn_respond_json(c, 401, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", invalid,
+                            sizeof(invalid) - 1);
+    return;
+  }
+  rc = d != NULL ? sl_drain_cancel_request(d, e->id, e) : SL_ELEDGER_NOTFOUND;
+  if (rc == SL_ELEDGER_NOTFOUND) {
+    static const char msg[] = "{\"error\":\"unknown request id\"}\n";
+    sl__conn_respond_json(c, 404, NULL, msg, sizeof(msg) - 1);
+    return;
+  }
+  if (rc != 0 && rc != UV_EBUSY) {
+    static const char msg[] = "{\"error\":\"could not cancel: out of memory\"}\n";
+    sl__conn_respond_json(c, 500, NULL, msg, sizeof(msg) - 1);
+    return;
+  }
+  /* A cancellation is written to the journal now rather than within its
+   * usual delay: the client is told it holds. */
+  if (rc == 0 && c->srv->journal != NULL)
+    sl_ledger_journal_flush(c->srv->journal);
+  n = status_json(c, e, body, sizeof(body));
+  sl__conn_respond_json(c, rc == 0 ? 200 : 409, "Cache-Control: no-store\r\n", body, (size_t)n);
+}
+
 void sl__shape_status(struct sl_conn *c) {
   const struct sl_http_msg *m = &c->parser.msg;
   const char *target = sl_http_msg_str(m, m->target_off);
@@ -258,15 +304,19 @@ void sl__shape_status(struct sl_conn *c) {
   char body[512];
   int n;
 
-  if (m->method != HTTP_GET && m->method != HTTP_HEAD) {
-    static const char msg[] = "{\"error\":\"status URLs answer GET only\"}\n";
-    sl__conn_respond_json(c, 405, "Allow: GET, HEAD\r\n", msg, sizeof(msg) - 1);
+  if (m->method != HTTP_GET && m->method != HTTP_HEAD && m->method != HTTP_DELETE) {
+    static const char msg[] = "{\"error\":\"status URLs answer GET, HEAD and DELETE\"}\n";
+    sl__conn_respond_json(c, 405, "Allow: GET, HEAD, DELETE\r\n", msg, sizeof(msg) - 1);
     return;
   }
   if (sl_ledger_id_parse(target + plen, len, id) != 0 ||
       sl_ledger_get(c->srv->ledger, id, &e) != 1) {
     static const char msg[] = "{\"error\":\"unknown request id\"}\n";
     sl__conn_respond_json(c, 404, NULL, msg, sizeof(msg) - 1);
+    return;
+  }
+  if (m->method == HTTP_DELETE) {
+    cancel_request(c, &e);
     return;
   }
   n = status_json(c, &e, body, sizeof(body));

@@ -86,7 +86,8 @@ struct sl_drain {
   uint64_t hold_until_ms; /* replays wait until then after failures */
   unsigned fail_streak;
   uint64_t seq_accepted; /* sequence of the last record accepted */
-  uint64_t seq_settled;  /* records delivered or dead-lettered */
+  uint64_t seq_settled;  /* records delivered, dead-lettered, cancelled or lost */
+  uint64_t lost_seen;    /* the spool's lost_records when the ledger was last reconciled */
   double delivered_rate; /* smoothed deliveries per second, for the ETA without a rate */
   uint64_t rate_window_ns;
   unsigned rate_window_count;
@@ -130,6 +131,8 @@ static double stat_of(struct sl_drain *d, size_t field) {
     return (double)st.compressed_bytes_written;
   case 8:
     return (double)st.corrupt_units;
+  case 9:
+    return (double)st.lost_records;
   default:
     return 0;
   }
@@ -144,6 +147,7 @@ static double m_age(void *a) { return stat_of(a, 5); }
 static double m_raw(void *a) { return stat_of(a, 6); }
 static double m_compressed(void *a) { return stat_of(a, 7); }
 static double m_corrupt(void *a) { return stat_of(a, 8); }
+static double m_lost(void *a) { return stat_of(a, 9); }
 static double m_rate(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
 static double m_paused(void *a) { return ((struct sl_drain *)a)->paused ? 1 : 0; }
 static double m_max_bytes(void *a) { return (double)((struct sl_drain *)a)->ucfg->max_spool_bytes; }
@@ -252,6 +256,10 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
                                                "sluice_spool_corrupt_units_total",
                                                "Spool units skipped as corrupt.", up),
                              (const char *[]){n}, m_corrupt, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
+                                               "sluice_spool_lost_records_total",
+                                               "Records lost in damaged spool units.", up),
+                             (const char *[]){n}, m_lost, d),
     };
     for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
       if (s[i] == NULL)
@@ -448,6 +456,46 @@ static void on_moved(void *arg, int status) {
   pump(d);
 }
 
+/* A dead-letter move that sl_spool_dead() accepted, and what its completion
+ * needs once the item is gone. */
+struct dead_job {
+  struct sl_drain *d;
+  uint8_t id[16];
+  uint64_t enqueue_ms;
+  uint32_t attempts; /* before the last attempt, as in the record */
+  char error[128];
+};
+
+/*
+ * The dead-letter move of <arg> (a struct dead_job) finished. Only a move that
+ * succeeded makes the request dead: status, counter and log line. A failed
+ * one left the record in the spool, given back for another replay, so its
+ * status is queued again.
+ */
+static void on_dead_moved(void *arg, int status) {
+  struct dead_job *dj = arg;
+  struct sl_drain *d = dj->d;
+  struct sl_spool_record rec;
+
+  memset(&rec, 0, sizeof(rec));
+  memcpy(rec.id, dj->id, 16);
+  rec.enqueue_ms = dj->enqueue_ms;
+  rec.attempts = dj->attempts;
+  if (status == 0) {
+    sl_log_warn("upstream %s: request dead-lettered after %u attempts: %s", d->name,
+                dj->attempts + 1, dj->error);
+    ledger_update(d, &rec, SL_LEDGER_DEAD, 0, dj->error, 0);
+    sl_metrics_inc(d->drained[DRAINED_DEAD]);
+    d->seq_settled++;
+  } else {
+    sl_log_error("upstream %s: could not dead-letter a record: %s; it will be replayed again",
+                 d->name, sl_spool_strerror(status));
+    ledger_update(d, &rec, SL_LEDGER_QUEUED, 0, dj->error, 0);
+  }
+  free(dj);
+  on_moved(d, status);
+}
+
 /* sl_spool_retry/dead could not even queue the move (no memory): the item
  * is still ours; give it back so that it is tried again. */
 static void give_back(struct sl_drain *d, struct sl_spool_item *item, const char *what) {
@@ -470,13 +518,24 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
   d->fail_streak++;
   d->hold_until_ms = wall + backoff_ms(rc, d->fail_streak, retry_after_ms);
   if (attempts >= rc->max_attempts) {
-    sl_log_warn("upstream %s: request dead-lettered after %u attempts: %s", d->name, attempts,
-                error);
-    ledger_update(d, rec, SL_LEDGER_DEAD, 0, error, 0);
-    sl_metrics_inc(d->drained[DRAINED_DEAD]);
-    d->seq_settled++;
-    if (sl_spool_dead(d->spool, job->item, error, on_moved, d) != 0)
+    struct dead_job *dj = calloc(1, sizeof(*dj));
+
+    if (dj == NULL) {
       give_back(d, job->item, "could not dead-letter a record");
+      return;
+    }
+    dj->d = d;
+    memcpy(dj->id, rec->id, 16);
+    dj->enqueue_ms = rec->enqueue_ms;
+    dj->attempts = rec->attempts;
+    snprintf(dj->error, sizeof(dj->error), "%s", error);
+    /* The status and the counters change once the dead store has the record
+     * (on_dead_moved): if the move fails, the record is given back and
+     * replayed again, so it is not dead. */
+    if (sl_spool_dead(d->spool, job->item, error, on_dead_moved, dj) != 0) {
+      free(dj);
+      give_back(d, job->item, "could not dead-letter a record");
+    }
     return;
   }
   sl_log_info("upstream %s: replay attempt %u failed (%s), next in %llu ms", d->name, attempts,
@@ -559,6 +618,194 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
   sl_metrics_inc(d->upstream_inflight);
 }
 
+/* ---- cancelled records -------------------------------------------------- */
+
+struct cancel_job {
+  struct sl_drain *d;
+  uint8_t id[16];
+};
+
+/* The ack of a cancelled record is durable: the spool will not hand it out
+ * again, so its ledger entry need no longer be held (kept from eviction). */
+static void on_cancel_settled(void *arg, int status) {
+  struct cancel_job *job = arg;
+  struct sl_ledger_entry e;
+
+  if (status == 0 && job->d->ledger != NULL && sl_ledger_get(job->d->ledger, job->id, &e) == 1 &&
+      e.state == SL_LEDGER_CANCELLED && (e.flags & SL_LEDGER_F_HELD)) {
+    e.flags = 0;
+    sl_ledger_journal_put(job->d->ledger, &e);
+  }
+  free(job);
+}
+
+/*
+ * If the ledger says the record of <item> was cancelled, settles it without
+ * replaying it and returns true; else returns false and the item is still
+ * the caller's. The ledger is what remembers a cancellation across restarts
+ * (its journal): a cancelled record the spool hands out again after a crash,
+ * its ack not yet durable, is settled again here.
+ */
+static bool settle_cancelled(struct sl_drain *d, struct sl_spool_item *item) {
+  const struct sl_spool_record *rec = sl_spool_item_record(item);
+  struct sl_ledger_entry e;
+  struct cancel_job *job;
+
+  if (d->ledger == NULL || sl_ledger_get(d->ledger, rec->id, &e) != 1 ||
+      e.state != SL_LEDGER_CANCELLED)
+    return false;
+  job = malloc(sizeof(*job));
+  if (job != NULL) {
+    job->d = d;
+    memcpy(job->id, rec->id, 16);
+  }
+  sl_log_info("upstream %s: a cancelled request was dropped from the spool", d->name);
+  sl_spool_ack(d->spool, item, job != NULL ? on_cancel_settled : NULL, job);
+  return true;
+}
+
+int sl_drain_cancel_request(struct sl_drain *d, const uint8_t id[16], struct sl_ledger_entry *out) {
+  struct sl_ledger_entry e;
+
+  if (d->ledger == NULL || sl_ledger_get(d->ledger, id, &e) != 1 || e.upstream != d->index)
+    return SL_ELEDGER_NOTFOUND;
+  if (e.state == SL_LEDGER_CANCELLED) {
+    *out = e;
+    return 0; /* cancelled already: DELETE is idempotent */
+  }
+  if (e.state != SL_LEDGER_QUEUED) {
+    *out = e;
+    return UV_EBUSY;
+  }
+  e.state = SL_LEDGER_CANCELLED;
+  e.flags = SL_LEDGER_F_HELD;
+  e.updated_ms = sl_clock_wall_ms();
+  e.not_before_ms = 0;
+  if (sl_ledger_journal_put(d->ledger, &e) != 0)
+    return UV_ENOMEM;
+  /* It leaves the line now: the positions behind it move up. */
+  d->seq_settled++;
+  sl_log_info("upstream %s: a queued request was cancelled", d->name);
+  *out = e;
+  return 0;
+}
+
+/* ---- records lost to damage --------------------------------------------- */
+
+/* Request ids, sorted for bsearch once collected. */
+struct id_set {
+  uint8_t (*v)[16];
+  size_t n, cap;
+  bool oom;
+};
+
+static int collect_id(void *arg, const struct sl_spool_record *rec) {
+  struct id_set *s = arg;
+
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 256;
+    uint8_t(*grown)[16] = realloc(s->v, cap * sizeof(*grown));
+    if (grown == NULL) {
+      s->oom = true;
+      return 1;
+    }
+    s->v = grown;
+    s->cap = cap;
+  }
+  memcpy(s->v[s->n++], rec->id, 16);
+  return 0;
+}
+
+static int id_cmp(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+struct lost_scan {
+  struct sl_drain *d;
+  const struct id_set *held; /* what the spool still holds */
+  struct sl_ledger_entry *gone;
+  size_t n, cap;
+  bool oom;
+};
+
+/* Collects the pending entries of this upstream whose record the spool no longer holds. */
+static void find_gone(void *arg, const struct sl_ledger_entry *e) {
+  struct lost_scan *ls = arg;
+
+  if (ls->oom || e->upstream != ls->d->index ||
+      (e->state != SL_LEDGER_QUEUED && e->state != SL_LEDGER_CANCELLED) ||
+      (ls->held->n > 0 && bsearch(e->id, ls->held->v, ls->held->n, 16, id_cmp) != NULL))
+    return;
+  if (ls->n == ls->cap) {
+    size_t cap = ls->cap ? ls->cap * 2 : 16;
+    struct sl_ledger_entry *grown = realloc(ls->gone, cap * sizeof(*grown));
+    if (grown == NULL) {
+      ls->oom = true;
+      return;
+    }
+    ls->gone = grown;
+    ls->cap = cap;
+  }
+  ls->gone[ls->n++] = *e;
+}
+
+/*
+ * The spool lost records to damaged units (found at open or by the reader)
+ * since the last look: the ledger entries that still read "queued" although
+ * the spool no longer holds their record now read "lost", with the reason.
+ * A damaged unit cannot tell which ids it held, so the spool is read once
+ * for the ids it still has and the ledger's pending entries are checked
+ * against them. That reads the whole spool on the loop, which is acceptable
+ * only because it happens after damage, not in normal operation. Held
+ * cancellations whose record went the same way are no longer held.
+ */
+static void reconcile_lost(struct sl_drain *d) {
+  uint64_t lost = sl_spool_lost_records(d->spool);
+  struct id_set held = {0};
+  struct lost_scan ls = {.d = d, .held = &held};
+  uint64_t now = sl_clock_wall_ms();
+  size_t marked = 0;
+  int rc;
+
+  if (lost == d->lost_seen)
+    return;
+  d->lost_seen = lost; /* once per change, even if what follows fails */
+  if (d->ledger == NULL)
+    return;
+  rc = sl_spool_scan(d->spool, collect_id, &held);
+  if (rc != 0 || held.oom) {
+    sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses "
+                 "could not be updated: %s",
+                 d->name, (unsigned long long)lost,
+                 held.oom ? "out of memory" : sl_spool_strerror(rc));
+    free(held.v);
+    return;
+  }
+  if (held.n > 0)
+    qsort(held.v, held.n, 16, id_cmp);
+  sl_ledger_each_pending(d->ledger, find_gone, &ls);
+  for (size_t i = 0; i < ls.n; i++) {
+    struct sl_ledger_entry *e = &ls.gone[i];
+
+    if (e->state == SL_LEDGER_CANCELLED) {
+      e->flags = 0; /* nothing left to settle */
+    } else {
+      e->state = SL_LEDGER_LOST;
+      e->not_before_ms = 0;
+      snprintf(e->error, sizeof(e->error), "its record was in a damaged spool unit");
+      d->seq_settled++;
+      marked++;
+    }
+    e->updated_ms = now;
+    sl_ledger_journal_put(d->ledger, e);
+  }
+  if (marked > 0 || ls.oom)
+    sl_log_error("upstream %s: %llu record(s) lost in damaged spool units so far; %zu queued "
+                 "request(s) now read \"lost\"%s",
+                 d->name, (unsigned long long)lost, marked,
+                 ls.oom ? " (out of memory: some may still read queued)" : "");
+  free(ls.gone);
+  free(held.v);
+}
+
 /* ---- scheduling -------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t) { pump(t->data); }
@@ -631,6 +878,8 @@ static void pump(struct sl_drain *d) {
         d->maybe_ready = false;
         break;
       }
+      if (settle_cancelled(d, item))
+        continue;
       if (!sl_shaper_try_acquire(&d->shaper, now)) {
         sl_spool_release(d->spool, item);
         d->maybe_ready = true;
@@ -639,6 +888,8 @@ static void pump(struct sl_drain *d) {
       start_replay(d, item);
     }
   }
+  if (d->spool != NULL)
+    reconcile_lost(d);
   schedule(d, now, wall);
   d->pumping = false;
 }
@@ -927,4 +1178,107 @@ void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
   if (d->spool != NULL)
     sl_spool_stats(d->spool, &info->spool);
   info->eta_seconds = rate > 0 ? (double)(info->spool.ready + info->spool.inflight) / rate : -1;
+}
+
+/* ---- dead letters ------------------------------------------------------- */
+
+struct dead_scan {
+  const uint8_t *id; /* the one wanted, or NULL for all */
+  struct sl_drain *d;
+  bool redrive;
+  uint64_t now_ms;
+  size_t found;
+};
+
+/* Writes the status a dead letter <rec> gets from a redrive (queued, at the
+ * end of the line) or a purge (purged). */
+static void mark_dead_op(struct sl_drain *d, const struct sl_spool_record *rec, bool redrive,
+                         uint64_t now_ms) {
+  struct sl_ledger_entry e;
+
+  if (d->ledger == NULL)
+    return;
+  if (sl_ledger_get(d->ledger, rec->id, &e) != 1) {
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, rec->id, 16);
+    e.upstream = d->index;
+    e.enqueued_ms = rec->enqueue_ms;
+    e.attempts = rec->attempts + 1;
+    snprintf(e.error, sizeof(e.error), "%.*s", (int)rec->error_len, rec->error ? rec->error : "");
+  }
+  e.flags = 0;
+  e.updated_ms = now_ms;
+  e.not_before_ms = 0;
+  e.status = 0;
+  if (redrive) {
+    e.state = SL_LEDGER_QUEUED;
+    e.attempts = 0; /* a redrive starts the count again, as the spool does */
+    e.seq = ++d->seq_accepted;
+  } else {
+    e.state = SL_LEDGER_PURGED;
+  }
+  sl_ledger_journal_put(d->ledger, &e);
+}
+
+static int scan_dead(void *arg, const struct sl_spool_record *rec) {
+  struct dead_scan *s = arg;
+
+  if (s->id != NULL && memcmp(rec->id, s->id, 16) != 0)
+    return 0;
+  s->found++;
+  mark_dead_op(s->d, rec, s->redrive, s->now_ms);
+  return s->id != NULL; /* one id: stop there */
+}
+
+/* Puts back "dead" for every record the dead store still holds whose status
+ * says otherwise: after a redrive or purge that failed, the dead store is
+ * the truth. */
+static int restore_dead(void *arg, const struct sl_spool_record *rec) {
+  struct sl_drain *d = arg;
+  struct sl_ledger_entry e;
+
+  if (sl_ledger_get(d->ledger, rec->id, &e) == 1 && e.state != SL_LEDGER_DEAD &&
+      e.state != SL_LEDGER_INFLIGHT && e.state != SL_LEDGER_DELIVERED) {
+    char error[SL_LEDGER_ERROR_MAX];
+
+    snprintf(error, sizeof(error), "%.*s", (int)rec->error_len, rec->error ? rec->error : "");
+    e.state = SL_LEDGER_DEAD;
+    e.attempts = rec->attempts + 1;
+    e.updated_ms = sl_clock_wall_ms();
+    memcpy(e.error, error, sizeof(error));
+    sl_ledger_journal_put(d->ledger, &e);
+  }
+  return 0;
+}
+
+static void on_dead_op_done(void *arg, int status) {
+  struct sl_drain *d = arg;
+
+  if (status != 0 && status != SL_ESPOOL_NOTFOUND) {
+    sl_log_warn("spool %s: dead-letter operation failed: %s", d->name, sl_spool_strerror(status));
+    if (d->ledger != NULL && d->spool != NULL)
+      sl_spool_dead_list(d->spool, restore_dead, d);
+  }
+  sl_drain_kick(d); /* redriven records are ready now */
+}
+
+int sl_drain_dead_op(struct sl_drain *d, bool redrive, const uint8_t *id) {
+  struct dead_scan s = {id, d, redrive, sl_clock_wall_ms(), 0};
+  int rc;
+
+  if (d->spool == NULL)
+    return SL_ESPOOL_CLOSED;
+  /* The dead store is read here, on the loop, so that an unknown id is
+   * answered at once and every status reads "queued" or "purged" before the
+   * answer goes out; the spool's writer then does the move. */
+  rc = sl_spool_dead_list(d->spool, scan_dead, &s);
+  if (rc != 0)
+    return rc;
+  if (id != NULL && s.found == 0)
+    return SL_ESPOOL_NOTFOUND;
+  rc = redrive ? sl_spool_dead_redrive(d->spool, id, on_dead_op_done, d)
+               : sl_spool_dead_purge(d->spool, id, on_dead_op_done, d);
+  if (rc != 0 && d->ledger != NULL)
+    sl_spool_dead_list(d->spool, restore_dead, d);
+  return rc;
 }

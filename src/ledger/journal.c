@@ -15,6 +15,15 @@
  *                     key[key_len]                                   32 + key_len
  *     KEY_REMOVE (3): u8 0, u16 scope, u16 key_len, u16 0, key[key_len]  8 + key_len
  *     NAME (4):       u8 0, u16 id, u16 name_len, u16 0, name[name_len]  8 + name_len
+ *     ENTRY2 (5):     as ENTRY, but the byte after error_len holds the entry's
+ *                     flags (SL_LEDGER_F_*) and the state may be one of those
+ *                     added later (purged, cancelled, lost)         60 + error_len
+ *
+ * ENTRY2 exists for compatibility both ways: an entry in one of the first
+ * four states without flags is still written as ENTRY, so a file that holds
+ * no new state reads the same in an older version; and an older version
+ * skips ENTRY2 frames as an unknown type (keeping the entry's previous state)
+ * instead of stopping its load at a state it does not know.
  *
  * An ENTRY's upstream and a KEY's scope are upstream ids; NAME frames say
  * which upstream name each id stands for, so that ids keep their meaning
@@ -69,7 +78,7 @@
 
 #define NAME_LEN 8
 
-enum { REC_ENTRY = 1, REC_KEY = 2, REC_KEY_REMOVE = 3, REC_NAME = 4 };
+enum { REC_ENTRY = 1, REC_KEY = 2, REC_KEY_REMOVE = 3, REC_NAME = 4, REC_ENTRY2 = 5 };
 
 /* Upstream names by id (NULL where an id has none). */
 struct names {
@@ -204,12 +213,12 @@ static size_t encode_entry(uint8_t *frame, const struct sl_ledger_entry *e) {
   uint8_t *b = frame + FRAME_HEAD;
   size_t err_len = strnlen(e->error, SL_LEDGER_ERROR_MAX - 1);
 
-  b[0] = REC_ENTRY;
+  b[0] = e->state > SL_LEDGER_DEAD || e->flags != 0 ? REC_ENTRY2 : REC_ENTRY;
   b[1] = (uint8_t)e->state;
   put16(b + 2, e->upstream);
   put16(b + 4, e->status);
   b[6] = (uint8_t)err_len;
-  b[7] = 0;
+  b[7] = e->flags;
   put32(b + 8, e->attempts);
   memcpy(b + 12, e->id, 16);
   put64(b + 28, e->seq);
@@ -275,13 +284,19 @@ static bool key_expired(const struct sl_dedupe *d, uint64_t t_ms, uint64_t now_m
  * (the load stops there) or -ENOMEM. */
 static int apply(struct loader *ld, const uint8_t *b, size_t len) {
   switch (b[0]) {
-  case REC_ENTRY: {
+  case REC_ENTRY:
+  case REC_ENTRY2: {
     struct sl_ledger_entry e;
+    bool v2 = b[0] == REC_ENTRY2;
 
     if (len < ENTRY_LEN || len != ENTRY_LEN + (size_t)b[6] || b[6] >= SL_LEDGER_ERROR_MAX ||
-        b[1] > SL_LEDGER_DEAD || memchr(b + ENTRY_LEN, '\0', b[6]) != NULL)
+        b[1] > (v2 ? SL_LEDGER_STATE_MAX : SL_LEDGER_DEAD) ||
+        (v2 && ((b[7] & ~SL_LEDGER_F_HELD) != 0 ||
+                ((b[7] & SL_LEDGER_F_HELD) && b[1] != SL_LEDGER_CANCELLED))) ||
+        memchr(b + ENTRY_LEN, '\0', b[6]) != NULL)
       return 1;
     memset(&e, 0, sizeof(e));
+    e.flags = v2 ? b[7] : 0; /* the first format wrote 0 there */
     /* In flight when it was written (not by this version): queued again now. */
     e.state = b[1] == SL_LEDGER_INFLIGHT ? SL_LEDGER_QUEUED : (enum sl_ledger_state)b[1];
     e.upstream = get16(b + 2);
@@ -582,8 +597,9 @@ static int renumber_queued(struct sl_ledger *l) {
   if (r == NULL)
     return -ENOMEM;
   for (uint32_t i = pending->head; i != SL__LEDGER_NONE; i = l->nodes[i].next)
-    r[n++] =
-        (struct queued_rank){l->nodes[i].seq, l->nodes[i].enqueued_ms, i, l->nodes[i].upstream};
+    if (l->nodes[i].state == SL_LEDGER_QUEUED) /* not a held cancellation */
+      r[n++] =
+          (struct queued_rank){l->nodes[i].seq, l->nodes[i].enqueued_ms, i, l->nodes[i].upstream};
   qsort(r, n, sizeof(*r), rank_cmp);
   for (size_t i = 0, rank = 0; i < n; i++) {
     rank = i > 0 && r[i].upstream == r[i - 1].upstream ? rank + 1 : 1;

@@ -4,8 +4,9 @@
  * Layout (ledger_int.h): entries live in a node array that doubles up to the
  * capacity; an open-addressing index maps the id's hash to the node. Every
  * node in use is on exactly one of two doubly linked lists that give the
- * eviction order: PENDING (queued, in flight) in insertion order and SETTLED
- * (delivered, dead) in the order they settled. Eviction takes the head of
+ * eviction order: PENDING (queued, in flight, cancelled while the spool still
+ * holds the record) in insertion order and SETTLED (delivered, dead, purged,
+ * lost, cancelled and settled) in the order they settled. Eviction takes the head of
  * SETTLED, else the head of PENDING, so it is O(1). Error texts are the bulky
  * part of an entry and most entries have none, so they live in a separate
  * pool of fixed slots, allocated only for entries that carry one.
@@ -57,6 +58,12 @@ const char *sl_ledger_state_name(enum sl_ledger_state state) {
     return "delivered";
   case SL_LEDGER_DEAD:
     return "dead";
+  case SL_LEDGER_PURGED:
+    return "purged";
+  case SL_LEDGER_CANCELLED:
+    return "cancelled";
+  case SL_LEDGER_LOST:
+    return "lost";
   }
   return "unknown";
 }
@@ -122,7 +129,11 @@ static uint32_t find(const struct sl_ledger *l, const uint8_t id[16], size_t *ce
   return sl__ledger_table_find(&l->table, id_hash(l, id), id_eq, &q, cell);
 }
 
-static int class_of(uint8_t state) {
+/* The eviction class of an entry in <state> with <flags>: a held cancellation
+ * stays pending, since forgetting it would let its record be delivered. */
+static int class_of(uint8_t state, uint8_t flags) {
+  if (state == SL_LEDGER_CANCELLED && (flags & SL_LEDGER_F_HELD))
+    return SL__LEDGER_PENDING;
   return state >= SL_LEDGER_DELIVERED ? SL__LEDGER_SETTLED : SL__LEDGER_PENDING;
 }
 
@@ -206,7 +217,7 @@ static void remove_node(struct sl_ledger *l, uint32_t n, size_t cell) {
   struct sl__ledger_node *node = &l->nodes[n];
 
   sl__ledger_table_remove_at(&l->table, cell);
-  list_unlink(l, class_of(node->state), n);
+  list_unlink(l, class_of(node->state, node->flags), n);
   if (node->err != NONE)
     err_release(l, node->err);
   node->err = NONE;
@@ -294,7 +305,8 @@ int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
   int want_err = e->error[0] != '\0';
   int rc;
 
-  if ((unsigned)e->state > SL_LEDGER_DEAD)
+  if ((unsigned)e->state > SL_LEDGER_STATE_MAX || (e->flags & ~SL_LEDGER_F_HELD) != 0 ||
+      ((e->flags & SL_LEDGER_F_HELD) && e->state != SL_LEDGER_CANCELLED))
     return -EINVAL;
   /* Reserve everything first, so that a failure changes nothing. */
   if (want_err && (n == NONE || l->nodes[n].err == NONE) && (rc = err_reserve(l)) != 0)
@@ -315,17 +327,20 @@ int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
     l->nodes[n].used = 1;
     l->nodes[n].err = NONE;
     l->nodes[n].state = (uint8_t)e->state;
+    l->nodes[n].flags = e->flags;
     memcpy(l->nodes[n].id, e->id, 16);
     sl__ledger_table_insert(&l->table, id_hash(l, e->id), n);
-    list_append(l, class_of(l->nodes[n].state), n);
+    list_append(l, class_of(l->nodes[n].state, l->nodes[n].flags), n);
     l->count++;
-  } else if (class_of(l->nodes[n].state) != class_of((uint8_t)e->state)) {
-    list_unlink(l, class_of(l->nodes[n].state), n);
-    list_append(l, class_of((uint8_t)e->state), n);
+  } else if (class_of(l->nodes[n].state, l->nodes[n].flags) !=
+             class_of((uint8_t)e->state, e->flags)) {
+    list_unlink(l, class_of(l->nodes[n].state, l->nodes[n].flags), n);
+    list_append(l, class_of((uint8_t)e->state, e->flags), n);
   }
 
   struct sl__ledger_node *node = &l->nodes[n];
   node->state = (uint8_t)e->state;
+  node->flags = e->flags;
   node->upstream = e->upstream;
   node->status = e->status;
   node->attempts = e->attempts;
@@ -351,6 +366,7 @@ void sl__ledger_node_entry(const struct sl_ledger *l, uint32_t n, struct sl_ledg
 
   memcpy(out->id, node->id, 16);
   out->state = (enum sl_ledger_state)node->state;
+  out->flags = node->flags;
   out->upstream = node->upstream;
   out->status = node->status;
   out->attempts = node->attempts;
@@ -362,6 +378,16 @@ void sl__ledger_node_entry(const struct sl_ledger *l, uint32_t n, struct sl_ledg
     memcpy(out->error, l->errs[node->err], SL_LEDGER_ERROR_MAX);
   else
     out->error[0] = '\0';
+}
+
+void sl_ledger_each_pending(const struct sl_ledger *l,
+                            void (*cb)(void *arg, const struct sl_ledger_entry *e), void *arg) {
+  struct sl_ledger_entry e;
+
+  for (uint32_t n = l->lists[SL__LEDGER_PENDING].head; n != NONE; n = l->nodes[n].next) {
+    sl__ledger_node_entry(l, n, &e);
+    cb(arg, &e);
+  }
 }
 
 int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_ledger_entry *out) {
@@ -410,7 +436,7 @@ int sl__ledger_check(const struct sl_ledger *l) {
     for (uint32_t n = l->lists[which].head; n != NONE; n = l->nodes[n].next) {
       CHECK(n < l->nodes_top && len < l->count);
       const struct sl__ledger_node *node = &l->nodes[n];
-      CHECK(node->used && node->prev == prev && class_of(node->state) == which);
+      CHECK(node->used && node->prev == prev && class_of(node->state, node->flags) == which);
       CHECK(find(l, node->id, NULL) == n);
       if (node->err != NONE) {
         CHECK(node->err < l->errs_top);

@@ -89,6 +89,7 @@ struct sl__ledger_node {
   uint16_t status;
   uint8_t state; /* enum sl_ledger_state */
   uint8_t used;  /* 0 on the free list */
+  uint8_t flags; /* SL_LEDGER_F_* */
 };
 
 /* An eviction-order list: head is the next to go. */

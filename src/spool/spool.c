@@ -678,21 +678,25 @@ int sl_spool_dead_purge(struct sl_spool *spool, const uint8_t *id, sl_spool_done
   return dead_op(spool, SL__OP_PURGE, id, cb, arg);
 }
 
-int sl_spool_dead_list(struct sl_spool *spool,
-                       int (*cb)(void *arg, const struct sl_spool_record *rec), void *arg) {
-  struct sl__segvec segs = {0};
+/*
+ * Calls <cb>(<arg>, rec) for every record not yet settled in the segments
+ * <segs> (pinned by the caller, unpinned here), in their order, until <cb>
+ * returns non-zero. Damaged units are skipped. Returns 0 or the first I/O
+ * error.
+ */
+static int scan_segs(struct sl_spool *spool, struct sl__segvec *segs,
+                     int (*cb)(void *arg, const struct sl_spool_record *rec), void *arg) {
   struct sl_buf tmp, blk;
   int err = 0, stop = 0;
 
   sl_buf_init(&tmp);
   sl_buf_init(&blk);
-  sl__dead_pin(spool, &segs);
-  for (size_t i = 0; i < segs.n && !stop; i++) {
-    struct sl__seg *seg = segs.v[i];
+  for (size_t i = 0; i < segs->n && !stop; i++) {
+    struct sl__seg *seg = segs->v[i];
     uint64_t off = SL__SEG_HDR, end;
     int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-      continue; /* deleted meanwhile: purged */
+      continue; /* deleted meanwhile: everything in it settled */
     pthread_mutex_lock(&spool->mu);
     end = seg->committed;
     pthread_mutex_unlock(&spool->mu);
@@ -728,13 +732,45 @@ int sl_spool_dead_list(struct sl_spool *spool,
     close(fd);
   }
   pthread_mutex_lock(&spool->mu);
-  for (size_t i = 0; i < segs.n; i++)
-    sl__seg_unref(segs.v[i]);
+  for (size_t i = 0; i < segs->n; i++)
+    sl__seg_unref(segs->v[i]);
   pthread_mutex_unlock(&spool->mu);
-  free(segs.v);
+  free(segs->v);
   sl_buf_dispose(&tmp);
   sl_buf_dispose(&blk);
   return err;
+}
+
+int sl_spool_dead_list(struct sl_spool *spool,
+                       int (*cb)(void *arg, const struct sl_spool_record *rec), void *arg) {
+  struct sl__segvec segs = {0};
+
+  sl__dead_pin(spool, &segs);
+  return scan_segs(spool, &segs, cb, arg);
+}
+
+int sl_spool_scan(struct sl_spool *spool, int (*cb)(void *arg, const struct sl_spool_record *rec),
+                  void *arg) {
+  struct sl__segvec segs = {0};
+  const struct sl__segvec *stores[] = {&spool->ready, &spool->delay, &spool->dead};
+
+  pthread_mutex_lock(&spool->mu);
+  for (size_t s = 0; s < sizeof(stores) / sizeof(stores[0]); s++)
+    for (size_t i = 0; i < stores[s]->n; i++) {
+      stores[s]->v[i]->refs++;
+      sl__segvec_push(&segs, stores[s]->v[i]);
+    }
+  pthread_mutex_unlock(&spool->mu);
+  return scan_segs(spool, &segs, cb, arg);
+}
+
+uint64_t sl_spool_lost_records(struct sl_spool *spool) {
+  uint64_t n;
+
+  pthread_mutex_lock(&spool->mu);
+  n = spool->st.lost_records;
+  pthread_mutex_unlock(&spool->mu);
+  return n;
 }
 
 void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {

@@ -84,10 +84,11 @@ c.check(min(e["t"] for e in first) - t_resume <= 1.0, "replay restarts within 1 
 time.sleep(3)
 n = len([e for e in read_log(rec_log) if e.get("seq") in spilled and e["t"] >= t_resume])
 c.check(12 <= n <= 20, "about 5/s x 3 s (+ burst) replayed at the override rate", n)
-# Back to unlimited: the rest drains at once.
-admin(aport, "POST", "/admin/upstreams/b/rate?value=0", tok, expect_status="2xx")
+# A high rate: the rest drains at once. (0 is refused: it would lift the limit; pause stops.)
+admin(aport, "POST", "/admin/upstreams/b/rate?value=0", tok, expect_status=400)
+admin(aport, "POST", "/admin/upstreams/b/rate?value=1000", tok, expect_status="2xx")
 wait_for(lambda: set(spilled) <= set(by_seq(read_log(rec_log))), 5,
-         "the rest to drain quickly at rate 0 (unlimited)")
+         "the rest to drain quickly at rate 1000")
 seqs = by_seq(read_log(rec_log))
 c.check(all(len(seqs[s]) == 1 for s in spilled), "each record delivered once", None)
 c.done()

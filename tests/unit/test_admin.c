@@ -546,6 +546,37 @@ static void test_not_found_and_method(void **state) {
   free(r.body);
 }
 
+/* GET / lists the endpoints (the built-in ones and those described by other modules), with
+ * their methods; "/" is an exact path, not a prefix of every other one. */
+static void do_describe(struct fixture *fx, void *arg) {
+  (void)arg;
+  assert_int_equal(sl_admin_describe(fx->admin, SL_METHOD_POST, "/admin/x/<name>/go",
+                                     SL_ADMIN_PROTECTED, "makes \"x\" go"),
+                   0);
+}
+
+static void test_index(void **state) {
+  struct fixture *fx = *state;
+  struct response r;
+
+  on_loop(fx, do_describe, NULL);
+  request(fx, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 200);
+  assert_header(&r, "Content-Type", "application/json");
+  assert_non_null(strstr(r.body, "{\"path\":\"/metrics\",\"methods\":[\"GET\",\"HEAD\"],"
+                                 "\"token\":false,\"what\":\"Prometheus metrics\"}"));
+  assert_non_null(strstr(r.body, "{\"path\":\"/admin/x/<name>/go\",\"methods\":[\"POST\"],"
+                                 "\"token\":true,\"what\":\"makes \\\"x\\\" go\"}"));
+  free(r.body);
+  request(fx, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r);
+  assert_int_equal(r.status, 405);
+  assert_header(&r, "Allow", "GET, HEAD");
+  free(r.body);
+  request(fx, "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 404);
+  free(r.body);
+}
+
 static void test_keep_alive(void **state) {
   struct fixture *fx = *state;
   struct client c;
@@ -785,6 +816,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_readyz_toggle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_protected_route, setup, teardown),
       cmocka_unit_test_setup_teardown(test_not_found_and_method, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_index, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeouts, setup_short_timeouts, teardown),

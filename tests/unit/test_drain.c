@@ -11,6 +11,9 @@
  * function (and sl_clock_wall_ms, which shares its object file) so that a
  * test can stop the loop thread's clock or script its next reading. Other
  * threads (the spool's) always read the real clock.
+ *
+ * pwrite is wrapped (-Wl,--wrap=pwrite): while <fail_writes> is set, every
+ * write the spool makes fails with ENOSPC.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -32,6 +36,7 @@
 #include "sluice/clock.h"
 #include "sluice/config.h"
 #include "sluice/drain.h"
+#include "sluice/ledger.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/spool.h"
@@ -64,6 +69,21 @@ uint64_t sl_clock_mono_ns(void) {
 }
 
 uint64_t sl_clock_wall_ms(void) { return real_ns(CLOCK_REALTIME) / MS; }
+
+/* ---- failing writes ------------------------------------------------------------------- */
+
+static volatile int fail_writes; /* read on the spool's threads: set only while they idle */
+
+ssize_t __real_pwrite(int fd, const void *buf, size_t len, off_t off);
+ssize_t __wrap_pwrite(int fd, const void *buf, size_t len, off_t off);
+
+ssize_t __wrap_pwrite(int fd, const void *buf, size_t len, off_t off) {
+  if (__atomic_load_n(&fail_writes, __ATOMIC_SEQ_CST)) {
+    errno = ENOSPC;
+    return -1;
+  }
+  return __real_pwrite(fd, buf, len, off);
+}
 
 /* ---- a backend on the loop ------------------------------------------------------------ */
 
@@ -168,6 +188,8 @@ struct fixture {
   struct sl_upstream *pool;
   struct sl_metrics *reg;
   struct sl_drain *drain;
+  struct sl_ledger *ledger;
+  uint8_t id[16];   /* of the last record spilled */
   uv_timer_t guard; /* bounds every wait: a stalled drain fails the test, never hangs it */
   bool guard_fired;
   bool spilled;
@@ -204,10 +226,12 @@ static void fixture_open(struct fixture *f, unsigned status, const char *upstrea
   assert_int_equal(sl_config_load_string(text, "test.conf", &f->cfg, err, sizeof(err)), 0);
   f->pool = sl_upstream_create(&f->loop, &f->cfg->upstreams[0]);
   f->reg = sl_metrics_create();
+  f->ledger = sl_ledger_create(64);
   assert_non_null(f->pool);
   assert_non_null(f->reg);
+  assert_non_null(f->ledger);
   snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
-  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, NULL,
+  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
                                    f->reg, spool_dir, &f->drain),
                    0);
   f->open = true;
@@ -219,6 +243,7 @@ static int fixture_close(void **state) {
   (void)state;
   clock_frozen = false;
   next_read_ns = 0;
+  __atomic_store_n(&fail_writes, 0, __ATOMIC_SEQ_CST);
   if (!f->open)
     return 0;
   f->open = false;
@@ -229,6 +254,7 @@ static int fixture_close(void **state) {
   uv_run(&f->loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&f->loop), 0);
   sl_metrics_destroy(f->reg);
+  sl_ledger_destroy(f->ledger);
   sl_config_unref(f->cfg);
   nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
   return 0;
@@ -244,12 +270,11 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
 /* Spills one bodiless GET to the drain. */
 static void spill_one(struct fixture *f) {
   struct sl_buf fields, body;
-  uint8_t id[16];
 
   sl_buf_init(&fields);
   sl_buf_init(&body);
   assert_int_equal(
-      sl_drain_spill(f->drain, "GET", 3, "/x", 2, &fields, &body, 0, on_spilled, f, id), 0);
+      sl_drain_spill(f->drain, "GET", 3, "/x", 2, &fields, &body, 0, on_spilled, f, f->id), 0);
 }
 
 static void on_guard(uv_timer_t *t) {
@@ -386,10 +411,78 @@ static void test_retry_copy_wakes_the_drain(void **state) {
   assert_true(run_until(f, &f->backend.requests, 2));
 }
 
+/* The value of the series "<name>{upstream="b",outcome="<outcome>"}" in the exposition. */
+static double drained(struct fixture *f, const char *outcome) {
+  struct sl_buf text;
+  char series[128];
+  const char *p;
+  double v = -1;
+
+  sl_buf_init(&text);
+  assert_int_equal(sl_metrics_render(f->reg, &text), 0);
+  assert_int_equal(sl_buf_append(&text, "", 1), 0);
+  snprintf(series, sizeof(series), "sluice_drained_total{upstream=\"b\",outcome=\"%s\"} ", outcome);
+  p = strstr(text.base, series);
+  if (p != NULL)
+    v = strtod(p + strlen(series), NULL);
+  sl_buf_dispose(&text);
+  return v;
+}
+
+static enum sl_ledger_state ledger_state(struct fixture *f) {
+  struct sl_ledger_entry e;
+
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  return e.state;
+}
+
+/*
+ * dead_letter_counted_before_the_move: a record that failed its last attempt
+ * read "dead" and was counted as dead-lettered before the spool had moved it
+ * to the dead store. When the move fails (here: the disk is full), the spool
+ * gives the record back and it is replayed again, so it is not dead: the
+ * status, the counter and the dead store must agree on that, and change once
+ * a move succeeds.
+ */
+static void test_dead_letter_counted_only_after_the_move(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_spool_stats st;
+
+  (void)state;
+  fixture_open(f, 500,
+               "retry = { max_attempts = 1; initial_backoff = \"20ms\"; max_backoff = \"20ms\";"
+               " multiplier = 1.0; jitter = 0.0; };");
+  spill_one(f);
+  run_until_spilled(f);
+  sl_spool_wait_idle(sl_drain_spool(f->drain));
+  /* From here every spool write fails: the first replay's dead-letter move with it. The
+   * record comes back and is replayed a second time. */
+  __atomic_store_n(&fail_writes, 1, __ATOMIC_SEQ_CST);
+  assert_true(run_until(f, &f->backend.requests, 2));
+  sl_spool_stats(sl_drain_spool(f->drain), &st);
+  assert_int_equal(st.dead, 0);
+  assert_int_not_equal(ledger_state(f), SL_LEDGER_DEAD);
+  assert_true(drained(f, "dead") == 0);
+
+  /* Space again: the next move succeeds, and only now is the request dead. */
+  sl_spool_wait_idle(sl_drain_spool(f->drain));
+  __atomic_store_n(&fail_writes, 0, __ATOMIC_SEQ_CST);
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  while (!f->guard_fired && (ledger_state(f) != SL_LEDGER_DEAD || drained(f, "dead") != 1))
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_timer_stop(&f->guard);
+  assert_int_equal(ledger_state(f), SL_LEDGER_DEAD);
+  assert_true(drained(f, "dead") == 1);
+  sl_spool_stats(sl_drain_spool(f->drain), &st);
+  assert_int_equal(st.dead, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_token_arriving_during_pump_is_not_missed, fixture_close),
       cmocka_unit_test_teardown(test_retry_copy_wakes_the_drain, fixture_close),
+      cmocka_unit_test_teardown(test_dead_letter_counted_only_after_the_move, fixture_close),
   };
 
   loop_thread = pthread_self();

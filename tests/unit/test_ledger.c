@@ -314,6 +314,72 @@ static void test_eviction_order(void **state) {
   sl_ledger_destroy(l);
 }
 
+static void count_entry(void *arg, const struct sl_ledger_entry *e) {
+  (void)e;
+  (*(unsigned *)arg)++;
+}
+
+/* The states added for purge, cancel and damaged spool units: their names,
+ * their eviction class (settled, except a cancellation whose record the
+ * spool still holds), and the arguments put refuses. */
+static void test_new_states(void **state) {
+  struct sl_ledger *l = sl_ledger_create(3);
+  struct sl_ledger_entry e, out;
+
+  (void)state;
+  assert_string_equal(sl_ledger_state_name(SL_LEDGER_PURGED), "purged");
+  assert_string_equal(sl_ledger_state_name(SL_LEDGER_CANCELLED), "cancelled");
+  assert_string_equal(sl_ledger_state_name(SL_LEDGER_LOST), "lost");
+
+  e = entry(1, SL_LEDGER_STATE_MAX + 1);
+  assert_int_equal(sl_ledger_put(l, &e), -EINVAL);
+  e = entry(1, SL_LEDGER_QUEUED);
+  e.flags = SL_LEDGER_F_HELD; /* held means a cancellation */
+  assert_int_equal(sl_ledger_put(l, &e), -EINVAL);
+  e = entry(1, SL_LEDGER_CANCELLED);
+  e.flags = 0x80;
+  assert_int_equal(sl_ledger_put(l, &e), -EINVAL);
+  assert_int_equal(sl_ledger_count(l), 0);
+
+  /* 1 cancelled and held (pending), 2 queued, 3 lost (settled): the lost one goes first. */
+  e = entry(1, SL_LEDGER_CANCELLED);
+  e.flags = SL_LEDGER_F_HELD;
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  e = entry(2, SL_LEDGER_QUEUED);
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  e = entry(3, SL_LEDGER_LOST);
+  strcpy(e.error, "damaged spool unit");
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  e = entry(4, SL_LEDGER_QUEUED);
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  assert_false(has(l, 3));
+  assert_true(has(l, 1) && has(l, 2) && has(l, 4));
+  {
+    unsigned n = 0;
+    sl_ledger_each_pending(l, count_entry, &n);
+    assert_int_equal(n, 3); /* 1 (held), 2, 4 */
+  }
+  /* A purged one is settled too. */
+  e = entry(4, SL_LEDGER_PURGED);
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  e = entry(5, SL_LEDGER_QUEUED);
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  assert_false(has(l, 4));
+  /* Once its record is settled the cancellation is settled: it goes before 2. */
+  e = entry(1, SL_LEDGER_CANCELLED);
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  assert_int_equal(sl__ledger_check(l), 0);
+  e = entry(6, SL_LEDGER_QUEUED);
+  assert_int_equal(sl_ledger_put(l, &e), 0);
+  assert_false(has(l, 1));
+  assert_true(has(l, 2) && has(l, 5) && has(l, 6));
+  small_id(e.id, 6);
+  assert_int_equal(sl_ledger_get(l, e.id, &out), 1);
+  assert_int_equal(out.flags, 0);
+  assert_int_equal(sl__ledger_check(l), 0);
+  sl_ledger_destroy(l);
+}
+
 static void test_capacity_one(void **state) {
   struct sl_ledger *l = sl_ledger_create(1);
   struct sl_ledger_entry e, out;
@@ -769,6 +835,7 @@ int main(void) {
       cmocka_unit_test(test_error_truncated),
       cmocka_unit_test(test_remove),
       cmocka_unit_test(test_eviction_order),
+      cmocka_unit_test(test_new_states),
       cmocka_unit_test(test_capacity_one),
       cmocka_unit_test(test_model),
       cmocka_unit_test(test_large),

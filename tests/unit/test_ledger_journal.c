@@ -241,6 +241,63 @@ static void test_queued_renumbered(void **state) {
   assert_int_equal(got(f, 7).seq, 5000); /* settled entries keep theirs */
 }
 
+/* The states added after the first format (purged, cancelled, lost) and the
+ * held flag come back after a restart; they travel in ENTRY2 frames (type 5),
+ * which an older reader skips, while the first four states keep the ENTRY
+ * frames (type 1) that it reads. */
+static void test_new_states_round_trip(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_entry e;
+  uint8_t buf[4 * ENTRY_FRAME + 64];
+  FILE *fp;
+  size_t n;
+
+  reopen(f);
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  put(f, 2, SL_LEDGER_PURGED, 2);
+  e = entry(3, SL_LEDGER_CANCELLED, 3);
+  e.flags = SL_LEDGER_F_HELD;
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  e = entry(4, SL_LEDGER_LOST, 4);
+  snprintf(e.error, sizeof(e.error), "damaged spool unit");
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  close_journal(f);
+
+  /* Frame types as written: 1, 5, 5, 5. */
+  fp = fopen(f->path, "rb");
+  assert_non_null(fp);
+  n = fread(buf, 1, sizeof(buf), fp);
+  fclose(fp);
+  assert_true(n >= HEADER_LEN + 4 * ENTRY_FRAME);
+  assert_int_equal(buf[HEADER_LEN + 8], 1);
+  assert_int_equal(buf[HEADER_LEN + ENTRY_FRAME + 8], 5);
+  assert_int_equal(buf[HEADER_LEN + 2 * ENTRY_FRAME + 8], 5);
+  assert_int_equal(buf[HEADER_LEN + 3 * ENTRY_FRAME + 8], 5);
+
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, -1);
+  assert_int_equal(sl_ledger_count(f->l), 4);
+  assert_int_equal(got(f, 1).state, SL_LEDGER_QUEUED);
+  assert_int_equal(got(f, 2).state, SL_LEDGER_PURGED);
+  e = got(f, 3);
+  assert_int_equal(e.state, SL_LEDGER_CANCELLED);
+  assert_int_equal(e.flags, SL_LEDGER_F_HELD);
+  e = got(f, 4);
+  assert_int_equal(e.state, SL_LEDGER_LOST);
+  assert_string_equal(e.error, "damaged spool unit");
+  /* Only the queued entry is ranked: a held cancellation is no place in the line. */
+  assert_int_equal(got(f, 1).seq, 1);
+
+  /* Cleared, the flag stays cleared across another restart. */
+  e = got(f, 3);
+  e.flags = 0;
+  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  reopen(f);
+  e = got(f, 3);
+  assert_int_equal(e.state, SL_LEDGER_CANCELLED);
+  assert_int_equal(e.flags, 0);
+}
+
 /* ---- damage ------------------------------------------------------------- */
 
 static void write_entries(struct fixture *f, unsigned count) {
@@ -561,6 +618,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queued_renumbered, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_new_states_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_crc, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),

@@ -944,6 +944,46 @@ static void test_dead_letters(void **state) {
   sl_spool_close(s);
 }
 
+/* sl_spool_scan: every record not settled, in every store (ready, delayed, dead, taken and
+ * in flight included), and none that was acked. */
+static int scan_cb(void *arg, const struct sl_spool_record *r) {
+  unsigned char *seen = arg;
+  unsigned i = rec_index(r);
+  assert_true(i < 16);
+  seen[i]++;
+  return 0;
+}
+
+static void test_scan(void **state) {
+  struct sl_spool_opts o = base_opts();
+  struct done d = {0};
+  struct sl_spool_item *it, *held;
+  unsigned char seen[16] = {0};
+  (void)state;
+
+  struct sl_spool *s = open_spool(&o);
+  append_n(s, 0, 6, &d);
+  {
+    struct sl_spool_record r = make_rec(6);
+    r.not_before_ms = fake_now + 3600 * 1000; /* delayed */
+    assert_int_equal(sl_spool_append(s, &r, done_cb, &d), 0);
+  }
+  settle(s);
+  assert_int_equal(sl_spool_take(s, &it), 0); /* 0: acked */
+  sl_spool_ack(s, it, NULL, NULL);
+  assert_int_equal(sl_spool_take(s, &it), 0); /* 1: dead */
+  assert_int_equal(sl_spool_dead(s, it, "gone", done_cb, &d), 0);
+  assert_int_equal(sl_spool_take(s, &held), 0); /* 2: in flight */
+  settle(s);
+  assert_int_equal(sl_spool_scan(s, scan_cb, seen), 0);
+  assert_int_equal(seen[0], 0);
+  for (unsigned i = 1; i <= 6; i++)
+    assert_int_equal(seen[i], 1);
+  assert_int_equal(sl_spool_lost_records(s), 0);
+  sl_spool_release(s, held);
+  sl_spool_close(s);
+}
+
 static void test_dictionary(void **state) {
   struct sl_spool_opts o = base_opts();
   struct done d = {0};
@@ -1129,6 +1169,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_delayed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
       cmocka_unit_test_setup_teardown(test_dictionary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_release_and_reject, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_segment_and_footers, setup, teardown),
