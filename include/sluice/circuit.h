@@ -91,9 +91,18 @@ enum sl_circuit_change sl_circuit_failure(struct sl_circuit *c, uint64_t started
 /* A request got an answer from the backend: the circuit closes. */
 enum sl_circuit_change sl_circuit_success(struct sl_circuit *c);
 
+/* An operator asked for a try now (resume, reload): an open circuit's next
+ * probe is due at <now_ns>. Does nothing to a closed or half-open circuit. */
+void sl_circuit_probe_now(struct sl_circuit *c, uint64_t now_ns);
+
 /* How long from <now_ns> until a probe may go out: 0 when closed or due now,
  * or UINT64_MAX while a probe is out with no timeout. */
 uint64_t sl_circuit_wait_ns(const struct sl_circuit *c, uint64_t now_ns);
+
+/* Whether an answer with <status> is a failure of the upstream (unavailable or
+ * overloaded): 502, 503, 504 and 429. Any other status, 500 included, is the
+ * request's own outcome, and the backend was reached. */
+bool sl_circuit_status_fails(unsigned status);
 
 /* "closed", "half-open" or "open". */
 const char *sl_circuit_state_name(enum sl_circuit_state s);

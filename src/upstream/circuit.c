@@ -107,6 +107,11 @@ enum sl_circuit_change sl_circuit_success(struct sl_circuit *c) {
   return was_closed ? SL_CIRCUIT_SAME : SL_CIRCUIT_CLOSED_AGAIN;
 }
 
+void sl_circuit_probe_now(struct sl_circuit *c, uint64_t now_ns) {
+  if (c->state == SL_CIRCUIT_OPEN && c->next_probe_ns > now_ns)
+    c->next_probe_ns = now_ns;
+}
+
 uint64_t sl_circuit_wait_ns(const struct sl_circuit *c, uint64_t now_ns) {
   switch (c->state) {
   case SL_CIRCUIT_CLOSED:
@@ -119,6 +124,10 @@ uint64_t sl_circuit_wait_ns(const struct sl_circuit *c, uint64_t now_ns) {
     return probe_given_up(c, now_ns) ? 0 : c->probe_started_ns + c->probe_timeout_ns - now_ns;
   }
   return 0;
+}
+
+bool sl_circuit_status_fails(unsigned status) {
+  return status == 502 || status == 503 || status == 504 || status == 429;
 }
 
 const char *sl_circuit_state_name(enum sl_circuit_state s) {

@@ -175,6 +175,33 @@ static void test_bounds(void **state) {
   assert_string_equal(sl_circuit_state_name(SL_CIRCUIT_CLOSED), "closed");
 }
 
+/* Resume or reload: the next probe is due at once, the circuit stays open. */
+static void test_probe_now(void **state) {
+  struct sl_circuit c;
+
+  (void)state;
+  init(&c);
+  sl_circuit_probe_now(&c, 1 * SEC);
+  assert_int_equal(c.state, SL_CIRCUIT_CLOSED);
+  open_at(&c, 1 * SEC);
+  sl_circuit_probe_now(&c, 1 * SEC + 1);
+  assert_int_equal(c.state, SL_CIRCUIT_OPEN);
+  assert_int_equal(sl_circuit_wait_ns(&c, 1 * SEC + 1), 0);
+  assert_true(sl_circuit_allow(&c, 1 * SEC + 1));
+}
+
+static void test_status_classes(void **state) {
+  (void)state;
+  assert_true(sl_circuit_status_fails(502));
+  assert_true(sl_circuit_status_fails(503));
+  assert_true(sl_circuit_status_fails(504));
+  assert_true(sl_circuit_status_fails(429));
+  assert_false(sl_circuit_status_fails(500)); /* the request's own failure */
+  assert_false(sl_circuit_status_fails(200));
+  assert_false(sl_circuit_status_fails(404));
+  assert_false(sl_circuit_status_fails(408));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_threshold),
@@ -186,6 +213,8 @@ int main(void) {
       cmocka_unit_test(test_live_success_closes_open),
       cmocka_unit_test(test_lost_probe),
       cmocka_unit_test(test_bounds),
+      cmocka_unit_test(test_status_classes),
+      cmocka_unit_test(test_probe_now),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
