@@ -433,10 +433,19 @@ void sl__shape_start(struct sl_conn *c) {
       spill(c, 0);
       return;
     }
-    if (!sl_drain_circuit_allow(c->drain)) {
+    /* The probe must go now: one that waited for a slot would hold the
+     * probe's turn without sending anything. */
+    if (sl_drain_admit(c->drain, false) != SL_SHAPER_FORWARD) {
       respond_unavailable(c, "upstream unavailable");
       return;
     }
+    c->holds_slot = true;
+    if (!sl_drain_circuit_allow(c->drain)) {
+      respond_unavailable(c, "upstream unavailable"); /* the slot goes back at the end */
+      return;
+    }
+    sl__proxy_start(c);
+    return;
   }
   switch (sl_drain_admit(c->drain, spillable)) {
   case SL_SHAPER_FORWARD:

@@ -909,11 +909,17 @@ bool sl_drain_circuit_closed(const struct sl_drain *d) {
 }
 
 void sl_drain_report(struct sl_drain *d, bool ok, uint64_t started_ns) {
+  enum sl_circuit_state was = d->circuit.state;
+
+  if (ok && was == SL_CIRCUIT_CLOSED && d->circuit.failures == 0)
+    return; /* the common case, on every live response: nothing to do */
   if (ok)
     circuit_succeeded(d);
   else
-    circuit_failed(d, started_ns, "a live request could not reach the backend");
-  pump(d);
+    circuit_failed(d, started_ns, "a live request failed");
+  /* Closed again: replays resume. Opened: the timer must wake the next probe. */
+  if (d->circuit.state != was)
+    pump(d);
 }
 
 /* ---- life cycle and admin ---------------------------------------------- */
