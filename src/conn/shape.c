@@ -334,6 +334,16 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
   c->open_handles++; /* the append's callback holds the connection */
 }
 
+/* ---- forward ----------------------------------------------------------- */
+
+/* Forwards the request under its drain. Its start time is what the circuit
+ * compares with its last failure and its probe: the request's own start may
+ * be long before (a keep-alive connection's wait for it, a slow body). */
+static void forward(struct sl_conn *c) {
+  c->t_upstream_start_ns = sl_clock_mono_ns();
+  sl__proxy_start(c);
+}
+
 /* ---- queue ------------------------------------------------------------- */
 
 static void on_granted(struct sl_drain_waiter *w) {
@@ -346,7 +356,7 @@ static void on_granted(struct sl_drain_waiter *w) {
     respond_unavailable(c, "upstream unavailable");
     return;
   }
-  sl__proxy_start(c);
+  forward(c);
 }
 
 void sl__shape_timeout(struct sl_conn *c) {
@@ -444,13 +454,13 @@ void sl__shape_start(struct sl_conn *c) {
       respond_unavailable(c, "upstream unavailable"); /* the slot goes back at the end */
       return;
     }
-    sl__proxy_start(c);
+    forward(c);
     return;
   }
   switch (sl_drain_admit(c->drain, spillable)) {
   case SL_SHAPER_FORWARD:
     c->holds_slot = true;
-    sl__proxy_start(c);
+    forward(c);
     break;
   case SL_SHAPER_SPILL:
     spill(c, 0);
@@ -480,7 +490,7 @@ static bool can_spill(struct sl_conn *c) {
 bool sl__shape_spill_unsent(struct sl_conn *c, int err) {
   if (c->drain == NULL)
     return false;
-  sl_drain_report(c->drain, false, c->t_start_ns);
+  sl_drain_report(c->drain, false, c->t_upstream_start_ns);
   if (!can_spill(c) || c->head_sent)
     return false;
   sl_log_warn("upstream %s: connect failed: %s; nothing was sent, request spilled (client %s)",
@@ -496,5 +506,5 @@ bool sl__shape_spill_unsent(struct sl_conn *c, int err) {
 
 void sl__shape_forward_answered(struct sl_conn *c, unsigned status) {
   if (c->drain != NULL)
-    sl_drain_report(c->drain, !sl_circuit_status_fails(status), c->t_start_ns);
+    sl_drain_report(c->drain, !sl_circuit_status_fails(status), c->t_upstream_start_ns);
 }
