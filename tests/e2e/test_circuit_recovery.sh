@@ -6,12 +6,14 @@
 # reach minutes. /orders spills, /live does not. Then:
 #   1. the backend is up: /live and /orders are forwarded (200);
 #   2. the backend goes away (connection refused): a POST to /orders, whose connect is
-#      refused, is spilled and answered 202, not 502 (nothing was sent);
+#      refused, is spilled and answered 202, not 502 (nothing was sent); so is a POST with a
+#      body to /wait (wait mode, upstream w), after being held for its wait_timeout;
 #   3. 20 more POSTs are spilled while replays fail; the circuit opens: the admin API shows it
 #      open with its failures and the next probe's time and a null ETA, the status URL and
 #      the metrics agree, and /live gets 503 with Retry-After at once;
 #   4. after 20 s down the backend is back on the same port: every queued request is
-#      delivered within 5 s, the circuit is closed and the log says when it opened and closed.
+#      delivered within 5 s (the /wait one with its body intact), the circuit is closed and
+#      the log says when it opened and closed.
 set -euo pipefail
 . "$E2E_DIR/lib.sh"
 . "$E2E_DIR/shaping_lib.sh"
@@ -21,9 +23,12 @@ rport=$REC_PORT
 conf=$(e2e_write_config sluice.conf <<EOF
 $(e2e_config_base)
 upstreams = ( { name = "b"; address = "127.0.0.1:$rport"; rate = 50.0; burst = 5;
+                connect_timeout = "500ms"; },
+              { name = "w"; address = "127.0.0.1:$rport"; rate = 50.0; burst = 5;
                 connect_timeout = "500ms"; } );
 routes = ( { prefix = "/orders"; upstream = "b"; spill = true; },
-           { prefix = "/live"; upstream = "b"; spill = false; } );
+           { prefix = "/live"; upstream = "b"; spill = false; },
+           { prefix = "/wait"; upstream = "w"; spill = true; mode = "wait"; wait_timeout = "1s"; } );
 EOF
 )
 e2e_sluice_start "$conf"
@@ -46,7 +51,7 @@ EOF
 sh_backend_stop rec
 t_down=$(e2e_now_ms)
 python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$E2E_WORK/state.json" <<'EOF'
-import sys
+import hashlib, sys
 from shaping import *
 port, aport, state = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 c = Checks()
@@ -56,12 +61,19 @@ c.check(r.status == 202, "a spill route's request whose connect is refused is sp
         (r.status, r.body[:200]))
 if r.status == 202:
     ids[1] = json.loads(r.body)["id"]
+body = json.dumps({"pad": "x" * 3000}).encode()
+r = post(port, "/wait/1", {"X-Test-Seq": "100"}, body)
+c.check(r.status == 202 and r.elapsed >= 0.9,
+        "a wait-mode request whose connect is refused is spilled, held for wait_timeout, then 202",
+        (r.status, round(r.elapsed, 2), r.body[:200]))
+wait_id = json.loads(r.body)["id"] if r.status == 202 else None
 for i in range(2, 22):
     r = post(port, "/orders/%d" % i, {"X-Test-Seq": str(i)})
     c.check(r.status == 202, "POST %d while the backend is down: 202" % i, (r.status, r.body[:200]))
     if r.status == 202:
         ids[i] = json.loads(r.body)["id"]
-save_json(state, {"ids": ids})
+save_json(state, {"ids": ids, "wait_id": wait_id,
+                  "wait_sha": hashlib.sha256(body).hexdigest()[:16], "wait_len": len(body)})
 
 
 def opened():
@@ -131,7 +143,8 @@ from shaping import *
 port, aport, rec_log, state, slog = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
                                      sys.argv[5])
 c = Checks()
-ids = {int(k): v for k, v in load_json(state)["ids"].items()}
+st = load_json(state)
+ids = {int(k): v for k, v in st["ids"].items()}
 t = time.time()
 wait_for(lambda: all(get(port, "/_sluice/requests/" + i).json().get("status") == "delivered"
                      for i in ids.values()), 20,
@@ -142,7 +155,13 @@ log("all %d queued requests delivered %.2fs after the backend came back" % (len(
 c.check(took <= 5.0, "every queued request delivered within 5 s of the backend answering again",
         "%.2fs" % took)
 c.check(len(ids) == 21, "21 requests were queued", len(ids))
+c.check(st["wait_id"] is not None and wait_for(
+    lambda: get(port, "/_sluice/requests/" + st["wait_id"]).json().get("status") == "delivered", 5,
+    "the /wait request to be delivered"), "the /wait request is delivered")
 seqs = by_seq(read_log(rec_log))
+w = seqs.get(100, [{}])[-1]
+c.check(w.get("body_len") == st["wait_len"] and w.get("body_sha") == st["wait_sha"],
+        "the /wait request reached the backend with its body intact", w)
 c.check(all(s in seqs and seqs[s][-1]["h"].get("x-sluice-request-id") == ids[s] for s in ids),
         "each reached the backend with its id", sorted(set(ids) - set(seqs)))
 u = upstream(aport, "b")
