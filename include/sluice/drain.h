@@ -9,10 +9,16 @@
  *
  * Outcomes of a replay: 2xx, 3xx and 4xx other than 408/429 are final (the
  * record is acked); connect errors, timeouts, 5xx, 408 and 429 are retried
- * with exponential backoff and jitter (honouring Retry-After), and while an
- * upstream keeps failing the whole drain holds off for the same backoff, so
- * an outage costs each record few attempts; after max_attempts the record is
- * a dead letter with its last error.
+ * with exponential backoff and jitter (honouring Retry-After); after
+ * max_attempts the record is a dead letter with its last error.
+ *
+ * The drain also owns the upstream's circuit (sluice/circuit.h), which live
+ * requests report to as well: while it is open, replays stop and only one
+ * probe at a time goes out, spaced by the circuit's own backoff. A replay
+ * that failed before any byte reached the backend (its connect was refused
+ * or timed out) was no attempt: the record keeps its place and its attempts,
+ * so an outage neither burns attempts nor leaves records waiting out a long
+ * per-record backoff once the backend is back.
  *
  * The ledger (shared by all drains, owned by the caller) tracks every spilled
  * id for the status URL; the dedupe index answers Idempotency-Key repeats.
@@ -28,6 +34,7 @@
 #include <sys/queue.h>
 
 #include "sluice/buf.h"
+#include "sluice/circuit.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
 #include "sluice/ledger.h"
@@ -129,10 +136,12 @@ void sl_drain_watch(struct sl_drain *d, struct sl_drain_watch *w);
 void sl_drain_unwatch(struct sl_drain *d, struct sl_drain_watch *w);
 
 /* The position of a queued record of sequence <seq> and its ETA in seconds
- * (< 0 when unknown), for status answers. */
+ * (< 0 when unknown: no rate known, replay paused or the circuit not closed),
+ * for status answers. */
 void sl_drain_position(struct sl_drain *d, uint64_t seq, uint64_t *position, double *eta);
 
-/* Seconds a client should wait before retrying (Retry-After), at least 1. */
+/* Seconds a client should wait before retrying (Retry-After), at least 1:
+ * the time until the next probe while the circuit is not closed, else the ETA. */
 unsigned sl_drain_retry_after(struct sl_drain *d);
 
 /*
@@ -157,6 +166,24 @@ int sl_drain_cancel_request(struct sl_drain *d, const uint8_t id[16], struct sl_
  */
 int sl_drain_dead_op(struct sl_drain *d, bool redrive, const uint8_t *id);
 
+/*
+ * Whether a live request may go to the backend now: true while the circuit is
+ * closed, or when a probe is due (the request is then the probe). A request
+ * let through must report its result with sl_drain_report().
+ */
+bool sl_drain_circuit_allow(struct sl_drain *d);
+
+/* Whether the circuit is closed (replays and live requests go out freely). */
+bool sl_drain_circuit_closed(const struct sl_drain *d);
+
+/*
+ * A live request that started at <started_ns> (monotonic) reached the
+ * backend and got an answer (<ok>: a status that is no failure of the
+ * upstream, see sl_circuit_status_fails), or failed (<ok> false: it could not
+ * connect, or got a 502, 503, 504 or 429).
+ */
+void sl_drain_report(struct sl_drain *d, bool ok, uint64_t started_ns);
+
 /* Admin operations. */
 void sl_drain_pause(struct sl_drain *d, bool paused);
 void sl_drain_set_rate(struct sl_drain *d, double rate);
@@ -167,7 +194,10 @@ struct sl_drain_info {
   double rate;
   bool paused;
   struct sl_spool_stats spool;
-  double eta_seconds;
+  double eta_seconds; /* < 0 when unknown, paused or the circuit not closed */
+  enum sl_circuit_state circuit;
+  unsigned circuit_failures; /* consecutive failure steps */
+  uint64_t next_probe_ms;    /* wall clock; 0 when closed or a probe is out without end */
 };
 void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info);
 

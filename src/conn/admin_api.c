@@ -1,7 +1,8 @@
 /*
  * The admin API of the shaping layer, on the admin listener:
  *
- *   GET  /admin/upstreams                          state of every upstream
+ *   GET  /admin/upstreams                          state of every upstream (with its
+ *                                                  circuit: state, failures, next probe)
  *   POST /admin/upstreams/<name>/pause | resume    stop / restart replay
  *   POST /admin/upstreams/<name>/rate?value=<r>    set the rate until the next reload
  *   GET  /admin/upstreams/<name>/dead              list dead letters (oldest first)
@@ -55,10 +56,24 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
                 info.rate, info.paused ? "true" : "false", (unsigned long long)info.spool.ready,
                 (unsigned long long)info.spool.delayed, (unsigned long long)info.spool.inflight,
                 (unsigned long long)info.spool.dead, (unsigned long long)info.spool.disk_bytes);
+  /* eta_seconds is null while nothing drains: paused, or the circuit not closed. */
   if (info.eta_seconds >= 0)
-    sl_buf_printf(b, "%.1f}", info.eta_seconds);
+    sl_buf_printf(b, "%.1f", info.eta_seconds);
   else
-    sl_buf_append_str(b, "null}");
+    sl_buf_append_str(b, "null");
+  sl_buf_printf(b, ",\"circuit\":{\"state\":\"%s\",\"consecutive_failures\":%u,\"next_probe_at\":",
+                sl_circuit_state_name(info.circuit), info.circuit_failures);
+  if (info.next_probe_ms > 0) {
+    time_t t = (time_t)(info.next_probe_ms / 1000);
+    struct tm tm;
+    char when[32];
+
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    sl_buf_printf(b, "\"%s.%03uZ\"}}", when, (unsigned)(info.next_probe_ms % 1000));
+  } else {
+    sl_buf_append_str(b, "null}}");
+  }
 }
 
 static const char *query_check(const char *q, const char *const *allowed, char *bad,

@@ -191,6 +191,18 @@ void sl__shape_status(struct sl_conn *c);
 void sl__shape_finish(struct sl_conn *c);
 /* The connection's timer fired while the request is shaped. */
 void sl__shape_timeout(struct sl_conn *c);
+/*
+ * The forward of the current request failed with <err> before any byte of it
+ * reached the backend (the connect was refused or timed out). Reports the
+ * failure to the upstream's circuit; if the route may spill the request, it
+ * is spilled (202, or held in wait mode) and true is returned: nothing was
+ * sent, so queuing it is safe. False if it cannot spill: the caller answers
+ * the error. The request and its body must still be in <c>.
+ */
+bool sl__shape_spill_unsent(struct sl_conn *c, int err);
+/* The backend answered the forwarded request with <status>: reported to the
+ * upstream's circuit (a success closes it; 502, 503, 504, 429 are failures). */
+void sl__shape_forward_answered(struct sl_conn *c, unsigned status);
 
 /* proxy.c */
 void sl__proxy_start(struct sl_conn *c);

@@ -78,6 +78,8 @@ static void on_ready(struct sl_upconn *uc, int status, void *user) {
   (void)uc;
   if (status < 0) {
     c->uc = NULL;
+    if (sl__shape_spill_unsent(c, status)) /* circuit hook: report; spill what may */
+      return;
     fail(c, status, "connect failed");
     return;
   }
@@ -91,7 +93,8 @@ static void attempt(struct sl_conn *c, bool fresh) {
     send_request(c);
   else if (r < 0) {
     c->uc = NULL;
-    fail(c, r, "connect failed");
+    if (!sl__shape_spill_unsent(c, r)) /* circuit hook: report; spill what may */
+      fail(c, r, "connect failed");
   }
 }
 
@@ -229,6 +232,7 @@ static int on_resp_head(struct sl_http_parser *p, struct sl_http_msg *m) {
     c->keep_alive = false;
   c->status = m->status;
   c->outcome = SL_OUTCOME_FORWARDED;
+  sl__shape_forward_answered(c, m->status); /* circuit hook: the backend answered */
   if (sl_http_write_response_head(&c->out, m, req, c->framing, c->keep_alive) != 0) {
     sl_http_parser_fail(p, SL_HTTP_ENOMEM, "out of memory");
     return -1;

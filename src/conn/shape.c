@@ -6,6 +6,12 @@
  * and Idempotency-Key answers, which come from the ledger, and the
  * cancellation of a queued request (DELETE on its status URL).
  *
+ * While the upstream's circuit is not closed (sluice/circuit.h), a request
+ * on a spill route is spilled without trying the backend, and one on a
+ * live-only route gets 503 with Retry-After (the time to the next probe)
+ * unless it may go as the probe. A forward whose connect fails is spilled
+ * too when its route spills (sl__shape_spill_unsent): nothing was sent.
+ *
  * A connection with an append in flight holds a reference (spill_pending):
  * if the client goes away meanwhile, the record is still stored and the
  * connection is freed when the callback comes.
@@ -418,6 +424,16 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
   c->open_handles++; /* the append's callback holds the connection */
 }
 
+/* ---- forward ----------------------------------------------------------- */
+
+/* Forwards the request under its drain. Its start time is what the circuit
+ * compares with its last failure and its probe: the request's own start may
+ * be long before (a keep-alive connection's wait for it, a slow body). */
+static void forward(struct sl_conn *c) {
+  c->t_upstream_start_ns = sl_clock_mono_ns();
+  sl__proxy_start(c);
+}
+
 /* ---- queue ------------------------------------------------------------- */
 
 static void on_granted(struct sl_drain_waiter *w) {
@@ -426,7 +442,11 @@ static void on_granted(struct sl_drain_waiter *w) {
   sl__conn_disarm(c);
   c->shape = SHAPE_NONE;
   c->holds_slot = true;
-  sl__proxy_start(c);
+  if (!sl_drain_circuit_allow(c->drain)) {
+    respond_unavailable(c, "upstream unavailable");
+    return;
+  }
+  forward(c);
 }
 
 void sl__shape_timeout(struct sl_conn *c) {
@@ -512,10 +532,31 @@ void sl__shape_start(struct sl_conn *c) {
     spill(c, not_before);
     return;
   }
+  if (!sl_drain_circuit_closed(c->drain)) {
+    /* The backend cannot be reached: queue what may be queued; a live-only
+     * request goes only as the probe. */
+    if (spillable) {
+      spill(c, 0);
+      return;
+    }
+    /* The probe must go now: one that waited for a slot would hold the
+     * probe's turn without sending anything. */
+    if (sl_drain_admit(c->drain, false) != SL_SHAPER_FORWARD) {
+      respond_unavailable(c, "upstream unavailable");
+      return;
+    }
+    c->holds_slot = true;
+    if (!sl_drain_circuit_allow(c->drain)) {
+      respond_unavailable(c, "upstream unavailable"); /* the slot goes back at the end */
+      return;
+    }
+    forward(c);
+    return;
+  }
   switch (sl_drain_admit(c->drain, spillable)) {
   case SL_SHAPER_FORWARD:
     c->holds_slot = true;
-    sl__proxy_start(c);
+    forward(c);
     break;
   case SL_SHAPER_SPILL:
     spill(c, 0);
@@ -531,4 +572,35 @@ void sl__shape_start(struct sl_conn *c) {
     sl_drain_wait(c->drain, &c->waiter);
     break;
   }
+}
+
+/* Whether the current request may be spilled to its drain. */
+static bool can_spill(struct sl_conn *c) {
+  const char *method = llhttp_method_name((llhttp_method_t)c->parser.msg.method);
+
+  return c->drain != NULL && c->route->spill &&
+         (c->route->spill_methods & sl_method_bit(method, strlen(method))) &&
+         sl_drain_can_spill(c->drain);
+}
+
+bool sl__shape_spill_unsent(struct sl_conn *c, int err) {
+  if (c->drain == NULL)
+    return false;
+  sl_drain_report(c->drain, false, c->t_upstream_start_ns);
+  if (!can_spill(c) || c->head_sent)
+    return false;
+  sl_log_warn("upstream %s: connect failed: %s; nothing was sent, request spilled (client %s)",
+              sl_drain_name(c->drain), uv_strerror(err), c->client_addr);
+  if (c->holds_slot) {
+    /* The slot was for the live forward; the record takes its turn in the drain. */
+    c->holds_slot = false;
+    sl_drain_release(c->drain);
+  }
+  spill(c, 0);
+  return true;
+}
+
+void sl__shape_forward_answered(struct sl_conn *c, unsigned status) {
+  if (c->drain != NULL)
+    sl_drain_report(c->drain, !sl_circuit_status_fails(status), c->t_upstream_start_ns);
 }

@@ -5,11 +5,17 @@
  * Scheduling is one function, pump(): it grants free slots to waiting live
  * requests first, then starts replays while the budget has room, and arms
  * one timer for the next moment something can change by itself (a token,
- * a delayed record coming due, the end of a hold after failures). Everything
+ * a delayed record coming due, the circuit's next probe). Everything
  * else that frees capacity or adds a record (a release, a completed append,
  * retry or dead-letter move, a finished replay, a resume, a redrive) calls
  * pump() again. Nothing polls the spool: a path that adds a record without
  * calling pump() is a stall, which tests/unit/test_drain.c looks for.
+ *
+ * Upstream health is the circuit (sluice/circuit.h), fed by replays here and
+ * by live requests through sl_drain_report(). While it is not closed, pump()
+ * starts a replay only when a probe is due, one at a time. Times in log lines
+ * about the next attempt are wall-clock instants (RFC 3339), so that they
+ * stay true however long the line waits to be read.
  */
 #include "sluice/drain.h"
 
@@ -83,8 +89,9 @@ struct sl_drain {
   LIST_HEAD(, sl_drain_watch) watches;   /* wait-mode clients */
   LIST_HEAD(, replay_job) replays;       /* in flight to the backend */
 
-  uint64_t hold_until_ms; /* replays wait until then after failures */
-  unsigned fail_streak;
+  uint64_t hold_until_ms; /* replays wait until then after a spool read error */
+  struct sl_circuit circuit;
+  uint64_t circuit_opens;
   uint64_t seq_accepted; /* sequence of the last record accepted */
   uint64_t seq_settled;  /* records delivered, dead-lettered, cancelled or lost */
   uint64_t lost_seen;    /* the spool's lost_records when the ledger was last reconciled */
@@ -151,11 +158,31 @@ static double m_lost(void *a) { return stat_of(a, 9); }
 static double m_rate(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
 static double m_paused(void *a) { return ((struct sl_drain *)a)->paused ? 1 : 0; }
 static double m_max_bytes(void *a) { return (double)((struct sl_drain *)a)->ucfg->max_spool_bytes; }
+/* NaN while the ETA is unknown because nothing drains (paused, circuit not
+ * closed): a number there would be a promise, and NaN is how Prometheus
+ * clients say "no value" (a summary's quantiles without observations). */
 static double m_eta(void *a) {
+  struct sl_drain *d = a;
+  struct sl_drain_info info;
+
+  sl_drain_info(d, &info);
+  if (d->paused || d->circuit.state != SL_CIRCUIT_CLOSED)
+    return NAN;
+  return info.eta_seconds < 0 ? 0 : info.eta_seconds;
+}
+static double m_circuit(struct sl_drain *d, enum sl_circuit_state s) {
+  return d->circuit.state == s ? 1 : 0;
+}
+static double m_closed(void *a) { return m_circuit(a, SL_CIRCUIT_CLOSED); }
+static double m_half_open(void *a) { return m_circuit(a, SL_CIRCUIT_HALF_OPEN); }
+static double m_open(void *a) { return m_circuit(a, SL_CIRCUIT_OPEN); }
+static double m_failures(void *a) { return ((struct sl_drain *)a)->circuit.failures; }
+static double m_opens(void *a) { return (double)((struct sl_drain *)a)->circuit_opens; }
+static double m_next_probe(void *a) {
   struct sl_drain_info info;
 
   sl_drain_info(a, &info);
-  return info.eta_seconds < 0 ? 0 : info.eta_seconds;
+  return (double)info.next_probe_ms / 1e3;
 }
 
 /* A backlog is meant to wait: minutes to a day, not the milliseconds of a
@@ -179,7 +206,7 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
   static const char *const up_outcome[] = {"upstream", "outcome", NULL};
   static const char *const up_kind[] = {"upstream", "kind", NULL};
   static const char *const outcomes[DRAINED_COUNT] = {"delivered", "retried", "dead"};
-  struct sl_metric_family *backlog, *drained, *written;
+  struct sl_metric_family *backlog, *drained, *written, *circuit;
   const char *n = d->name;
 
   backlog = sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_requests",
@@ -190,7 +217,10 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
   written =
       sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_spool_written_bytes_total",
                         "Bytes appended to the spool: raw records and compressed units.", up_kind);
-  if (backlog == NULL || drained == NULL || written == NULL)
+  circuit = sl_metrics_family(
+      reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_state",
+      "1 for the circuit's current state (closed, half-open, open), else 0.", up_state);
+  if (backlog == NULL || drained == NULL || written == NULL || circuit == NULL)
     return -1;
   for (int i = 0; i < DRAINED_COUNT; i++) {
     d->drained[i] = sl_metrics_series(drained, (const char *[]){n, outcomes[i]});
@@ -252,6 +282,22 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
                              (const char *[]){n}, m_max_bytes, d),
         sl_metrics_series_fn(written, (const char *[]){n, "raw"}, m_raw, d),
         sl_metrics_series_fn(written, (const char *[]){n, "compressed"}, m_compressed, d),
+        sl_metrics_series_fn(circuit, (const char *[]){n, "closed"}, m_closed, d),
+        sl_metrics_series_fn(circuit, (const char *[]){n, "half-open"}, m_half_open, d),
+        sl_metrics_series_fn(circuit, (const char *[]){n, "open"}, m_open, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_failures",
+                              "Consecutive failure steps of the upstream (0 after a success).", up),
+            (const char *[]){n}, m_failures, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(
+                reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_next_probe_timestamp_seconds",
+                "Unix time of the next probe while the circuit is not closed, else 0.", up),
+            (const char *[]){n}, m_next_probe, d),
+        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
+                                               "sluice_upstream_circuit_opens_total",
+                                               "Times the upstream's circuit opened.", up),
+                             (const char *[]){n}, m_opens, d),
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
                                                "sluice_spool_corrupt_units_total",
                                                "Spool units skipped as corrupt.", up),
@@ -367,6 +413,61 @@ static void format_rfc3339(uint64_t ms, char *out, size_t len) {
   gmtime_r(&secs, &tm);
   n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
   snprintf(out + n, len - n, ".%03uZ", (unsigned)(ms % 1000));
+}
+
+/* ---- circuit ----------------------------------------------------------- */
+
+/* How long a probe may stay out before another may go: the longest a request
+ * to <ucfg> can take. */
+static uint64_t probe_timeout_ns(const struct sl_upstream_config *ucfg) {
+  return (ucfg->connect_timeout_ms + ucfg->response_timeout_ms + 1000) * 1000000ull;
+}
+
+/* Wall-clock ms of the next probe as seen at <now> (monotonic ns) and <wall>;
+ * 0 when the circuit is closed or a probe is out with no end. */
+static uint64_t next_probe_wall_ms(const struct sl_drain *d, uint64_t now, uint64_t wall) {
+  uint64_t w = sl_circuit_wait_ns(&d->circuit, now);
+
+  if (d->circuit.state == SL_CIRCUIT_CLOSED || w == UINT64_MAX)
+    return 0;
+  return wall + (w + 999999) / 1000000;
+}
+
+/* A request that started at <started_ns> failed as the upstream's failure
+ * (<error> says how); logs the circuit opening. */
+static void circuit_failed(struct sl_drain *d, uint64_t started_ns, const char *error) {
+  enum sl_circuit_state was = d->circuit.state;
+  uint64_t now = now_ns();
+  char when[40];
+
+  if (sl_circuit_failure(&d->circuit, started_ns, now) != SL_CIRCUIT_OPENED)
+    return;
+  format_rfc3339(next_probe_wall_ms(d, now, sl_clock_wall_ms()), when, sizeof(when));
+  if (was == SL_CIRCUIT_CLOSED) {
+    d->circuit_opens++;
+    sl_log_warn("upstream %s: circuit open after %u consecutive failures (last: %s); replays "
+                "held, next probe at %s",
+                d->name, d->circuit.failures, error, when);
+  } else {
+    sl_log_info("upstream %s: probe failed (%s); circuit open, next probe at %s", d->name, error,
+                when);
+  }
+}
+
+/* A request got an answer from the backend; logs the circuit closing. */
+static void circuit_succeeded(struct sl_drain *d) {
+  unsigned failures = d->circuit.failures;
+
+  if (sl_circuit_success(&d->circuit) == SL_CIRCUIT_CLOSED_AGAIN)
+    sl_log_info("upstream %s: circuit closed, the backend answered (after %u consecutive "
+                "failures); replays resume",
+                d->name, failures);
+}
+
+/* Whether a replay's failure came before any byte of it reached the backend:
+ * the connection could not be made (refused, timed out, no address). */
+static bool nothing_sent(const struct sl_replay_result *res) {
+  return res->error != 0 && res->what != NULL && strcmp(res->what, "connect failed") == 0;
 }
 
 /* The request to send for <rec>: as received, plus provenance headers. */
@@ -504,19 +605,37 @@ static void give_back(struct sl_drain *d, struct sl_spool_item *item, const char
   d->maybe_ready = true;
 }
 
-/* A replay failed in a way worth another attempt (<error> says how). */
+/*
+ * A replay failed in a way worth another attempt (<error> says how). With
+ * <unsent> nothing of it reached the backend: that was no attempt, so the
+ * record goes back to the head of the line with its attempts unchanged, and
+ * the circuit, not the record, spaces the next try.
+ */
 static void replay_failed(struct sl_drain *d, struct replay_job *job, const char *error,
-                          uint64_t retry_after_ms) {
+                          uint64_t retry_after_ms, bool unsent) {
   const struct sl_spool_record *rec = sl_spool_item_record(job->item);
   const struct sl_retry_config *rc = &d->ucfg->retry;
   uint32_t attempts = rec->attempts + 1;
   uint64_t wall = sl_clock_wall_ms();
   uint64_t delay = backoff_ms(rc, attempts, retry_after_ms);
+  char when[40];
 
-  /* The whole drain holds off too, growing with consecutive failures, so
-   * that an outage costs each record few of its attempts. */
-  d->fail_streak++;
-  d->hold_until_ms = wall + backoff_ms(rc, d->fail_streak, retry_after_ms);
+  if (unsent) {
+    struct sl_ledger_entry e;
+
+    sl_log_debug("upstream %s: replay not sent (%s); the record keeps its place", d->name, error);
+    if (d->ledger != NULL && sl_ledger_get(d->ledger, rec->id, &e) == 1) {
+      e.state = SL_LEDGER_QUEUED;
+      e.attempts = rec->attempts;
+      e.updated_ms = wall;
+      e.not_before_ms = 0;
+      snprintf(e.error, sizeof(e.error), "%s", error);
+      sl_ledger_journal_put(d->ledger, &e);
+    }
+    sl_spool_release(d->spool, job->item);
+    d->maybe_ready = true;
+    return;
+  }
   if (attempts >= rc->max_attempts) {
     struct dead_job *dj = calloc(1, sizeof(*dj));
 
@@ -538,8 +657,10 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
     }
     return;
   }
-  sl_log_info("upstream %s: replay attempt %u failed (%s), next in %llu ms", d->name, attempts,
-              error, (unsigned long long)delay);
+  format_rfc3339(wall + delay, when, sizeof(when));
+  sl_log_info("upstream %s: replay attempt %u failed (%s); next attempt not before %s%s", d->name,
+              attempts, error, when,
+              d->circuit.state == SL_CIRCUIT_CLOSED ? "" : " (circuit open: at a probe)");
   ledger_update(d, rec, SL_LEDGER_QUEUED, 0, error, wall + delay);
   sl_metrics_inc(d->drained[DRAINED_RETRIED]);
   if (sl_spool_retry(d->spool, job->item, wall + delay, on_moved, d) != 0)
@@ -559,15 +680,19 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
   if (res->error != 0) {
     snprintf(error, sizeof(error), "%s: %s", res->what ? res->what : "failed",
              uv_strerror(res->error));
-    replay_failed(d, job, error, 0);
+    circuit_failed(d, job->started_ns, error);
+    replay_failed(d, job, error, 0, nothing_sent(res));
   } else if (res->status >= 500 || res->status == 408 || res->status == 429) {
     snprintf(error, sizeof(error), "HTTP %u", res->status);
-    replay_failed(d, job, error, res->retry_after_ms);
+    if (sl_circuit_status_fails(res->status))
+      circuit_failed(d, job->started_ns, error);
+    else
+      circuit_succeeded(d);
+    replay_failed(d, job, error, res->retry_after_ms, false);
   } else {
     uint64_t wall = sl_clock_wall_ms();
 
-    d->fail_streak = 0;
-    d->hold_until_ms = 0;
+    circuit_succeeded(d);
     ledger_update(d, rec, SL_LEDGER_DELIVERED, res->status, NULL, 0);
     sl_metrics_inc(d->drained[DRAINED_DELIVERED]);
     sl_metrics_observe(d->queue_wait,
@@ -610,7 +735,8 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
 
     sl_shaper_release(&d->shaper);
     snprintf(error, sizeof(error), "connect failed: %s", uv_strerror(rc));
-    replay_failed(d, job, error, 0);
+    circuit_failed(d, job->started_ns, error);
+    replay_failed(d, job, error, 0, true);
     free(job);
     return;
   }
@@ -823,20 +949,28 @@ static void on_timer(uv_timer_t *t) { pump(t->data); }
 static void schedule(struct sl_drain *d, uint64_t now, uint64_t wall) {
   uint64_t wait = UINT64_MAX;
   uint64_t token = sl_shaper_token_wait_ns(&d->shaper, now);
+  uint64_t probe = sl_circuit_wait_ns(&d->circuit, now);
   bool replaying = d->spool != NULL && !d->paused;
+  /* Replays are held until then: a spool read error's pause, the circuit's next
+   * probe (UINT64_MAX while a probe is out: its result calls pump()). */
+  uint64_t held = d->hold_until_ms > wall ? d->hold_until_ms - wall : 0;
 
+  if (probe == UINT64_MAX)
+    held = UINT64_MAX;
+  else if ((probe + 999999) / 1000000 > held)
+    held = (probe + 999999) / 1000000;
   if (!TAILQ_EMPTY(&d->waiters) || (replaying && sl_drain_has_backlog(d))) {
     if (token > 0)
       wait = (token + 999999) / 1000000;
-    if (replaying && d->hold_until_ms > wall && d->hold_until_ms - wall < wait)
-      wait = d->hold_until_ms - wall;
+    if (replaying && held > 0 && held < wait)
+      wait = held;
   }
   if (replaying) {
     uint64_t due = sl_spool_next_due_ms(d->spool);
     if (due != UINT64_MAX) {
       uint64_t w = due > wall ? due - wall : 1;
-      if (d->hold_until_ms > wall && d->hold_until_ms - wall > w)
-        w = d->hold_until_ms - wall;
+      if (held > w)
+        w = held;
       if (w < wait)
         wait = w;
     }
@@ -860,7 +994,10 @@ static void pump(struct sl_drain *d) {
     w->granted(w);
   }
   if (TAILQ_EMPTY(&d->waiters) && d->spool != NULL && !d->paused) {
-    while (!sl_shaper_full(&d->shaper) && wall >= d->hold_until_ms) {
+    /* With the circuit not closed, only a due probe goes, one at a time: once it
+     * is out, the circuit's wait is no longer 0. */
+    while (!sl_shaper_full(&d->shaper) && wall >= d->hold_until_ms &&
+           sl_circuit_wait_ns(&d->circuit, now) == 0) {
       struct sl_spool_item *item = NULL;
 
       int rc = sl_spool_take(d->spool, &item);
@@ -881,6 +1018,12 @@ static void pump(struct sl_drain *d) {
       if (settle_cancelled(d, item))
         continue;
       if (!sl_shaper_try_acquire(&d->shaper, now)) {
+        sl_spool_release(d->spool, item);
+        d->maybe_ready = true;
+        break;
+      }
+      if (!sl_circuit_allow(&d->circuit, now)) {
+        sl_shaper_release(&d->shaper);
         sl_spool_release(d->spool, item);
         d->maybe_ready = true;
         break;
@@ -969,20 +1112,65 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
   return 0;
 }
 
+/* Whether the backlog drains now: not paused, circuit closed. An ETA is
+ * only given while it does; otherwise it would promise what is not moving. */
+static bool draining(const struct sl_drain *d) {
+  return !d->paused && d->circuit.state == SL_CIRCUIT_CLOSED;
+}
+
+/* Seconds to drain the ready and in-flight records at the rate; < 0 when no
+ * rate is known. */
+static double backlog_eta(struct sl_drain *d, const struct sl_spool_stats *st) {
+  double rate = drain_rate(d);
+
+  return rate > 0 ? (double)(st->ready + st->inflight) / rate : -1;
+}
+
 void sl_drain_position(struct sl_drain *d, uint64_t seq, uint64_t *position, double *eta) {
   double rate = drain_rate(d);
 
   *position = seq > d->seq_settled ? seq - d->seq_settled : 1;
-  *eta = rate > 0 ? (double)*position / rate : -1;
+  *eta = rate > 0 && draining(d) ? (double)*position / rate : -1;
 }
 
 unsigned sl_drain_retry_after(struct sl_drain *d) {
-  struct sl_drain_info info;
+  struct sl_spool_stats st;
+  double eta;
 
-  sl_drain_info(d, &info);
-  if (info.eta_seconds < 1)
+  if (d->circuit.state != SL_CIRCUIT_CLOSED) {
+    uint64_t w = sl_circuit_wait_ns(&d->circuit, now_ns());
+
+    if (w == UINT64_MAX || w <= 1000000000ull)
+      return 1;
+    return w >= 3600000000000ull ? 3600 : (unsigned)((w + 999999999) / 1000000000);
+  }
+  memset(&st, 0, sizeof(st));
+  if (d->spool != NULL)
+    sl_spool_stats(d->spool, &st);
+  eta = backlog_eta(d, &st);
+  if (eta < 1)
     return 1;
-  return info.eta_seconds > 3600 ? 3600 : (unsigned)ceil(info.eta_seconds);
+  return eta > 3600 ? 3600 : (unsigned)ceil(eta);
+}
+
+bool sl_drain_circuit_allow(struct sl_drain *d) { return sl_circuit_allow(&d->circuit, now_ns()); }
+
+bool sl_drain_circuit_closed(const struct sl_drain *d) {
+  return d->circuit.state == SL_CIRCUIT_CLOSED;
+}
+
+void sl_drain_report(struct sl_drain *d, bool ok, uint64_t started_ns) {
+  enum sl_circuit_state was = d->circuit.state;
+
+  if (ok && was == SL_CIRCUIT_CLOSED && d->circuit.failures == 0)
+    return; /* the common case, on every live response: nothing to do */
+  if (ok)
+    circuit_succeeded(d);
+  else
+    circuit_failed(d, started_ns, "a live request failed");
+  /* Closed again: replays resume. Opened: the timer must wake the next probe. */
+  if (d->circuit.state != was)
+    pump(d);
 }
 
 /* ---- life cycle and admin ---------------------------------------------- */
@@ -1091,6 +1279,8 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   d->ledger = ledger;
   d->paused = ucfg->paused;
   sl_shaper_init(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
+  sl_circuit_init(&d->circuit, SL_CIRCUIT_THRESHOLD, SL_CIRCUIT_FIRST_PROBE_NS,
+                  SL_CIRCUIT_MAX_PROBE_NS, probe_timeout_ns(ucfg));
   uv_async_init(loop, &d->async, on_async);
   uv_timer_init(loop, &d->timer);
   uv_check_init(loop, &d->flush_check);
@@ -1119,6 +1309,9 @@ void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
   d->ucfg = ucfg;
   d->paused = ucfg->paused;
   sl_shaper_configure(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
+  /* A reload is an operator's hint that things may have changed: probe now. */
+  sl_circuit_set_probe_timeout(&d->circuit, probe_timeout_ns(ucfg));
+  sl_circuit_probe_now(&d->circuit, now_ns());
   pump(d);
 }
 
@@ -1154,6 +1347,8 @@ void sl_drain_destroy(struct sl_drain *d) {
 void sl_drain_pause(struct sl_drain *d, bool paused) {
   d->paused = paused;
   sl_log_info("upstream %s: replay %s", d->name, paused ? "paused" : "resumed");
+  if (!paused)
+    sl_circuit_probe_now(&d->circuit, now_ns()); /* an operator's resume: probe now */
   pump(d);
 }
 
@@ -1170,14 +1365,15 @@ struct sl_spool *sl_drain_spool(struct sl_drain *d) {
 const char *sl_drain_name(const struct sl_drain *d) { return d->name; }
 
 void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
-  double rate = drain_rate(d);
-
   memset(info, 0, sizeof(*info));
   info->rate = d->shaper.rate;
   info->paused = d->paused;
   if (d->spool != NULL)
     sl_spool_stats(d->spool, &info->spool);
-  info->eta_seconds = rate > 0 ? (double)(info->spool.ready + info->spool.inflight) / rate : -1;
+  info->eta_seconds = draining(d) ? backlog_eta(d, &info->spool) : -1;
+  info->circuit = d->circuit.state;
+  info->circuit_failures = d->circuit.failures;
+  info->next_probe_ms = next_probe_wall_ms(d, now_ns(), sl_clock_wall_ms());
 }
 
 /* ---- dead letters ------------------------------------------------------- */

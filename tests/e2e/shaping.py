@@ -217,8 +217,9 @@ def wait_for(cond, timeout, what, interval=0.05, state=None):
         time.sleep(interval)
 
 
-def check_accept_body(r, what, prefix="/_sluice/requests/"):
-    """Checks that <r> is the 202 of a spilled request (contract) and returns its JSON."""
+def check_accept_body(r, what, prefix="/_sluice/requests/", held=False):
+    """Checks that <r> is the 202 of a spilled request (contract) and returns its JSON. With
+    <held> the drain is paused or its circuit open, so eta_seconds must be null."""
     expect(r.status == 202, what + ": status 202", r)
     ct = r.header("Content-Type") or ""
     expect(ct.startswith("application/json"), what + ": Content-Type application/json", ct)
@@ -234,8 +235,12 @@ def check_accept_body(r, what, prefix="/_sluice/requests/"):
     else:
         expect(isinstance(j.get("position"), int) and not isinstance(j.get("position"), bool),
                what + ": 202 body has an integer position", j)
-    expect(isinstance(j.get("eta_seconds"), (int, float)) and not isinstance(j.get("eta_seconds"), bool),
-           what + ": 202 body has a number eta_seconds", j)
+    if held:
+        expect("eta_seconds" in j and j["eta_seconds"] is None,
+               what + ": 202 body has eta_seconds null (the drain is held)", j)
+    else:
+        expect(isinstance(j.get("eta_seconds"), (int, float)) and not isinstance(j.get("eta_seconds"), bool),
+               what + ": 202 body has a number eta_seconds", j)
     loc = r.header("Location")
     expect(loc == prefix + j["id"], what + ": Location is %s<id>" % prefix, loc)
     return j

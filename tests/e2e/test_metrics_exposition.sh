@@ -76,7 +76,7 @@ allowed = {
     "route": {"/api/orders", "/audit", "/", "none"},
     "upstream": {"orders", "audit"},
     "outcome": {"forwarded", "spilled", "rejected", "error", "delivered", "retried", "dead"},
-    "state": {"ready", "delayed", "inflight", "dead"},
+    "state": {"ready", "delayed", "inflight", "dead", "closed", "half-open", "open"},
     "code_class": {"1xx", "2xx", "3xx", "4xx", "5xx"},
     "kind": {"raw", "compressed"},
     "result": {"success", "failure"},

@@ -35,9 +35,9 @@ c.check(r.status == 500, "the first POST is forwarded live and gets the backend'
 ids = {}
 for i in range(1, 5):
     r = post(port, "/orders/%d" % i, {"X-Test-Seq": str(i)})
-    ids[i] = check_accept_body(r, "POST %d" % i)["id"]
+    ids[i] = check_accept_body(r, "POST %d" % i, held=True)["id"]  # paused: no ETA
 r = post(port, "/orders/5", {"X-Test-Seq": "5", "X-Test-Status": "404"})
-ids[5] = check_accept_body(r, "POST 5 (the backend answers it 404)")["id"]
+ids[5] = check_accept_body(r, "POST 5 (the backend answers it 404)", held=True)["id"]
 
 admin(aport, "POST", "/admin/upstreams/b/rate?value=50", expect_status="2xx")
 admin(aport, "POST", "/admin/upstreams/b/resume", expect_status="2xx")

@@ -33,7 +33,7 @@ expect(r.status == 200, "the first POST takes the only token and is forwarded (2
 ids = []
 for seq, extra in ((1, {"Idempotency-Key": "k-restart", "X-Test-Status": "201"}), (2, {}), (3, {})):
     a = post(port, "/orders/%d" % seq, dict(extra, **{"X-Test-Seq": str(seq)}), b'{"n":%d}' % seq)
-    ids.append(check_accept_body(a, "spilled POST %d" % seq)["id"])
+    ids.append(check_accept_body(a, "spilled POST %d" % seq, held=True)["id"])
 
 
 def journaled():
@@ -154,7 +154,7 @@ c.check(s.status == 200 and s.json().get("status") == "delivered",
         "request 1 still reads delivered with the upstreams reordered", s)
 post(port, "/other/primer")  # takes a's only token, so the next POST to a spills
 a = post(port, "/other/1", {"Idempotency-Key": "k-restart", "X-Test-Seq": "6"}, b'{"n":6}')
-j = check_accept_body(a, "a POST to upstream a with b's key")
+j = check_accept_body(a, "a POST to upstream a with b's key", held=True)
 c.check(j.get("id") != ids[0], "the key of upstream b is not taken for upstream a", j)
 s = get(port, a.header("Location")).json()
 c.check(s.get("status") == "queued" and isinstance(s.get("position"), int),

@@ -478,11 +478,56 @@ static void test_dead_letter_counted_only_after_the_move(void **state) {
   assert_int_equal(st.dead, 1);
 }
 
+/*
+ * Failing replays open the upstream's circuit: the drain then holds the
+ * record until the first probe, 1 s later, and must arm its timer for it;
+ * with the circuit open nothing else wakes it. While it is open the drain
+ * reports no ETA; the probe's success closes it.
+ */
+static void test_open_circuit_wakes_the_drain_for_its_probe(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_drain_info info;
+  uint64_t t3, waited;
+
+  (void)state;
+  fixture_open(f, 503,
+               "retry = { max_attempts = 8; initial_backoff = \"50ms\"; max_backoff = \"50ms\";"
+               " multiplier = 1.0; jitter = 0.0; };");
+  spill_one(f);
+  assert_true(run_until(f, &f->backend.requests, SL_CIRCUIT_THRESHOLD));
+  t3 = real_ns(CLOCK_MONOTONIC);
+  /* The third failure's retry copy is durable, and the drain has seen it. */
+  run_until_retry_written(f);
+  sl_drain_info(f->drain, &info);
+  assert_int_equal(info.circuit, SL_CIRCUIT_OPEN);
+  assert_int_equal(info.circuit_failures, SL_CIRCUIT_THRESHOLD);
+  assert_true(info.next_probe_ms > 0);
+  assert_true(info.eta_seconds < 0);
+  assert_true(drain_timer_due_in(f) <= 1000);
+  f->backend.status = 200;
+  assert_true(run_until(f, &f->backend.requests, SL_CIRCUIT_THRESHOLD + 1));
+  waited = real_ns(CLOCK_MONOTONIC) - t3;
+  /* Not the record's 50 ms backoff: the circuit's first probe wait. */
+  assert_true(waited >= 900 * MS);
+  assert_true(waited < 3000 * MS);
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    sl_drain_info(f->drain, &info);
+  } while (info.circuit != SL_CIRCUIT_CLOSED && !f->guard_fired);
+  uv_timer_stop(&f->guard);
+  assert_int_equal(info.circuit, SL_CIRCUIT_CLOSED);
+  assert_int_equal(info.circuit_failures, 0);
+  assert_int_equal(info.next_probe_ms, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_token_arriving_during_pump_is_not_missed, fixture_close),
       cmocka_unit_test_teardown(test_retry_copy_wakes_the_drain, fixture_close),
       cmocka_unit_test_teardown(test_dead_letter_counted_only_after_the_move, fixture_close),
+      cmocka_unit_test_teardown(test_open_circuit_wakes_the_drain_for_its_probe, fixture_close),
   };
 
   loop_thread = pthread_self();
