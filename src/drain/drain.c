@@ -382,16 +382,6 @@ static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) 
   return r ? -1 : 0;
 }
 
-static bool method_is(const struct sl_spool_record *rec, const char *m) {
-  size_t n = strlen(m);
-  return rec->method_len == n && memcmp(rec->method, m, n) == 0;
-}
-
-static bool idempotent(const struct sl_spool_record *rec) {
-  return method_is(rec, "GET") || method_is(rec, "HEAD") || method_is(rec, "PUT") ||
-         method_is(rec, "DELETE") || method_is(rec, "OPTIONS");
-}
-
 /* Backoff before attempt number <attempts> + 1: exponential, capped, with
  * jitter, and never shorter than what the backend asked for. */
 static uint64_t backoff_ms(const struct sl_retry_config *rc, uint32_t attempts,
@@ -542,9 +532,8 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
   job->item = item;
   job->started_ns = now_ns();
   ledger_update(d, rec, SL_LEDGER_INFLIGHT, 0, NULL, 0);
-  rc = sl_replay_start(d->pool, req.base, req.len, idempotent(rec), method_is(rec, "HEAD"),
-                       d->ucfg->response_timeout_ms, WAIT_BODY_MAX, on_replay_done, job,
-                       &job->replay);
+  rc = sl_replay_start(d->pool, req.base, req.len, d->ucfg->response_timeout_ms, WAIT_BODY_MAX,
+                       on_replay_done, job, &job->replay);
   sl_buf_dispose(&req);
   if (rc != 0) {
     char error[128];
