@@ -276,7 +276,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (c->state == UC_DRAINING) {
     if (nread < 0)
-      upconn_close(c); /* the backend closed first: the write fails and calls back */
+      upconn_close(c); /* the backend closed first: the write is cancelled */
     return;            /* anything else is dropped: the response was already read */
   }
   if (c->read_cb)
@@ -341,6 +341,9 @@ int sl_upconn_write(struct sl_upconn *uc, uv_write_t *req, const uv_buf_t bufs[]
  * timeout), then close. Reading goes on so that the backend's close is seen;
  * what it sends is dropped. */
 static void start_draining(struct sl_upconn *uc) {
+  sl_log_debug("upstream %s: answered before the request was written; closing the connection "
+               "once the write ends",
+               uc->up->cfg->name);
   uc->state = UC_DRAINING;
   list_push(&uc->up->draining, uc);
   if (start_reading(uc) != 0) {
