@@ -10,6 +10,13 @@
  * close crossed the request on the wire), the user sees EOF before any
  * response byte and may retry an idempotent request on a fresh connection.
  *
+ * A connection goes back to the pool only when its user says the response was
+ * complete and reusable and no write it started through sl_upconn_write() is
+ * pending: a connection released while its request is still being written (a
+ * backend that answered before reading the whole body) is closed once that
+ * write has ended, never handed to another request. The request/response
+ * exchange over a connection is include/sluice/exchange.h.
+ *
  * @thread loop (one uv_loop_t owns an upstream and its connections)
  */
 #ifndef SLUICE_UPSTREAM_H
@@ -66,14 +73,26 @@ unsigned sl_upconn_reuses(const struct sl_upconn *uc);
 bool sl_upconn_stale_retry_ok(const struct sl_upconn *uc, bool retried, bool response_started,
                               bool idempotent);
 
+/*
+ * Writes <bufs> to the lent connection <uc> (uv_write: <req>, and the bytes
+ * <bufs> point to, must stay valid until <cb> ran; the array itself is
+ * copied). One such write at a time. <cb> always runs, also after the
+ * connection was released or aborted (then with UV_ECANCELED unless the write
+ * had completed). Returns 0 or a UV_* error (then <cb> never runs).
+ */
+int sl_upconn_write(struct sl_upconn *uc, uv_write_t *req, const uv_buf_t bufs[], unsigned nbufs,
+                    uv_write_cb cb);
+
 /* Starts/stops delivering reads to <cb>. */
 int sl_upconn_read_start(struct sl_upconn *uc, sl_upconn_read_cb cb);
 void sl_upconn_read_stop(struct sl_upconn *uc);
 /* Arms the connection's timer (one per connection); 0 ms disarms. */
 void sl_upconn_set_timer(struct sl_upconn *uc, uint64_t ms, sl_upconn_timer_cb cb);
 
-/* Gives the connection back: pooled when <reusable> and the pool has room,
- * else closed. The caller must not touch <uc> afterwards. */
+/* Gives the connection back: pooled when <reusable>, no write of
+ * sl_upconn_write() is pending and the pool has room; closed otherwise (with a
+ * write pending: once it ends, or after the response timeout). The caller
+ * must not touch <uc> afterwards. */
 void sl_upconn_release(struct sl_upconn *uc, bool reusable);
 /* Closes a lent or connecting connection; no callback runs afterwards. */
 void sl_upconn_abort(struct sl_upconn *uc);

@@ -19,6 +19,7 @@
 #include "sluice/buf.h"
 #include "sluice/config.h"
 #include "sluice/drain.h"
+#include "sluice/exchange.h"
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/http.h"
@@ -26,7 +27,6 @@
 #include "sluice/upstream.h"
 
 struct sl_access_log;
-struct upstream_write;
 struct sl_metrics;
 struct sl_metric;
 struct sl_proxy_stats;
@@ -109,7 +109,7 @@ struct sl_conn {
 
   struct sl_http_parser parser;
   struct sl_buf pending; /* client bytes read but not parsed yet */
-  struct sl_buf body;    /* the current request's body */
+  struct sl_buf body;    /* the current request's body (lent to the exchange while forwarded) */
   struct sl_buf out;     /* response bytes not yet handed to the socket */
   char client_addr[46];
 
@@ -120,7 +120,8 @@ struct sl_conn {
   enum sl_outcome outcome;
   struct sl_route_stats *rstats;
   uint64_t t_start_ns;
-  uint64_t t_upstream_ns; /* upstream time, 0 when none */
+  uint64_t t_upstream_start_ns; /* when the forward began (monotonic), for the circuit */
+  uint64_t t_upstream_ns;       /* upstream time, 0 when none */
   unsigned status;
   uint64_t bytes_out;
 
@@ -143,15 +144,10 @@ struct sl_conn {
   struct sl_upstream *upstream;
   struct sl_upstream_stats *ustats;
   bool counted_inflight;
-  struct sl_upconn *uc;
-  struct sl_buf upreq;            /* request head for the upstream */
-  struct upstream_write *upwrite; /* the request write in flight, if any (proxy.c) */
-  struct sl_http_parser resp;
+  struct sl_upx *upx;  /* the upstream exchange, made once per connection */
+  struct sl_buf upreq; /* request head for the upstream; with <body>, lent to <upx> */
   enum sl_http_framing framing;
-  uint64_t t_upstream_start_ns;
-  bool head_sent; /* response head already written to the client */
-  bool resp_done;
-  bool retried;
+  bool head_sent;       /* response head already written to the client */
   bool upstream_paused; /* upstream reads stopped until the client drains */
 };
 

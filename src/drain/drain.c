@@ -464,12 +464,6 @@ static void circuit_succeeded(struct sl_drain *d) {
                 d->name, failures);
 }
 
-/* Whether a replay's failure came before any byte of it reached the backend:
- * the connection could not be made (refused, timed out, no address). */
-static bool nothing_sent(const struct sl_replay_result *res) {
-  return res->error != 0 && res->what != NULL && strcmp(res->what, "connect failed") == 0;
-}
-
 /* The request to send for <rec>: as received, plus provenance headers. */
 static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) {
   char id[SL_LEDGER_ID_HEX + 1], when[40];
@@ -489,16 +483,6 @@ static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) 
   r |= sl_buf_append(out, "\r\n", 2);
   r |= sl_buf_append(out, rec->body, rec->body_len);
   return r ? -1 : 0;
-}
-
-static bool method_is(const struct sl_spool_record *rec, const char *m) {
-  size_t n = strlen(m);
-  return rec->method_len == n && memcmp(rec->method, m, n) == 0;
-}
-
-static bool idempotent(const struct sl_spool_record *rec) {
-  return method_is(rec, "GET") || method_is(rec, "HEAD") || method_is(rec, "PUT") ||
-         method_is(rec, "DELETE") || method_is(rec, "OPTIONS");
 }
 
 /* Backoff before attempt number <attempts> + 1: exponential, capped, with
@@ -681,7 +665,7 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
     snprintf(error, sizeof(error), "%s: %s", res->what ? res->what : "failed",
              uv_strerror(res->error));
     circuit_failed(d, job->started_ns, error);
-    replay_failed(d, job, error, 0, nothing_sent(res));
+    replay_failed(d, job, error, 0, res->nothing_sent);
   } else if (res->status >= 500 || res->status == 408 || res->status == 429) {
     snprintf(error, sizeof(error), "HTTP %u", res->status);
     if (sl_circuit_status_fails(res->status))
@@ -726,9 +710,8 @@ static void start_replay(struct sl_drain *d, struct sl_spool_item *item) {
   job->item = item;
   job->started_ns = now_ns();
   ledger_update(d, rec, SL_LEDGER_INFLIGHT, 0, NULL, 0);
-  rc = sl_replay_start(d->pool, req.base, req.len, idempotent(rec), method_is(rec, "HEAD"),
-                       d->ucfg->response_timeout_ms, WAIT_BODY_MAX, on_replay_done, job,
-                       &job->replay);
+  rc = sl_replay_start(d->pool, req.base, req.len, d->ucfg->response_timeout_ms, WAIT_BODY_MAX,
+                       on_replay_done, job, &job->replay);
   sl_buf_dispose(&req);
   if (rc != 0) {
     char error[128];

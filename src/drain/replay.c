@@ -1,6 +1,8 @@
 /*
- * One upstream exchange for the drainer: write the request, read the whole
- * response into memory, report. See include/sluice/replay.h.
+ * What the drainer adds to an upstream exchange (include/sluice/exchange.h):
+ * the request as ready bytes, the whole response kept in memory up to a bound,
+ * Retry-After read, and a start that never calls back before it returns. See
+ * include/sluice/replay.h.
  */
 #include "sluice/replay.h"
 
@@ -9,253 +11,135 @@
 #include <time.h>
 
 #include "sluice/clock.h"
-#include "sluice/log.h"
+#include "sluice/exchange.h"
 
 struct sl_replay {
-  struct sl_upstream *pool;
-  struct sl_upconn *uc;
-  struct sl_buf req;
-  struct sl_buf body;
-  struct sl_http_parser resp;
-  uv_write_t *write; /* pending write, detached on cancel */
-  bool idempotent;
-  bool head_request;
-  bool retried;
+  struct sl_upx *x;
+  struct sl_buf req;  /* lent to the exchange: emptied if its write outlives the replay */
+  struct sl_buf body; /* the response body kept */
   bool truncated;
   bool starting; /* inside sl_replay_start: failures are returned, not called back */
   int early_error;
-  uint64_t timeout_ms;
   size_t max_body;
   sl_replay_cb cb;
   void *arg;
 };
 
-struct replay_write {
-  uv_write_t req;
-  struct sl_replay *r; /* NULL once the replay is gone */
-};
-
-static void send_request(struct sl_replay *r);
-
 static void replay_free(struct sl_replay *r) {
-  if (r->write != NULL)
-    ((struct replay_write *)r->write)->r = NULL;
+  sl_upx_destroy(r->x); /* inside its callback: freed once that returns */
   sl_buf_dispose(&r->req);
   sl_buf_dispose(&r->body);
-  sl_http_parser_dispose(&r->resp);
   free(r);
 }
 
-static void finish(struct sl_replay *r, int error, const char *what) {
-  struct sl_replay_result res = {.error = error, .what = what};
-  bool reusable = false;
-
-  if (r->starting) {
-    if (r->uc != NULL)
-      sl_upconn_abort(r->uc);
-    r->uc = NULL;
-    r->early_error = error != 0 ? error : UV_EIO;
-    return;
-  }
-  if (error == 0) {
-    const struct sl_http_header *ra = sl_http_msg_header(&r->resp.msg, "retry-after");
-
-    res.status = r->resp.msg.status;
-    res.head = &r->resp.msg;
-    res.body = &r->body;
-    res.truncated = r->truncated;
-    if (ra != NULL)
-      res.retry_after_ms = sl_replay_parse_retry_after(sl_http_msg_str(&r->resp.msg, ra->value_off),
-                                                       ra->value_len, sl_clock_wall_ms());
-    reusable = r->resp.msg.keep_alive;
-  }
-  if (r->uc != NULL) {
-    if (reusable)
-      sl_upconn_release(r->uc, true);
-    else
-      sl_upconn_abort(r->uc);
-    r->uc = NULL;
-  }
-  r->cb(&res, r->arg);
-  replay_free(r);
-}
-
-static void attempt(struct sl_replay *r, bool fresh);
-
-/* A reused connection that fails before any response byte was most likely
- * closed by the backend while idle. */
-static bool retry_stale(struct sl_replay *r) {
-  if (!sl_upconn_stale_retry_ok(r->uc, r->retried, r->resp.started, r->idempotent))
-    return false;
-  r->retried = true;
-  sl_upconn_abort(r->uc);
-  r->uc = NULL;
-  if (r->write != NULL) {
-    ((struct replay_write *)r->write)->r = NULL;
-    r->write = NULL;
-  }
-  attempt(r, true);
-  return true;
-}
-
-static void on_ready(struct sl_upconn *uc, int status, void *arg) {
+static int on_head(struct sl_upx *x, const struct sl_http_msg *head, void *arg) {
   struct sl_replay *r = arg;
 
-  (void)uc;
-  if (status < 0) {
-    r->uc = NULL;
-    finish(r, status, "connect failed");
-    return;
-  }
-  send_request(r);
+  (void)x;
+  (void)head;
+  sl_buf_reset(&r->body);
+  r->truncated = false;
+  return 0;
 }
 
-static void attempt(struct sl_replay *r, bool fresh) {
-  int rc = sl_upstream_get(r->pool, fresh, on_ready, r, &r->uc);
-
-  if (rc == 1)
-    send_request(r);
-  else if (rc < 0) {
-    r->uc = NULL;
-    finish(r, rc, "connect failed");
-  }
-}
-
-static void on_timeout(struct sl_upconn *uc, void *arg) {
-  (void)uc;
-  finish(arg, UV_ETIMEDOUT, "no response in time");
-}
-
-static int on_body(struct sl_http_parser *p, const char *data, size_t len) {
-  struct sl_replay *r = p->data;
+static int on_body(struct sl_upx *x, const char *data, size_t len, void *arg) {
+  struct sl_replay *r = arg;
   size_t room = r->max_body > r->body.len ? r->max_body - r->body.len : 0;
 
+  (void)x;
   if (len > room) {
     r->truncated = true;
     len = room;
   }
-  if (sl_buf_append(&r->body, data, len) != 0) {
-    sl_http_parser_fail(p, SL_HTTP_ENOMEM, "out of memory");
-    return -1;
-  }
-  return 0;
+  return sl_buf_append(&r->body, data, len) != 0 ? UV_ENOMEM : 0;
 }
 
-static void on_read(struct sl_upconn *uc, ssize_t nread, const char *buf, void *arg) {
+static void on_end(struct sl_upx *x, const struct sl_upx_result *res, void *arg) {
   struct sl_replay *r = arg;
-  size_t done = 0;
+  struct sl_replay_result out = {
+      .error = res->error,
+      .what = res->what,
+      .nothing_sent = res->nothing_sent,
+      .duration_ns = res->duration_ns,
+  };
 
-  if (nread < 0) {
-    if (nread == UV_EOF && r->resp.head_done && sl_http_parser_finish(&r->resp) == 0) {
-      finish(r, 0, NULL); /* close-delimited body */
-      return;
-    }
-    if (!retry_stale(r))
-      finish(r, r->resp.started ? UV_ECONNRESET : (int)nread,
-             r->resp.started ? "response cut short" : "closed without a response");
+  (void)x;
+  if (r->starting) {
+    r->early_error = res->error != 0 ? res->error : UV_EIO;
     return;
   }
-  while (done < (size_t)nread) {
-    ssize_t n = sl_http_parser_feed(&r->resp, buf + done, (size_t)nread - done);
+  if (res->error == 0) {
+    const struct sl_http_header *ra = sl_http_msg_header(res->head, "retry-after");
 
-    if (n < 0) {
-      finish(r, UV_EPROTO, "bad response");
-      return;
-    }
-    done += (size_t)n;
-    if (!r->resp.msg_done)
-      break;
-    if (r->resp.msg.status >= 200) {
-      if (done != (size_t)nread)
-        r->resp.msg.keep_alive = false; /* out of step: do not reuse */
-      finish(r, 0, NULL);
-      return;
-    }
-    /* A 1xx interim response: the final one follows. */
-    sl_http_parser_next(&r->resp, r->head_request);
-    sl_buf_reset(&r->body);
+    out.status = res->head->status;
+    out.head = res->head;
+    out.body = &r->body;
+    out.truncated = r->truncated;
+    if (ra != NULL)
+      out.retry_after_ms = sl_replay_parse_retry_after(sl_http_msg_str(res->head, ra->value_off),
+                                                       ra->value_len, sl_clock_wall_ms());
   }
-  sl_upconn_set_timer(uc, r->timeout_ms, on_timeout);
+  r->cb(&out, r->arg);
+  replay_free(r);
 }
 
-static void on_write(uv_write_t *req, int status) {
-  struct replay_write *w = (struct replay_write *)req;
-  struct sl_replay *r = w->r;
+static const struct sl_upx_callbacks replay_callbacks = {
+    .on_head = on_head,
+    .on_body = on_body,
+    .on_end = on_end,
+};
 
-  free(w);
-  if (r == NULL)
-    return;
-  r->write = NULL;
-  if (status < 0 && !retry_stale(r))
-    finish(r, status, "sending the request failed");
+/* The llhttp method of the request line at <req> (<len> bytes), or -1. */
+static int method_of(const char *req, size_t len) {
+#define METHOD_NAME(num, name, string) {#string, HTTP_##name},
+  static const struct {
+    const char *name;
+    int method;
+  } methods[] = {HTTP_ALL_METHOD_MAP(METHOD_NAME)};
+#undef METHOD_NAME
+  const char *sp = memchr(req, ' ', len);
+  size_t n = sp != NULL ? (size_t)(sp - req) : 0;
+
+  for (size_t i = 0; n > 0 && i < sizeof(methods) / sizeof(methods[0]); i++) {
+    if (strlen(methods[i].name) == n && memcmp(methods[i].name, req, n) == 0)
+      return methods[i].method;
+  }
+  return -1;
 }
 
-static void send_request(struct sl_replay *r) {
-  struct replay_write *w = malloc(sizeof(*w));
-  uv_buf_t b = uv_buf_init(r->req.base, (unsigned)r->req.len);
-
-  if (w == NULL) {
-    finish(r, UV_ENOMEM, "out of memory");
-    return;
-  }
-  w->r = r;
-  r->write = &w->req;
-  sl_http_parser_next(&r->resp, r->head_request);
-  sl_buf_reset(&r->body);
-  r->truncated = false;
-  if (uv_write(&w->req, sl_upconn_stream(r->uc), &b, 1, on_write) != 0) {
-    free(w);
-    r->write = NULL;
-    if (!retry_stale(r))
-      finish(r, UV_EPIPE, "sending the request failed");
-    return;
-  }
-  if (sl_upconn_read_start(r->uc, on_read) != 0) {
-    finish(r, UV_EIO, "reading the response failed");
-    return;
-  }
-  sl_upconn_set_timer(r->uc, r->timeout_ms, on_timeout);
-}
-
-int sl_replay_start(struct sl_upstream *pool, const char *req, size_t len, bool idempotent,
-                    bool head_request, uint64_t timeout_ms, size_t max_body, sl_replay_cb cb,
-                    void *arg, struct sl_replay **out) {
-  struct sl_replay *r = calloc(1, sizeof(*r));
+int sl_replay_start(struct sl_upstream *pool, const char *req, size_t len, uint64_t timeout_ms,
+                    size_t max_body, sl_replay_cb cb, void *arg, struct sl_replay **out) {
+  struct sl_replay *r;
+  int method = method_of(req, len);
   int rc;
 
+  if (method < 0)
+    return UV_EINVAL;
+  r = calloc(1, sizeof(*r));
   if (r == NULL)
     return UV_ENOMEM;
-  r->pool = pool;
-  r->idempotent = idempotent;
-  r->head_request = head_request;
-  r->timeout_ms = timeout_ms;
   r->max_body = max_body;
   r->cb = cb;
   r->arg = arg;
   sl_buf_init(&r->req);
   sl_buf_init(&r->body);
-  sl_http_parser_init(&r->resp, HTTP_RESPONSE, 64 * 1024, 0, NULL, on_body, NULL, r);
-  if (sl_buf_append(&r->req, req, len) != 0) {
+  r->x = sl_upx_create(&replay_callbacks, r);
+  if (r->x == NULL || sl_buf_append(&r->req, req, len) != 0) {
     replay_free(r);
     return UV_ENOMEM;
   }
-  /* The first attempt reports a failure to start here, not through <cb>, so
-   * that the callback never runs before the caller has the replay. */
-  rc = sl_upstream_get(pool, false, on_ready, r, &r->uc);
-  if (rc < 0) {
-    r->uc = NULL;
+  /* A failure at once is returned here, not through <cb>, so that the
+   * callback never runs before the caller has the replay. */
+  r->starting = true;
+  sl_upx_start(
+      r->x, pool,
+      &(struct sl_upx_request){
+          .method = (uint8_t)method, .head = &r->req, .body = NULL, .timeout_ms = timeout_ms});
+  r->starting = false;
+  if (r->early_error != 0) {
+    rc = r->early_error;
     replay_free(r);
     return rc;
-  }
-  if (rc == 1) {
-    r->starting = true;
-    send_request(r);
-    r->starting = false;
-    if (r->early_error != 0) {
-      rc = r->early_error;
-      replay_free(r);
-      return rc;
-    }
   }
   *out = r;
   return 0;
@@ -264,10 +148,7 @@ int sl_replay_start(struct sl_upstream *pool, const char *req, size_t len, bool 
 void sl_replay_cancel(struct sl_replay *r) {
   if (r == NULL)
     return;
-  if (r->uc != NULL)
-    sl_upconn_abort(r->uc);
-  r->uc = NULL;
-  replay_free(r);
+  replay_free(r); /* cancels the exchange: its connection is closed */
 }
 
 uint64_t sl_replay_parse_retry_after(const char *value, size_t len, uint64_t now_ms) {

@@ -1,19 +1,25 @@
 /*
  * Upstream keep-alive pool.
  *
- * Connection lifecycle: CONNECTING -> LENT -> IDLE -> LENT ... -> CLOSING.
+ * Connection lifecycle: CONNECTING -> LENT -> IDLE -> LENT ... -> CLOSING, and
+ * LENT -> DRAINING -> CLOSING for a connection released while its user's write
+ * is still pending (the response came before the request was fully written):
+ * it is never pooled, since the backend may still be reading that request's
+ * body, and it closes once the write has ended (or after the response timeout).
  * Handle memory is freed only in the close callbacks (two handles: tcp and
- * timer). An upstream being destroyed frees itself when its last connection
- * has closed.
+ * timer); a pending write's callback runs before the tcp handle's close
+ * callback, so the connection is still there for it. An upstream being
+ * destroyed frees itself when its last connection has closed.
  */
 #include "sluice/upstream.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sluice/log.h"
 
-enum upconn_state { UC_CONNECTING, UC_LENT, UC_IDLE, UC_CLOSING };
+enum upconn_state { UC_CONNECTING, UC_LENT, UC_IDLE, UC_DRAINING, UC_CLOSING };
 
 /* Idle connections unused for this long are closed: backends commonly close
  * theirs after 60 s or more, and closing first avoids most races. */
@@ -24,11 +30,13 @@ struct sl_upconn {
   uv_timer_t timer;
   uv_connect_t connect_req;
   struct sl_upstream *up;
-  struct sl_upconn *prev, *next; /* in up->idle while idle */
+  struct sl_upconn *prev, *next; /* in up->idle while idle, up->draining while draining */
   enum upconn_state state;
   unsigned reuses;
   int open_handles;
   bool reading;
+  bool writing;         /* a write started by sl_upconn_write() has not called back yet */
+  uv_write_cb write_cb; /* its callback */
   sl_upconn_ready_cb ready_cb;
   sl_upconn_read_cb read_cb;
   sl_upconn_timer_cb timer_cb;
@@ -40,7 +48,8 @@ struct sl_upstream {
   const struct sl_upstream_config *cfg;
   struct sl_upconn *idle;
   unsigned n_idle;
-  unsigned n_conns; /* every connection not yet freed */
+  struct sl_upconn *draining; /* released with a write pending: close when it ends */
+  unsigned n_conns;           /* every connection not yet freed */
   bool destroying;
 };
 
@@ -48,23 +57,31 @@ struct sl_upstream {
  * before the callback returns, so one buffer serves all connections. */
 static char read_buf[64 * 1024];
 
-static void idle_push(struct sl_upstream *up, struct sl_upconn *c) {
+static void list_push(struct sl_upconn **head, struct sl_upconn *c) {
   c->prev = NULL;
-  c->next = up->idle;
-  if (up->idle)
-    up->idle->prev = c;
-  up->idle = c;
+  c->next = *head;
+  if (*head)
+    (*head)->prev = c;
+  *head = c;
+}
+
+static void list_remove(struct sl_upconn **head, struct sl_upconn *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    *head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+static void idle_push(struct sl_upstream *up, struct sl_upconn *c) {
+  list_push(&up->idle, c);
   up->n_idle++;
 }
 
 static void idle_remove(struct sl_upstream *up, struct sl_upconn *c) {
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    up->idle = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->prev = c->next = NULL;
+  list_remove(&up->idle, c);
   up->n_idle--;
 }
 
@@ -89,6 +106,8 @@ static void upconn_close(struct sl_upconn *c) {
     return;
   if (c->state == UC_IDLE)
     idle_remove(c->up, c);
+  else if (c->state == UC_DRAINING)
+    list_remove(&c->up->draining, c);
   c->state = UC_CLOSING;
   c->ready_cb = NULL;
   c->read_cb = NULL;
@@ -116,6 +135,11 @@ static void close_idle(struct sl_upstream *up) {
     upconn_close(up->idle);
 }
 
+static void close_draining(struct sl_upstream *up) {
+  while (up->draining != NULL)
+    upconn_close(up->draining);
+}
+
 void sl_upstream_update(struct sl_upstream *up, const struct sl_upstream_config *cfg) {
   bool moved = memcmp(&up->cfg->address.sa, &cfg->address.sa, sizeof(cfg->address.sa)) != 0;
 
@@ -131,6 +155,7 @@ void sl_upstream_destroy(struct sl_upstream *up) {
     return;
   up->destroying = true;
   close_idle(up);
+  close_draining(up);
   maybe_free_upstream(up);
 }
 
@@ -144,7 +169,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_timer(uv_timer_t *t) {
   struct sl_upconn *c = t->data;
 
-  if (c->state == UC_IDLE) {
+  if (c->state == UC_IDLE || c->state == UC_DRAINING) {
     upconn_close(c);
     return;
   }
@@ -249,6 +274,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     upconn_close(c);
     return;
   }
+  if (c->state == UC_DRAINING) {
+    if (nread < 0)
+      upconn_close(c); /* the backend closed first: the write is cancelled */
+    return;            /* anything else is dropped: the response was already read */
+  }
   if (c->read_cb)
     c->read_cb(c, nread, buf->base, c->user);
 }
@@ -283,6 +313,46 @@ void sl_upconn_set_timer(struct sl_upconn *uc, uint64_t ms, sl_upconn_timer_cb c
     uv_timer_start(&uc->timer, on_timer, ms, 0);
 }
 
+static void on_write(uv_write_t *req, int status) {
+  struct sl_upconn *c = req->handle->data;
+  uv_write_cb cb = c->write_cb;
+
+  c->writing = false;
+  c->write_cb = NULL;
+  if (c->state == UC_DRAINING)
+    upconn_close(c); /* its exchange is over: the connection only waited for this */
+  cb(req, status);
+}
+
+int sl_upconn_write(struct sl_upconn *uc, uv_write_t *req, const uv_buf_t bufs[], unsigned nbufs,
+                    uv_write_cb cb) {
+  int r;
+
+  assert(uc->state == UC_LENT && !uc->writing);
+  r = uv_write(req, (uv_stream_t *)&uc->tcp, bufs, nbufs, on_write);
+  if (r != 0)
+    return r;
+  uc->writing = true;
+  uc->write_cb = cb;
+  return 0;
+}
+
+/* Released with a write pending: wait for it (bounded by the response
+ * timeout), then close. Reading goes on so that the backend's close is seen;
+ * what it sends is dropped. */
+static void start_draining(struct sl_upconn *uc) {
+  sl_log_debug("upstream %s: answered before the request was written; closing the connection "
+               "once the write ends",
+               uc->up->cfg->name);
+  uc->state = UC_DRAINING;
+  list_push(&uc->up->draining, uc);
+  if (start_reading(uc) != 0) {
+    upconn_close(uc);
+    return;
+  }
+  uv_timer_start(&uc->timer, on_timer, uc->up->cfg->response_timeout_ms, 0);
+}
+
 void sl_upconn_release(struct sl_upconn *uc, bool reusable) {
   struct sl_upstream *up = uc->up;
 
@@ -291,7 +361,11 @@ void sl_upconn_release(struct sl_upconn *uc, bool reusable) {
   uc->read_cb = NULL;
   uc->timer_cb = NULL;
   uc->user = NULL;
-  if (!reusable || up->destroying || up->n_idle >= up->cfg->keepalive) {
+  if (uc->writing && !up->destroying) {
+    start_draining(uc);
+    return;
+  }
+  if (!reusable || uc->writing || up->destroying || up->n_idle >= up->cfg->keepalive) {
     upconn_close(uc);
     return;
   }
