@@ -142,7 +142,7 @@ spill_ids = [t for t in sent if t.startswith("spill")]
 spilled = [a[0] for a in answers if a[1] == 202]
 c.check(len(answers) == len(SIZES) and sorted(spilled) == sorted(spill_ids),
         "spill: every request spilled (202)", [a for a in answers if a[1] != 202][:4])
-admin(aport, "POST", "/admin/upstreams/spilled/rate?value=0", None, expect_status="2xx")
+admin(aport, "POST", "/admin/upstreams/spilled/rate?value=10000", None, expect_status="2xx")
 admin(aport, "POST", "/admin/upstreams/spilled/resume", None, expect_status="2xx")
 wait_for(lambda: recorded(spill_ids), 40, "the backend to record every replayed request",
          state=lambda: sorted({e.get("id") for e in records()} & set(spill_ids)))
