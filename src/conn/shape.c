@@ -180,11 +180,19 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
   if (e->state == SL_LEDGER_QUEUED && e->not_before_ms > now_ms) {
     /* Delayed, or waiting for a retry: due at a time, not at a place in the line. */
     char when[32];
+    uint64_t pos;
+    double eta = 0;
 
+    /* A held drain (paused, circuit open) knows no time: the ETA is null. */
+    if (d != NULL)
+      sl_drain_position(d, e->seq, &pos, &eta);
     put_str(&o, ",\"position\":null,\"not_before\":\"");
     put_str(&o, iso_time(e->not_before_ms, when, sizeof(when)));
     put_str(&o, "\",\"eta_seconds\":");
-    put_tenths(&o, (double)(e->not_before_ms - now_ms) / 1e3);
+    if (eta >= 0)
+      put_tenths(&o, (double)(e->not_before_ms - now_ms) / 1e3);
+    else
+      put_str(&o, "null");
   } else if (e->state == SL_LEDGER_QUEUED && d != NULL) {
     uint64_t pos;
     double eta;
