@@ -153,10 +153,24 @@ struct sl_spool_item;
  * counted), rebuilds counts and sizes, applies the ack checkpoint and starts
  * the writer thread. <opts> is copied. On success stores the spool in <out>
  * and returns 0; otherwise a negative code (SL_ESPOOL_LOCKED if another
- * process holds the directory).
- * @thread owner
+ * process holds the directory). It blocks for as long as recovery takes, so
+ * it may run on another thread than the owner's (a threadpool job) provided
+ * that the hand-over of <out> to the owner synchronizes, as a mutex or
+ * uv_queue_work's completion does.
+ * @thread any, then owner
  */
 int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_spool **out);
+
+/*
+ * Replaces opts.notify, opts.on_fsync and their arguments, for a spool
+ * opened on another thread (a reload opens spools on the threadpool) whose
+ * owner is only known afterwards. The spool's threads read them under its
+ * lock, so this may be called while they run; notifications and fsyncs
+ * before the call went to the old ones.
+ * @thread owner
+ */
+void sl_spool_set_notify(struct sl_spool *spool, sl_spool_notify_cb notify, void *notify_arg,
+                         void (*on_fsync)(void *arg, uint64_t ns), void *fsync_arg);
 
 /*
  * Stops accepting work, lets the writer finish every queued operation and

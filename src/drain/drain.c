@@ -757,33 +757,39 @@ static enum sl_spool_fsync fsync_of(enum sl_fsync_policy p) {
   }
 }
 
-static int open_spool(struct sl_drain *d, const char *dir) {
+int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_config *ucfg,
+                        const char *dir, struct sl_spool **out, char *err, size_t errlen) {
   struct sl_spool_opts opts;
-  struct sl_spool_stats st;
   int rc;
 
+  *out = NULL;
+  /* The one place a spool directory is created, at start-up and on reload alike. */
   rc = sl_path_mkdir_p(dir);
   if (rc != 0) {
-    sl_log_error("spool %s: cannot create %s: %s", d->name, dir, uv_strerror(rc));
+    snprintf(err, errlen, "spool %s: cannot create %s: %s", ucfg->name, dir, uv_strerror(rc));
     return rc;
   }
   sl_spool_opts_init(&opts);
-  opts.name = d->name;
-  opts.fsync = fsync_of(d->cfg->spool.fsync);
-  opts.sync_delay_us = d->cfg->spool.fsync_interval_ms * 1000;
-  opts.max_bytes = d->ucfg->max_spool_bytes;
-  opts.compression_level = d->cfg->spool.compression_level;
+  opts.name = ucfg->name;
+  opts.fsync = fsync_of(cfg->spool.fsync);
+  opts.sync_delay_us = cfg->spool.fsync_interval_ms * 1000;
+  opts.max_bytes = ucfg->max_spool_bytes;
+  opts.compression_level = cfg->spool.compression_level;
   opts.batch_appends = true; /* flushed once per loop iteration: on_flush_check */
-  opts.notify = spool_notify;
-  opts.notify_arg = &d->async;
-  opts.on_fsync = on_fsync;
-  opts.fsync_arg = d;
-  rc = sl_spool_open(dir, &opts, &d->spool);
+  /* No notify yet: the drain that adopts the spool sets it (sl_spool_set_notify). */
+  rc = sl_spool_open(dir, &opts, out);
   if (rc != 0) {
-    sl_log_error("spool %s: cannot open %s: %s", d->name, dir, sl_spool_strerror(rc));
-    d->spool = NULL;
-    return rc;
+    snprintf(err, errlen, "spool %s: cannot open %s: %s", ucfg->name, dir, sl_spool_strerror(rc));
+    *out = NULL;
   }
+  return rc;
+}
+
+void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool) {
+  struct sl_spool_stats st;
+
+  d->spool = spool;
+  sl_spool_set_notify(spool, spool_notify, &d->async, on_fsync, d);
   sl_spool_stats(d->spool, &st);
   /* Positions count from what survived the restart. */
   d->seq_accepted = st.ready + st.delayed;
@@ -792,6 +798,20 @@ static int open_spool(struct sl_drain *d, const char *dir) {
     sl_log_info("spool %s: %llu record(s) to deliver (%llu delayed, %llu dead)", d->name,
                 (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,
                 (unsigned long long)st.dead);
+  pump(d);
+}
+
+/* Opens the spool in <dir> on the loop: only before the loop serves (start-up). */
+static int open_spool(struct sl_drain *d, const char *dir) {
+  struct sl_spool *spool;
+  char err[512];
+  int rc = sl_drain_open_spool(d->cfg, d->ucfg, dir, &spool, err, sizeof(err));
+
+  if (rc != 0) {
+    sl_log_error("%s", err);
+    return rc;
+  }
+  sl_drain_adopt_spool(d, spool);
   return 0;
 }
 

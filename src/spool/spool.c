@@ -435,6 +435,16 @@ static void enqueue_locked(struct sl_spool *spool, struct sl__op *op) {
   pthread_cond_signal(&spool->wcond);
 }
 
+void sl_spool_set_notify(struct sl_spool *spool, sl_spool_notify_cb notify, void *notify_arg,
+                         void (*on_fsync)(void *arg, uint64_t ns), void *fsync_arg) {
+  pthread_mutex_lock(&spool->mu);
+  spool->opts.notify = notify;
+  spool->opts.notify_arg = notify_arg;
+  spool->opts.on_fsync = on_fsync;
+  spool->opts.fsync_arg = fsync_arg;
+  pthread_mutex_unlock(&spool->mu);
+}
+
 void sl_spool_flush(struct sl_spool *spool) {
   pthread_mutex_lock(&spool->mu);
   if (spool->q_head != NULL)

@@ -76,9 +76,16 @@ static void complete_locked(struct sl_spool *spool, struct sl__op *op) {
 }
 
 static void notify(struct sl_spool *spool) {
+  sl_spool_notify_cb cb;
+  void *arg;
+
+  pthread_mutex_lock(&spool->mu); /* the owner may set them after open: sl_spool_set_notify */
+  cb = spool->opts.notify;
+  arg = spool->opts.notify_arg;
+  pthread_mutex_unlock(&spool->mu);
   pthread_cond_broadcast(&spool->icond);
-  if (spool->opts.notify)
-    spool->opts.notify(spool->opts.notify_arg);
+  if (cb)
+    cb(arg);
 }
 
 void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs) {
@@ -707,6 +714,13 @@ static void group_write(struct sl_spool *spool, struct group *g) {
 
 /* fdatasync of every written stage; errors go to st->sync_err. Runs on either thread. */
 static void group_sync(struct sl_spool *spool, struct group *g) {
+  void (*on_fsync)(void *, uint64_t);
+  void *fsync_arg;
+
+  pthread_mutex_lock(&spool->mu); /* see notify() */
+  on_fsync = spool->opts.on_fsync;
+  fsync_arg = spool->opts.fsync_arg;
+  pthread_mutex_unlock(&spool->mu);
   for (size_t i = 0; i < g->nst; i++) {
     struct stage *st = &g->stages[i];
     if (st->err == 0) {
@@ -715,8 +729,8 @@ static void group_sync(struct sl_spool *spool, struct group *g) {
       errno = 0;
       if (spool->io.fdatasync(st->seg->wfd) != 0)
         st->sync_err = sys_err(-EIO);
-      if (spool->opts.on_fsync != NULL)
-        spool->opts.on_fsync(spool->opts.fsync_arg, sl_clock_mono_ns() - t0);
+      if (on_fsync != NULL)
+        on_fsync(fsync_arg, sl_clock_mono_ns() - t0);
     }
   }
 }
