@@ -296,7 +296,14 @@ struct sl_spool_stats {
   uint64_t delayed;                  /* records waiting for their not-before time */
   uint64_t inflight;                 /* taken and not settled */
   uint64_t dead;                     /* dead letters */
-  uint64_t disk_bytes;               /* segment, dictionary and checkpoint files */
+  uint64_t disk_bytes;               /* segment, dictionary and checkpoint files, without the
+                                        zeros of preallocated segments: what max_bytes limits */
+  uint64_t prealloc_bytes;           /* zero-filled bytes of preallocated segment files beyond
+                                        their data (the current segment's tail and the spare) */
+  uint64_t backlog_bytes;            /* segment bytes of records not yet settled (ready, delayed,
+                                        in flight, dead letters): each unit is compressed as a
+                                        whole, so a segment's data bytes are shared out evenly
+                                        among its records */
   uint64_t oldest_ready_ms;          /* enqueue time of the oldest ready record; 0 if none */
   uint64_t raw_bytes_written;        /* encoded record bytes appended, since open */
   uint64_t compressed_bytes_written; /* bytes of units written for them, since open */

@@ -95,7 +95,7 @@ struct sl_drain {
   struct sl_metric *queue_wait;
   struct sl_metric *fsync_seconds;                        /* observed on the spool's threads */
   struct sl_metric *upstream_seconds, *upstream_inflight; /* shared with live traffic */
-  struct sl_metric *gauges[24];
+  struct sl_metric *gauges[32];
   size_t n_gauges;
 };
 
@@ -130,6 +130,10 @@ static double stat_of(struct sl_drain *d, size_t field) {
     return (double)st.compressed_bytes_written;
   case 8:
     return (double)st.corrupt_units;
+  case 9:
+    return (double)st.backlog_bytes;
+  case 10:
+    return (double)st.prealloc_bytes;
   default:
     return 0;
   }
@@ -139,7 +143,9 @@ static double m_ready(void *a) { return stat_of(a, 0); }
 static double m_delayed(void *a) { return stat_of(a, 1); }
 static double m_inflight(void *a) { return stat_of(a, 2); }
 static double m_dead(void *a) { return stat_of(a, 3); }
-static double m_bytes(void *a) { return stat_of(a, 4); }
+static double m_disk_bytes(void *a) { return stat_of(a, 4); }
+static double m_backlog_bytes(void *a) { return stat_of(a, 9); }
+static double m_prealloc_bytes(void *a) { return stat_of(a, 10); }
 static double m_age(void *a) { return stat_of(a, 5); }
 static double m_raw(void *a) { return stat_of(a, 6); }
 static double m_compressed(void *a) { return stat_of(a, 7); }
@@ -226,9 +232,24 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         sl_metrics_series_fn(backlog, (const char *[]){n, "delayed"}, m_delayed, d),
         sl_metrics_series_fn(backlog, (const char *[]){n, "inflight"}, m_inflight, d),
         sl_metrics_series_fn(backlog, (const char *[]){n, "dead"}, m_dead, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
-                                               "Bytes the spool takes on disk.", up),
-                             (const char *[]){n}, m_bytes, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
+                              "Bytes on disk of the records not yet delivered (ready, delayed, "
+                              "in flight, dead letters).",
+                              up),
+            (const char *[]){n}, m_backlog_bytes, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_disk_bytes",
+                              "Bytes of the spool's files, preallocated zeros left out: what "
+                              "max_spool_bytes limits.",
+                              up),
+            (const char *[]){n}, m_disk_bytes, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_preallocated_bytes",
+                              "Zero-filled bytes of preallocated spool segment files, beyond "
+                              "their records.",
+                              up),
+            (const char *[]){n}, m_prealloc_bytes, d),
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE,
                                                "sluice_backlog_oldest_age_seconds",
                                                "Lag: age of the oldest ready record.", up),

@@ -215,6 +215,7 @@ static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
   seg->wfd = -1;
   pthread_mutex_lock(&spool->mu);
   seg->sealed = true;
+  sl__seg_account_zeros(spool, seg);
   sl__seg_account_done(spool, seg);
   pthread_mutex_unlock(&spool->mu);
 }
@@ -316,6 +317,8 @@ static void *preparer_main(void *arg) {
     sl_log_warn("spool %s: preparing the next segment failed (%s): it will be created when needed",
                 spool->name, sl_spool_strerror(err));
   pthread_mutex_lock(&spool->mu);
+  if (err == 0)
+    sl__seg_account_zeros(spool, seg);
   spool->spare = err == 0 ? seg : NULL;
   spool->spare_ready = true;
   pthread_cond_signal(&spool->wcond);
@@ -328,6 +331,10 @@ static void drop_spare(struct sl_spool *spool, struct sl__seg *seg) {
   close(seg->wfd);
   seg->wfd = -1;
   spool->io.unlink(seg->path);
+  seg->zero_end = 0;
+  pthread_mutex_lock(&spool->mu);
+  sl__seg_account_zeros(spool, seg);
+  pthread_mutex_unlock(&spool->mu);
   sl__seg_unref(seg);
 }
 
@@ -682,6 +689,7 @@ static void stage_fail(struct sl_spool *spool, struct stage *st, int err) {
       seal(spool, seg, true); /* roll to a fresh file rather than trust this one's pages */
   }
   pthread_mutex_lock(&spool->mu);
+  sl__seg_account_zeros(spool, seg);
   spool->st.last_error = err;
   pthread_mutex_unlock(&spool->mu);
 }
@@ -758,6 +766,7 @@ static void group_finish(struct sl_spool *spool, struct group *g) {
     uint64_t end = st->off + st->out.len;
     spool->disk_bytes += end > seg->file_bytes ? end - seg->file_bytes : 0;
     seg->file_bytes = end > seg->file_bytes ? end : seg->file_bytes;
+    sl__seg_account_zeros(spool, seg);
     seg->committed = end;
     seg->nrec = st->ord0 + st->nrec;
     if (st->min_enq < seg->min_enqueue_ms)
@@ -1283,6 +1292,8 @@ static void gc_step(struct sl_spool *spool) {
       continue;
     seg->removed = true;
     spool->disk_bytes -= seg->file_bytes < spool->disk_bytes ? seg->file_bytes : spool->disk_bytes;
+    spool->prealloc_bytes -= seg->zeros;
+    seg->zeros = 0;
     spool->st.segments--;
     sl__segvec_remove(seg->store == SL__STORE_READY  ? &spool->ready
                       : seg->store == SL__STORE_DEAD ? &spool->dead
