@@ -104,7 +104,7 @@ int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_co
  */
 void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool);
 
-/* Applies a reloaded config (rate, burst, max_inflight, retry, paused). The
+/* Applies a reloaded config (rate, burst, max_inflight, retry, paused, max_spool_bytes). The
  * caller keeps <cfg> alive until the next call or destroy. */
 void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
                         const struct sl_upstream_config *ucfg);

@@ -173,6 +173,14 @@ void sl_spool_set_notify(struct sl_spool *spool, sl_spool_notify_cb notify, void
                          void (*on_fsync)(void *arg, uint64_t ns), void *fsync_arg);
 
 /*
+ * Replaces opts.max_bytes (a reload changed the limit): appends from now on
+ * are refused with SL_ESPOOL_FULL against <max_bytes>; nothing stored is
+ * removed when the spool is already above it.
+ * @thread owner
+ */
+void sl_spool_set_max_bytes(struct sl_spool *spool, uint64_t max_bytes);
+
+/*
  * Stops accepting work, lets the writer finish every queued operation and
  * write a final checkpoint, runs the pending completion callbacks, then frees
  * the spool. Items still in flight are released (delivered again after the

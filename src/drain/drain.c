@@ -909,6 +909,8 @@ void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
   d->ucfg = ucfg;
   d->paused = ucfg->paused;
   sl_shaper_configure(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
+  if (d->spool != NULL) /* the limit sluice_spool_max_bytes shows is the one enforced */
+    sl_spool_set_max_bytes(d->spool, ucfg->max_spool_bytes);
   pump(d);
 }
 

@@ -446,6 +446,12 @@ void sl_spool_set_notify(struct sl_spool *spool, sl_spool_notify_cb notify, void
   pthread_mutex_unlock(&spool->mu);
 }
 
+void sl_spool_set_max_bytes(struct sl_spool *spool, uint64_t max_bytes) {
+  pthread_mutex_lock(&spool->mu);
+  spool->opts.max_bytes = max_bytes;
+  pthread_mutex_unlock(&spool->mu);
+}
+
 void sl_spool_flush(struct sl_spool *spool) {
   pthread_mutex_lock(&spool->mu);
   if (spool->q_head != NULL)
