@@ -321,7 +321,7 @@ static void reload_finish(struct sl_server_reload_job *job) {
   }
   if (job->cb != NULL)
     job->cb(srv, ok ? job->cfg : NULL, job->status, ok ? NULL : job->err, job->arg);
-  if (srv->reload_again && !srv->shutting_down) {
+  if (srv->reload_again && !srv->shutting_down && job->path != NULL) {
     srv->reload_again = false;
     reload_start(srv, job->path, job->cb, job->arg);
   }
