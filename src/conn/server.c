@@ -182,38 +182,44 @@ static struct sl_route_stats **route_stats_of(struct sl_server *srv, const struc
 }
 
 /*
- * Adds a slot for upstream <i> of <cfg>, with its pool, id and a drain without
- * a spool. Returns 0 and the slot in <out>, or UV_ENOMEM (a slot may be left,
- * unused by any config).
+ * Makes sure upstream <i> of <cfg> has a slot with its pool, id and a drain (without a
+ * spool), creating what is missing. Returns 0 and the slot in <out>, or UV_ENOMEM; a slot
+ * may then be left without an id or drain, which no config uses, and the next call for
+ * the same name completes it.
  */
-static int add_slot(struct sl_server *srv, struct sl_config *cfg, size_t i,
-                    struct upstream_slot **out) {
+static int ensure_slot(struct sl_server *srv, struct sl_config *cfg, size_t i,
+                       struct upstream_slot **out) {
   const struct sl_upstream_config *ucfg = &cfg->upstreams[i];
-  struct upstream_slot *grown =
-      realloc(srv->upstreams, (srv->n_upstreams + 1) * sizeof(struct upstream_slot));
-  struct upstream_slot *s;
+  struct upstream_slot *s = find_slot(srv, ucfg->name);
 
-  if (grown == NULL)
-    return UV_ENOMEM;
-  srv->upstreams = grown;
-  s = &grown[srv->n_upstreams];
-  s->name = strdup(ucfg->name);
-  s->up = sl_upstream_create(srv->loop, ucfg);
-  if (s->name == NULL || s->up == NULL) {
-    free(s->name);
-    sl_upstream_destroy(s->up);
-    return UV_ENOMEM;
+  if (s == NULL) {
+    struct upstream_slot *grown =
+        realloc(srv->upstreams, (srv->n_upstreams + 1) * sizeof(struct upstream_slot));
+
+    if (grown == NULL)
+      return UV_ENOMEM;
+    srv->upstreams = grown;
+    s = &grown[srv->n_upstreams];
+    s->name = strdup(ucfg->name);
+    s->up = sl_upstream_create(srv->loop, ucfg);
+    if (s->name == NULL || s->up == NULL) {
+      free(s->name);
+      sl_upstream_destroy(s->up);
+      return UV_ENOMEM;
+    }
+    s->cfg = sl_config_ref(cfg);
+    s->stats = sl__stats_upstream(srv->stats, ucfg->name);
+    s->drain = NULL;
+    s->id = UINT16_MAX; /* no id: no status entries or keys (it gets no drain either) */
+    srv->n_upstreams++;
   }
-  s->cfg = sl_config_ref(cfg);
-  s->stats = sl__stats_upstream(srv->stats, ucfg->name);
-  s->drain = NULL;
-  s->id = UINT16_MAX; /* no id: no status entries or keys (it gets no drain either) */
-  srv->n_upstreams++;
   *out = s;
-  if (assign_upstream_id(srv, ucfg->name, &s->id) != 0)
+  if (s->id == UINT16_MAX && assign_upstream_id(srv, ucfg->name, &s->id) != 0)
     return UV_ENOMEM;
-  return sl_drain_create(srv->loop, cfg, ucfg, s->id, s->up, srv->ledger, sl_metrics_default(),
-                         NULL, &s->drain);
+  if (s->drain == NULL)
+    return sl_drain_create(srv->loop, cfg, ucfg, s->id, s->up, srv->ledger, sl_metrics_default(),
+                           NULL, &s->drain);
+  return 0;
 }
 
 /* Creates the run-time upstreams of <cfg> at start-up, opening their spools on the loop
@@ -221,7 +227,7 @@ static int add_slot(struct sl_server *srv, struct sl_config *cfg, size_t i,
 static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
     struct upstream_slot *s;
-    int rc = add_slot(srv, cfg, i, &s);
+    int rc = ensure_slot(srv, cfg, i, &s);
 
     if (rc == 0 && spills_to(cfg, i)) {
       struct sl_spool *spool;
@@ -281,8 +287,9 @@ static int register_reload_metrics(struct sl_server *srv) {
   return srv->reloads_ok != NULL && srv->reloads_failed != NULL ? 0 : UV_ENOMEM;
 }
 
-/* Closes the spools of <job> that no drain adopted. Threadpool, or the loop when
- * the job could not be queued. */
+/* Closes the spools of <job> that no drain adopted. On the threadpool when an open
+ * failed; on the loop only when the switch itself failed (memory) or the server is
+ * going away, and then the spools are fresh, their writers idle: closing is quick. */
 static void close_spools(struct sl_server_reload_job *job) {
   for (size_t i = 0; i < job->n_spools; i++) {
     sl_spool_close(job->spools[i].spool);
@@ -331,8 +338,8 @@ static void reload_finish(struct sl_server_reload_job *job) {
 /*
  * Switches the server to <job>'s config, handing the spools opened for it to
  * their drains. Everything that can fail (memory) comes before anything that
- * the running config uses changes; the last failure point adds the slots of
- * new upstreams, which no route of the running config reaches.
+ * the running config uses changes; the last failure point completes the
+ * slots of new upstreams, which no route of the running config reaches.
  */
 static int reload_commit(struct sl_server *srv, struct sl_server_reload_job *job) {
   struct sl_config *cfg = job->cfg;
@@ -342,10 +349,9 @@ static int reload_commit(struct sl_server *srv, struct sl_server_reload_job *job
   if (rs == NULL)
     return UV_ENOMEM;
   for (size_t i = 0; i < cfg->n_upstreams && rc == 0; i++) {
-    struct upstream_slot *s = find_slot(srv, cfg->upstreams[i].name);
+    struct upstream_slot *s;
 
-    if (s == NULL)
-      rc = add_slot(srv, cfg, i, &s);
+    rc = ensure_slot(srv, cfg, i, &s);
   }
   if (rc != 0) {
     free(rs);
@@ -442,7 +448,7 @@ static void open_spools(struct sl_server_reload_job *job) {
     struct upstream_slot *s = find_slot(srv, cfg->upstreams[i].name);
     struct reload_spool *sp = &job->spools[job->n_spools];
 
-    if (!spills_to(cfg, i) || (s != NULL && sl_drain_can_spill(s->drain)))
+    if (!spills_to(cfg, i) || (s != NULL && s->drain != NULL && sl_drain_can_spill(s->drain)))
       continue;
     if (spool_dir(cfg, i, sp->dir, sizeof(sp->dir)) != 0) {
       job->status = UV_ENAMETOOLONG;
