@@ -1,8 +1,8 @@
 /*
  * sluice: wiring only. Parses the command line, loads the config, starts the
  * server on one libuv loop and maps signals: SIGTERM/SIGINT to a graceful
- * shutdown, SIGHUP to a reload (parsed on the threadpool, so the loop never
- * waits on the file).
+ * shutdown, SIGHUP to a reload (the server reads the file and opens new
+ * spools on the threadpool, so the loop never waits on the disk).
  */
 #include <getopt.h>
 #include <signal.h>
@@ -19,20 +19,10 @@
 
 #define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
 
-struct reload_job {
-  uv_work_t req;
-  char *path;
-  struct sl_config *cfg;
-  char err[512];
-};
-
 static struct sl_server *server;
 static struct sl_admin *admin;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static const char *config_path = DEFAULT_CONFIG;
-static bool reload_running;
-static struct sl_metric *reloads_ok, *reloads_failed;
-static bool reload_again;
 
 static void usage(FILE *out) {
   fprintf(out, "usage: sluice [-t] [-c FILE]\n"
@@ -58,65 +48,27 @@ static void on_shutdown_done(struct sl_server *srv) {
   close_signals();
 }
 
-static void start_reload(void);
-
-static void reload_work(uv_work_t *req) {
-  struct reload_job *job = req->data;
-
-  if (sl_config_load(job->path, &job->cfg, job->err, sizeof(job->err)) != 0)
-    job->cfg = NULL;
-}
-
-static void reload_done(uv_work_t *req, int status) {
-  struct reload_job *job = req->data;
-
-  reload_running = false;
-  if (status == 0 && job->cfg != NULL && server != NULL) {
-    sl_log_set_level(job->cfg->log.level);
-    sl_server_reload(server, job->cfg);
-    sl_admin_set_config(admin, job->cfg);
-    sl_metrics_inc(reloads_ok);
-    sl_log_info("reloaded %s", job->path);
-  } else if (job->cfg == NULL) {
-    sl_metrics_inc(reloads_failed);
-    sl_log_error("reload failed, keeping the running config: %s", job->err);
-  }
-  sl_config_unref(job->cfg);
-  free(job->path);
-  free(job);
-  if (reload_again) {
-    reload_again = false;
-    start_reload();
-  }
-}
-
-static void start_reload(void) {
-  struct reload_job *job;
-
-  if (reload_running) {
-    reload_again = true; /* a HUP during a reload: read the file once more after */
+/* After a reload switched the server to <cfg>: the settings main applies itself. The
+ * server has logged and counted the outcome either way. */
+static void on_reloaded(struct sl_server *srv, const struct sl_config *cfg, int status,
+                        const char *error, void *arg) {
+  (void)srv;
+  (void)error;
+  (void)arg;
+  if (status != 0)
     return;
-  }
-  job = calloc(1, sizeof(*job));
-  if (job == NULL || (job->path = strdup(config_path)) == NULL) {
-    free(job);
-    sl_log_error("reload: out of memory");
-    return;
-  }
-  job->req.data = job;
-  if (uv_queue_work(uv_default_loop(), &job->req, reload_work, reload_done) != 0) {
-    free(job->path);
-    free(job);
-    return;
-  }
-  reload_running = true;
+  sl_log_set_level(cfg->log.level);
+  if (sl_admin_set_config(admin, cfg) != 0)
+    sl_log_error("reload: the admin listener keeps its previous token (out of memory)");
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
   (void)h;
   if (signum == SIGHUP) {
+    if (server == NULL)
+      return;
     sl_log_info("SIGHUP: reloading %s", config_path);
-    start_reload();
+    sl_server_reload(server, config_path, on_reloaded, NULL);
     return;
   }
   if (server == NULL)
@@ -179,16 +131,7 @@ int main(int argc, char **argv) {
   sl_log_set_level(cfg->log.level);
   signal(SIGPIPE, SIG_IGN);
 
-  {
-    static const char *const result[] = {"result", NULL};
-    struct sl_metric_family *f =
-        sl_metrics_family(sl_metrics_default(), SL_METRIC_COUNTER, "sluice_config_reloads_total",
-                          "Config reloads (SIGHUP) by result.", result);
-    reloads_ok = f ? sl_metrics_series(f, (const char *[]){"success"}) : NULL;
-    reloads_failed = f ? sl_metrics_series(f, (const char *[]){"failure"}) : NULL;
-  }
-  if (reloads_ok == NULL || reloads_failed == NULL ||
-      sl_metrics_register_process(sl_metrics_default()) != 0) {
+  if (sl_metrics_register_process(sl_metrics_default()) != 0) {
     sl_log_error("out of memory");
     return 1;
   }
@@ -196,7 +139,8 @@ int main(int argc, char **argv) {
   admin = sl_admin_create(loop, cfg, sl_metrics_default());
   sl_config_unref(cfg);
   if (server == NULL || admin == NULL || sl_server_register_admin(server, admin) != 0 ||
-      sl_server_start(server) != 0 || sl_admin_start(admin) != 0) {
+      sl_server_register_reload_admin(server, admin) != 0 || sl_server_start(server) != 0 ||
+      sl_admin_start(admin) != 0) {
     sl_server_destroy(server);
     sl_admin_destroy(admin);
     uv_run(loop, UV_RUN_DEFAULT);

@@ -119,7 +119,7 @@ struct sl_config {
   struct {
     char *dir;                  /* default "/var/lib/sluice" */
     enum sl_fsync_policy fsync; /* default batch */
-    uint64_t fsync_interval_ms; /* default 2ms */
+    uint64_t fsync_interval_ms; /* default 0: natural group commit */
     int compression_level;      /* default 1, 1..19 */
   } spool;
 

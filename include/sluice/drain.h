@@ -82,7 +82,8 @@ struct sl_drain_watch {
  * entries carry, stable across reloads and restarts; see ledger_journal.h), using
  * connection pool <pool>, ledger <ledger> and metrics registry <reg>. With
  * <spool_dir> non-NULL it opens the spool there (recovering it); that is the
- * only blocking step and happens before the loop serves. Returns 0 and the
+ * only blocking step, so only start-up, before the loop serves, passes one
+ * (a reload opens spools on the threadpool: sl_drain_open_spool). Returns 0 and the
  * drain in <out>, or a negative code (logged).
  */
 int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
@@ -90,7 +91,27 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
                     struct sl_ledger *ledger, struct sl_metrics *reg, const char *spool_dir,
                     struct sl_drain **out);
 
-/* Applies a reloaded config (rate, burst, max_inflight, retry, paused). The
+/*
+ * Opens the spool of upstream <ucfg> of <cfg> in directory <dir>, creating
+ * the directory and recovering what it holds: the blocking step of giving a
+ * drain a spool, which a reload runs on the threadpool. The spool notifies
+ * no one until a drain adopts it. Returns 0 and the spool in <out>, or a
+ * negative code with a line for the log in <err> (<errlen> bytes); <out> is
+ * then NULL. The caller owns the spool until it hands it to
+ * sl_drain_adopt_spool(), or closes it with sl_spool_close().
+ * @thread any: touches no drain
+ */
+int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_config *ucfg,
+                        const char *dir, struct sl_spool **out, char *err, size_t errlen);
+
+/*
+ * Gives drain <d>, which has no spool, the spool <spool> opened by
+ * sl_drain_open_spool(): from now on the drain owns it, spills into it and
+ * replays its backlog. The caller must not use <spool> any more.
+ */
+void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool);
+
+/* Applies a reloaded config (rate, burst, max_inflight, retry, paused, max_spool_bytes). The
  * caller keeps <cfg> alive until the next call or destroy. */
 void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
                         const struct sl_upstream_config *ucfg);

@@ -28,8 +28,30 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg);
 /* Binds and listens on cfg->listen. Returns 0 or a UV_* error (logged). */
 int sl_server_start(struct sl_server *srv);
 
-/* Switches to <cfg> (takes a reference) for requests that start from now on. */
-void sl_server_reload(struct sl_server *srv, struct sl_config *cfg);
+/*
+ * How a reload ended: <status> 0 and <cfg> (borrowed: take a reference to keep
+ * it) the config requests use from now on; or a negative code, <cfg> NULL and
+ * <error> the reason, with the running config kept whole.
+ */
+typedef void (*sl_server_reload_cb)(struct sl_server *srv, const struct sl_config *cfg, int status,
+                                    const char *error, void *arg);
+
+/*
+ * Reloads the config file <path> as a transaction, without blocking the
+ * loop: parses it on the threadpool, then opens and recovers on the
+ * threadpool every spool the new config needs that is not open yet (an
+ * upstream new to the config that a route spills to, or one a route starts
+ * spilling to), and only if all of that succeeded switches to it for the
+ * requests that start from then on; requests in flight finish under the
+ * config they started with. On any failure the spools opened for it are
+ * closed and the running config stays as it was. Either way the outcome is
+ * logged, counted in sluice_config_reloads_total{result="success"|"failure"}
+ * and shown at GET /admin/reload (sl_server_register_reload_admin), and then
+ * <cb>(srv, ..., <arg>) runs on the loop, unless the server is destroyed
+ * first. A reload asked for while one runs makes one more run after it
+ * (several make one), with the same <cb>. During a shutdown it does nothing.
+ */
+void sl_server_reload(struct sl_server *srv, const char *path, sl_server_reload_cb cb, void *arg);
 
 /* The config new requests use (borrowed). */
 const struct sl_config *sl_server_config(const struct sl_server *srv);
@@ -44,6 +66,14 @@ void sl_server_shutdown(struct sl_server *srv, sl_server_shutdown_cb cb);
 struct sl_admin;
 /* Adds the shaping admin API (/admin/upstreams...) to <admin>. Returns 0 or a UV_* code. */
 int sl_server_register_admin(struct sl_server *srv, struct sl_admin *admin);
+
+/*
+ * Adds GET /admin/reload to <admin>, behind the token: JSON with the last
+ * reload's result ("none", "success", "failure"), its time (RFC 3339, UTC),
+ * its error (null unless it failed), whether one is running, and the counts
+ * of successes and failures. Returns 0 or a UV_* code.
+ */
+int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admin);
 
 /* Frees the server after its shutdown completed. Accepts NULL. */
 void sl_server_destroy(struct sl_server *srv);

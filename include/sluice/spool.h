@@ -153,10 +153,32 @@ struct sl_spool_item;
  * counted), rebuilds counts and sizes, applies the ack checkpoint and starts
  * the writer thread. <opts> is copied. On success stores the spool in <out>
  * and returns 0; otherwise a negative code (SL_ESPOOL_LOCKED if another
- * process holds the directory).
- * @thread owner
+ * process holds the directory). It blocks for as long as recovery takes, so
+ * it may run on another thread than the owner's (a threadpool job) provided
+ * that the hand-over of <out> to the owner synchronizes, as a mutex or
+ * uv_queue_work's completion does.
+ * @thread any, then owner
  */
 int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_spool **out);
+
+/*
+ * Replaces opts.notify, opts.on_fsync and their arguments, for a spool
+ * opened on another thread (a reload opens spools on the threadpool) whose
+ * owner is only known afterwards. The spool's threads read them under its
+ * lock, so this may be called while they run; notifications and fsyncs
+ * before the call went to the old ones.
+ * @thread owner
+ */
+void sl_spool_set_notify(struct sl_spool *spool, sl_spool_notify_cb notify, void *notify_arg,
+                         void (*on_fsync)(void *arg, uint64_t ns), void *fsync_arg);
+
+/*
+ * Replaces opts.max_bytes (a reload changed the limit): appends from now on
+ * are refused with SL_ESPOOL_FULL against <max_bytes>; nothing stored is
+ * removed when the spool is already above it.
+ * @thread owner
+ */
+void sl_spool_set_max_bytes(struct sl_spool *spool, uint64_t max_bytes);
 
 /*
  * Stops accepting work, lets the writer finish every queued operation and
@@ -298,7 +320,14 @@ struct sl_spool_stats {
   uint64_t delayed;                  /* records waiting for their not-before time */
   uint64_t inflight;                 /* taken and not settled */
   uint64_t dead;                     /* dead letters */
-  uint64_t disk_bytes;               /* segment, dictionary and checkpoint files */
+  uint64_t disk_bytes;               /* segment, dictionary and checkpoint files, without the
+                                        zeros of preallocated segments: what max_bytes limits */
+  uint64_t prealloc_bytes;           /* zero-filled bytes of preallocated segment files beyond
+                                        their data (the current segment's tail and the spare) */
+  uint64_t backlog_bytes;            /* segment bytes of records not yet settled (ready, delayed,
+                                        in flight, dead letters): each unit is compressed as a
+                                        whole, so a segment's data bytes are shared out evenly
+                                        among its records */
   uint64_t oldest_ready_ms;          /* enqueue time of the oldest ready record; 0 if none */
   uint64_t raw_bytes_written;        /* encoded record bytes appended, since open */
   uint64_t compressed_bytes_written; /* bytes of units written for them, since open */

@@ -55,7 +55,7 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
                 "\"dead\":%llu,\"backlog_bytes\":%llu,\"eta_seconds\":",
                 info.rate, info.paused ? "true" : "false", (unsigned long long)info.spool.ready,
                 (unsigned long long)info.spool.delayed, (unsigned long long)info.spool.inflight,
-                (unsigned long long)info.spool.dead, (unsigned long long)info.spool.disk_bytes);
+                (unsigned long long)info.spool.dead, (unsigned long long)info.spool.backlog_bytes);
   /* eta_seconds is null while nothing drains: paused, or the circuit not closed. */
   if (info.eta_seconds >= 0)
     sl_buf_printf(b, "%.1f", info.eta_seconds);

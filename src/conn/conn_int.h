@@ -68,6 +68,15 @@ enum conn_state {
 /* Run-time upstreams by name (server.c). */
 struct upstream_slot;
 
+/* How the last reload ended, for GET /admin/reload (server.c). */
+enum sl_reload_result { SL_RELOAD_NONE, SL_RELOAD_SUCCESS, SL_RELOAD_FAILURE };
+struct sl_server_reload_info {
+  enum sl_reload_result result;
+  uint64_t wall_ms; /* when it ended */
+  char error[1024]; /* why it failed; "" otherwise */
+  uint64_t successes, failures;
+};
+
 struct sl_server {
   uv_loop_t *loop;
   uv_tcp_t listener;
@@ -91,6 +100,10 @@ struct sl_server {
   char **upstream_ids;                 /* upstream name by id (ledger entries, key scopes) */
   size_t n_upstream_ids;
   struct sl_route_stats *unrouted_stats;
+  struct sl_server_reload_job *reload; /* the reload under way, NULL if none */
+  bool reload_again;                   /* a reload was asked for meanwhile: run one more after */
+  struct sl_server_reload_info last_reload;
+  struct sl_metric *reloads_ok, *reloads_failed;
 };
 
 struct sl_conn {

@@ -7,12 +7,24 @@
  * connections survive a reload that does not move the upstream. An upstream
  * that disappears from the config stays until shutdown, because requests that
  * started under the old config may still be using it.
+ *
+ * A reload is a transaction: the file is parsed on the threadpool, then every
+ * spool the new config needs and the running one lacks (a new upstream that a
+ * route spills to, or an upstream whose route starts spilling) is opened and
+ * recovered on the threadpool too. Only once all of that succeeded does the
+ * loop switch to the new config, in one turn; if anything failed, the spools
+ * opened for it are closed and the running config stays as it was, whole. The
+ * outcome is logged, counted in sluice_config_reloads_total{result} and shown
+ * at GET /admin/reload.
  */
 #include "conn_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "sluice/admin.h"
 #include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -142,16 +154,11 @@ static int open_journal(struct sl_server *srv, const struct sl_config *cfg) {
   return rc;
 }
 
-/* Creates the drain of slot <s> for upstream <i> of <cfg>. */
-static int create_drain(struct sl_server *srv, struct upstream_slot *s, struct sl_config *cfg,
-                        size_t i) {
-  char dir[4096];
-  int n = snprintf(dir, sizeof(dir), "%s/%s", cfg->spool.dir, cfg->upstreams[i].name);
+/* The spool directory of upstream <i> of <cfg>, in <dir> of <len> bytes. */
+static int spool_dir(const struct sl_config *cfg, size_t i, char *dir, size_t len) {
+  int n = snprintf(dir, len, "%s/%s", cfg->spool.dir, cfg->upstreams[i].name);
 
-  if (n < 0 || (size_t)n >= sizeof(dir))
-    return UV_ENAMETOOLONG;
-  return sl_drain_create(srv->loop, cfg, &cfg->upstreams[i], s->id, s->up, srv->ledger,
-                         sl_metrics_default(), spills_to(cfg, i) ? dir : NULL, &s->drain);
+  return n < 0 || (size_t)n >= len ? UV_ENAMETOOLONG : 0;
 }
 
 struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
@@ -163,61 +170,416 @@ struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struc
   return sl__stats_route(srv->stats, r); /* a request from before a reload */
 }
 
-/* Looks up the series of every route of <cfg> once, for the request path. */
-static int bind_route_stats(struct sl_server *srv, const struct sl_config *cfg) {
+/* Looks up the series of every route of <cfg> once, for the request path: NULL on ENOMEM. */
+static struct sl_route_stats **route_stats_of(struct sl_server *srv, const struct sl_config *cfg) {
   struct sl_route_stats **rs = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof(*rs));
 
   if (rs == NULL)
-    return UV_ENOMEM;
+    return NULL;
   for (size_t i = 0; i < cfg->n_routes; i++)
     rs[i] = sl__stats_route(srv->stats, &cfg->routes[i]);
-  free(srv->route_stats);
-  srv->route_stats = rs;
+  return rs;
+}
+
+/*
+ * Makes sure upstream <i> of <cfg> has a slot with its pool, id and a drain (without a
+ * spool), creating what is missing. Returns 0 and the slot in <out>, or UV_ENOMEM; a slot
+ * may then be left without an id or drain, which no config uses, and the next call for
+ * the same name completes it.
+ */
+static int ensure_slot(struct sl_server *srv, struct sl_config *cfg, size_t i,
+                       struct upstream_slot **out) {
+  const struct sl_upstream_config *ucfg = &cfg->upstreams[i];
+  struct upstream_slot *s = find_slot(srv, ucfg->name);
+
+  if (s == NULL) {
+    struct upstream_slot *grown =
+        realloc(srv->upstreams, (srv->n_upstreams + 1) * sizeof(struct upstream_slot));
+
+    if (grown == NULL)
+      return UV_ENOMEM;
+    srv->upstreams = grown;
+    s = &grown[srv->n_upstreams];
+    s->name = strdup(ucfg->name);
+    s->up = sl_upstream_create(srv->loop, ucfg);
+    if (s->name == NULL || s->up == NULL) {
+      free(s->name);
+      sl_upstream_destroy(s->up);
+      return UV_ENOMEM;
+    }
+    s->cfg = sl_config_ref(cfg);
+    s->stats = sl__stats_upstream(srv->stats, ucfg->name);
+    s->drain = NULL;
+    s->id = UINT16_MAX; /* no id: no status entries or keys (it gets no drain either) */
+    srv->n_upstreams++;
+  }
+  *out = s;
+  if (s->id == UINT16_MAX && assign_upstream_id(srv, ucfg->name, &s->id) != 0)
+    return UV_ENOMEM;
+  if (s->drain == NULL)
+    return sl_drain_create(srv->loop, cfg, ucfg, s->id, s->up, srv->ledger, sl_metrics_default(),
+                           NULL, &s->drain);
   return 0;
 }
 
-/* Points the run-time upstreams at <cfg>, creating those that are new. */
+/* Creates the run-time upstreams of <cfg> at start-up, opening their spools on the loop
+ * (it does not serve yet). */
 static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct upstream_slot *s;
+    int rc = ensure_slot(srv, cfg, i, &s);
+
+    if (rc == 0 && spills_to(cfg, i)) {
+      struct sl_spool *spool;
+      char dir[4096], err[1024];
+
+      rc = spool_dir(cfg, i, dir, sizeof(dir));
+      if (rc == 0)
+        rc = sl_drain_open_spool(cfg, &cfg->upstreams[i], dir, &spool, err, sizeof(err));
+      if (rc != 0) {
+        sl_log_error("%s", rc == UV_ENAMETOOLONG ? "spool.dir: path too long" : err);
+        return rc;
+      }
+      sl_drain_adopt_spool(s->drain, spool);
+    }
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* ---- reload ------------------------------------------------------------ */
+
+/* A spool the new config needs and the running one lacks. */
+struct reload_spool {
+  size_t upstream; /* its index in the new config */
+  char dir[4096];
+  struct sl_spool *spool; /* opened on the threadpool; NULL once a drain adopted it */
+};
+
+/*
+ * One reload, from the file to the switch. Its steps run on the threadpool
+ * (parse, then open the spools) and, between and after them, on the loop.
+ * <srv> is NULL once the server was destroyed meanwhile: the job then only
+ * closes what it opened and frees itself.
+ */
+struct sl_server_reload_job {
+  uv_work_t req;
+  struct sl_server *srv;
+  char *path;
+  struct sl_config *cfg; /* the parsed file, NULL until then */
+  struct reload_spool *spools;
+  size_t n_spools;
+  int status;
+  char err[1024];
+  sl_server_reload_cb cb;
+  void *arg;
+};
+
+static int register_reload_metrics(struct sl_server *srv) {
+  static const char *const result[] = {"result", NULL};
+  struct sl_metric_family *f =
+      sl_metrics_family(sl_metrics_default(), SL_METRIC_COUNTER, "sluice_config_reloads_total",
+                        "Config reloads (SIGHUP) by result.", result);
+
+  srv->reloads_ok = f ? sl_metrics_series(f, (const char *[]){"success"}) : NULL;
+  srv->reloads_failed = f ? sl_metrics_series(f, (const char *[]){"failure"}) : NULL;
+  return srv->reloads_ok != NULL && srv->reloads_failed != NULL ? 0 : UV_ENOMEM;
+}
+
+/* Closes the spools of <job> that no drain adopted. On the threadpool when an open
+ * failed; on the loop only when the switch itself failed (memory) or the server is
+ * going away, and then the spools are fresh, their writers idle: closing is quick. */
+static void close_spools(struct sl_server_reload_job *job) {
+  for (size_t i = 0; i < job->n_spools; i++) {
+    sl_spool_close(job->spools[i].spool);
+    job->spools[i].spool = NULL;
+  }
+}
+
+static void job_free(struct sl_server_reload_job *job) {
+  close_spools(job);
+  sl_config_unref(job->cfg);
+  free(job->spools);
+  free(job->path);
+  free(job);
+}
+
+static void reload_start(struct sl_server *srv, const char *path, sl_server_reload_cb cb,
+                         void *arg);
+
+/* Reports how <job> ended, lets the next reload start and frees the job. */
+static void reload_finish(struct sl_server_reload_job *job) {
+  struct sl_server *srv = job->srv;
+  bool ok = job->status == 0;
+
+  srv->reload = NULL;
+  srv->last_reload.result = ok ? SL_RELOAD_SUCCESS : SL_RELOAD_FAILURE;
+  srv->last_reload.wall_ms = sl_clock_wall_ms();
+  snprintf(srv->last_reload.error, sizeof(srv->last_reload.error), "%s", ok ? "" : job->err);
+  if (ok) {
+    sl_metrics_inc(srv->reloads_ok);
+    srv->last_reload.successes++;
+    sl_log_info("reloaded %s", job->path);
+  } else {
+    sl_metrics_inc(srv->reloads_failed);
+    srv->last_reload.failures++;
+    sl_log_error("reload failed, keeping the running config: %s", job->err);
+  }
+  if (job->cb != NULL)
+    job->cb(srv, ok ? job->cfg : NULL, job->status, ok ? NULL : job->err, job->arg);
+  if (srv->reload_again && !srv->shutting_down && job->path != NULL) {
+    srv->reload_again = false;
+    reload_start(srv, job->path, job->cb, job->arg);
+  }
+  job_free(job);
+}
+
+/*
+ * Switches the server to <job>'s config, handing the spools opened for it to
+ * their drains. Everything that can fail (memory) comes before anything that
+ * the running config uses changes; the last failure point completes the
+ * slots of new upstreams, which no route of the running config reaches.
+ */
+static int reload_commit(struct sl_server *srv, struct sl_server_reload_job *job) {
+  struct sl_config *cfg = job->cfg;
+  struct sl_route_stats **rs = route_stats_of(srv, cfg);
+  int rc = 0;
+
+  if (rs == NULL)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < cfg->n_upstreams && rc == 0; i++) {
+    struct upstream_slot *s;
+
+    rc = ensure_slot(srv, cfg, i, &s);
+  }
+  if (rc != 0) {
+    free(rs);
+    return rc;
+  }
+  if (strcmp(cfg->listen.text, srv->cfg->listen.text) != 0)
+    sl_log_warn("listen changed from %s to %s: takes effect after a restart", srv->cfg->listen.text,
+                cfg->listen.text);
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
     const struct sl_upstream_config *ucfg = &cfg->upstreams[i];
     struct upstream_slot *s = find_slot(srv, ucfg->name);
 
-    if (s == NULL) {
-      struct upstream_slot *grown =
-          realloc(srv->upstreams, (srv->n_upstreams + 1) * sizeof(struct upstream_slot));
-      if (grown == NULL)
-        return UV_ENOMEM;
-      srv->upstreams = grown;
-      s = &grown[srv->n_upstreams];
-      s->name = strdup(ucfg->name);
-      s->up = sl_upstream_create(srv->loop, ucfg);
-      if (s->name == NULL || s->up == NULL) {
-        free(s->name);
-        sl_upstream_destroy(s->up);
-        return UV_ENOMEM;
-      }
-      s->cfg = sl_config_ref(cfg);
-      s->stats = sl__stats_upstream(srv->stats, ucfg->name);
-      s->drain = NULL;
-      s->id = UINT16_MAX; /* no id: no status entries or keys (it gets no drain either) */
-      srv->n_upstreams++;
-      if (assign_upstream_id(srv, ucfg->name, &s->id) != 0)
-        return UV_ENOMEM;
-      if (create_drain(srv, s, cfg, i) != 0)
-        return UV_EIO;
-      continue;
-    }
     sl_upstream_update(s->up, ucfg);
-    if (s->drain != NULL)
-      sl_drain_configure(s->drain, cfg, ucfg);
-    if (s->drain != NULL && !sl_drain_can_spill(s->drain) && spills_to(cfg, i))
-      sl_log_warn("upstream %s: a route spills to it now; its spool opens after a restart",
-                  ucfg->name);
+    sl_drain_configure(s->drain, cfg, ucfg);
+    for (size_t k = 0; k < job->n_spools; k++) {
+      if (job->spools[k].upstream == i && job->spools[k].spool != NULL) {
+        sl_drain_adopt_spool(s->drain, job->spools[k].spool);
+        job->spools[k].spool = NULL;
+        sl_log_info("upstream %s: spool opened at %s", ucfg->name, job->spools[k].dir);
+      }
+    }
     sl_config_ref(cfg);
     sl_config_unref(s->cfg);
     s->cfg = cfg;
   }
+  sl_dedupe_set_window(srv->dedupe, cfg->dedupe_window_ms);
+  free(srv->route_stats);
+  srv->route_stats = rs;
+  sl_config_unref(srv->cfg);
+  srv->cfg = sl_config_ref(cfg);
   return 0;
+}
+
+/* Threadpool: opens every spool of the job; if one fails, closes the others. */
+static void open_spools_work(uv_work_t *req) {
+  struct sl_server_reload_job *job = req->data;
+
+  for (size_t i = 0; i < job->n_spools; i++) {
+    struct reload_spool *sp = &job->spools[i];
+
+    job->status = sl_drain_open_spool(job->cfg, &job->cfg->upstreams[sp->upstream], sp->dir,
+                                      &sp->spool, job->err, sizeof(job->err));
+    if (job->status != 0) {
+      close_spools(job);
+      return;
+    }
+  }
+}
+
+static void open_spools_done(uv_work_t *req, int status) {
+  struct sl_server_reload_job *job = req->data;
+  struct sl_server *srv = job->srv;
+
+  if (srv == NULL) {
+    job_free(job); /* the server went meanwhile */
+    return;
+  }
+  if (status != 0 && job->status == 0) {
+    job->status = status;
+    snprintf(job->err, sizeof(job->err), "opening spools: %s", uv_strerror(status));
+  }
+  if (job->status == 0 && srv->shutting_down) {
+    job->status = UV_ECANCELED;
+    snprintf(job->err, sizeof(job->err), "shutting down");
+  }
+  if (job->status == 0 && (job->status = reload_commit(srv, job)) != 0)
+    snprintf(job->err, sizeof(job->err), "switching to the new config: %s",
+             uv_strerror(job->status));
+  reload_finish(job); /* spools left unadopted are closed there */
+}
+
+/*
+ * Loop, after the parse: lists the spools <job>'s config needs that are not open
+ * (a spool stays where it opened: a changed spool.dir applies to new spools only)
+ * and opens them on the threadpool.
+ */
+static void open_spools(struct sl_server_reload_job *job) {
+  struct sl_server *srv = job->srv;
+  const struct sl_config *cfg = job->cfg;
+  int rc;
+
+  if (strcmp(cfg->spool.dir, srv->cfg->spool.dir) != 0)
+    sl_log_warn("spool.dir changed from %s to %s: spools already open stay where they are until a "
+                "restart",
+                srv->cfg->spool.dir, cfg->spool.dir);
+  job->spools = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*job->spools));
+  if (job->spools == NULL) {
+    job->status = UV_ENOMEM;
+    snprintf(job->err, sizeof(job->err), "out of memory");
+    reload_finish(job);
+    return;
+  }
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct upstream_slot *s = find_slot(srv, cfg->upstreams[i].name);
+    struct reload_spool *sp = &job->spools[job->n_spools];
+
+    if (!spills_to(cfg, i) || (s != NULL && s->drain != NULL && sl_drain_can_spill(s->drain)))
+      continue;
+    if (spool_dir(cfg, i, sp->dir, sizeof(sp->dir)) != 0) {
+      job->status = UV_ENAMETOOLONG;
+      snprintf(job->err, sizeof(job->err), "spool %s: spool.dir is too long",
+               cfg->upstreams[i].name);
+      reload_finish(job);
+      return;
+    }
+    sp->upstream = i;
+    job->n_spools++;
+  }
+  if (job->n_spools > 0 && srv->journal == NULL)
+    sl_log_warn("spilling starts with this reload: request statuses are kept in memory only "
+                "(not journaled) until a restart");
+  rc = uv_queue_work(srv->loop, &job->req, open_spools_work, open_spools_done);
+  if (rc != 0) {
+    job->status = rc;
+    snprintf(job->err, sizeof(job->err), "opening spools: %s", uv_strerror(rc));
+    reload_finish(job);
+  }
+}
+
+/* Threadpool: parses the file. */
+static void parse_work(uv_work_t *req) {
+  struct sl_server_reload_job *job = req->data;
+
+  if (sl_config_load(job->path, &job->cfg, job->err, sizeof(job->err)) != 0) {
+    job->cfg = NULL;
+    job->status = UV_EINVAL;
+  }
+}
+
+static void parse_done(uv_work_t *req, int status) {
+  struct sl_server_reload_job *job = req->data;
+
+  if (job->srv == NULL) {
+    job_free(job);
+    return;
+  }
+  if (status != 0 && job->status == 0) {
+    job->status = status;
+    snprintf(job->err, sizeof(job->err), "reading %s: %s", job->path, uv_strerror(status));
+  }
+  if (job->status != 0) {
+    reload_finish(job);
+    return;
+  }
+  open_spools(job);
+}
+
+static void reload_start(struct sl_server *srv, const char *path, sl_server_reload_cb cb,
+                         void *arg) {
+  struct sl_server_reload_job *job = calloc(1, sizeof(*job));
+  int rc = UV_ENOMEM;
+
+  if (job != NULL && (job->path = strdup(path)) != NULL) {
+    job->srv = srv;
+    job->cb = cb;
+    job->arg = arg;
+    job->req.data = job;
+    srv->reload = job;
+    rc = uv_queue_work(srv->loop, &job->req, parse_work, parse_done);
+    if (rc == 0)
+      return;
+  }
+  if (job == NULL) {
+    sl_metrics_inc(srv->reloads_failed);
+    sl_log_error("reload failed, keeping the running config: out of memory");
+    return;
+  }
+  job->srv = srv;
+  job->status = rc;
+  snprintf(job->err, sizeof(job->err), "%s", uv_strerror(rc));
+  reload_finish(job);
+}
+
+void sl_server_reload(struct sl_server *srv, const char *path, sl_server_reload_cb cb, void *arg) {
+  if (srv->shutting_down)
+    return;
+  if (srv->reload != NULL) {
+    srv->reload_again = true; /* read the file once more after the running one */
+    return;
+  }
+  reload_start(srv, path, cb, arg);
+}
+
+static void on_reload_info(const struct sl_admin_request *req, struct sl_admin_response *resp,
+                           void *arg) {
+  const struct sl_server *srv = arg;
+  const struct sl_server_reload_info *r = &srv->last_reload;
+  static const char *const results[] = {"none", "success", "failure"};
+
+  (void)req;
+  resp->content_type = "application/json";
+  sl_buf_printf(&resp->body, "{\"last_result\":\"%s\",\"last_time\":", results[r->result]);
+  if (r->result == SL_RELOAD_NONE) {
+    sl_buf_append_str(&resp->body, "null");
+  } else {
+    time_t secs = (time_t)(r->wall_ms / 1000);
+    struct tm tm;
+    char when[40];
+
+    gmtime_r(&secs, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    sl_buf_printf(&resp->body, "\"%s.%03uZ\"", when, (unsigned)(r->wall_ms % 1000));
+  }
+  sl_buf_append_str(&resp->body, ",\"last_error\":");
+  if (r->result != SL_RELOAD_FAILURE) {
+    sl_buf_append_str(&resp->body, "null");
+  } else {
+    sl_buf_append(&resp->body, "\"", 1);
+    for (const char *p = r->error; *p; p++) {
+      unsigned char ch = (unsigned char)*p;
+
+      if (ch == '"' || ch == '\\')
+        sl_buf_printf(&resp->body, "\\%c", ch);
+      else if (ch < 0x20 || ch >= 0x7f)
+        sl_buf_printf(&resp->body, "\\u%04x", ch);
+      else
+        sl_buf_append(&resp->body, p, 1);
+    }
+    sl_buf_append(&resp->body, "\"", 1);
+  }
+  sl_buf_printf(&resp->body, ",\"reloading\":%s,\"successes\":%llu,\"failures\":%llu}\n",
+                srv->reload != NULL ? "true" : "false", (unsigned long long)r->successes,
+                (unsigned long long)r->failures);
+}
+
+int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admin) {
+  return sl_admin_route(admin, SL_METHOD_GET, "/admin/reload", SL_ADMIN_PROTECTED, on_reload_info,
+                        srv);
 }
 
 struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
@@ -236,8 +598,9 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   srv->listener.data = srv;
   srv->grace_timer.data = srv;
   if (srv->access_log == NULL || srv->stats == NULL || srv->ledger == NULL || srv->dedupe == NULL ||
-      open_journal(srv, cfg) != 0 || load_upstream_ids(srv) != 0 || bind_upstreams(srv, cfg) != 0 ||
-      bind_route_stats(srv, cfg) != 0 ||
+      register_reload_metrics(srv) != 0 || open_journal(srv, cfg) != 0 ||
+      load_upstream_ids(srv) != 0 || bind_upstreams(srv, cfg) != 0 ||
+      (srv->route_stats = route_stats_of(srv, cfg)) == NULL ||
       (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
     sl_log_error("cannot start the server (see above)");
     sl_server_destroy(srv);
@@ -282,19 +645,6 @@ int sl_server_start(struct sl_server *srv) {
 }
 
 const struct sl_config *sl_server_config(const struct sl_server *srv) { return srv->cfg; }
-
-void sl_server_reload(struct sl_server *srv, struct sl_config *cfg) {
-  if (strcmp(cfg->listen.text, srv->cfg->listen.text) != 0)
-    sl_log_warn("listen changed from %s to %s: takes effect after a restart", srv->cfg->listen.text,
-                cfg->listen.text);
-  if (bind_upstreams(srv, cfg) != 0 || bind_route_stats(srv, cfg) != 0) {
-    sl_log_error("reload: out of memory, keeping the old config");
-    return;
-  }
-  sl_dedupe_set_window(srv->dedupe, cfg->dedupe_window_ms);
-  sl_config_unref(srv->cfg);
-  srv->cfg = sl_config_ref(cfg);
-}
 
 static void on_shutdown_complete(uv_timer_t *t) {
   struct sl_server *srv = t->data;
@@ -376,6 +726,8 @@ static void on_server_handle_closed(uv_handle_t *h) {
 void sl_server_destroy(struct sl_server *srv) {
   if (srv == NULL)
     return;
+  if (srv->reload != NULL)
+    srv->reload->srv = NULL; /* its threadpool step finishes on its own, then frees it */
   for (size_t i = 0; i < srv->n_upstreams; i++) {
     sl_drain_destroy(slots(srv)[i].drain);
     sl_upstream_destroy(slots(srv)[i].up);

@@ -103,7 +103,7 @@ struct sl_drain {
   struct sl_metric *queue_wait;
   struct sl_metric *fsync_seconds;                        /* observed on the spool's threads */
   struct sl_metric *upstream_seconds, *upstream_inflight; /* shared with live traffic */
-  struct sl_metric *gauges[24];
+  struct sl_metric *gauges[32];
   size_t n_gauges;
 };
 
@@ -139,6 +139,10 @@ static double stat_of(struct sl_drain *d, size_t field) {
   case 8:
     return (double)st.corrupt_units;
   case 9:
+    return (double)st.backlog_bytes;
+  case 10:
+    return (double)st.prealloc_bytes;
+  case 11:
     return (double)st.lost_records;
   default:
     return 0;
@@ -149,12 +153,14 @@ static double m_ready(void *a) { return stat_of(a, 0); }
 static double m_delayed(void *a) { return stat_of(a, 1); }
 static double m_inflight(void *a) { return stat_of(a, 2); }
 static double m_dead(void *a) { return stat_of(a, 3); }
-static double m_bytes(void *a) { return stat_of(a, 4); }
+static double m_disk_bytes(void *a) { return stat_of(a, 4); }
+static double m_backlog_bytes(void *a) { return stat_of(a, 9); }
+static double m_prealloc_bytes(void *a) { return stat_of(a, 10); }
 static double m_age(void *a) { return stat_of(a, 5); }
 static double m_raw(void *a) { return stat_of(a, 6); }
 static double m_compressed(void *a) { return stat_of(a, 7); }
 static double m_corrupt(void *a) { return stat_of(a, 8); }
-static double m_lost(void *a) { return stat_of(a, 9); }
+static double m_lost(void *a) { return stat_of(a, 11); }
 static double m_rate(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
 static double m_paused(void *a) { return ((struct sl_drain *)a)->paused ? 1 : 0; }
 static double m_max_bytes(void *a) { return (double)((struct sl_drain *)a)->ucfg->max_spool_bytes; }
@@ -260,9 +266,24 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         sl_metrics_series_fn(backlog, (const char *[]){n, "delayed"}, m_delayed, d),
         sl_metrics_series_fn(backlog, (const char *[]){n, "inflight"}, m_inflight, d),
         sl_metrics_series_fn(backlog, (const char *[]){n, "dead"}, m_dead, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
-                                               "Bytes the spool takes on disk.", up),
-                             (const char *[]){n}, m_bytes, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
+                              "Bytes on disk of the records not yet delivered (ready, delayed, "
+                              "in flight, dead letters).",
+                              up),
+            (const char *[]){n}, m_backlog_bytes, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_disk_bytes",
+                              "Bytes of the spool's files, preallocated zeros left out: what "
+                              "max_spool_bytes limits.",
+                              up),
+            (const char *[]){n}, m_disk_bytes, d),
+        sl_metrics_series_fn(
+            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_preallocated_bytes",
+                              "Zero-filled bytes of preallocated spool segment files, beyond "
+                              "their records.",
+                              up),
+            (const char *[]){n}, m_prealloc_bytes, d),
         sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE,
                                                "sluice_backlog_oldest_age_seconds",
                                                "Lag: age of the oldest ready record.", up),
@@ -1179,33 +1200,39 @@ static enum sl_spool_fsync fsync_of(enum sl_fsync_policy p) {
   }
 }
 
-static int open_spool(struct sl_drain *d, const char *dir) {
+int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_config *ucfg,
+                        const char *dir, struct sl_spool **out, char *err, size_t errlen) {
   struct sl_spool_opts opts;
-  struct sl_spool_stats st;
   int rc;
 
+  *out = NULL;
+  /* The one place a spool directory is created, at start-up and on reload alike. */
   rc = sl_path_mkdir_p(dir);
   if (rc != 0) {
-    sl_log_error("spool %s: cannot create %s: %s", d->name, dir, uv_strerror(rc));
+    snprintf(err, errlen, "spool %s: cannot create %s: %s", ucfg->name, dir, uv_strerror(rc));
     return rc;
   }
   sl_spool_opts_init(&opts);
-  opts.name = d->name;
-  opts.fsync = fsync_of(d->cfg->spool.fsync);
-  opts.sync_delay_us = d->cfg->spool.fsync_interval_ms * 1000;
-  opts.max_bytes = d->ucfg->max_spool_bytes;
-  opts.compression_level = d->cfg->spool.compression_level;
+  opts.name = ucfg->name;
+  opts.fsync = fsync_of(cfg->spool.fsync);
+  opts.sync_delay_us = cfg->spool.fsync_interval_ms * 1000;
+  opts.max_bytes = ucfg->max_spool_bytes;
+  opts.compression_level = cfg->spool.compression_level;
   opts.batch_appends = true; /* flushed once per loop iteration: on_flush_check */
-  opts.notify = spool_notify;
-  opts.notify_arg = &d->async;
-  opts.on_fsync = on_fsync;
-  opts.fsync_arg = d;
-  rc = sl_spool_open(dir, &opts, &d->spool);
+  /* No notify yet: the drain that adopts the spool sets it (sl_spool_set_notify). */
+  rc = sl_spool_open(dir, &opts, out);
   if (rc != 0) {
-    sl_log_error("spool %s: cannot open %s: %s", d->name, dir, sl_spool_strerror(rc));
-    d->spool = NULL;
-    return rc;
+    snprintf(err, errlen, "spool %s: cannot open %s: %s", ucfg->name, dir, sl_spool_strerror(rc));
+    *out = NULL;
   }
+  return rc;
+}
+
+void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool) {
+  struct sl_spool_stats st;
+
+  d->spool = spool;
+  sl_spool_set_notify(spool, spool_notify, &d->async, on_fsync, d);
   sl_spool_stats(d->spool, &st);
   /* Positions count from what survived the restart. */
   d->seq_accepted = st.ready + st.delayed;
@@ -1214,6 +1241,20 @@ static int open_spool(struct sl_drain *d, const char *dir) {
     sl_log_info("spool %s: %llu record(s) to deliver (%llu delayed, %llu dead)", d->name,
                 (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,
                 (unsigned long long)st.dead);
+  pump(d);
+}
+
+/* Opens the spool in <dir> on the loop: only before the loop serves (start-up). */
+static int open_spool(struct sl_drain *d, const char *dir) {
+  struct sl_spool *spool;
+  char err[512];
+  int rc = sl_drain_open_spool(d->cfg, d->ucfg, dir, &spool, err, sizeof(err));
+
+  if (rc != 0) {
+    sl_log_error("%s", err);
+    return rc;
+  }
+  sl_drain_adopt_spool(d, spool);
   return 0;
 }
 
@@ -1295,6 +1336,8 @@ void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
   /* A reload is an operator's hint that things may have changed: probe now. */
   sl_circuit_set_probe_timeout(&d->circuit, probe_timeout_ns(ucfg));
   sl_circuit_probe_now(&d->circuit, now_ns());
+  if (d->spool != NULL) /* the limit sluice_spool_max_bytes shows is the one enforced */
+    sl_spool_set_max_bytes(d->spool, ucfg->max_spool_bytes);
   pump(d);
 }
 

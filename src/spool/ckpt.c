@@ -144,6 +144,8 @@ int sl__ckpt_write(struct sl_spool *spool) {
   pthread_mutex_lock(&spool->mu);
   if (err == 0) {
     spool->st.checkpoints++;
+    spool->disk_bytes = spool->disk_bytes - spool->ckpt_bytes + b.len;
+    spool->ckpt_bytes = b.len;
     for (size_t i = 0; i < done.n; i++)
       done.v[i]->done_ckpt = true;
   } else {
@@ -188,6 +190,8 @@ int sl__ckpt_load(struct sl_spool *spool) {
     goto fail;
   }
   len = (size_t)sb.st_size;
+  spool->ckpt_bytes = len; /* before the threads start: no lock */
+  spool->disk_bytes += len;
   p = malloc(len ? len : 1);
   if (p == NULL) {
     err = -ENOMEM;

@@ -305,6 +305,7 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
         else
           spool->dead_unacked += unacked;
         spool->disk_bytes += seg->file_bytes;
+        sl__seg_account_zeros(spool, seg); /* the zeros of the one the writer goes on with */
         spool->st.segments++;
         if (seg->store == SL__STORE_DELAY && seg->start_ms + seg->width_ms <= sl__now_ms(spool))
           seg->sealed = true; /* its window has passed: no append can target it */
@@ -433,6 +434,22 @@ static void enqueue_locked(struct sl_spool *spool, struct sl__op *op) {
   if (op->type == SL__OP_APPEND && spool->opts.batch_appends)
     return; /* the owner wakes the writer once for the batch: sl_spool_flush() */
   pthread_cond_signal(&spool->wcond);
+}
+
+void sl_spool_set_notify(struct sl_spool *spool, sl_spool_notify_cb notify, void *notify_arg,
+                         void (*on_fsync)(void *arg, uint64_t ns), void *fsync_arg) {
+  pthread_mutex_lock(&spool->mu);
+  spool->opts.notify = notify;
+  spool->opts.notify_arg = notify_arg;
+  spool->opts.on_fsync = on_fsync;
+  spool->opts.fsync_arg = fsync_arg;
+  pthread_mutex_unlock(&spool->mu);
+}
+
+void sl_spool_set_max_bytes(struct sl_spool *spool, uint64_t max_bytes) {
+  pthread_mutex_lock(&spool->mu);
+  spool->opts.max_bytes = max_bytes;
+  pthread_mutex_unlock(&spool->mu);
 }
 
 void sl_spool_flush(struct sl_spool *spool) {
@@ -773,6 +790,29 @@ uint64_t sl_spool_lost_records(struct sl_spool *spool) {
   return n;
 }
 
+/*
+ * Bytes of the records not yet settled: per segment, its data bytes (units after the header,
+ * up to what is committed) times the share of its records still unsettled. A unit is one zstd
+ * frame for many records, so a record's own compressed size is not known; the even share is
+ * exact for a segment that is all unsettled or all settled, and the backlog drops to 0 as the
+ * last record of each segment settles. The caller holds mu. Per segment file a few
+ * arithmetic steps: a spool has tens to hundreds of them.
+ */
+static uint64_t backlog_bytes_locked(const struct sl_spool *spool) {
+  const struct sl__segvec *vecs[3] = {&spool->ready, &spool->delay, &spool->dead};
+  double bytes = 0;
+
+  for (int v = 0; v < 3; v++)
+    for (size_t i = 0; i < vecs[v]->n; i++) {
+      const struct sl__seg *seg = vecs[v]->v[i];
+      uint64_t data = seg->committed > SL__SEG_HDR ? seg->committed - SL__SEG_HDR : 0;
+
+      if (seg->nrec > seg->nacked)
+        bytes += (double)data * (double)(seg->nrec - seg->nacked) / (double)seg->nrec;
+    }
+  return (uint64_t)bytes;
+}
+
 void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
   uint64_t now = sl__now_ms(spool), due = 0, oldest, main_ready;
 
@@ -793,6 +833,8 @@ void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
   st->inflight = spool->inflight_main + spool->inflight_delay;
   st->dead = spool->dead_unacked;
   st->disk_bytes = spool->disk_bytes;
+  st->prealloc_bytes = spool->prealloc_bytes;
+  st->backlog_bytes = backlog_bytes_locked(spool);
   pthread_mutex_unlock(&spool->mu);
   /* Given-back items are not in flight: a ready-log one is already counted as ready, a
    * delayed one (taken once due) still sits among the delayed ones and moves over. */

@@ -119,6 +119,7 @@ struct sl__seg {
   uint32_t nacked;    /* ordinals acked, dead-lettered, cancelled or lost */
   uint32_t ninflight;
   uint64_t file_bytes;
+  uint64_t zeros; /* preallocated zeros beyond file_bytes, as counted in spool->prealloc_bytes */
   uint64_t min_enqueue_ms;
   bool sealed;    /* takes no more appends */
   bool indexed;   /* delay bucket: its records are in the due heap */
@@ -224,7 +225,9 @@ struct sl_spool {
   size_t heap_n, heap_cap;
   struct sl__dict *dicts;
   size_t ndicts;
-  uint64_t disk_bytes;
+  uint64_t disk_bytes;     /* segment (up to their data end), dictionary and checkpoint files */
+  uint64_t prealloc_bytes; /* zero-filled tails of preallocated segment files, the spare's too */
+  uint64_t ckpt_bytes;     /* the checkpoint file, counted in disk_bytes */
   uint64_t main_unacked, delay_unacked, dead_unacked;
   uint64_t inflight_main, inflight_delay;
   bool ack_dirty;
@@ -345,6 +348,15 @@ void *sl__writer_main(void *arg);
 void *sl__syncer_main(void *arg);
 /* Installs the compression dictionary <dict> (<len> bytes, id <id>) for both unit sizes. */
 int sl__cdicts_set(struct sl_spool *spool, const void *dict, size_t len, uint32_t id);
+/* Brings <seg>'s count of preallocated zeros (zero_end past file_bytes) into
+ * spool->prealloc_bytes after either changed. The caller holds mu, or the threads have not
+ * started; it is the thread that owns <seg>'s zero_end (writer, preparer for the spare). */
+static inline void sl__seg_account_zeros(struct sl_spool *spool, struct sl__seg *seg) {
+  uint64_t z = seg->zero_end > seg->file_bytes ? seg->zero_end - seg->file_bytes : 0;
+
+  spool->prealloc_bytes = spool->prealloc_bytes - seg->zeros + z;
+  seg->zeros = z;
+}
 /* Marks <seg> done if it is sealed and every record is settled (caller holds mu). */
 void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg);
 

@@ -76,9 +76,16 @@ static void complete_locked(struct sl_spool *spool, struct sl__op *op) {
 }
 
 static void notify(struct sl_spool *spool) {
+  sl_spool_notify_cb cb;
+  void *arg;
+
+  pthread_mutex_lock(&spool->mu); /* the owner may set them after open: sl_spool_set_notify */
+  cb = spool->opts.notify;
+  arg = spool->opts.notify_arg;
+  pthread_mutex_unlock(&spool->mu);
   pthread_cond_broadcast(&spool->icond);
-  if (spool->opts.notify)
-    spool->opts.notify(spool->opts.notify_arg);
+  if (cb)
+    cb(arg);
 }
 
 void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs) {
@@ -208,6 +215,7 @@ static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
   seg->wfd = -1;
   pthread_mutex_lock(&spool->mu);
   seg->sealed = true;
+  sl__seg_account_zeros(spool, seg);
   sl__seg_account_done(spool, seg);
   pthread_mutex_unlock(&spool->mu);
 }
@@ -309,6 +317,8 @@ static void *preparer_main(void *arg) {
     sl_log_warn("spool %s: preparing the next segment failed (%s): it will be created when needed",
                 spool->name, sl_spool_strerror(err));
   pthread_mutex_lock(&spool->mu);
+  if (err == 0)
+    sl__seg_account_zeros(spool, seg);
   spool->spare = err == 0 ? seg : NULL;
   spool->spare_ready = true;
   pthread_cond_signal(&spool->wcond);
@@ -321,6 +331,10 @@ static void drop_spare(struct sl_spool *spool, struct sl__seg *seg) {
   close(seg->wfd);
   seg->wfd = -1;
   spool->io.unlink(seg->path);
+  seg->zero_end = 0;
+  pthread_mutex_lock(&spool->mu);
+  sl__seg_account_zeros(spool, seg);
+  pthread_mutex_unlock(&spool->mu);
   sl__seg_unref(seg);
 }
 
@@ -675,6 +689,7 @@ static void stage_fail(struct sl_spool *spool, struct stage *st, int err) {
       seal(spool, seg, true); /* roll to a fresh file rather than trust this one's pages */
   }
   pthread_mutex_lock(&spool->mu);
+  sl__seg_account_zeros(spool, seg);
   spool->st.last_error = err;
   pthread_mutex_unlock(&spool->mu);
 }
@@ -707,6 +722,13 @@ static void group_write(struct sl_spool *spool, struct group *g) {
 
 /* fdatasync of every written stage; errors go to st->sync_err. Runs on either thread. */
 static void group_sync(struct sl_spool *spool, struct group *g) {
+  void (*on_fsync)(void *, uint64_t);
+  void *fsync_arg;
+
+  pthread_mutex_lock(&spool->mu); /* see notify() */
+  on_fsync = spool->opts.on_fsync;
+  fsync_arg = spool->opts.fsync_arg;
+  pthread_mutex_unlock(&spool->mu);
   for (size_t i = 0; i < g->nst; i++) {
     struct stage *st = &g->stages[i];
     if (st->err == 0) {
@@ -715,8 +737,8 @@ static void group_sync(struct sl_spool *spool, struct group *g) {
       errno = 0;
       if (spool->io.fdatasync(st->seg->wfd) != 0)
         st->sync_err = sys_err(-EIO);
-      if (spool->opts.on_fsync != NULL)
-        spool->opts.on_fsync(spool->opts.fsync_arg, sl_clock_mono_ns() - t0);
+      if (on_fsync != NULL)
+        on_fsync(fsync_arg, sl_clock_mono_ns() - t0);
     }
   }
 }
@@ -744,6 +766,7 @@ static void group_finish(struct sl_spool *spool, struct group *g) {
     uint64_t end = st->off + st->out.len;
     spool->disk_bytes += end > seg->file_bytes ? end - seg->file_bytes : 0;
     seg->file_bytes = end > seg->file_bytes ? end : seg->file_bytes;
+    sl__seg_account_zeros(spool, seg);
     seg->committed = end;
     seg->nrec = st->ord0 + st->nrec;
     if (st->min_enq < seg->min_enqueue_ms)
@@ -1269,6 +1292,8 @@ static void gc_step(struct sl_spool *spool) {
       continue;
     seg->removed = true;
     spool->disk_bytes -= seg->file_bytes < spool->disk_bytes ? seg->file_bytes : spool->disk_bytes;
+    spool->prealloc_bytes -= seg->zeros;
+    seg->zeros = 0;
     spool->st.segments--;
     sl__segvec_remove(seg->store == SL__STORE_READY  ? &spool->ready
                       : seg->store == SL__STORE_DEAD ? &spool->dead

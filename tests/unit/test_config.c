@@ -1,10 +1,11 @@
 /*
  * Unit tests for config loading (src/config/config.c): every default, the
- * design's example, the shipped conf/sluice.conf, and each error with its
- * exact "file:line: message".
+ * design's example, the shipped conf/sluice.conf, the defaults block of
+ * docs/configuration.md, and each error with its exact "file:line: message".
  *
- * conf/sluice.conf is found from this file's own path (__FILE__ is absolute
- * under CMake), or from argv[1] when given.
+ * conf/sluice.conf and docs/configuration.md are found from this file's own
+ * path (__FILE__ is absolute under CMake); argv[1], when given, names
+ * conf/sluice.conf.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@
 #include "sluice/config.h"
 
 static char example_path[4096];
+static char docs_path[4096];
 
 #define UP "upstreams = ( { name = \"a\"; address = \"127.0.0.1:9000\"; } );\n"
 #define RT "routes = ( { prefix = \"/\"; upstream = \"a\"; } );\n"
@@ -278,6 +280,98 @@ static void test_every_setting(void **state) {
   assert_int_equal(r->wait_timeout_ms, 0);
   assert_int_equal(r->queue_timeout_ms, 0);
   sl_config_unref(cfg);
+}
+
+/*
+ * The block of docs/configuration.md that lists the defaults: the first fenced block after
+ * "Everything else has the default shown below". Returns it (malloc'd) or fails.
+ */
+static char *docs_defaults_block(void) {
+  FILE *f = fopen(docs_path, "r");
+  char *text, *start, *end;
+  long n;
+
+  if (f == NULL)
+    fail_msg("cannot open %s", docs_path);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  n = ftell(f);
+  assert_true(n > 0);
+  rewind(f);
+  text = malloc((size_t)n + 1);
+  assert_non_null(text);
+  assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
+  text[n] = '\0';
+  fclose(f);
+  start = strstr(text, "Everything else has the default shown below");
+  if (start == NULL || (start = strstr(start, "\n```\n")) == NULL ||
+      (end = strstr(start + 5, "\n```\n")) == NULL)
+    fail_msg("%s: no defaults block", docs_path);
+  start += 5;
+  memmove(text, start, (size_t)(end - start + 1));
+  text[end - start + 1] = '\0';
+  return text;
+}
+
+/* Regression: the defaults block of docs/configuration.md showed values that are not the
+ * defaults (fsync_interval "2ms", compression_level 3, a rate, burst and max_inflight). Loaded,
+ * it must equal a file that gives only the required settings, field by field. */
+static void test_docs_defaults_block(void **state) {
+  char *block = docs_defaults_block();
+  struct sl_config *d = load_ok(block);
+  struct sl_config *m =
+      load_ok("upstreams = ( { name = \"orders\"; address = \"127.0.0.1:9000\"; } );\n"
+              "routes = ( { prefix = \"/\"; upstream = \"orders\"; } );\n");
+  const struct sl_upstream_config *du = &d->upstreams[0], *mu = &m->upstreams[0];
+  const struct sl_route_config *dr = &d->routes[0], *mr = &m->routes[0];
+
+  (void)state;
+  assert_string_equal(d->listen.text, m->listen.text);
+  assert_string_equal(d->admin.listen.text, m->admin.listen.text);
+  assert_string_equal(d->admin.token, m->admin.token);
+  assert_int_equal(d->log.level, m->log.level);
+  assert_int_equal(d->log.access, m->log.access);
+  assert_int_equal(d->limits.max_header_bytes, m->limits.max_header_bytes);
+  assert_int_equal(d->limits.max_body_bytes, m->limits.max_body_bytes);
+  assert_int_equal(d->limits.header_timeout_ms, m->limits.header_timeout_ms);
+  assert_int_equal(d->limits.body_timeout_ms, m->limits.body_timeout_ms);
+  assert_int_equal(d->limits.idle_timeout_ms, m->limits.idle_timeout_ms);
+  assert_int_equal(d->limits.max_connections, m->limits.max_connections);
+  assert_int_equal(d->limits.shutdown_timeout_ms, m->limits.shutdown_timeout_ms);
+  assert_string_equal(d->spool.dir, m->spool.dir);
+  assert_int_equal(d->spool.fsync, m->spool.fsync);
+  assert_int_equal(d->spool.fsync_interval_ms, m->spool.fsync_interval_ms);
+  assert_int_equal(d->spool.compression_level, m->spool.compression_level);
+  assert_string_equal(d->status_prefix, m->status_prefix);
+  assert_int_equal(d->dedupe_window_ms, m->dedupe_window_ms);
+
+  assert_int_equal(d->n_upstreams, 1);
+  assert_string_equal(du->address.text, mu->address.text);
+  assert_true(du->rate == mu->rate);
+  assert_int_equal(du->burst, mu->burst);
+  assert_int_equal(du->max_inflight, mu->max_inflight);
+  assert_int_equal(du->connect_timeout_ms, mu->connect_timeout_ms);
+  assert_int_equal(du->response_timeout_ms, mu->response_timeout_ms);
+  assert_int_equal(du->keepalive, mu->keepalive);
+  assert_int_equal(du->max_spool_bytes, mu->max_spool_bytes);
+  assert_int_equal(du->paused, mu->paused);
+  assert_int_equal(du->retry.max_attempts, mu->retry.max_attempts);
+  assert_int_equal(du->retry.initial_backoff_ms, mu->retry.initial_backoff_ms);
+  assert_int_equal(du->retry.max_backoff_ms, mu->retry.max_backoff_ms);
+  assert_true(du->retry.multiplier == mu->retry.multiplier);
+  assert_true(du->retry.jitter == mu->retry.jitter);
+
+  assert_int_equal(d->n_routes, 1);
+  assert_string_equal(dr->prefix, mr->prefix);
+  assert_null(dr->host);
+  assert_int_equal(dr->methods, mr->methods);
+  assert_int_equal(dr->spill, mr->spill);
+  assert_int_equal(dr->mode, mr->mode);
+  assert_int_equal(dr->wait_timeout_ms, mr->wait_timeout_ms);
+  assert_int_equal(dr->spill_methods, mr->spill_methods);
+  assert_int_equal(dr->queue_timeout_ms, mr->queue_timeout_ms);
+  sl_config_unref(d);
+  sl_config_unref(m);
+  free(block);
 }
 
 static void test_example_file(void **state) {
@@ -677,6 +771,10 @@ static void find_example(int argc, char **argv) {
   const char *self = __FILE__;
   const char *tail = strstr(self, "tests/unit/test_config.c");
 
+  if (tail == NULL)
+    snprintf(docs_path, sizeof(docs_path), "docs/configuration.md");
+  else
+    snprintf(docs_path, sizeof(docs_path), "%.*sdocs/configuration.md", (int)(tail - self), self);
   if (argc > 1) {
     snprintf(example_path, sizeof(example_path), "%s", argv[1]);
     return;
@@ -690,11 +788,17 @@ static void find_example(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_defaults),       cmocka_unit_test(test_design_example),
-      cmocka_unit_test(test_every_setting),  cmocka_unit_test(test_example_file),
-      cmocka_unit_test(test_file_errors),    cmocka_unit_test(test_errors),
-      cmocka_unit_test(test_not_duplicates), cmocka_unit_test(test_int_literals),
-      cmocka_unit_test(test_refcount),       cmocka_unit_test(test_small_errbuf),
+      cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_design_example),
+      cmocka_unit_test(test_every_setting),
+      cmocka_unit_test(test_example_file),
+      cmocka_unit_test(test_docs_defaults_block),
+      cmocka_unit_test(test_file_errors),
+      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_not_duplicates),
+      cmocka_unit_test(test_int_literals),
+      cmocka_unit_test(test_refcount),
+      cmocka_unit_test(test_small_errbuf),
   };
 
   find_example(argc, argv);
