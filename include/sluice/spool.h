@@ -28,6 +28,7 @@
  * own thread, which runs the callbacks (a second spool thread runs the
  * fdatasyncs of the batch policy). Reads (sl_spool_take, dead-letter
  * listing) use pread on the owner thread: they normally hit the page cache.
+ * sl_spool_scan, which reads everything, may run on another thread.
  * The spool core never includes uv.h.
  *
  * Memory does not grow with the backlog: per segment file a few hundred
@@ -291,13 +292,42 @@ int sl_spool_dead_list(struct sl_spool *spool,
  * Calls <cb>(<arg>, rec) for every record the spool holds and has not
  * settled, in all three stores (ready, delayed, dead; records taken and in
  * flight included), until <cb> returns non-zero. The view is valid during
- * the call only. Reads the whole spool synchronously: it is for the rare
- * reconciliation after records were lost to damage, not for a hot path.
- * Returns 0 or a negative code.
- * @thread owner
+ * the call only. Reads and decompresses the whole spool: it is for the rare
+ * reconciliation after records were lost to damage, and is meant to run off
+ * the owner's loop (a threadpool). It may run on any one thread while the
+ * owner, the writer and the syncer go on; the caller keeps the spool open
+ * until it returns. Returns 0 or a negative code.
+ *
+ * The scan is not a snapshot: a record moved while it runs (a retry, a
+ * dead-letter move or a redrive writes the copy, then settles the original)
+ * can have its copy written behind the scan and its original settled ahead
+ * of it, and a new append can land behind it. Whoever needs every record
+ * held at some later moment brackets the scan with sl_spool_track_begin()
+ * and sl_spool_track_end() and adds the ids those return.
+ * @thread any
  */
 int sl_spool_scan(struct sl_spool *spool, int (*cb)(void *arg, const struct sl_spool_record *rec),
                   void *arg);
+
+/*
+ * Starts keeping the id of every record the spool commits from now on
+ * (appends and the copies of retries, dead-letter moves and redrives), for
+ * a scan that starts after this call. A record held when
+ * sl_spool_track_end() is called was then either read by that scan or
+ * committed since this call. One tracking at a time; a new begin drops the
+ * ids kept so far.
+ * @thread owner
+ */
+void sl_spool_track_begin(struct sl_spool *spool);
+
+/*
+ * Stops keeping ids and calls <cb>(<arg>, id) (if <cb> is not NULL) for each
+ * one kept since sl_spool_track_begin(). Returns 0, or -ENOMEM if memory ran
+ * out and some ids were not kept (the caller cannot trust the set).
+ * @thread owner
+ */
+int sl_spool_track_end(struct sl_spool *spool, void (*cb)(void *arg, const uint8_t id[16]),
+                       void *arg);
 
 /* Records lost to damaged units since open (stats' lost_records), cheaply.
  * @thread owner */

@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,7 @@ struct sl_drain {
   uint64_t seq_accepted; /* sequence of the last record accepted */
   uint64_t seq_settled;  /* records delivered, dead-lettered, cancelled or lost */
   uint64_t lost_seen;    /* the spool's lost_records when the ledger was last reconciled */
+  struct lost_job *scan; /* the reconciliation's spool scan, while one runs */
   double delivered_rate; /* smoothed deliveries per second, for the ETA without a rate */
   uint64_t rate_window_ns;
   unsigned rate_window_count;
@@ -829,24 +831,66 @@ struct id_set {
   bool oom;
 };
 
-static int collect_id(void *arg, const struct sl_spool_record *rec) {
-  struct id_set *s = arg;
-
+static void add_id(struct id_set *s, const uint8_t *id) {
+  if (s->oom)
+    return;
   if (s->n == s->cap) {
     size_t cap = s->cap ? s->cap * 2 : 256;
     uint8_t(*grown)[16] = realloc(s->v, cap * sizeof(*grown));
     if (grown == NULL) {
       s->oom = true;
-      return 1;
+      return;
     }
     s->v = grown;
     s->cap = cap;
   }
-  memcpy(s->v[s->n++], rec->id, 16);
-  return 0;
+  memcpy(s->v[s->n++], id, 16);
 }
 
 static int id_cmp(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+/*
+ * One look for the ids the spool still holds: sl_spool_scan runs on the
+ * threadpool (scan_work), the ledger is updated on the loop (scan_done).
+ * The drain points to it from <d->scan> while it runs; sl_drain_destroy
+ * waits for the worker to leave the spool and then detaches it (<d> NULL),
+ * so the job, and the uv_work_t in it, lives until scan_done has run and
+ * freed it, whatever happened to the drain.
+ */
+struct lost_job {
+  uv_work_t req;
+  struct sl_drain *d;     /* loop thread only; NULL once detached */
+  struct sl_spool *spool; /* read by the worker; open until <finished> */
+  uint64_t lost;          /* the spool's lost_records when the scan started */
+  struct id_set held;     /* worker until <finished>, then the loop */
+  int status;
+  atomic_bool stop; /* the drain is going: the worker ends the scan early */
+  uv_mutex_t mu;
+  uv_cond_t cond;
+  bool finished; /* under mu: the worker is done with the spool */
+};
+
+/* Runs on the worker thread: touches only the job. */
+static int collect_id(void *arg, const struct sl_spool_record *rec) {
+  struct lost_job *job = arg;
+
+  if (atomic_load(&job->stop))
+    return 1;
+  add_id(&job->held, rec->id);
+  return job->held.oom;
+}
+
+static void scan_work(uv_work_t *req) {
+  struct lost_job *job = req->data;
+
+  job->status = sl_spool_scan(job->spool, collect_id, job);
+  uv_mutex_lock(&job->mu);
+  job->finished = true;
+  uv_cond_signal(&job->cond);
+  uv_mutex_unlock(&job->mu);
+}
+
+static void add_tracked(void *arg, const uint8_t id[16]) { add_id(arg, id); }
 
 struct lost_scan {
   struct sl_drain *d;
@@ -878,39 +922,29 @@ static void find_gone(void *arg, const struct sl_ledger_entry *e) {
 }
 
 /*
- * The spool lost records to damaged units (found at open or by the reader)
- * since the last look: the ledger entries that still read "queued" although
- * the spool no longer holds their record now read "lost", with the reason.
- * A damaged unit cannot tell which ids it held, so the spool is read once
- * for the ids it still has and the ledger's pending entries are checked
- * against them. That reads the whole spool on the loop, which is acceptable
- * only because it happens after damage, not in normal operation. Held
- * cancellations whose record went the same way are no longer held.
+ * On the loop, once the scan of <job> ended: the ledger entries that still
+ * read "queued" although the spool no longer holds their record now read
+ * "lost", with the reason; held cancellations whose record went the same
+ * way are no longer held. What the spool holds now is what the scan read
+ * plus what was committed since the scan started (sl_spool_track_end): a
+ * record that moved during the scan, or was spilled meanwhile, is among
+ * the latter, so it is not taken for lost.
  */
-static void reconcile_lost(struct sl_drain *d) {
-  uint64_t lost = sl_spool_lost_records(d->spool);
-  struct id_set held = {0};
-  struct lost_scan ls = {.d = d, .held = &held};
+static void apply_lost(struct sl_drain *d, struct lost_job *job) {
+  struct lost_scan ls = {.d = d, .held = &job->held};
   uint64_t now = sl_clock_wall_ms();
   size_t marked = 0;
-  int rc;
+  int rc = sl_spool_track_end(d->spool, add_tracked, &job->held);
 
-  if (lost == d->lost_seen)
-    return;
-  d->lost_seen = lost; /* once per change, even if what follows fails */
-  if (d->ledger == NULL)
-    return;
-  rc = sl_spool_scan(d->spool, collect_id, &held);
-  if (rc != 0 || held.oom) {
+  if (job->status != 0 || rc != 0 || job->held.oom) {
     sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses "
                  "could not be updated: %s",
-                 d->name, (unsigned long long)lost,
-                 held.oom ? "out of memory" : sl_spool_strerror(rc));
-    free(held.v);
+                 d->name, (unsigned long long)job->lost,
+                 job->status != 0 ? sl_spool_strerror(job->status) : "out of memory");
     return;
   }
-  if (held.n > 0)
-    qsort(held.v, held.n, 16, id_cmp);
+  if (job->held.n > 0)
+    qsort(job->held.v, job->held.n, 16, id_cmp);
   sl_ledger_each_pending(d->ledger, find_gone, &ls);
   for (size_t i = 0; i < ls.n; i++) {
     struct sl_ledger_entry *e = &ls.gone[i];
@@ -930,10 +964,112 @@ static void reconcile_lost(struct sl_drain *d) {
   if (marked > 0 || ls.oom)
     sl_log_error("upstream %s: %llu record(s) lost in damaged spool units so far; %zu queued "
                  "request(s) now read \"lost\"%s",
-                 d->name, (unsigned long long)lost, marked,
+                 d->name, (unsigned long long)job->lost, marked,
                  ls.oom ? " (out of memory: some may still read queued)" : "");
   free(ls.gone);
-  free(held.v);
+}
+
+static void free_lost_job(struct lost_job *job) {
+  free(job->held.v);
+  uv_cond_destroy(&job->cond);
+  uv_mutex_destroy(&job->mu);
+  free(job);
+}
+
+/* On the loop, after scan_work, or instead of it if it was cancelled. */
+static void scan_done(uv_work_t *req, int status) {
+  struct lost_job *job = req->data;
+  struct sl_drain *d = job->d;
+
+  if (d != NULL) {
+    d->scan = NULL;
+    if (status != 0 && job->status == 0)
+      job->status = status;
+    apply_lost(d, job);
+  }
+  free_lost_job(job);
+  /* The count grew again while the scan ran: pump() starts the next one. */
+  if (d != NULL && sl_spool_lost_records(d->spool) != d->lost_seen)
+    pump(d);
+}
+
+/*
+ * The spool lost records to damaged units (found at open or by the reader)
+ * since the last look: starts matching the ledger against what it still
+ * holds. A damaged unit cannot tell which ids it held, so the spool is read
+ * for the ids it still has; that read and its decompression run on the
+ * threadpool, never on the loop, and apply_lost() then updates the ledger
+ * on the loop. One scan at a time: a change seen while one runs is picked
+ * up by the pump() that follows it (scan_done).
+ */
+static void reconcile_lost(struct sl_drain *d) {
+  uint64_t lost = sl_spool_lost_records(d->spool);
+  struct lost_job *job;
+  int rc;
+
+  if (d->scan != NULL || lost == d->lost_seen)
+    return;
+  d->lost_seen = lost; /* once per change, even if what follows fails */
+  if (d->ledger == NULL)
+    return;
+  job = calloc(1, sizeof(*job));
+  if (job == NULL || uv_mutex_init(&job->mu) != 0) {
+    free(job);
+    rc = UV_ENOMEM;
+    goto fail;
+  }
+  if (uv_cond_init(&job->cond) != 0) {
+    uv_mutex_destroy(&job->mu);
+    free(job);
+    rc = UV_ENOMEM;
+    goto fail;
+  }
+  job->req.data = job;
+  job->d = d;
+  job->spool = d->spool;
+  job->lost = lost;
+  atomic_init(&job->stop, false);
+  /* Before the scan starts: what is committed from here on counts as held. */
+  sl_spool_track_begin(d->spool);
+  rc = uv_queue_work(d->loop, &job->req, scan_work, scan_done);
+  if (rc != 0) {
+    sl_spool_track_end(d->spool, NULL, NULL);
+    free_lost_job(job);
+    goto fail;
+  }
+  d->scan = job;
+  return;
+
+fail:
+  sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses could "
+               "not be updated: %s",
+               d->name, (unsigned long long)lost, uv_strerror(rc));
+}
+
+/*
+ * The drain is going: the scan in flight, if any, must be done with the
+ * spool before the spool closes. A scan not started yet is cancelled; one
+ * running is told to stop and waited for, as sl_spool_close waits for the
+ * appends in flight (it stops at the next record it reports; settled records
+ * not yet deleted are read through). Either way scan_done still runs later on
+ * the loop and frees the job, which no longer knows the drain: the ledger
+ * goes with the drain's owner, so nothing is applied.
+ */
+static void detach_scan(struct sl_drain *d) {
+  struct lost_job *job = d->scan;
+
+  if (job == NULL)
+    return;
+  d->scan = NULL;
+  job->d = NULL;
+  atomic_store(&job->stop, true);
+  if (uv_cancel((uv_req_t *)&job->req) != 0) {
+    uv_mutex_lock(&job->mu);
+    while (!job->finished)
+      uv_cond_wait(&job->cond, &job->mu);
+    uv_mutex_unlock(&job->mu);
+  }
+  sl_spool_track_end(d->spool, NULL, NULL);
 }
 
 /* ---- scheduling -------------------------------------------------------- */
@@ -1361,6 +1497,8 @@ void sl_drain_destroy(struct sl_drain *d) {
     sl_metrics_series_remove(d->gauges[i]);
   d->n_gauges = 0;
   if (d->spool != NULL) {
+    /* Off the spool before it closes; the job itself goes in scan_done. */
+    detach_scan(d);
     /* Queued appends finish and their callbacks run before the spool goes. */
     sl_spool_close(d->spool);
     d->spool = NULL;

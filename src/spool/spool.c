@@ -390,6 +390,7 @@ void sl_spool_close(struct sl_spool *spool) {
   free_vec(&spool->dead);
   free_vec(&spool->delay);
   free(spool->heap);
+  free(spool->tracked);
   for (size_t i = 0; i < spool->ndicts; i++)
     ZSTD_freeDDict(spool->dicts[i].ddict);
   free(spool->dicts);
@@ -699,9 +700,14 @@ int sl_spool_dead_purge(struct sl_spool *spool, const uint8_t *id, sl_spool_done
  * Calls <cb>(<arg>, rec) for every record not yet settled in the segments
  * <segs> (pinned by the caller, unpinned here), in their order, until <cb>
  * returns non-zero. Damaged units are skipped. Returns 0 or the first I/O
- * error.
+ * error. <dctx> belongs to the calling thread. Safe beside the writer, the
+ * syncer and the owner: it reads each file through its own descriptor up to
+ * the committed end it saw under mu (bytes the writer no longer changes;
+ * files are never rewritten in place, and a file unlinked meanwhile stays
+ * readable through the descriptor), tests ack bits under mu, and the pins
+ * keep each segment's path alive.
  */
-static int scan_segs(struct sl_spool *spool, struct sl__segvec *segs,
+static int scan_segs(struct sl_spool *spool, ZSTD_DCtx *dctx, struct sl__segvec *segs,
                      int (*cb)(void *arg, const struct sl_spool_record *rec), void *arg) {
   struct sl_buf tmp, blk;
   int err = 0, stop = 0;
@@ -720,7 +726,7 @@ static int scan_segs(struct sl_spool *spool, struct sl__segvec *segs,
     while (off < end && !stop) {
       struct sl__unit u;
       size_t at = 0;
-      int r = sl__unit_read(spool, spool->dctx, fd, off, end, &u, &tmp, &blk);
+      int r = sl__unit_read(spool, dctx, fd, off, end, &u, &tmp, &blk);
       if (r != 0) {
         uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
         if (r != SL_ESPOOL_CORRUPT)
@@ -763,14 +769,19 @@ int sl_spool_dead_list(struct sl_spool *spool,
   struct sl__segvec segs = {0};
 
   sl__dead_pin(spool, &segs);
-  return scan_segs(spool, &segs, cb, arg);
+  return scan_segs(spool, spool->dctx, &segs, cb, arg);
 }
 
 int sl_spool_scan(struct sl_spool *spool, int (*cb)(void *arg, const struct sl_spool_record *rec),
                   void *arg) {
   struct sl__segvec segs = {0};
   const struct sl__segvec *stores[] = {&spool->ready, &spool->delay, &spool->dead};
+  /* Not the owner's context: this may run on another thread while the owner reads. */
+  ZSTD_DCtx *dctx = ZSTD_createDCtx();
+  int err;
 
+  if (dctx == NULL)
+    return -ENOMEM;
   pthread_mutex_lock(&spool->mu);
   for (size_t s = 0; s < sizeof(stores) / sizeof(stores[0]); s++)
     for (size_t i = 0; i < stores[s]->n; i++) {
@@ -778,7 +789,39 @@ int sl_spool_scan(struct sl_spool *spool, int (*cb)(void *arg, const struct sl_s
       sl__segvec_push(&segs, stores[s]->v[i]);
     }
   pthread_mutex_unlock(&spool->mu);
-  return scan_segs(spool, &segs, cb, arg);
+  err = scan_segs(spool, dctx, &segs, cb, arg);
+  ZSTD_freeDCtx(dctx);
+  return err;
+}
+
+void sl_spool_track_begin(struct sl_spool *spool) {
+  pthread_mutex_lock(&spool->mu);
+  spool->tracking = true;
+  spool->track_oom = false;
+  spool->ntracked = 0;
+  pthread_mutex_unlock(&spool->mu);
+}
+
+int sl_spool_track_end(struct sl_spool *spool, void (*cb)(void *arg, const uint8_t id[16]),
+                       void *arg) {
+  uint8_t(*ids)[16];
+  size_t n;
+  bool oom;
+
+  pthread_mutex_lock(&spool->mu);
+  ids = spool->tracked;
+  n = spool->ntracked;
+  oom = spool->track_oom;
+  spool->tracked = NULL;
+  spool->ntracked = spool->track_cap = 0;
+  spool->tracking = false;
+  spool->track_oom = false;
+  pthread_mutex_unlock(&spool->mu);
+  /* Outside mu: <cb> may take its time without holding up the writer. */
+  for (size_t i = 0; cb != NULL && i < n; i++)
+    cb(arg, ids[i]);
+  free(ids);
+  return oom ? -ENOMEM : 0;
 }
 
 uint64_t sl_spool_lost_records(struct sl_spool *spool) {

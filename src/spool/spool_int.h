@@ -56,6 +56,7 @@
 #define SL__CODEC_RAW 0
 #define SL__CODEC_ZSTD 1
 #define SL__REC_HDR 56
+#define SL__REC_ID_OFF 40 /* where an encoded record keeps its 16-byte id */
 #define SL__REC_VERSION 1
 #define SL__UNIT_MAX_PAYLOAD (SL_SPOOL_RECORD_MAX + (8u << 20))
 #define SL__CKPT_MAGIC "SLACKS01"
@@ -234,6 +235,12 @@ struct sl_spool {
   uint64_t ack_dirty_ns;
   struct sl_spool_stats st;    /* counters part */
   struct sl__segvec graveyard; /* removed segments still referenced */
+  /* Between sl_spool_track_begin and _end: the ids of the records committed (writer.c,
+   * group_finish). */
+  bool tracking;
+  bool track_oom; /* some could not be kept */
+  uint8_t (*tracked)[16];
+  size_t ntracked, track_cap;
 
   /* writer */
   void *pending; /* the group written and being synced, not yet finished */

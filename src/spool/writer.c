@@ -743,6 +743,27 @@ static void group_sync(struct sl_spool *spool, struct group *g) {
   }
 }
 
+/* Keeps the ids of the ops written in <st> while the owner tracks commits
+ * (sl_spool_track_begin); caller holds mu. */
+static void track_ops_locked(struct sl_spool *spool, struct stage *st, struct sl__op **ops,
+                             size_t n) {
+  for (size_t i = 0; i < n && !spool->track_oom; i++) {
+    if (ops[i]->stage != st)
+      continue;
+    if (spool->ntracked == spool->track_cap) {
+      size_t cap = spool->track_cap ? spool->track_cap * 2 : 256;
+      uint8_t(*grown)[16] = realloc(spool->tracked, cap * sizeof(*grown));
+      if (grown == NULL) {
+        spool->track_oom = true;
+        break;
+      }
+      spool->tracked = grown;
+      spool->track_cap = cap;
+    }
+    memcpy(spool->tracked[spool->ntracked++], ops[i]->data + SL__REC_ID_OFF, 16);
+  }
+}
+
 /* After the sync: publishes the stages that made it, cuts back those that did not. */
 static void group_finish(struct sl_spool *spool, struct group *g) {
   uint64_t nsync = 0;
@@ -779,6 +800,8 @@ static void group_finish(struct sl_spool *spool, struct group *g) {
       spool->dead_unacked += st->nrec;
     if (seg->store == SL__STORE_DELAY && seg->indexed)
       index_ops_locked(spool, st, g->ops, g->nops);
+    if (spool->tracking)
+      track_ops_locked(spool, st, g->ops, g->nops);
     spool->st.appends += st->nrec;
     spool->st.compressed_bytes_written += st->out.len;
     spool->st.last_error = 0;

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1063,6 +1064,156 @@ static void test_scan(void **state) {
   sl_spool_close(s);
 }
 
+/* sl_spool_track_begin/_end: the ids of every record committed in between, the copies of
+ * retries and dead-letter moves included; nothing from before, nothing after. */
+static void track_cb(void *arg, const uint8_t id[16]) {
+  unsigned char *seen = arg;
+  unsigned i;
+  memcpy(&i, id, sizeof(i));
+  assert_true(i < 16);
+  seen[i]++;
+}
+
+static void test_scan_tracks_commits(void **state) {
+  struct sl_spool_opts o = base_opts();
+  struct done d = {0};
+  struct sl_spool_item *it;
+  unsigned char seen[16] = {0};
+  (void)state;
+
+  struct sl_spool *s = open_spool(&o);
+  append_n(s, 0, 4, &d);
+  settle(s);
+  sl_spool_track_begin(s);
+  append_n(s, 4, 1, &d);
+  assert_int_equal(sl_spool_take(s, &it), 0); /* 0: retried, a copy in the delayed store */
+  assert_int_equal(sl_spool_retry(s, it, fake_now + 60000, done_cb, &d), 0);
+  assert_int_equal(sl_spool_take(s, &it), 0); /* 1: dead-lettered, a copy in the dead store */
+  assert_int_equal(sl_spool_dead(s, it, "gone", done_cb, &d), 0);
+  assert_int_equal(sl_spool_take(s, &it), 0); /* 2: acked, nothing written */
+  assert_int_equal(sl_spool_ack(s, it, NULL, NULL), 0);
+  settle(s);
+  assert_int_equal(sl_spool_track_end(s, track_cb, seen), 0);
+  assert_int_equal(seen[0], 1);
+  assert_int_equal(seen[1], 1);
+  assert_int_equal(seen[2], 0);
+  assert_int_equal(seen[3], 0);
+  assert_int_equal(seen[4], 1);
+  /* Not tracking any more. */
+  append_n(s, 5, 1, &d);
+  settle(s);
+  memset(seen, 0, sizeof(seen));
+  assert_int_equal(sl_spool_track_end(s, track_cb, seen), 0);
+  assert_int_equal(seen[5], 0);
+  assert_int_equal(d.fails, 0);
+  sl_spool_close(s);
+}
+
+/*
+ * sl_spool_scan on another thread while the owner appends, takes, acks, retries and
+ * dead-letters, with small segments that roll and are deleted: no race (ASan/TSan), and
+ * every record held once it is all over was read by the last scan or committed after
+ * sl_spool_track_begin, although records moved between stores under the scans.
+ */
+#define SCAN_RACE_MAX 6000
+struct scan_race {
+  struct sl_spool *s;
+  unsigned char last[SCAN_RACE_MAX]; /* read by the last scan */
+  int rounds, err;
+  bool done; /* atomic */
+};
+
+static int race_cb(void *arg, const struct sl_spool_record *r) {
+  struct scan_race *sr = arg;
+  unsigned i = rec_index(r);
+  if (i < SCAN_RACE_MAX)
+    sr->last[i] = 1;
+  return 0;
+}
+
+static void *race_scanner(void *arg) {
+  struct scan_race *sr = arg;
+  for (int k = 0; k < sr->rounds && sr->err == 0; k++) {
+    memset(sr->last, 0, sizeof(sr->last));
+    sr->err = sl_spool_scan(sr->s, race_cb, sr);
+  }
+  __atomic_store_n(&sr->done, true, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static int mark_cb(void *arg, const struct sl_spool_record *r) {
+  unsigned char *held = arg;
+  unsigned i = rec_index(r);
+  assert_true(i < SCAN_RACE_MAX);
+  held[i] = 1;
+  return 0;
+}
+
+static void mark_tracked(void *arg, const uint8_t id[16]) {
+  unsigned char *t = arg;
+  unsigned i;
+  memcpy(&i, id, sizeof(i));
+  assert_true(i < SCAN_RACE_MAX);
+  t[i] = 1;
+}
+
+static void test_scan_beside_owner(void **state) {
+  struct sl_spool_opts o = base_opts();
+  struct done d = {0};
+  static struct scan_race sr;
+  static unsigned char tracked[SCAN_RACE_MAX], held[SCAN_RACE_MAX];
+  pthread_t th;
+  unsigned i = 1000;
+  (void)state;
+
+  o.fsync = SL_SPOOL_FSYNC_OFF;
+  o.segment_bytes = 16 * 1024;
+  o.block_bytes = 2048;
+  struct sl_spool *s = open_spool(&o);
+  append_n(s, 0, i, &d);
+  settle(s);
+  memset(&sr, 0, sizeof(sr));
+  memset(tracked, 0, sizeof(tracked));
+  memset(held, 0, sizeof(held));
+  sr.s = s;
+  sr.rounds = 20;
+  sl_spool_track_begin(s);
+  assert_int_equal(pthread_create(&th, NULL, race_scanner, &sr), 0);
+  while (!__atomic_load_n(&sr.done, __ATOMIC_ACQUIRE) && i < SCAN_RACE_MAX) {
+    struct sl_spool_item *it;
+    append_n(s, i, 1, &d);
+    sl_spool_flush(s);
+    assert_int_equal(sl_spool_take(s, &it), 0);
+    if (it != NULL) {
+      switch (i % 4) {
+      case 0:
+        assert_int_equal(sl_spool_retry(s, it, fake_now + 3, done_cb, &d), 0);
+        break;
+      case 1:
+        assert_int_equal(sl_spool_dead(s, it, "gone", done_cb, &d), 0);
+        break;
+      default:
+        assert_int_equal(sl_spool_ack(s, it, NULL, NULL), 0);
+      }
+    }
+    if (i % 64 == 0)
+      assert_int_equal(sl_spool_dead_redrive(s, NULL, done_cb, &d), 0);
+    advance(1);
+    sl_spool_poll_completions(s);
+    i++;
+  }
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(sr.err, 0);
+  settle(s);
+  assert_int_equal(sl_spool_track_end(s, mark_tracked, tracked), 0);
+  assert_int_equal(sl_spool_scan(s, mark_cb, held), 0);
+  for (unsigned k = 0; k < SCAN_RACE_MAX; k++)
+    if (held[k] && !sr.last[k] && !tracked[k])
+      fail_msg("record %u is held but was neither scanned nor tracked", k);
+  assert_int_equal(d.fails, 0);
+  sl_spool_close(s);
+}
+
 static void test_dictionary(void **state) {
   struct sl_spool_opts o = base_opts();
   struct done d = {0};
@@ -1249,6 +1400,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_scan_tracks_commits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_scan_beside_owner, setup, teardown),
       cmocka_unit_test_setup_teardown(test_dictionary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_release_and_reject, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_segment_and_footers, setup, teardown),
