@@ -22,9 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "sluice/admin.h"
+#include "sluice/clock.h"
 #include "sluice/log.h"
 
 #define DEAD_LIST_MAX 1000
@@ -64,13 +64,9 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
   sl_buf_printf(b, ",\"circuit\":{\"state\":\"%s\",\"consecutive_failures\":%u,\"next_probe_at\":",
                 sl_circuit_state_name(info.circuit), info.circuit_failures);
   if (info.next_probe_ms > 0) {
-    time_t t = (time_t)(info.next_probe_ms / 1000);
-    struct tm tm;
-    char when[32];
+    char when[SL_CLOCK_RFC3339_LEN];
 
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    sl_buf_printf(b, "\"%s.%03uZ\"}}", when, (unsigned)(info.next_probe_ms % 1000));
+    sl_buf_printf(b, "\"%s\"}}", sl_clock_format(info.next_probe_ms, true, when));
   } else {
     sl_buf_append_str(b, "null}}");
   }
@@ -180,23 +176,14 @@ struct dead_list {
 
 static int add_dead(void *arg, const struct sl_spool_record *rec) {
   struct dead_list *l = arg;
-  char id[SL_LEDGER_ID_HEX + 1];
+  char id[SL_LEDGER_ID_HEX + 1], when[SL_CLOCK_RFC3339_LEN];
 
   if (l->n > 0)
     sl_buf_append(l->b, ",", 1);
   sl_ledger_id_format(rec->id, id);
-  {
-    time_t t = (time_t)(rec->enqueue_ms / 1000);
-    struct tm tm;
-    char when[40];
-
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    sl_buf_printf(l->b,
-                  "{\"id\":\"%s\",\"attempts\":%u,\"enqueued_at\":\"%s.%03uZ\",\"method\":", id,
-                  rec->attempts + 1, /* the record counts those before the last one */
-                  when, (unsigned)(rec->enqueue_ms % 1000));
-  }
+  sl_buf_printf(l->b, "{\"id\":\"%s\",\"attempts\":%u,\"enqueued_at\":\"%s\",\"method\":", id,
+                rec->attempts + 1, /* the record counts those before the last one */
+                sl_clock_format(rec->enqueue_ms, true, when));
   json_string(l->b, rec->method, rec->method_len);
   sl_buf_append_str(l->b, ",\"target\":");
   json_string(l->b, rec->target, rec->target_len);

@@ -547,13 +547,9 @@ static void on_reload_info(const struct sl_admin_request *req, struct sl_admin_r
   if (r->result == SL_RELOAD_NONE) {
     sl_buf_append_str(&resp->body, "null");
   } else {
-    time_t secs = (time_t)(r->wall_ms / 1000);
-    struct tm tm;
-    char when[40];
+    char when[SL_CLOCK_RFC3339_LEN];
 
-    gmtime_r(&secs, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    sl_buf_printf(&resp->body, "\"%s.%03uZ\"", when, (unsigned)(r->wall_ms % 1000));
+    sl_buf_printf(&resp->body, "\"%s\"", sl_clock_format(r->wall_ms, true, when));
   }
   sl_buf_append_str(&resp->body, ",\"last_error\":");
   if (r->result != SL_RELOAD_FAILURE) {

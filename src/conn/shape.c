@@ -149,16 +149,6 @@ static void put_tenths(struct json_out *o, double seconds) {
   put_u64(o, tenths % 10);
 }
 
-/* <ms> since the epoch as an ISO 8601 UTC time to the second, in <buf>. */
-static const char *iso_time(uint64_t ms, char *buf, size_t len) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-
-  gmtime_r(&t, &tm);
-  strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 /* Writes the JSON status of ledger entry <e> into <out>; returns its length. */
 static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char *out, size_t len) {
   char id[SL_LEDGER_ID_HEX + 1];
@@ -179,7 +169,7 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
 
   if (e->state == SL_LEDGER_QUEUED && e->not_before_ms > now_ms) {
     /* Delayed, or waiting for a retry: due at a time, not at a place in the line. */
-    char when[32];
+    char when[SL_CLOCK_RFC3339_LEN];
     uint64_t pos;
     double eta = 0;
 
@@ -187,7 +177,7 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
     if (d != NULL)
       sl_drain_position(d, e->seq, &pos, &eta);
     put_str(&o, ",\"position\":null,\"not_before\":\"");
-    put_str(&o, iso_time(e->not_before_ms, when, sizeof(when)));
+    put_str(&o, sl_clock_format(e->not_before_ms, false, when));
     put_str(&o, "\",\"eta_seconds\":");
     if (eta >= 0)
       put_tenths(&o, (double)(e->not_before_ms - now_ms) / 1e3);
@@ -207,12 +197,12 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
       put_str(&o, "null");
   }
   if (e->state == SL_LEDGER_DELIVERED) {
-    char when[32];
+    char when[SL_CLOCK_RFC3339_LEN];
 
     put_str(&o, ",\"code\":");
     put_u64(&o, e->status);
     put_str(&o, ",\"delivered_at\":\"");
-    put_str(&o, iso_time(e->updated_ms, when, sizeof(when)));
+    put_str(&o, sl_clock_format(e->updated_ms, false, when));
     put_str(&o, "\"");
   }
   if (e->error[0] != '\0') {

@@ -426,18 +426,6 @@ void sl_drain_kick(struct sl_drain *d) {
   pump(d);
 }
 
-/* ---- replay ------------------------------------------------------------ */
-
-static void format_rfc3339(uint64_t ms, char *out, size_t len) {
-  time_t secs = (time_t)(ms / 1000);
-  struct tm tm;
-  size_t n;
-
-  gmtime_r(&secs, &tm);
-  n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + n, len - n, ".%03uZ", (unsigned)(ms % 1000));
-}
-
 /* ---- circuit ----------------------------------------------------------- */
 
 /* How long a probe may stay out before another may go: the longest a request
@@ -461,11 +449,11 @@ static uint64_t next_probe_wall_ms(const struct sl_drain *d, uint64_t now, uint6
 static void circuit_failed(struct sl_drain *d, uint64_t started_ns, const char *error) {
   enum sl_circuit_state was = d->circuit.state;
   uint64_t now = now_ns();
-  char when[40];
+  char when[SL_CLOCK_RFC3339_LEN];
 
   if (sl_circuit_failure(&d->circuit, started_ns, now) != SL_CIRCUIT_OPENED)
     return;
-  format_rfc3339(next_probe_wall_ms(d, now, sl_clock_wall_ms()), when, sizeof(when));
+  sl_clock_format(next_probe_wall_ms(d, now, sl_clock_wall_ms()), true, when);
   if (was == SL_CIRCUIT_CLOSED) {
     d->circuit_opens++;
     sl_log_warn("upstream %s: circuit open after %u consecutive failures (last: %s); replays "
@@ -487,6 +475,8 @@ static void circuit_succeeded(struct sl_drain *d) {
                 d->name, failures);
 }
 
+/* ---- replay ------------------------------------------------------------ */
+
 /* The request to send for <rec>: as received, plus provenance headers. */
 static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) {
   char id[SL_LEDGER_ID_HEX + 1], when[40];
@@ -494,7 +484,7 @@ static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) 
   int r = 0;
 
   sl_ledger_id_format(rec->id, id);
-  format_rfc3339(rec->enqueue_ms, when, sizeof(when));
+  sl_clock_format(rec->enqueue_ms, true, when);
   r |= sl_http_write_request_line(out, rec->method, rec->method_len, rec->target, rec->target_len);
   r |= sl_buf_append(out, rec->headers, rec->headers_len);
   r |= sl_buf_printf(out,
@@ -625,7 +615,7 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
   uint32_t attempts = rec->attempts + 1;
   uint64_t wall = sl_clock_wall_ms();
   uint64_t delay = backoff_ms(rc, attempts, retry_after_ms);
-  char when[40];
+  char when[SL_CLOCK_RFC3339_LEN];
 
   if (unsent) {
     struct sl_ledger_entry e;
@@ -664,7 +654,7 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
     }
     return;
   }
-  format_rfc3339(wall + delay, when, sizeof(when));
+  sl_clock_format(wall + delay, true, when);
   sl_log_info("upstream %s: replay attempt %u failed (%s); next attempt not before %s%s", d->name,
               attempts, error, when,
               d->circuit.state == SL_CIRCUIT_CLOSED ? "" : " (circuit open: at a probe)");
