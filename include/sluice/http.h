@@ -52,6 +52,9 @@ struct sl_http_msg {
   bool keep_alive;      /* llhttp_should_keep_alive() at the end of the head */
   bool expect_continue; /* request had "Expect: 100-continue" */
   bool no_body;         /* response has no body (HEAD, 1xx, 204, 304) */
+  /* How many headers of each name the parser's own checks read, counted once as
+   * each name ends: a message without them costs those checks no scan. */
+  uint32_t n_host, n_content_length, n_transfer_encoding, n_connection, n_expect;
 };
 
 static inline const char *sl_http_msg_str(const struct sl_http_msg *m, uint32_t off) {

@@ -48,9 +48,7 @@ static bool named_by_connection(const struct sl_http_msg *m, const char *name, s
   return sl_http_msg_has_token(m, "connection", name, len);
 }
 
-static bool has_connection_header(const struct sl_http_msg *m) {
-  return sl_http_msg_header(m, "connection") != NULL;
-}
+static bool has_connection_header(const struct sl_http_msg *m) { return m->n_connection > 0; }
 
 /* Whether header <h> of <m> goes through to the other side at all. */
 static bool passes(const struct sl_http_msg *m, const struct sl_http_header *h, bool conn_hdr) {

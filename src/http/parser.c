@@ -26,6 +26,8 @@ static void msg_reset(struct sl_http_msg *m) {
   m->keep_alive = false;
   m->expect_continue = false;
   m->no_body = false;
+  m->n_host = m->n_content_length = m->n_transfer_encoding = 0;
+  m->n_connection = m->n_expect = 0;
 }
 
 static struct sl_http_parser *parser_of(llhttp_t *ll) { return (struct sl_http_parser *)ll; }
@@ -99,6 +101,35 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
 
 static int empty_name(struct sl_http_parser *p);
 
+static bool header_is(const struct sl_http_msg *m, const struct sl_http_header *h,
+                      const char *name) {
+  size_t n = strlen(name);
+  return h->name_len == n && strncasecmp(m->raw.base + h->name_off, name, n) == 0;
+}
+
+/* Counts header <h> of <m> if it is one whose presence the head's checks need. */
+static void count_name(struct sl_http_msg *m, const struct sl_http_header *h) {
+  switch (h->name_len) {
+  case 4:
+    m->n_host += header_is(m, h, "host");
+    break;
+  case 6:
+    m->n_expect += header_is(m, h, "expect");
+    break;
+  case 10:
+    m->n_connection += header_is(m, h, "connection");
+    break;
+  case 14:
+    m->n_content_length += header_is(m, h, "content-length");
+    break;
+  case 17:
+    m->n_transfer_encoding += header_is(m, h, "transfer-encoding");
+    break;
+  default:
+    break;
+  }
+}
+
 static int on_header_field_complete(llhttp_t *ll) {
   struct sl_http_parser *p = parser_of(ll);
 
@@ -106,6 +137,7 @@ static int on_header_field_complete(llhttp_t *ll) {
     return 0;
   if (!p->in_field || p->msg.headers[p->msg.n_headers - 1].name_len == 0)
     return empty_name(p);
+  count_name(&p->msg, &p->msg.headers[p->msg.n_headers - 1]);
   p->in_field = false;
   p->field_done = true;
   return 0;
@@ -149,12 +181,6 @@ static int on_header_value_complete(llhttp_t *ll) {
   p->in_value = false;
   p->field_done = false;
   return 0;
-}
-
-static bool header_is(const struct sl_http_msg *m, const struct sl_http_header *h,
-                      const char *name) {
-  size_t n = strlen(name);
-  return h->name_len == n && strncasecmp(m->raw.base + h->name_off, name, n) == 0;
 }
 
 static bool value_is(const struct sl_http_msg *m, const struct sl_http_header *h,
@@ -212,7 +238,8 @@ bool sl_http_msg_has_token(const struct sl_http_msg *m, const char *name, const 
  * nothing but the reuse.)
  */
 static bool keep_alive(llhttp_t *ll, const struct sl_http_msg *m) {
-  return llhttp_should_keep_alive(ll) && !sl_http_msg_has_token(m, "connection", "close", 5);
+  return llhttp_should_keep_alive(ll) &&
+         !(m->n_connection > 0 && sl_http_msg_has_token(m, "connection", "close", 5));
 }
 
 /*
@@ -227,24 +254,18 @@ static bool keep_alive(llhttp_t *ll, const struct sl_http_msg *m) {
  * Returns 0, or -1 with the error recorded.
  */
 static int check_request(struct sl_http_parser *p, const struct sl_http_msg *m) {
-  size_t hosts = 0, tes = 0;
-  bool cl = false, blank_te = false;
+  size_t hosts = m->n_host, tes = m->n_transfer_encoding;
+  bool cl = m->n_content_length > 0, blank_te = false;
 
   if (m->http_major != 1) {
     sl_http_parser_fail(p, SL_HTTP_EVERSION, "HTTP version not supported");
     return -1;
   }
-  for (size_t i = 0; i < m->n_headers; i++) {
+  for (size_t i = 0; tes > 0 && i < m->n_headers; i++) {
     const struct sl_http_header *h = &m->headers[i];
 
-    if (header_is(m, h, "host"))
-      hosts++;
-    else if (header_is(m, h, "content-length"))
-      cl = true;
-    else if (header_is(m, h, "transfer-encoding")) {
-      tes++;
+    if (header_is(m, h, "transfer-encoding"))
       blank_te |= value_blank(m, h);
-    }
   }
   if (tes > 0 && cl) {
     sl_http_parser_fail(p, SL_HTTP_EBADMSG, "Transfer-Encoding with Content-Length");
@@ -277,7 +298,7 @@ static int on_headers_complete(llhttp_t *ll) {
   m->chunked = (ll->flags & F_CHUNKED) != 0;
   if (ll->flags & F_CONTENT_LENGTH)
     m->content_length = (int64_t)ll->content_length;
-  for (size_t i = 0; i < m->n_headers; i++) {
+  for (size_t i = 0; m->n_transfer_encoding > 0 && i < m->n_headers; i++) {
     if (header_is(m, &m->headers[i], "transfer-encoding") &&
         !value_is(m, &m->headers[i], "chunked"))
       m->other_codings = true;
@@ -287,7 +308,7 @@ static int on_headers_complete(llhttp_t *ll) {
   if (ll->type == HTTP_REQUEST) {
     if (check_request(p, m) != 0)
       return -1;
-    for (size_t i = 0; i < m->n_headers; i++) {
+    for (size_t i = 0; m->n_expect > 0 && i < m->n_headers; i++) {
       if (!header_is(m, &m->headers[i], "expect"))
         continue;
       if (!value_is(m, &m->headers[i], "100-continue")) {
@@ -436,6 +457,33 @@ void sl_http_parser_fail(struct sl_http_parser *p, enum sl_http_error err, const
 }
 
 /*
+ * The bytes of one line, <len> > 0 of them, no LF among them (a line may come
+ * in several pieces). Carries the checks of scan() that look at a line's text.
+ */
+static int scan_text(struct sl_http_parser *p, const char *s, size_t len) {
+  size_t i = 0;
+
+  /* Only CR so far on this line: the line's text starts at its first other byte. */
+  while (p->scan_line_empty && i < len && s[i] == '\r')
+    i++;
+  if (i < len) {
+    /* Obsolete line folding (RFC 9112 5.2): rejected, as a proxy may, rather
+     * than passed on to be split differently downstream. */
+    if (p->scan_line_empty && p->scan_seen_text && p->ll.type == HTTP_REQUEST &&
+        (s[i] == ' ' || s[i] == '\t')) {
+      sl_http_parser_fail(p, SL_HTTP_EBADMSG, "obsolete header line folding");
+      return -1;
+    }
+    p->scan_seen_text = true;
+    p->scan_line_empty = false;
+  }
+  for (; !p->scan_line1_done && p->scan_line1_sp < 2 && i < len; i++)
+    p->scan_line1_sp += s[i] == ' ';
+  p->scan_prev = s[len - 1];
+  return 0;
+}
+
+/*
  * The wire-level checks llhttp does not make. It takes (even in strict mode)
  * a bare LF as the end of the request line, of the head and of the trailers,
  * and folded header lines. A proxy must not: a backend that reads the same
@@ -446,34 +494,31 @@ void sl_http_parser_fail(struct sl_http_parser *p, enum sl_http_error err, const
  */
 static int scan(struct sl_http_parser *p, const char *data, size_t len) {
   bool strict = p->ll.type == HTTP_REQUEST;
-  size_t i;
+  size_t i = 0;
 
-  for (i = 0; i < len && !p->scan_done; i++) {
-    char ch = data[i];
+  /* Line by line, with memchr finding each end: the head is scanned at the
+   * speed of memchr rather than a branch per byte. */
+  while (i < len && !p->scan_done) {
+    const char *lf = memchr(data + i, '\n', len - i);
+    size_t end = lf != NULL ? (size_t)(lf - data) : len;
 
-    if (ch == '\n') {
-      if (strict && p->scan_prev != '\r') {
-        sl_http_parser_fail(p, SL_HTTP_EBADMSG, "bare LF line end");
-        return -1;
-      }
-      if (p->scan_seen_text)
-        p->scan_line1_done = true;
-      if (p->scan_line_empty && p->scan_seen_text)
-        p->scan_done = true;
-      p->scan_line_empty = true;
-    } else if (ch != '\r') {
-      /* Obsolete line folding (RFC 9112 5.2): rejected, as a proxy may, rather
-       * than passed on to be split differently downstream. */
-      if (strict && p->scan_line_empty && p->scan_seen_text && (ch == ' ' || ch == '\t')) {
-        sl_http_parser_fail(p, SL_HTTP_EBADMSG, "obsolete header line folding");
-        return -1;
-      }
-      if (ch == ' ' && !p->scan_line1_done && p->scan_line1_sp < 2)
-        p->scan_line1_sp++;
-      p->scan_seen_text = true;
-      p->scan_line_empty = false;
+    if (end > i && scan_text(p, data + i, end - i) != 0)
+      return -1;
+    if (lf == NULL) {
+      i = len;
+      break;
     }
-    p->scan_prev = ch;
+    if (strict && p->scan_prev != '\r') {
+      sl_http_parser_fail(p, SL_HTTP_EBADMSG, "bare LF line end");
+      return -1;
+    }
+    if (p->scan_seen_text)
+      p->scan_line1_done = true;
+    if (p->scan_line_empty && p->scan_seen_text)
+      p->scan_done = true;
+    p->scan_line_empty = true;
+    p->scan_prev = '\n';
+    i = end + 1;
   }
   p->header_bytes += i;
   if (p->max_header_bytes && p->header_bytes > p->max_header_bytes) {
