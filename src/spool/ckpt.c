@@ -192,8 +192,18 @@ int sl__ckpt_load(struct sl_spool *spool) {
     if (at + nbytes > len - 4)
       break;
     if (seg != NULL && state == 2) {
+      /* Its unlink did not survive a crash (a power cut before the directory fsync). Every
+       * record in it is settled: readers test the ack bits, so set them all, and have the
+       * writer's next checkpoint delete the file again. */
+      if (sl__ack_grow(seg, seg->nrec) != 0) {
+        err = -ENOMEM;
+        goto fail;
+      }
+      for (uint32_t o = 0; o < seg->nrec; o++)
+        sl__ack_set(seg, o);
       seg->done = true;
       seg->done_ckpt = true;
+      spool->ack_dirty = true;
     } else if (seg != NULL && state == 1) {
       if (sl__ack_grow(seg, nbits) != 0) {
         err = -ENOMEM;
