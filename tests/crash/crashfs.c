@@ -546,7 +546,7 @@ static void fop_apply(uint8_t **buf, size_t *len, const struct fop *op, uint64_t
     if (op->kind == F_TRUNC || end > *len)
       *len = end;
   }
-  if (op->kind == F_WRITE)
+  if (op->kind == F_WRITE && write_len > 0)
     memcpy(*buf + op->off, op->data, write_len);
 }
 
@@ -569,7 +569,8 @@ void crashfs_replay_begin(void) {
       n->dur = malloc(e->len ? e->len : 1);
       if (n->dur == NULL)
         abort();
-      memcpy(n->dur, e->data, e->len);
+      if (e->len > 0)
+        memcpy(n->dur, e->data, e->len);
       n->dlen = e->len;
     }
   }
@@ -688,7 +689,8 @@ static int write_file(const char *path, const struct node *n, enum crashfs_mode 
 
   if (buf == NULL)
     abort();
-  memcpy(buf, n->dur, n->dlen);
+  if (n->dlen > 0)
+    memcpy(buf, n->dur, n->dlen);
   if (mode == CRASHFS_KEEP_ALL) {
     k = n->npend;
   } else if (mode == CRASHFS_RANDOM && n->npend > 0) {

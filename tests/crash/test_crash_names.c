@@ -49,6 +49,8 @@ static int teardown(void **state) {
   (void)state;
   crashfs_free();
   crashfs_rm_rf(root);
+  snprintf(img, sizeof(img), "%s.img", root);
+  crashfs_rm_rf(img);
   return 0;
 }
 

@@ -17,10 +17,10 @@
  *
  * Environment: CRASH_STATES (states to run, default below), CRASH_SEED (first
  * seed; run r uses seed + r), CRASH_KEEP=1 keeps the failing state's
- * directory. A failure prints the seed, the run, the cut and the state.
- * The workload's threads (the spool's writer, syncer and preparer) make the
- * log's interleaving vary from one run to the next; the seed fixes the
- * workload and every choice made on the log, and the failing state is kept.
+ * directory, CRASH_PROGRESS=1 prints a line per run. A failure prints the seed, the run, the cut
+ * and the state. The workload's threads (the spool's writer, syncer and preparer) make the log's
+ * interleaving vary from one run to the next; the seed fixes the workload and every choice made on
+ * the log, and the failing state is kept.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -63,7 +63,7 @@ enum {
 };
 
 static uint64_t base_seed = 17, states_target = DEFAULT_STATES, states_run, runs;
-static bool keep_failed, journal_strict;
+static bool keep_failed, journal_strict, progress;
 static char root[256], img[300];
 static uint64_t rng;
 
@@ -106,7 +106,8 @@ static void ver_set(struct ver *v, const struct sl_spool_record *r) {
   v->rec = *r;
   v->blob = p;
 #define COPY(f)                                                                                    \
-  memcpy(p, r->f, r->f##_len);                                                                     \
+  if (r->f##_len > 0)                                                                              \
+    memcpy(p, r->f, r->f##_len);                                                                   \
   v->rec.f = p;                                                                                    \
   p += r->f##_len
   COPY(method);
@@ -117,14 +118,17 @@ static void ver_set(struct ver *v, const struct sl_spool_record *r) {
 #undef COPY
 }
 
+/* Whether the <n> bytes at <a> and <b> are the same (either may be NULL when <n> is 0). */
+static bool same(const void *a, const void *b, size_t n) { return n == 0 || memcmp(a, b, n) == 0; }
+
 static bool rec_equal(const struct sl_spool_record *a, const struct sl_spool_record *b) {
   return memcmp(a->id, b->id, 16) == 0 && a->enqueue_ms == b->enqueue_ms &&
          a->not_before_ms == b->not_before_ms && a->attempts == b->attempts &&
-         a->method_len == b->method_len && memcmp(a->method, b->method, a->method_len) == 0 &&
-         a->target_len == b->target_len && memcmp(a->target, b->target, a->target_len) == 0 &&
-         a->headers_len == b->headers_len && memcmp(a->headers, b->headers, a->headers_len) == 0 &&
-         a->body_len == b->body_len && memcmp(a->body, b->body, a->body_len) == 0 &&
-         a->error_len == b->error_len && memcmp(a->error, b->error, a->error_len) == 0;
+         a->method_len == b->method_len && same(a->method, b->method, a->method_len) &&
+         a->target_len == b->target_len && same(a->target, b->target, a->target_len) &&
+         a->headers_len == b->headers_len && same(a->headers, b->headers, a->headers_len) &&
+         a->body_len == b->body_len && same(a->body, b->body, a->body_len) &&
+         a->error_len == b->error_len && same(a->error, b->error, a->error_len);
 }
 
 /* The record index in <id>, or -1 if it is not one of this run's. */
@@ -740,6 +744,8 @@ static void cut_and_check(bool journal, uint64_t budget) {
     if (log[i - 1].op == CRASHFS_SYNC || i == n || below(40) == 0)
       cand[ncand++] = i;
   ncuts = budget / 3 < ncand ? (size_t)(budget / 3) : ncand;
+  if (ncuts == 0)
+    ncuts = 1;                         /* the last few states of a run */
   for (size_t i = 0; i < ncuts; i++) { /* a random sample, kept in log order */
     size_t k = i + (size_t)below(ncand - i), t = cand[i];
     cand[i] = cand[k];
@@ -772,12 +778,13 @@ static void cut_and_check(bool journal, uint64_t budget) {
           }
           fail_msg("CRASH STATE FAILED: %s\n  seed %" PRIu64 " (run %" PRIu64 ", %s), cut after "
                    "operation %zu of %zu, %s state (choices seed %" PRIu64 ")%s%s\n"
-                   "  rerun: CRASH_SEED=%" PRIu64 " CRASH_STATES=%" PRIu64 " CRASH_KEEP=1",
+                   "  rerun: CRASH_SEED=%" PRIu64 " CRASH_STATES=%" PRIu64 " CRASH_KEEP=1%s",
                    err, run_seed, runs, journal ? "journal" : "spool", i, n,
                    mode == CRASHFS_DROP_ALL   ? "worst"
                    : mode == CRASHFS_KEEP_ALL ? "process-crash"
                                               : "random",
-                   vseed, kept[0] ? "; kept in " : "", kept, base_seed, states_target);
+                   vseed, kept[0] ? "; kept in " : "", kept, base_seed, states_target,
+                   journal_strict ? " CRASH_JOURNAL=strict" : "");
         }
       }
       crashfs_rm_rf(img);
@@ -855,9 +862,15 @@ static void crash_states(void **state) {
   while (states_run < states_target) {
     bool journal = runs % (JOURNAL_EVERY + 1) == JOURNAL_EVERY;
     uint64_t left = states_target - states_run;
+    uint64_t t = sl_clock_mono_ns();
     run_seed = base_seed + runs;
     one_run(journal, left < STATES_PER_RUN ? left : STATES_PER_RUN);
     runs++;
+    if (progress)
+      fprintf(stderr,
+              "crash: run %" PRIu64 " (seed %" PRIu64 ", %s) in %.2f s; %" PRIu64 " states\n",
+              runs - 1, run_seed, journal ? "journal" : "spool",
+              (double)(sl_clock_mono_ns() - t) / 1e9, states_run);
   }
   printf("crash: %" PRIu64 " states checked in %" PRIu64 " runs (seeds %" PRIu64 "..%" PRIu64
          ") in %.1f s; journal checks: %s\n",
@@ -874,6 +887,7 @@ int main(void) {
   if ((e = getenv("CRASH_SEED")) != NULL)
     base_seed = strtoull(e, NULL, 10);
   keep_failed = getenv("CRASH_KEEP") != NULL;
+  progress = getenv("CRASH_PROGRESS") != NULL;
   journal_strict = (e = getenv("CRASH_JOURNAL")) != NULL && strcmp(e, "strict") == 0;
   sl_log_set_level(getenv("CRASH_VERBOSE") ? SL_LOG_DEBUG : (enum sl_log_level)(SL_LOG_ERROR + 1));
   return cmocka_run_group_tests(tests, NULL, NULL);
