@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Writes the directory part of <path> into <out> (<cap> bytes): "." if it has none, "/"
  * for a name at the root. Returns 0 or -ENAMETOOLONG. */
@@ -61,6 +62,7 @@ static int fsync_parent(const struct sl_io *io, const char *path) {
 
 int sl_durable_mkdir_p(const struct sl_io *io, const char *dir, mode_t mode) {
   char tmp[PATH_MAX];
+  struct stat sb;
   size_t n = strlen(dir);
   int rc;
 
@@ -88,6 +90,8 @@ int sl_durable_mkdir_p(const struct sl_io *io, const char *dir, mode_t mode) {
         return rc;
     } else if (errno != EEXIST) {
       return -errno;
+    } else if (stat(tmp, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+      return -ENOTDIR; /* a file where a directory should be */
     } else if (last) {
       rc = fsync_parent(io, tmp);
       if (rc != 0)

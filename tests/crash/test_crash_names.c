@@ -300,12 +300,35 @@ static void journal_compaction_durable(void **state) {
   each_state_after_ack(check_journal);
 }
 
+/* sl_durable_mkdir_p on odd paths: doubled and trailing slashes, a path that exists, a file
+ * in the way. */
+static void mkdir_p_paths(void **state) {
+  char path[400];
+  int fd;
+  (void)state;
+
+  snprintf(path, sizeof(path), "%s/p//q/", root);
+  assert_int_equal(sl_durable_mkdir_p(NULL, path, 0755), 0);
+  snprintf(path, sizeof(path), "%s/p/q", root);
+  assert_int_equal(access(path, F_OK), 0);
+  assert_int_equal(sl_durable_mkdir_p(NULL, path, 0755), 0);
+  snprintf(path, sizeof(path), "%s/p/f", root);
+  fd = open(path, O_RDWR | O_CREAT, 0644);
+  assert_true(fd >= 0);
+  close(fd);
+  assert_int_equal(sl_durable_mkdir_p(NULL, path, 0755), -ENOTDIR);
+  snprintf(path, sizeof(path), "%s/p/f/g", root);
+  assert_int_equal(sl_durable_mkdir_p(NULL, path, 0755), -ENOTDIR);
+  assert_int_equal(sl_durable_mkdir_p(NULL, "", 0755), -EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(spool_new_directory_name_durable, setup, teardown),
       cmocka_unit_test_setup_teardown(mkdir_p_each_level_durable, setup, teardown),
       cmocka_unit_test_setup_teardown(replace_durable, setup, teardown),
       cmocka_unit_test_setup_teardown(journal_compaction_durable, setup, teardown),
+      cmocka_unit_test_setup_teardown(mkdir_p_paths, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
