@@ -51,6 +51,7 @@
 
 #include <uv.h>
 
+#include "sluice/io.h"
 #include "sluice/ledger.h"
 
 /* The file name of the journal inside the spool directory. */
@@ -66,6 +67,9 @@ struct sl_ledger_journal_opts {
   uint64_t flush_delay_ms;    /* else this long after the first buffered record (10) */
   uint64_t compact_min_bytes; /* no run-time compaction below this file size (16 MiB) */
   size_t max_pending_bytes;   /* records beyond this while the disk lags are dropped (64 MiB) */
+  /* Creating, syncing and renaming the journal, its lock and its temp file go through <io>
+   * (sluice/io.h), so tests can build crash states; NULL (default): POSIX. */
+  const struct sl_io *io;
 };
 
 /* Fills <opts> with the defaults above. */

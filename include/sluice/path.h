@@ -9,8 +9,10 @@
 
 /*
  * Creates directory <dir> and any missing parents (mode 0750), like
- * `mkdir -p`. Returns 0 (also if it exists), -EINVAL for an empty path,
- * -ENAMETOOLONG, or the negative errno of the mkdir that failed.
+ * `mkdir -p`, and makes every created name durable (sl_durable_mkdir_p in
+ * sluice/durable.h: each new level's parent is fsynced). Returns 0 (also if
+ * it exists), -EINVAL for an empty path, -ENAMETOOLONG, or the negative
+ * errno of the call that failed.
  */
 int sl_path_mkdir_p(const char *dir);
 

@@ -43,6 +43,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "sluice/io.h"
+
 /*
  * The spool's own error codes: far below any negative errno (Linux errno
  * values stay under 4096), so they pass through the same int returns as
@@ -93,20 +95,6 @@ struct sl_spool_record {
 /* Largest encoded record accepted by sl_spool_append (method + target + headers + body + 56). */
 #define SL_SPOOL_RECORD_MAX (64u * 1024 * 1024)
 
-/*
- * I/O functions the spool calls for every write-side system call, so tests
- * can inject ENOSPC and EIO. Each returns what the system call returns
- * (-1 with errno set on failure). NULL in sl_spool_opts means the POSIX calls.
- */
-struct sl_spool_io {
-  ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
-  int (*fdatasync)(int fd);
-  int (*fsync)(int fd); /* used on directories */
-  int (*ftruncate)(int fd, off_t len);
-  int (*rename)(const char *from, const char *to);
-  int (*unlink)(const char *path);
-};
-
 typedef void (*sl_spool_notify_cb)(void *arg);
 typedef void (*sl_spool_done_cb)(void *arg, int status);
 
@@ -137,7 +125,10 @@ struct sl_spool_opts {
   void (*on_fsync)(void *arg, uint64_t ns);
   void *fsync_arg;
   void *notify_arg;
-  const struct sl_spool_io *io;  /* NULL: POSIX */
+  /* Every write-side call, the creation of files and directories and every
+   * fsync go through <io> (sluice/io.h), so tests can inject ENOSPC and EIO or
+   * build crash states; NULL members (or NULL) mean the POSIX calls. */
+  const struct sl_io *io;
   uint64_t (*now_ms)(void *arg); /* wall clock for due times; NULL: sl_clock_wall_ms */
   void *clock_arg;
 };

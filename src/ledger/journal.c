@@ -63,7 +63,7 @@
 #include "sluice/clock.h"
 #include "sluice/crc32c.h"
 #include "sluice/log.h"
-#include "sluice/path.h"
+#include "sluice/durable.h"
 
 #define MAGIC "SLUICELJ"
 #define VERSION 1u
@@ -155,7 +155,10 @@ struct sl_ledger_journal {
   int fd, old_fd, lock_fd;
   uv_timer_t timer;
   bool timer_open;
-  uv_fs_t write_req, rename_req;
+  uv_fs_t write_req;
+  uv_work_t rename_work; /* compaction: rename and directory fsync on the threadpool */
+  int rename_rc;
+  struct sl_io io; /* opts.io completed with the POSIX calls */
   bool writing;
   struct sl_buf pending, inflight;
   size_t inflight_done; /* bytes of <inflight> written (short writes) */
@@ -175,6 +178,7 @@ void sl_ledger_journal_opts_init(struct sl_ledger_journal_opts *opts) {
   opts->flush_delay_ms = 10;
   opts->compact_min_bytes = 16ull * 1024 * 1024;
   opts->max_pending_bytes = 64u * 1024 * 1024;
+  opts->io = NULL;
 }
 
 /* ---- encoding ----------------------------------------------------------- */
@@ -431,22 +435,25 @@ done:
 
 /* ---- writing a snapshot (startup and threadpool) ------------------------ */
 
-static int write_all(int fd, const void *data, size_t len) {
+/* Writes <len> bytes at <off> of <fd>. */
+static int write_all(const struct sl_io *io, int fd, const void *data, size_t len, uint64_t off) {
   const char *p = data;
 
   while (len > 0) {
-    ssize_t r = write(fd, p, len);
+    ssize_t r = io->pwrite(fd, p, len, (off_t)off);
     if (r < 0 && errno == EINTR)
       continue;
-    if (r < 0)
-      return -errno;
+    if (r <= 0)
+      return r < 0 ? -errno : -EIO;
     p += r;
+    off += (uint64_t)r;
     len -= (size_t)r;
   }
   return 0;
 }
 
 struct snap {
+  const struct sl_io *io;
   int fd;
   struct sl_buf buf;
   uint64_t size;
@@ -457,7 +464,7 @@ static void snap_add(struct snap *s, const uint8_t *frame, size_t len) {
   if (s->rc != 0)
     return;
   if (s->buf.len + len > IO_CHUNK) {
-    s->rc = write_all(s->fd, s->buf.base, s->buf.len);
+    s->rc = write_all(s->io, s->fd, s->buf.base, s->buf.len, s->size - s->buf.len);
     sl_buf_reset(&s->buf);
   }
   if (s->rc == 0 && sl_buf_append(&s->buf, frame, len) != 0)
@@ -471,9 +478,10 @@ static void snap_add(struct snap *s, const uint8_t *frame, size_t len) {
  * that a reload rebuilds the same eviction order; then the keys still inside the window at
  * <now_ms>, oldest first. Sets <*size>. Returns 0 or a negative errno.
  */
-static int write_snapshot(int fd, const struct names *names, const struct sl_ledger *l,
-                          const struct sl_dedupe *d, uint64_t now_ms, uint64_t *size) {
-  struct snap s = {.fd = fd};
+static int write_snapshot(const struct sl_io *io, int fd, const struct names *names,
+                          const struct sl_ledger *l, const struct sl_dedupe *d, uint64_t now_ms,
+                          uint64_t *size) {
+  struct snap s = {.io = io, .fd = fd};
   uint8_t frame[FRAME_MAX];
   struct sl_ledger_entry e;
 
@@ -495,7 +503,7 @@ static int write_snapshot(int fd, const struct names *names, const struct sl_led
       snap_add(&s, frame, encode_key(frame, k->scope, k->key, k->key_len, k->id, k->t_ms));
   }
   if (s.rc == 0 && s.buf.len > 0)
-    s.rc = write_all(fd, s.buf.base, s.buf.len);
+    s.rc = write_all(io, fd, s.buf.base, s.buf.len, s.size - s.buf.len);
   sl_buf_dispose(&s.buf);
   *size = s.size;
   return s.rc;
@@ -504,19 +512,20 @@ static int write_snapshot(int fd, const struct names *names, const struct sl_led
 /* Creates <tmp_path> with the snapshot of <l> and <d>, fsynced. Returns 0 and
  * sets <*fd_out> (open for writing, at its end) and <*size>, or a negative
  * errno (no file is left behind). */
-static int write_temp(const char *tmp_path, const struct names *names, const struct sl_ledger *l,
-                      const struct sl_dedupe *d, uint64_t now_ms, int *fd_out, uint64_t *size) {
-  int fd = open(tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+static int write_temp(const struct sl_io *io, const char *tmp_path, const struct names *names,
+                      const struct sl_ledger *l, const struct sl_dedupe *d, uint64_t now_ms,
+                      int *fd_out, uint64_t *size) {
+  int fd = io->open(tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   int rc;
 
   if (fd < 0)
     return -errno;
-  rc = write_snapshot(fd, names, l, d, now_ms, size);
-  if (rc == 0 && fsync(fd) != 0)
+  rc = write_snapshot(io, fd, names, l, d, now_ms, size);
+  if (rc == 0 && io->fsync(fd) != 0)
     rc = -errno;
   if (rc != 0) {
-    close(fd);
-    unlink(tmp_path);
+    io->close(fd);
+    io->unlink(tmp_path);
     return rc;
   }
   *fd_out = fd;
@@ -536,30 +545,18 @@ static char *dir_of(const char *path) {
   return strndup(path, (size_t)(slash - path));
 }
 
-static int fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int rc = 0;
-
-  if (fd < 0)
-    return -errno;
-  if (fsync(fd) != 0)
-    rc = -errno;
-  close(fd);
-  return rc;
-}
-
-static int lock_file(const char *path, int *fd_out) {
+static int lock_file(const struct sl_io *io, const char *path, int *fd_out) {
   char lock[4096];
-  int fd;
+  int fd, rc;
 
   if (snprintf(lock, sizeof(lock), "%s.lock", path) >= (int)sizeof(lock))
     return -ENAMETOOLONG;
-  fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-  if (fd < 0)
-    return -errno;
+  rc = sl_durable_create(io, lock, O_RDWR, 0640, &fd);
+  if (rc < 0)
+    return rc;
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int err = errno == EWOULDBLOCK ? SL_ELEDGER_LOCKED : -errno;
-    close(fd);
+    io->close(fd);
     return err;
   }
   *fd_out = fd;
@@ -644,22 +641,15 @@ static int load(struct sl_ledger_journal *j, uint64_t now_ms) {
 /* Rewrites the journal with what the ledger and key index hold and keeps it
  * open for appending. Returns 0 or a negative errno. */
 static int compact_at_startup(struct sl_ledger_journal *j, uint64_t now_ms) {
-  char *dir = dir_of(j->path);
   uint64_t size = 0;
   int rc;
 
-  if (dir == NULL)
-    return -ENOMEM;
-  rc = write_temp(j->tmp_path, &j->names, j->l, j->d, now_ms, &j->fd, &size);
-  if (rc == 0 && rename(j->tmp_path, j->path) != 0) {
-    rc = -errno;
-    close(j->fd);
+  rc = write_temp(&j->io, j->tmp_path, &j->names, j->l, j->d, now_ms, &j->fd, &size);
+  if (rc == 0 && (rc = sl_durable_rename(&j->io, -1, j->tmp_path, j->path)) != 0) {
+    j->io.close(j->fd);
     j->fd = -1;
-    unlink(j->tmp_path);
+    j->io.unlink(j->tmp_path);
   }
-  if (rc == 0)
-    rc = fsync_dir(dir);
-  free(dir);
   j->st.file_bytes = size;
   j->compact_at = size * 4 > j->opts.compact_min_bytes ? size * 4 : j->opts.compact_min_bytes;
   return rc;
@@ -693,6 +683,7 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
     j->opts = *opts;
   else
     sl_ledger_journal_opts_init(&j->opts);
+  sl_io_fill(&j->io, j->opts.io);
   sl_buf_init(&j->pending);
   sl_buf_init(&j->inflight);
   sl_buf_init(&j->capture);
@@ -704,9 +695,11 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
     goto fail;
   }
   sprintf(j->tmp_path, "%s.tmp", path);
-  if ((rc = sl_path_mkdir_p(dir)) != 0 || (rc = lock_file(path, &j->lock_fd)) != 0 ||
-      (rc = load(j, now_ms)) != 0 || (rc = renumber_queued(l)) != 0 ||
-      (rc = compact_at_startup(j, now_ms)) != 0)
+  /* The spool directory and its parents, each new name durable (the upstreams' spools are
+   * created inside it later). */
+  if ((rc = sl_durable_mkdir_p(&j->io, dir, 0750)) != 0 ||
+      (rc = lock_file(&j->io, path, &j->lock_fd)) != 0 || (rc = load(j, now_ms)) != 0 ||
+      (rc = renumber_queued(l)) != 0 || (rc = compact_at_startup(j, now_ms)) != 0)
     goto fail;
   free(dir);
   uv_timer_init(loop, &j->timer);
@@ -1005,7 +998,8 @@ static void compact_work(uv_work_t *w) {
   if (fd >= 0)
     close(fd);
   if (job->rc == 0)
-    job->rc = write_temp(job->tmp_path, &ld.names, l, d, job->now_ms, &job->fd, &job->size);
+    job->rc =
+        write_temp(&job->j->io, job->tmp_path, &ld.names, l, d, job->now_ms, &job->fd, &job->size);
   names_free(&ld.names);
   sl_ledger_destroy(l);
   sl_dedupe_destroy(d);
@@ -1083,12 +1077,20 @@ static void switch_files(struct sl_ledger_journal *j) {
     start_rename(j);
 }
 
-static void on_renamed(uv_fs_t *req) {
-  struct sl_ledger_journal *j = req->data;
-  int rc = (int)req->result;
+/* threadpool: the compacted file replaces the journal, its name durable before the old
+ * file's descriptor is let go (a rename lost in a power cut would bring back the old file,
+ * whose appends since the snapshot went to the new one). */
+static void rename_work(uv_work_t *w) {
+  struct sl_ledger_journal *j = w->data;
+
+  j->rename_rc = sl_durable_rename(&j->io, -1, j->tmp_path, j->path);
+}
+
+static void on_renamed(uv_work_t *w, int status) {
+  struct sl_ledger_journal *j = w->data;
+  int rc = status != 0 ? status : j->rename_rc;
   uint64_t size = j->job->size;
 
-  uv_fs_req_cleanup(req);
   j->ops--;
   if (rc < 0) {
     stop_journaling(j, "renaming the compacted journal", rc);
@@ -1111,8 +1113,8 @@ static void start_rename(struct sl_ledger_journal *j) {
   int rc;
 
   j->cstate = COMPACT_RENAME;
-  j->rename_req.data = j;
-  rc = uv_fs_rename(j->loop, &j->rename_req, j->tmp_path, j->path, on_renamed);
+  j->rename_work.data = j;
+  rc = uv_queue_work(j->loop, &j->rename_work, rename_work, on_renamed);
   if (rc != 0) {
     stop_journaling(j, "renaming the compacted journal", rc);
     abandon_switched(j);

@@ -28,50 +28,17 @@
 #include <unistd.h>
 
 #include "sluice/crc32c.h"
+#include "sluice/durable.h"
 #include "sluice/log.h"
 
 int sl__write_file_atomic(struct sl_spool *spool, const char *name, const void *data, size_t len) {
-  char tmp[4096], dst[4096];
-  size_t done = 0;
-  int fd, err = 0;
+  char dst[4096];
 
-  snprintf(tmp, sizeof(tmp), "%s/%s.tmp", spool->dir, name);
-  snprintf(dst, sizeof(dst), "%s/%s", spool->dir, name);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return -errno;
-  while (done < len) {
-    ssize_t n = spool->io.pwrite(fd, (const char *)data + done, len - done, (off_t)done);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      err = -errno;
-      goto fail;
-    }
-    done += (size_t)n;
-  }
-  if (spool->io.fdatasync(fd) != 0) {
-    err = -errno;
-    goto fail;
-  }
-  close(fd);
-  fd = -1;
-  if (spool->io.rename(tmp, dst) != 0) {
-    err = -errno;
-    goto fail;
-  }
-  if (spool->io.fsync(spool->dirfd) != 0) {
-    /* The new file is in place but its name may not survive a crash; the
-     * next write tries again, and the old checkpoint is still a valid one. */
-    return -errno;
-  }
-  return 0;
-
-fail:
-  if (fd >= 0)
-    close(fd);
-  unlink(tmp);
-  return err;
+  if (snprintf(dst, sizeof(dst), "%s/%s", spool->dir, name) >= (int)sizeof(dst))
+    return -ENAMETOOLONG;
+  /* On a failed directory fsync the new file is in place but its name may not survive a
+   * crash; the next write tries again, and the old file is still a valid one. */
+  return sl_durable_replace(&spool->io, spool->dirfd, dst, data, len, 0644);
 }
 
 static int put_entry(struct sl_buf *b, const struct sl__seg *seg, uint8_t state) {
@@ -229,8 +196,18 @@ int sl__ckpt_load(struct sl_spool *spool) {
     if (at + nbytes > len - 4)
       break;
     if (seg != NULL && state == 2) {
+      /* Its unlink did not survive a crash (a power cut before the directory fsync). Every
+       * record in it is settled: readers test the ack bits, so set them all, and have the
+       * writer's next checkpoint delete the file again. */
+      if (sl__ack_grow(seg, seg->nrec) != 0) {
+        err = -ENOMEM;
+        goto fail;
+      }
+      for (uint32_t o = 0; o < seg->nrec; o++)
+        sl__ack_set(seg, o);
       seg->done = true;
       seg->done_ckpt = true;
+      spool->ack_dirty = true;
     } else if (seg != NULL && state == 1) {
       if (sl__ack_grow(seg, nbits) != 0) {
         err = -ENOMEM;

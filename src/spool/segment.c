@@ -329,7 +329,7 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
   int store, fd, err;
 
   sl_buf_init(&tmp);
-  fd = open(seg->path, O_RDWR | O_CLOEXEC);
+  fd = spool->io.open(seg->path, O_RDWR | O_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
   if (fstat(fd, &sb) != 0) {
@@ -358,7 +358,7 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
     seg->sealed = true;
     seg->wsize = seg->committed;
     seg->wnrec = seg->nrec;
-    close(fd);
+    spool->io.close(fd);
     sl_buf_dispose(&tmp);
     return 0;
   }
@@ -441,13 +441,13 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
     /* A delay bucket stays open for appends until its window passes, but without a
      * descriptor: the writer reopens the few it writes to (there may be hundreds). */
     seg->sealed = seg->store != SL__STORE_DELAY;
-    close(fd);
+    spool->io.close(fd);
   }
   sl_buf_dispose(&tmp);
   return 0;
 
 fail:
-  close(fd);
+  spool->io.close(fd);
   sl_buf_dispose(&tmp);
   return err;
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "sluice/clock.h"
+#include "sluice/durable.h"
 #include "sluice/log.h"
 
 const char *sl_spool_strerror(int err) {
@@ -46,18 +47,6 @@ const char *sl_spool_strerror(int err) {
     return err < 0 && err > -4096 ? strerror(-err) : "unknown spool error";
   }
 }
-
-static ssize_t io_pwrite(int fd, const void *buf, size_t len, off_t off) {
-  return pwrite(fd, buf, len, off);
-}
-static int io_fdatasync(int fd) { return fdatasync(fd); }
-static int io_fsync(int fd) { return fsync(fd); }
-static int io_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
-static int io_rename(const char *a, const char *b) { return rename(a, b); }
-static int io_unlink(const char *p) { return unlink(p); }
-
-static const struct sl_spool_io posix_io = {io_pwrite,    io_fdatasync, io_fsync,
-                                            io_ftruncate, io_rename,    io_unlink};
 
 void sl_spool_opts_init(struct sl_spool_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -173,7 +162,7 @@ static int load_dicts_and_list(struct sl_spool *spool) {
     } else if (strlen(e->d_name) > 4 && strcmp(e->d_name + strlen(e->d_name) - 4, ".tmp") == 0) {
       char path[4096];
       snprintf(path, sizeof(path), "%s/%s", spool->dir, e->d_name);
-      unlink(path); /* an interrupted atomic write: the old file is still valid */
+      spool->io.unlink(path); /* an interrupted atomic write: the old file is still valid */
     }
   }
   closedir(d);
@@ -188,7 +177,7 @@ static int recover_vec(struct sl_spool *spool, struct sl__segvec *v) {
     struct sl__seg *seg = v->v[i];
     int r = sl__seg_recover(spool, seg, i + 1 == v->n);
     if (r == 1) {
-      unlink(seg->path);
+      spool->io.unlink(seg->path);
       sl__segvec_remove(v, seg);
       sl__seg_unref(seg);
       continue;
@@ -223,7 +212,7 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
   if (spool == NULL)
     return -ENOMEM;
   spool->opts = *opts;
-  spool->io = opts->io ? *opts->io : posix_io;
+  sl_io_fill(&spool->io, opts->io);
   if (spool->opts.block_bytes == 0)
     spool->opts.block_bytes = 64u << 10;
   if (spool->opts.segment_bytes == 0)
@@ -257,11 +246,12 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
     err = -ENOMEM;
     goto fail;
   }
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-    err = -errno;
+  /* Every level created here, and the spool directory's own name, must be durable before an
+   * append into it can complete: sl_durable_mkdir_p fsyncs each parent. */
+  err = sl_durable_mkdir_p(&spool->io, dir, 0755);
+  if (err != 0)
     goto fail;
-  }
-  spool->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  spool->dirfd = spool->io.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (spool->dirfd < 0) {
     err = -errno;
     goto fail;
@@ -269,11 +259,9 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
   {
     char path[4096];
     snprintf(path, sizeof(path), "%s/LOCK", dir);
-    spool->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (spool->lockfd < 0) {
-      err = -errno;
+    err = sl_durable_create(&spool->io, path, O_RDWR, 0644, &spool->lockfd);
+    if (err < 0)
       goto fail;
-    }
     if (flock(spool->lockfd, LOCK_EX | LOCK_NB) != 0) {
       err = errno == EWOULDBLOCK ? SL_ESPOOL_LOCKED : -errno;
       goto fail;
@@ -410,9 +398,9 @@ void sl_spool_close(struct sl_spool *spool) {
   sl_buf_dispose(&spool->rbuf);
   free(spool->sample_sizes);
   if (spool->dirfd >= 0)
-    close(spool->dirfd);
+    spool->io.close(spool->dirfd);
   if (spool->lockfd >= 0)
-    close(spool->lockfd); /* drops the flock */
+    spool->io.close(spool->lockfd); /* drops the flock */
   free(spool->dir);
   pthread_mutex_destroy(&spool->mu);
   pthread_cond_destroy(&spool->wcond);

@@ -198,7 +198,7 @@ struct sl__segvec {
 
 struct sl_spool {
   struct sl_spool_opts opts;
-  struct sl_spool_io io;
+  struct sl_io io; /* opts.io completed with the POSIX calls */
   char *dir;
   char name[64];
   int dirfd;

@@ -211,7 +211,7 @@ static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
     }
   }
   if (seg->wfd >= 0)
-    close(seg->wfd);
+    spool->io.close(seg->wfd);
   seg->wfd = -1;
   pthread_mutex_lock(&spool->mu);
   seg->sealed = true;
@@ -242,7 +242,7 @@ static int open_seg_file(struct sl_spool *spool, int store, uint64_t seq, uint64
   seg = sl__seg_new(store, seq, start, width, spool->dir);
   if (seg == NULL)
     return -ENOMEM;
-  seg->wfd = open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  seg->wfd = spool->io.open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (seg->wfd < 0) {
     err = -errno;
     goto fail;
@@ -267,7 +267,7 @@ static int open_seg_file(struct sl_spool *spool, int store, uint64_t seq, uint64
 
 fail:
   if (seg->wfd >= 0) {
-    close(seg->wfd);
+    spool->io.close(seg->wfd);
     seg->wfd = -1;
     spool->io.unlink(seg->path);
   }
@@ -328,7 +328,7 @@ static void *preparer_main(void *arg) {
 
 /* Deletes a spare that was never used (its sequence number is simply skipped). */
 static void drop_spare(struct sl_spool *spool, struct sl__seg *seg) {
-  close(seg->wfd);
+  spool->io.close(seg->wfd);
   seg->wfd = -1;
   spool->io.unlink(seg->path);
   seg->zero_end = 0;
@@ -438,7 +438,7 @@ static int target_seg(struct sl_spool *spool, struct sl__op *op, struct sl__seg 
     if (seg == NULL)
       return create_seg(spool, SL__STORE_DELAY, start, width, out);
     if (seg->wfd < 0) {
-      seg->wfd = open(seg->path, O_RDWR | O_CLOEXEC);
+      seg->wfd = spool->io.open(seg->path, O_RDWR | O_CLOEXEC, 0);
       if (seg->wfd < 0)
         return -errno;
     }
@@ -1222,7 +1222,7 @@ static void buckets_step(struct sl_spool *spool, uint64_t now) {
     if (open_fds <= MAX_BUCKET_FDS || far == NULL)
       break;
     pipeline_flush(spool); /* the syncer may be syncing it */
-    close(far->wfd);
+    spool->io.close(far->wfd);
     far->wfd = -1;
   }
   pthread_mutex_lock(&spool->mu);
@@ -1293,7 +1293,7 @@ static void gc_step(struct sl_spool *spool) {
   for (size_t i = 0; i < gone.n; i++) {
     struct sl__seg *seg = gone.v[i];
     if (seg->wfd >= 0) {
-      close(seg->wfd);
+      spool->io.close(seg->wfd);
       seg->wfd = -1;
     }
     if (spool->io.unlink(seg->path) != 0 && errno != ENOENT) {

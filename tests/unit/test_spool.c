@@ -84,8 +84,12 @@ static int t_ftruncate(int fd, off_t l) {
 }
 static int t_rename(const char *a, const char *b) { return rename(a, b); }
 static int t_unlink(const char *p) { return unlink(p); }
-static const struct sl_spool_io test_io = {t_pwrite,    t_fdatasync, t_fsync,
-                                           t_ftruncate, t_rename,    t_unlink};
+static const struct sl_io test_io = {.pwrite = t_pwrite,
+                                     .fdatasync = t_fdatasync,
+                                     .fsync = t_fsync,
+                                     .ftruncate = t_ftruncate,
+                                     .rename = t_rename,
+                                     .unlink = t_unlink};
 
 static char dir[256];
 
