@@ -18,6 +18,10 @@
  *     ENTRY2 (5):     as ENTRY, but the byte after error_len holds the entry's
  *                     flags (SL_LEDGER_F_*) and the state may be one of those
  *                     added later (purged, cancelled, lost)         60 + error_len
+ *     ENTRY_REMOVE (6): u8 0, u16 0, u32 0, id[16]                   24
+ *                     (the entry is dropped: a spilled request's "queued",
+ *                     written while its spool append was under way, whose
+ *                     append then failed)
  *
  * ENTRY2 exists for compatibility both ways: an entry in one of the first
  * four states without flags is still written as ENTRY, so a file that holds
@@ -35,8 +39,23 @@
  * Unknown types with a good CRC are skipped, so a later version may add some.
  *
  * The loop side is a small state machine around one buffer: records are
- * encoded into <pending>; a flush moves it to <inflight> and writes it with
- * uv_fs_write at the end of the file, one write at a time. A run-time
+ * encoded into <pending>; a flush moves it to <inflight> and a threadpool
+ * job writes it at the end of the file, one write at a time, and under a
+ * sync policy fdatasyncs it before it returns: the group commit. <inflight>
+ * is not touched until the job's callback ran. Under a sync policy a flush
+ * starts from a uv_check handle, at the end of the loop iteration in which
+ * frames came in (all of an iteration's frames make one group, and its write
+ * runs beside the spool's group commit of the same requests), or at once
+ * when the previous group is durable; without one, from a timer
+ * (flush_delay_ms).
+ *
+ * Durability is counted in bytes of frames appended (st.appended_bytes): a
+ * group's end is the count when it was flushed, and <durable> moves to it
+ * when its job returned without error; waiters (sl_ledger_journal_wait) with
+ * a mark at or below <durable> are then called, in order. A group written to
+ * a compaction's temp file is durable only once that file is renamed over
+ * the journal and the directory fsynced: until then its end is kept in
+ * <synced_temp>. A run-time
  * compaction goes IDLE -> SNAPSHOT (a threadpool job replays the file up to
  * its current end into private structures and writes their snapshot to the
  * temp file, while the loop keeps appending to the old file and copies each
@@ -78,7 +97,16 @@
 
 #define NAME_LEN 8
 
-enum { REC_ENTRY = 1, REC_KEY = 2, REC_KEY_REMOVE = 3, REC_NAME = 4, REC_ENTRY2 = 5 };
+#define ENTRY_REMOVE_LEN 24
+
+enum {
+  REC_ENTRY = 1,
+  REC_KEY = 2,
+  REC_KEY_REMOVE = 3,
+  REC_NAME = 4,
+  REC_ENTRY2 = 5,
+  REC_ENTRY_REMOVE = 6
+};
 
 /* Upstream names by id (NULL where an id has none). */
 struct names {
@@ -146,6 +174,30 @@ struct close_job {
   bool last; /* frees the journal when done */
 };
 
+/* The one write (and fdatasync) in flight: <inflight> from <off>. */
+struct write_job {
+  uv_work_t work;
+  struct sl_ledger_journal *j;
+  int fd;
+  const uint8_t *buf;
+  size_t len;
+  uint64_t off;
+  bool sync;
+  const struct sl_ledger_journal_io *io;
+  int rc;       /* threadpool: 0 or a negative errno */
+  bool synced;  /* threadpool: an fdatasync ran */
+  bool to_temp; /* written to a compaction's temp file (not yet the journal) */
+};
+
+/* Renames the compaction's temp file over the journal and fsyncs the directory. */
+struct rename_job {
+  uv_work_t work;
+  struct sl_ledger_journal *j;
+  int rc; /* threadpool */
+};
+
+TAILQ_HEAD(waiters, sl_ledger_journal_waiter);
+
 struct sl_ledger_journal {
   uv_loop_t *loop;
   struct sl_ledger *l;
@@ -155,11 +207,17 @@ struct sl_ledger_journal {
   int fd, old_fd, lock_fd;
   uv_timer_t timer;
   bool timer_open;
-  uv_fs_t write_req, rename_req;
+  uv_check_t check; /* sync policy: flushes at the end of the loop iteration */
+  bool check_open;
+  struct write_job wjob;
+  struct rename_job rjob;
   bool writing;
   struct sl_buf pending, inflight;
-  size_t inflight_done; /* bytes of <inflight> written (short writes) */
-  uint64_t compact_at;  /* file size that starts a run-time compaction */
+  uint64_t inflight_end; /* st.appended_bytes when <inflight> was flushed */
+  uint64_t durable;      /* appended bytes known durable */
+  uint64_t synced_temp;  /* appended bytes synced into a compaction's temp file */
+  struct waiters waiters;
+  uint64_t compact_at; /* file size that starts a run-time compaction */
   enum compact_state cstate;
   struct compact_job *job;
   struct sl_buf capture; /* records appended since the snapshot's end */
@@ -171,6 +229,8 @@ struct sl_ledger_journal {
 };
 
 void sl_ledger_journal_opts_init(struct sl_ledger_journal_opts *opts) {
+  opts->sync = SL_LEDGER_JOURNAL_SYNC_BATCH;
+  opts->io = NULL;
   opts->flush_bytes = 64u * 1024;
   opts->flush_delay_ms = 10;
   opts->compact_min_bytes = 16ull * 1024 * 1024;
@@ -245,6 +305,15 @@ static size_t encode_key(uint8_t *frame, uint16_t scope, const char *key, size_t
   }
   memcpy(b + head, key, key_len);
   return seal(frame, head + key_len);
+}
+
+static size_t encode_entry_remove(uint8_t *frame, const uint8_t id[16]) {
+  uint8_t *b = frame + FRAME_HEAD;
+
+  memset(b, 0, ENTRY_REMOVE_LEN);
+  b[0] = REC_ENTRY_REMOVE;
+  memcpy(b + 8, id, 16);
+  return seal(frame, ENTRY_REMOVE_LEN);
 }
 
 static size_t encode_name(uint8_t *frame, uint16_t id, const char *name, size_t len) {
@@ -334,6 +403,11 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
                ? -ENOMEM
                : 0;
   }
+  case REC_ENTRY_REMOVE:
+    if (len != ENTRY_REMOVE_LEN)
+      return 1;
+    sl_ledger_remove(ld->l, b + 8);
+    return 0;
   case REC_NAME: {
     size_t name_len = get16(b + 4);
 
@@ -696,6 +770,7 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
   sl_buf_init(&j->pending);
   sl_buf_init(&j->inflight);
   sl_buf_init(&j->capture);
+  TAILQ_INIT(&j->waiters);
   j->path = strdup(path);
   j->tmp_path = malloc(strlen(path) + 5);
   dir = dir_of(path);
@@ -712,6 +787,10 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
   uv_timer_init(loop, &j->timer);
   j->timer.data = j;
   j->timer_open = true;
+  uv_check_init(loop, &j->check);
+  j->check.data = j;
+  j->check_open = true;
+  uv_unref((uv_handle_t *)&j->check); /* only flushes what others wait for */
   l->journal = j;
   d->journal = j;
   *out = j;
@@ -795,6 +874,21 @@ static void close_later(struct sl_ledger_journal *j, int fd, int fd2, int fd3, c
   uv_queue_work(j->loop, &job->work, close_work, on_close_done);
 }
 
+static bool syncing(const struct sl_ledger_journal *j) {
+  return j->opts.sync != SL_LEDGER_JOURNAL_SYNC_OFF;
+}
+
+/* Calls the waiters whose frames are durable, in order; with <err>, all of them. */
+static void wake_waiters(struct sl_ledger_journal *j, int err) {
+  struct sl_ledger_journal_waiter *w;
+
+  while ((w = TAILQ_FIRST(&j->waiters)) != NULL && (err != 0 || w->mark <= j->durable)) {
+    TAILQ_REMOVE(&j->waiters, w, link);
+    w->j = NULL;
+    w->cb(w, err);
+  }
+}
+
 static void stop_journaling(struct sl_ledger_journal *j, const char *what, int err) {
   sl_log_error("ledger journal %s: %s: %s; status changes are not journaled until the next "
                "restart (the spool is not affected)",
@@ -802,6 +896,7 @@ static void stop_journaling(struct sl_ledger_journal *j, const char *what, int e
   j->st.failed = 1;
   sl_buf_reset(&j->pending);
   sl_buf_reset(&j->capture);
+  wake_waiters(j, err);
 }
 
 /* A compaction that switched files cannot finish: back to the old file. */
@@ -829,16 +924,55 @@ static void write_failed(struct sl_ledger_journal *j, int err) {
   }
 }
 
-static void on_write(uv_fs_t *req);
+static void on_written(uv_work_t *w, int status);
+
+/* threadpool: writes the whole group at its offset, then fdatasyncs it if asked. */
+static void write_work(uv_work_t *w) {
+  struct write_job *job = (struct write_job *)w;
+  size_t done = 0;
+
+  job->rc = 0;
+  job->synced = false;
+  while (done < job->len) {
+    ssize_t r =
+        job->io != NULL && job->io->pwrite != NULL
+            ? job->io->pwrite(job->fd, job->buf + done, job->len - done, (off_t)(job->off + done))
+            : pwrite(job->fd, job->buf + done, job->len - done, (off_t)(job->off + done));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      job->rc = r < 0 ? -errno : -EIO;
+      return;
+    }
+    done += (size_t)r;
+  }
+  if (job->sync) {
+    int r = job->io != NULL && job->io->fdatasync != NULL ? job->io->fdatasync(job->fd)
+                                                          : fdatasync(job->fd);
+    if (r != 0) {
+      job->rc = -errno;
+      return;
+    }
+    job->synced = true;
+  }
+}
 
 static void start_write(struct sl_ledger_journal *j) {
-  uv_buf_t b = uv_buf_init(j->inflight.base + j->inflight_done,
-                           (unsigned)(j->inflight.len - j->inflight_done));
+  struct write_job *job = &j->wjob;
   int rc;
 
+  job->j = j;
+  job->fd = j->fd;
+  job->buf = (const uint8_t *)j->inflight.base;
+  job->len = j->inflight.len;
+  job->off = j->st.file_bytes;
+  job->sync = syncing(j);
+  job->io = j->opts.io;
+  /* The temp file of a compaction takes the appends from its catch-up on;
+   * it is the journal only once renamed. */
+  job->to_temp = j->cstate == COMPACT_CATCHUP || j->cstate == COMPACT_RENAME;
   j->writing = true;
-  j->write_req.data = j;
-  rc = uv_fs_write(j->loop, &j->write_req, j->fd, &b, 1, (int64_t)j->st.file_bytes, on_write);
+  rc = uv_queue_work(j->loop, &job->work, write_work, on_written);
   if (rc != 0) {
     j->writing = false;
     write_failed(j, rc);
@@ -851,12 +985,29 @@ static void flush(struct sl_ledger_journal *j) {
   if (j->writing || j->pending.len == 0 || j->st.failed || j->cstate == COMPACT_SWITCH)
     return;
   uv_timer_stop(&j->timer);
+  if (j->check_open)
+    uv_check_stop(&j->check);
   tmp = j->inflight;
   j->inflight = j->pending;
   j->pending = tmp;
   sl_buf_reset(&j->pending);
-  j->inflight_done = 0;
+  j->inflight_end = j->st.appended_bytes;
   start_write(j);
+}
+
+static void on_check(uv_check_t *h) { flush(h->data); }
+
+/* Arranges for <pending> to be written: at the end of this loop iteration
+ * under a sync policy (a group commit), else after flush_delay_ms. */
+static void schedule_flush(struct sl_ledger_journal *j) {
+  if (j->closing || j->pending.len == 0)
+    return;
+  if (syncing(j)) {
+    if (j->check_open && !uv_is_active((uv_handle_t *)&j->check))
+      uv_check_start(&j->check, on_check);
+  } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
+    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+  }
 }
 
 /* Whether a compaction may start now. Not while a job that closes files
@@ -870,33 +1021,38 @@ static void maybe_compact(struct sl_ledger_journal *j) {
     start_compaction(j);
 }
 
-static void on_write(uv_fs_t *req) {
-  struct sl_ledger_journal *j = req->data;
-  ssize_t r = req->result;
+static void on_written(uv_work_t *w, int status) {
+  struct write_job *job = (struct write_job *)w;
+  struct sl_ledger_journal *j = job->j;
+  int rc = status != 0 ? status : job->rc;
 
-  uv_fs_req_cleanup(req);
   j->writing = false;
-  if (r <= 0) {
-    write_failed(j, r < 0 ? (int)r : UV_EIO);
+  if (job->synced)
+    j->st.syncs++;
+  if (rc != 0) {
+    write_failed(j, rc);
     maybe_free(j);
     return;
   }
-  j->inflight_done += (size_t)r;
-  j->st.file_bytes += (uint64_t)r;
-  if (j->inflight_done < j->inflight.len) {
-    start_write(j); /* a short write: the rest */
-    return;
-  }
+  j->st.file_bytes += job->len;
   sl_buf_reset(&j->inflight);
+  if (job->to_temp) {
+    j->synced_temp = j->inflight_end;
+  } else {
+    j->durable = j->inflight_end;
+    j->st.durable_bytes = j->durable;
+  }
   if (j->cstate == COMPACT_SWITCH)
     switch_files(j);
   else if (j->cstate == COMPACT_CATCHUP)
     start_rename(j);
   maybe_compact(j);
-  if (j->pending.len >= j->opts.flush_bytes || j->closing)
+  /* Group commit: what came in during this write goes now. */
+  if (j->pending.len >= j->opts.flush_bytes || j->closing || syncing(j))
     flush(j);
-  else if (j->pending.len > 0 && !j->closing && !uv_is_active((uv_handle_t *)&j->timer))
-    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+  else
+    schedule_flush(j);
+  wake_waiters(j, 0); /* last: a waiter's callback may append and flush */
   maybe_free(j);
 }
 
@@ -930,8 +1086,8 @@ static void append_frame(struct sl_ledger_journal *j, const uint8_t *frame, size
   }
   if (j->pending.len >= j->opts.flush_bytes)
     flush(j);
-  else if (!uv_is_active((uv_handle_t *)&j->timer))
-    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+  else
+    schedule_flush(j);
 }
 
 static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len) {
@@ -939,6 +1095,45 @@ static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len
 }
 
 void sl_ledger_journal_flush(struct sl_ledger_journal *j) { flush(j); }
+
+uint64_t sl_ledger_journal_mark(const struct sl_ledger *l) {
+  return l->journal != NULL ? l->journal->st.appended_bytes : 0;
+}
+
+int sl_ledger_journal_wait(struct sl_ledger *l, struct sl_ledger_journal_waiter *w, uint64_t mark,
+                           sl_ledger_journal_wait_cb cb) {
+  struct sl_ledger_journal *j = l->journal;
+
+  w->j = NULL;
+  if (j == NULL || !syncing(j) || j->st.failed || j->closing || mark <= j->durable)
+    return 1;
+  w->cb = cb;
+  w->mark = mark;
+  w->j = j;
+  TAILQ_INSERT_TAIL(&j->waiters, w, link);
+  return 0;
+}
+
+void sl_ledger_journal_unwait(struct sl_ledger_journal_waiter *w) {
+  if (w->j == NULL)
+    return;
+  TAILQ_REMOVE(&w->j->waiters, w, link);
+  w->j = NULL;
+}
+
+void sl_ledger_journal_note(struct sl_ledger *l, const struct sl_ledger_entry *e) {
+  uint8_t frame[FRAME_MAX];
+
+  if (l->journal != NULL)
+    append(l->journal, frame, encode_entry(frame, e));
+}
+
+void sl_ledger_journal_forget(struct sl_ledger *l, const uint8_t id[16]) {
+  uint8_t frame[FRAME_MAX];
+
+  if (l->journal != NULL)
+    append(l->journal, frame, encode_entry_remove(frame, id));
+}
 
 int sl_ledger_journal_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
   int rc = sl_ledger_put(l, e);
@@ -1083,12 +1278,28 @@ static void switch_files(struct sl_ledger_journal *j) {
     start_rename(j);
 }
 
-static void on_renamed(uv_fs_t *req) {
-  struct sl_ledger_journal *j = req->data;
-  int rc = (int)req->result;
+/* threadpool: the temp file becomes the journal, durably (directory fsync). */
+static void rename_work(uv_work_t *w) {
+  struct rename_job *job = (struct rename_job *)w;
+  struct sl_ledger_journal *j = job->j;
+  char *dir = dir_of(j->path);
+
+  job->rc = 0;
+  if (dir == NULL)
+    job->rc = -ENOMEM;
+  else if (rename(j->tmp_path, j->path) != 0)
+    job->rc = -errno;
+  else
+    job->rc = fsync_dir(dir);
+  free(dir);
+}
+
+static void on_renamed(uv_work_t *w, int status) {
+  struct rename_job *rjob = (struct rename_job *)w;
+  struct sl_ledger_journal *j = rjob->j;
+  int rc = status != 0 ? status : rjob->rc;
   uint64_t size = j->job->size;
 
-  uv_fs_req_cleanup(req);
   j->ops--;
   if (rc < 0) {
     stop_journaling(j, "renaming the compacted journal", rc);
@@ -1103,6 +1314,15 @@ static void on_renamed(uv_fs_t *req) {
   j->cstate = COMPACT_IDLE;
   j->st.compactions++;
   j->compact_at = size * 4 > j->opts.compact_min_bytes ? size * 4 : j->opts.compact_min_bytes;
+  /* What was synced into the temp file is now the journal's. A write still
+   * in flight was started as to_temp and moves <durable> when it returns. */
+  if (j->synced_temp > j->durable) {
+    j->durable = j->synced_temp;
+    j->st.durable_bytes = j->durable;
+    wake_waiters(j, 0);
+  }
+  if (j->writing)
+    j->wjob.to_temp = false; /* the file is the journal now: its sync is enough */
   sl_log_info("ledger journal %s: compacted to %llu bytes", j->path, (unsigned long long)size);
   maybe_free(j);
 }
@@ -1111,8 +1331,8 @@ static void start_rename(struct sl_ledger_journal *j) {
   int rc;
 
   j->cstate = COMPACT_RENAME;
-  j->rename_req.data = j;
-  rc = uv_fs_rename(j->loop, &j->rename_req, j->tmp_path, j->path, on_renamed);
+  j->rjob.j = j;
+  rc = uv_queue_work(j->loop, &j->rjob.work, rename_work, on_renamed);
   if (rc != 0) {
     stop_journaling(j, "renaming the compacted journal", rc);
     abandon_switched(j);
@@ -1137,8 +1357,15 @@ static void on_timer_closed(uv_handle_t *h) {
   maybe_free(j);
 }
 
+static void on_check_closed(uv_handle_t *h) {
+  struct sl_ledger_journal *j = h->data;
+
+  j->check_open = false;
+  maybe_free(j);
+}
+
 static void maybe_free(struct sl_ledger_journal *j) {
-  if (!j->closing || j->freeing || j->writing || j->ops > 0 || j->timer_open ||
+  if (!j->closing || j->freeing || j->writing || j->ops > 0 || j->timer_open || j->check_open ||
       j->cstate != COMPACT_IDLE)
     return;
   if (j->pending.len > 0 && !j->st.failed) {
@@ -1146,6 +1373,10 @@ static void maybe_free(struct sl_ledger_journal *j) {
     if (j->writing)
       return;
   }
+  /* Everything is written (and synced, under a policy); a waiter still here
+   * waits for frames that were dropped or never made it. */
+  wake_waiters(j, 0);
+  wake_waiters(j, UV_ECANCELED);
   j->freeing = true;
   close_later(j, j->fd, j->old_fd, j->lock_fd, NULL, true);
 }
@@ -1159,6 +1390,7 @@ void sl_ledger_journal_close(struct sl_ledger_journal *j) {
   if (j->d->journal == j)
     j->d->journal = NULL;
   uv_close((uv_handle_t *)&j->timer, on_timer_closed);
+  uv_close((uv_handle_t *)&j->check, on_check_closed);
   flush(j);
 }
 
