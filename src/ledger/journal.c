@@ -208,7 +208,8 @@ struct sl_ledger_journal {
   uv_timer_t timer;
   bool timer_open;
   uv_check_t check; /* sync policy: flushes at the end of the loop iteration */
-  bool check_open;
+  uv_idle_t idle;   /* ... and keeps its poll from blocking until then */
+  bool check_open, idle_open;
   struct write_job wjob;
   struct rename_job rjob;
   bool writing;
@@ -789,8 +790,10 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
   j->timer_open = true;
   uv_check_init(loop, &j->check);
   j->check.data = j;
-  j->check_open = true;
-  uv_unref((uv_handle_t *)&j->check); /* only flushes what others wait for */
+  j->check_open = true; /* active only while frames wait for their group */
+  uv_idle_init(loop, &j->idle);
+  j->idle.data = j;
+  j->idle_open = true;
   l->journal = j;
   d->journal = j;
   *out = j;
@@ -979,14 +982,20 @@ static void start_write(struct sl_ledger_journal *j) {
   }
 }
 
+static void stop_group_handles(struct sl_ledger_journal *j) {
+  if (j->check_open)
+    uv_check_stop(&j->check);
+  if (j->idle_open)
+    uv_idle_stop(&j->idle);
+}
+
 static void flush(struct sl_ledger_journal *j) {
   struct sl_buf tmp;
 
   if (j->writing || j->pending.len == 0 || j->st.failed || j->cstate == COMPACT_SWITCH)
     return;
   uv_timer_stop(&j->timer);
-  if (j->check_open)
-    uv_check_stop(&j->check);
+  stop_group_handles(j);
   tmp = j->inflight;
   j->inflight = j->pending;
   j->pending = tmp;
@@ -995,7 +1004,17 @@ static void flush(struct sl_ledger_journal *j) {
   start_write(j);
 }
 
-static void on_check(uv_check_t *h) { flush(h->data); }
+static void on_check(uv_check_t *h) {
+  stop_group_handles(h->data);
+  flush(h->data);
+}
+
+/* Frames appended before the poll phase (say from a timer) go before it:
+ * an active idle handle also makes that poll return at once. */
+static void on_idle(uv_idle_t *h) {
+  stop_group_handles(h->data);
+  flush(h->data);
+}
 
 /* Arranges for <pending> to be written: at the end of this loop iteration
  * under a sync policy (a group commit), else after flush_delay_ms. */
@@ -1003,8 +1022,13 @@ static void schedule_flush(struct sl_ledger_journal *j) {
   if (j->closing || j->pending.len == 0)
     return;
   if (syncing(j)) {
-    if (j->check_open && !uv_is_active((uv_handle_t *)&j->check))
+    /* A write in flight (or the switch waiting for it) flushes when it returns. */
+    if (j->writing || j->cstate == COMPACT_SWITCH)
+      return;
+    if (j->check_open && !uv_is_active((uv_handle_t *)&j->check)) {
       uv_check_start(&j->check, on_check);
+      uv_idle_start(&j->idle, on_idle);
+    }
   } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
     uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
   }
@@ -1360,13 +1384,16 @@ static void on_timer_closed(uv_handle_t *h) {
 static void on_check_closed(uv_handle_t *h) {
   struct sl_ledger_journal *j = h->data;
 
-  j->check_open = false;
+  if (h == (uv_handle_t *)&j->check)
+    j->check_open = false;
+  else
+    j->idle_open = false;
   maybe_free(j);
 }
 
 static void maybe_free(struct sl_ledger_journal *j) {
   if (!j->closing || j->freeing || j->writing || j->ops > 0 || j->timer_open || j->check_open ||
-      j->cstate != COMPACT_IDLE)
+      j->idle_open || j->cstate != COMPACT_IDLE)
     return;
   if (j->pending.len > 0 && !j->st.failed) {
     flush(j);
@@ -1391,6 +1418,7 @@ void sl_ledger_journal_close(struct sl_ledger_journal *j) {
     j->d->journal = NULL;
   uv_close((uv_handle_t *)&j->timer, on_timer_closed);
   uv_close((uv_handle_t *)&j->check, on_check_closed);
+  uv_close((uv_handle_t *)&j->idle, on_check_closed);
   flush(j);
 }
 

@@ -478,6 +478,59 @@ static void test_dead_letter_counted_only_after_the_move(void **state) {
   assert_int_equal(st.dead, 1);
 }
 
+/* The value of the counter series "<name>{upstream="b"}", -1 if absent. */
+static double counter(struct fixture *f, const char *name) {
+  struct sl_buf text;
+  char series[160];
+  const char *p;
+  double v = -1;
+
+  sl_buf_init(&text);
+  assert_int_equal(sl_metrics_render(f->reg, &text), 0);
+  assert_int_equal(sl_buf_append(&text, "", 1), 0);
+  snprintf(series, sizeof(series), "%s{upstream=\"b\"} ", name);
+  p = strstr(text.base, series);
+  if (p != NULL)
+    v = strtod(p + strlen(series), NULL);
+  sl_buf_dispose(&text);
+  return v;
+}
+
+/*
+ * A record the spool hands out although its status already reads
+ * "delivered": its delivery was journaled, but a crash took the spool's ack
+ * checkpoint. It is settled without being sent again, and counted.
+ */
+static void test_record_already_delivered_is_not_sent_again(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_ledger_entry e;
+  struct sl_spool_stats st;
+
+  (void)state;
+  fixture_open(f, 200, "paused = true;");
+  spill_one(f);
+  run_until_spilled(f);
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  e.state = SL_LEDGER_DELIVERED;
+  e.status = 200;
+  e.attempts = 1;
+  assert_int_equal(sl_ledger_put(f->ledger, &e), 0);
+  assert_true(counter(f, "sluice_drain_redelivery_skipped_total") == 0);
+  sl_drain_pause(f->drain, false);
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  do {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    sl_spool_stats(sl_drain_spool(f->drain), &st);
+  } while (!f->guard_fired && (st.ready > 0 || st.inflight > 0));
+  uv_timer_stop(&f->guard);
+  assert_int_equal(st.ready + st.inflight, 0);
+  assert_int_equal(f->backend.requests, 0);
+  assert_true(counter(f, "sluice_drain_redelivery_skipped_total") == 1);
+  assert_true(drained(f, "delivered") == 0);
+  assert_int_equal(ledger_state(f), SL_LEDGER_DELIVERED);
+}
+
 /*
  * Failing replays open the upstream's circuit: the drain then holds the
  * record until the first probe, 1 s later, and must arm its timer for it;
@@ -528,6 +581,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_retry_copy_wakes_the_drain, fixture_close),
       cmocka_unit_test_teardown(test_dead_letter_counted_only_after_the_move, fixture_close),
       cmocka_unit_test_teardown(test_open_circuit_wakes_the_drain_for_its_probe, fixture_close),
+      cmocka_unit_test_teardown(test_record_already_delivered_is_not_sent_again, fixture_close),
   };
 
   loop_thread = pthread_self();

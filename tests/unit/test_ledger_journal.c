@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -614,6 +615,244 @@ static void test_upstream_names(void **state) {
   assert_string_equal(names[2], "billing");
 }
 
+/* ---- fsync policy: group commit and power cuts -------------------------- */
+
+/*
+ * A recording I/O table: every pwrite goes to the file, every fdatasync is
+ * counted and remembers the file's size at that moment. Writes are appends,
+ * so "the file cut to its size at the last fdatasync" is what a power cut
+ * that drops every unsynced write leaves (the crash state of the journal).
+ * A non-zero <fail_sync> makes fdatasync fail with that errno.
+ */
+static struct {
+  int syncs, writes, fail_sync;
+  off_t synced_size;
+} rec_io;
+
+static ssize_t rec_pwrite(int fd, const void *buf, size_t len, off_t off) {
+  __atomic_add_fetch(&rec_io.writes, 1, __ATOMIC_SEQ_CST);
+  return pwrite(fd, buf, len, off);
+}
+
+static int rec_fdatasync(int fd) {
+  struct stat sb;
+
+  if (rec_io.fail_sync != 0) {
+    errno = rec_io.fail_sync;
+    return -1;
+  }
+  assert_int_equal(fstat(fd, &sb), 0);
+  __atomic_store_n(&rec_io.synced_size, sb.st_size, __ATOMIC_SEQ_CST);
+  __atomic_add_fetch(&rec_io.syncs, 1, __ATOMIC_SEQ_CST);
+  return fdatasync(fd);
+}
+
+static const struct sl_ledger_journal_io rec_table = {rec_pwrite, rec_fdatasync};
+
+static void open_recording(struct fixture *f, enum sl_ledger_journal_sync sync) {
+  struct sl_ledger_journal_opts opts;
+
+  memset(&rec_io, 0, sizeof(rec_io));
+  sl_ledger_journal_opts_init(&opts);
+  opts.sync = sync;
+  opts.io = &rec_table;
+  assert_int_equal(open_with(f, 1024, &opts), 0);
+  rec_io.synced_size = file_size(f->path); /* the startup compaction's file is synced */
+}
+
+/* What a waiter saw when its callback ran. */
+struct seen {
+  struct sl_ledger_journal_waiter w; /* first */
+  int calls, status, syncs;
+  off_t synced_size;
+};
+
+static void on_durable(struct sl_ledger_journal_waiter *w, int status) {
+  struct seen *s = (struct seen *)w;
+
+  s->calls++;
+  s->status = status;
+  s->syncs = __atomic_load_n(&rec_io.syncs, __ATOMIC_SEQ_CST);
+  s->synced_size = __atomic_load_n(&rec_io.synced_size, __ATOMIC_SEQ_CST);
+}
+
+static void run_until_called(struct fixture *f, const struct seen *s) {
+  for (int i = 0; i < 100000 && s->calls == 0; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(s->calls, 1);
+}
+
+/* Under batch, a waiter's callback runs only after an fdatasync that covered
+ * its frames: the file's size at that sync includes them. */
+static void test_sync_waiter_runs_after_fdatasync(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+  off_t start;
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  start = file_size(f->path);
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  assert_int_equal(rec_io.writes, 0); /* nothing written before the loop runs */
+  run_until_called(f, &s);
+  assert_int_equal(s.status, 0);
+  assert_true(s.syncs >= 1);
+  assert_int_equal(s.synced_size, start + ENTRY_FRAME + 8 + 32 + 2);
+  assert_int_equal(stats(f).durable_bytes, stats(f).appended_bytes);
+  /* Durable already: nothing to wait for. */
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 1);
+  /* A group: many frames, then one wait, one write and one fdatasync. */
+  for (unsigned n = 2; n <= 50; n++)
+    put(f, n, SL_LEDGER_QUEUED, n);
+  s.calls = 0;
+  {
+    int syncs = rec_io.syncs;
+    assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable),
+                     0);
+    run_until_called(f, &s);
+    assert_int_equal(rec_io.syncs, syncs + 1);
+  }
+  /* unwait takes a waiter back: its callback never runs. */
+  put(f, 51, SL_LEDGER_QUEUED, 51);
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  sl_ledger_journal_unwait(&s.w);
+  sl_ledger_journal_unwait(&s.w); /* not waiting: a no-op */
+  close_journal(f);
+  assert_int_equal(s.calls, 0);
+}
+
+/* Under "off", as before the policy: nothing to wait for, no fdatasync. */
+static void test_sync_off_never_waits(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_OFF);
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 1);
+  close_journal(f);
+  assert_int_equal(rec_io.syncs, 0);
+  assert_true(rec_io.writes >= 1);
+  assert_int_equal(s.calls, 0);
+}
+
+/*
+ * journal_not_fsynced (issue 17): the journal was appended without fsync, so
+ * a power cut took every status and key since the start. Here every frame
+ * whose waiter ran (what the proxy answered) must be in the file cut to its
+ * size at the last fdatasync; frames nobody waited for may be gone.
+ */
+static void test_power_cut_keeps_what_was_answered(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+  off_t cut;
+  uint8_t id[16];
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  for (unsigned n = 1; n <= 20; n++) {
+    put(f, n, SL_LEDGER_QUEUED, n);
+    if (n % 2 == 0) {
+      char key[8];
+      snprintf(key, sizeof(key), "k%u", n);
+      assert_int_equal(
+          sl_ledger_journal_put_key(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now), 0);
+    }
+    if (n % 5 == 0) {
+      s.calls = 0;
+      assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable),
+                       0);
+      run_until_called(f, &s);
+      assert_int_equal(s.status, 0);
+    }
+  }
+  put(f, 5, SL_LEDGER_DELIVERED, 5); /* answered: its ack may go */
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  /* The cut: what was synced so far survives. */
+  cut = __atomic_load_n(&rec_io.synced_size, __ATOMIC_SEQ_CST);
+  put(f, 21, SL_LEDGER_QUEUED, 21); /* nobody waited for it */
+  close_journal(f);
+  assert_int_equal(truncate(f->path, cut), 0);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, -1);
+  for (unsigned n = 1; n <= 20; n++) {
+    assert_int_equal(known(f, n), 1);
+    if (n % 2 == 0) {
+      char key[8];
+      snprintf(key, sizeof(key), "k%u", n);
+      assert_int_equal(key_id(f, 0, key, id), 1);
+      assert_memory_equal(id, entry(n, 0, 0).id, 16);
+    }
+  }
+  assert_int_equal(got(f, 5).state, SL_LEDGER_DELIVERED);
+  assert_int_equal(known(f, 21), 0);
+}
+
+/* A failed fdatasync stops the journal: waiters get the error, later waits
+ * return at once, the ledger goes on. */
+static void test_failed_sync_wakes_waiters_with_the_error(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_ALWAYS);
+  rec_io.fail_sync = EIO;
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  assert_int_equal(s.status, -EIO);
+  assert_int_equal(stats(f).failed, 1);
+  put(f, 2, SL_LEDGER_QUEUED, 2);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 1);
+  assert_int_equal(known(f, 2), 1);
+  rec_io.fail_sync = 0;
+}
+
+/* A frame noted while a spool append runs, then taken back when the append
+ * failed, is not loaded; one that stays is loaded as written. */
+static void test_note_and_forget(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_entry e1 = entry(1, SL_LEDGER_QUEUED, 1), e2 = entry(2, SL_LEDGER_QUEUED, 2);
+
+  reopen(f);
+  sl_ledger_journal_note(f->l, &e1);
+  sl_ledger_journal_note(f->l, &e2);
+  assert_int_equal(sl_ledger_count(f->l), 0); /* the ledger itself does not show them */
+  sl_ledger_journal_forget(f->l, e1.id);
+  reopen(f);
+  assert_int_equal(known(f, 1), 0);
+  assert_int_equal(got(f, 2).state, SL_LEDGER_QUEUED);
+  assert_int_equal(stats(f).bad_offset, -1);
+}
+
+/* During a run-time compaction, frames written to the temp file count as
+ * durable only once it is renamed over the journal: a waiter on them runs
+ * after the compaction completed, and a cut then keeps them. */
+static void test_waiter_during_compaction(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  for (unsigned n = 1; n <= 30; n++)
+    put(f, n, SL_LEDGER_QUEUED, n);
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  sl_ledger_journal_compact(f->j); /* no write in flight: starts now */
+  assert_true(stats(f).compacting);
+  for (unsigned n = 1; n <= 30; n++)
+    put(f, n, SL_LEDGER_DELIVERED, n);
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  assert_int_equal(s.status, 0);
+  close_journal(f);
+  reopen(f);
+  for (unsigned n = 1; n <= 30; n++)
+    assert_int_equal(got(f, n).state, SL_LEDGER_DELIVERED);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -630,6 +869,13 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_locked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_upstream_names, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sync_waiter_runs_after_fdatasync, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sync_off_never_waits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_power_cut_keeps_what_was_answered, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_failed_sync_wakes_waiters_with_the_error, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_note_and_forget, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_waiter_during_compaction, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
