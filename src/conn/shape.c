@@ -523,6 +523,15 @@ void sl__shape_start(struct sl_conn *c) {
       sl__conn_respond_json(c, 400, NULL, bad, sizeof(bad) - 1);
       return;
     }
+    if (hit == 1 && sl_drain_spilling(c->drain, id)) {
+      /* The first request with this key is still on its way to disk: a 202
+       * now would promise what its failure, or a power cut, could take back
+       * (as draft-ietf-httpapi-idempotency-key-header answers a key in use). */
+      static const char busy[] =
+          "{\"error\":\"a request with this Idempotency-Key is still being stored\"}\n";
+      sl__conn_respond_json(c, 409, "Retry-After: 1\r\n", busy, sizeof(busy) - 1);
+      return;
+    }
     if (hit == 1) {
       respond_accepted(c, id); /* a repeat: the first request's id and status */
       return;

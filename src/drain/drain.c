@@ -66,6 +66,7 @@ struct spill_job {
   uint64_t mark;          /* journal mark covering the request's frames (on_flush_check) */
   bool noted, marked, waiting;
   TAILQ_ENTRY(spill_job) link; /* in <unmarked> until marked, then in <journal_waits> */
+  LIST_ENTRY(spill_job) all;   /* in <spills> until answered */
 };
 
 /* A delivered record whose ack waits for its "delivered" frame to be durable. */
@@ -108,6 +109,7 @@ struct sl_drain {
   TAILQ_HEAD(, spill_job) unmarked;      /* spilled in this loop iteration */
   TAILQ_HEAD(, spill_job) journal_waits; /* durable in the spool, waiting for the journal */
   LIST_HEAD(, ack_job) acks;             /* delivered, waiting for the journal */
+  LIST_HEAD(, spill_job) spills;         /* spilled, not yet answered */
   uint64_t seq_noted;         /* the last sequence number given a spill's journal frame */
   uint64_t already_delivered; /* records settled unsent: the ledger said delivered */
 
@@ -1142,10 +1144,21 @@ static void finish_spill(struct spill_job *job, int status) {
     }
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }
+  LIST_REMOVE(job, all);
   job->cb(&res, job->arg);
   free(job);
   if (status == 0)
     sl_drain_kick(d);
+}
+
+bool sl_drain_spilling(const struct sl_drain *d, const uint8_t id[16]) {
+  const struct spill_job *job;
+
+  LIST_FOREACH(job, &d->spills, all) {
+    if (memcmp(job->id, id, 16) == 0)
+      return true;
+  }
+  return false;
 }
 
 static void on_spill_journaled(struct sl_ledger_journal_waiter *w, int status) {
@@ -1248,6 +1261,7 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
     job->noted = true;
   }
   TAILQ_INSERT_TAIL(&d->unmarked, job, link);
+  LIST_INSERT_HEAD(&d->spills, job, all);
   memcpy(id_out, rec.id, 16);
   return 0;
 }
@@ -1428,6 +1442,7 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   TAILQ_INIT(&d->unmarked);
   TAILQ_INIT(&d->journal_waits);
   LIST_INIT(&d->acks);
+  LIST_INIT(&d->spills);
   d->index = index;
   d->cfg = cfg;
   d->ucfg = ucfg;

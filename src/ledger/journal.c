@@ -36,6 +36,11 @@
  * Reading applies frames in order and stops at the first frame that is torn,
  * fails its CRC or does not parse; later bytes are never trusted (a frame
  * that happens to parse after garbage may be a fragment of an older one).
+ * Zeros from there to the end of the file are a clean end: under a sync
+ * policy the file is zero-filled ahead of its frames (PREALLOC_STEP at a
+ * time, with the group that needs it), so that a group's fdatasync writes
+ * its data pages only, not the inode's new size as well; a clean close cuts
+ * the zeros off, a crash leaves them.
  * Unknown types with a good CRC are skipped, so a later version may add some.
  *
  * The loop side is a small state machine around one buffer: records are
@@ -94,6 +99,9 @@
 #define BODY_MAX (KEY_LEN + SL_DEDUPE_KEY_MAX)
 #define FRAME_MAX (FRAME_HEAD + BODY_MAX)
 #define IO_CHUNK (1u << 20) /* read and snapshot buffer */
+/* Under a sync policy the file is zero-filled this far ahead of its frames,
+ * in steps of this size: see write_work. */
+#define PREALLOC_STEP (256u * 1024)
 
 #define NAME_LEN 8
 
@@ -171,7 +179,8 @@ struct close_job {
   struct sl_ledger_journal *j;
   int fds[3];
   char *unlink_path;
-  bool last; /* frees the journal when done */
+  bool last;      /* frees the journal when done */
+  int64_t cut_to; /* with <last>: cut fds[0] to this size (its zero tail), -1: no */
 };
 
 /* The one write (and fdatasync) in flight: <inflight> from <off>. */
@@ -183,6 +192,7 @@ struct write_job {
   size_t len;
   uint64_t off;
   bool sync;
+  uint64_t zero_from, zero_to; /* zeros written there after the group; empty: none */
   const struct sl_ledger_journal_io *io;
   int rc;       /* threadpool: 0 or a negative errno */
   bool synced;  /* threadpool: an fdatasync ran */
@@ -214,9 +224,10 @@ struct sl_ledger_journal {
   struct rename_job rjob;
   bool writing;
   struct sl_buf pending, inflight;
-  uint64_t inflight_end; /* st.appended_bytes when <inflight> was flushed */
-  uint64_t durable;      /* appended bytes known durable */
-  uint64_t synced_temp;  /* appended bytes synced into a compaction's temp file */
+  uint64_t inflight_end;             /* st.appended_bytes when <inflight> was flushed */
+  uint64_t durable;                  /* appended bytes known durable */
+  uint64_t synced_temp;              /* appended bytes synced into a compaction's temp file */
+  uint64_t alloc_end, old_alloc_end; /* the file's size: its frames, then zeros */
   struct waiters waiters;
   uint64_t compact_at; /* file size that starts a run-time compaction */
   enum compact_state cstate;
@@ -481,6 +492,24 @@ static int load_fd(int fd, uint64_t limit, struct loader *ld, int64_t *bad_offse
     }
     if (have == off)
       break; /* a clean end */
+    if (have - off >= 4 ? get32(buf + off) == 0 : buf[off] == 0) {
+      /* No frame has length 0: this is the zero-filled tail of a file written
+       * under a sync policy, its clean end, unless something else follows. */
+      int64_t at = (int64_t)(pos + off);
+      bool zeros = true;
+
+      while (zeros && have > off) {
+        for (size_t i = off; i < have && zeros; i++)
+          zeros = buf[i] == 0;
+        pos += have;
+        have = off = 0;
+        if ((rc = fill(fd, buf, &have, IO_CHUNK, &limit)) != 0)
+          goto done;
+      }
+      if (!zeros)
+        *bad_offset = at;
+      break;
+    }
     size_t len = have - off >= FRAME_HEAD ? get32(buf + off) : 0;
     if (len == 0 || len > BODY_MAX || have - off < FRAME_HEAD + len ||
         get32(buf + off + 4) !=
@@ -735,7 +764,7 @@ static int compact_at_startup(struct sl_ledger_journal *j, uint64_t now_ms) {
   if (rc == 0)
     rc = fsync_dir(dir);
   free(dir);
-  j->st.file_bytes = size;
+  j->st.file_bytes = j->alloc_end = size;
   j->compact_at = size * 4 > j->opts.compact_min_bytes ? size * 4 : j->opts.compact_min_bytes;
   return rc;
 }
@@ -841,6 +870,9 @@ static void on_close_done(uv_work_t *w, int status) {
 static void close_work(uv_work_t *w) {
   struct close_job *job = (struct close_job *)w;
 
+  /* A journal closed cleanly has no zero tail. */
+  if (job->cut_to >= 0 && job->fds[0] >= 0 && ftruncate(job->fds[0], (off_t)job->cut_to) == 0)
+    fdatasync(job->fds[0]);
   for (int i = 0; i < 3; i++) {
     if (job->fds[i] >= 0)
       close(job->fds[i]);
@@ -872,6 +904,9 @@ static void close_later(struct sl_ledger_journal *j, int fd, int fd2, int fd3, c
   job->fds[1] = fd2;
   job->fds[2] = fd3;
   job->last = last;
+  job->cut_to = last && fd == j->fd && j->alloc_end > j->st.file_bytes && !j->st.failed
+                    ? (int64_t)j->st.file_bytes
+                    : -1;
   if (!last)
     j->ops++;
   uv_queue_work(j->loop, &job->work, close_work, on_close_done);
@@ -906,6 +941,7 @@ static void stop_journaling(struct sl_ledger_journal *j, const char *what, int e
 static void abandon_switched(struct sl_ledger_journal *j) {
   close_later(j, j->fd, -1, -1, j->tmp_path, false);
   j->fd = j->old_fd;
+  j->alloc_end = j->old_alloc_end;
   j->old_fd = -1;
   free(j->job);
   j->job = NULL;
@@ -949,6 +985,23 @@ static void write_work(uv_work_t *w) {
     }
     done += (size_t)r;
   }
+  /* Zeros ahead of the frames, synced with this group: the groups after it
+   * overwrite blocks the file has, so their fdatasync writes data only, not
+   * the inode's new size too (as the spool's preallocated segments do). */
+  for (uint64_t at = job->zero_from; at < job->zero_to;) {
+    static const uint8_t zeros[64 * 1024];
+    size_t n = job->zero_to - at < sizeof(zeros) ? (size_t)(job->zero_to - at) : sizeof(zeros);
+    ssize_t r = job->io != NULL && job->io->pwrite != NULL
+                    ? job->io->pwrite(job->fd, zeros, n, (off_t)at)
+                    : pwrite(job->fd, zeros, n, (off_t)at);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      job->rc = r < 0 ? -errno : -EIO;
+      return;
+    }
+    at += (uint64_t)r;
+  }
   if (job->sync) {
     int r = job->io != NULL && job->io->fdatasync != NULL ? job->io->fdatasync(job->fd)
                                                           : fdatasync(job->fd);
@@ -971,6 +1024,11 @@ static void start_write(struct sl_ledger_journal *j) {
   job->off = j->st.file_bytes;
   job->sync = syncing(j);
   job->io = j->opts.io;
+  job->zero_from = job->zero_to = 0;
+  if (job->sync && job->off + job->len > j->alloc_end) {
+    job->zero_from = job->off + job->len;
+    job->zero_to = (job->zero_from / PREALLOC_STEP + 1) * PREALLOC_STEP;
+  }
   /* The temp file of a compaction takes the appends from its catch-up on;
    * it is the journal only once renamed. */
   job->to_temp = j->cstate == COMPACT_CATCHUP || j->cstate == COMPACT_RENAME;
@@ -1059,6 +1117,10 @@ static void on_written(uv_work_t *w, int status) {
     return;
   }
   j->st.file_bytes += job->len;
+  if (job->zero_to > j->alloc_end)
+    j->alloc_end = job->zero_to;
+  if (j->st.file_bytes > j->alloc_end)
+    j->alloc_end = j->st.file_bytes;
   sl_buf_reset(&j->inflight);
   if (job->to_temp) {
     j->synced_temp = j->inflight_end;
@@ -1291,7 +1353,8 @@ static void switch_files(struct sl_ledger_journal *j) {
 
   j->old_fd = j->fd;
   j->fd = j->job->fd;
-  j->st.file_bytes = j->job->size;
+  j->old_alloc_end = j->alloc_end;
+  j->st.file_bytes = j->alloc_end = j->job->size;
   j->pending = j->capture; /* holds every byte of <pending> and those written since */
   j->capture = tmp;
   sl_buf_reset(&j->capture);

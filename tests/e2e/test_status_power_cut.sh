@@ -4,8 +4,8 @@
 # journal was appended without fsync, so a cut took it back to its last fsync, the startup
 # compaction: every status and key since the start was gone (404s, keys accepted twice).
 #
-# The cut: sluice runs with tests/support/fsync_probe.c preloaded, which logs the journal's size
-# at each fsync/fdatasync; after kill -9 the journal is cut to its size at its last one, which
+# The cut: sluice runs with tests/support/fsync_probe.c preloaded, which copies the journal at
+# each fsync/fdatasync; after kill -9 the journal is replaced by its copy at its last one, which
 # is what a power cut that drops every unsynced write leaves of it. (The spool is left as it
 # is: its data path keeps what it acknowledged, and the journal is what this test is about.)
 #
@@ -66,23 +66,19 @@ c.done()
 EOF
 e2e_kill sluice
 
-# The power cut: the journal as of its last fsync.
+# The power cut: the journal as of its last fsync (the probe's copy; none: it was never synced).
 python3 - "$journal" "$SL_FSYNC_PROBE_LOG" <<'EOF'
-import os, sys
+import os, shutil, sys
 journal, log = sys.argv[1], sys.argv[2]
 ino = os.stat(journal).st_ino
-size = 0
-try:
-    with open(log) as f:
-        for line in f:
-            i, s = line.split()
-            if int(i) == ino:
-                size = int(s)
-except FileNotFoundError:
-    pass
-print("e2e: power cut: %s cut from %d to %d bytes (its size at its last fsync)"
-      % (journal, os.stat(journal).st_size, size))
-os.truncate(journal, size)
+before = os.stat(journal).st_size
+copy = "%s.%d" % (log, ino)
+if os.path.exists(copy):
+    shutil.copyfile(copy, journal)
+else:
+    os.truncate(journal, 0)
+print("e2e: power cut: %s (%d bytes) replaced by its state at its last fsync (%d bytes)"
+      % (journal, before, os.stat(journal).st_size))
 EOF
 unset SL_FSYNC_PROBE_LOG
 e2e_sluice_start -n sluice2 "$conf"

@@ -6,6 +6,7 @@
  * Each test works in a fresh temporary directory on a loop of its own.
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -450,7 +451,7 @@ static void test_compaction_at_run_time(void **state) {
   for (unsigned n = 1; n <= 40; n++)
     put(f, n, SL_LEDGER_DELIVERED, n);
   run_until_compacted(f, before + 1);
-  assert_true(file_size(f->path) < 16 * 1024);
+  assert_true(stats(f).file_bytes < 16 * 1024); /* the file itself may have zeros ahead */
   assert_int_equal(stats(f).failed, 0);
   close_journal(f);
   assert_true(file_size(f->path) < 8 * 1024); /* a snapshot plus the catch-up */
@@ -619,14 +620,16 @@ static void test_upstream_names(void **state) {
 
 /*
  * A recording I/O table: every pwrite goes to the file, every fdatasync is
- * counted and remembers the file's size at that moment. Writes are appends,
- * so "the file cut to its size at the last fdatasync" is what a power cut
- * that drops every unsynced write leaves (the crash state of the journal).
- * A non-zero <fail_sync> makes fdatasync fail with that errno.
+ * counted and keeps a copy of the whole file as it is at that moment: what a
+ * power cut that drops every write not followed by an fdatasync leaves of
+ * the journal (its crash state). Writes and syncs come one at a time, from
+ * the journal's one job in flight. A non-zero <fail_sync> makes fdatasync
+ * fail with that errno.
  */
 static struct {
   int syncs, writes, fail_sync;
   off_t synced_size;
+  uint8_t *synced; /* the file at the last fdatasync */
 } rec_io;
 
 static ssize_t rec_pwrite(int fd, const void *buf, size_t len, off_t off) {
@@ -642,6 +645,10 @@ static int rec_fdatasync(int fd) {
     return -1;
   }
   assert_int_equal(fstat(fd, &sb), 0);
+  free(rec_io.synced);
+  rec_io.synced = malloc((size_t)sb.st_size + 1);
+  assert_non_null(rec_io.synced);
+  assert_int_equal(pread(fd, rec_io.synced, (size_t)sb.st_size, 0), sb.st_size);
   __atomic_store_n(&rec_io.synced_size, sb.st_size, __ATOMIC_SEQ_CST);
   __atomic_add_fetch(&rec_io.syncs, 1, __ATOMIC_SEQ_CST);
   return fdatasync(fd);
@@ -652,6 +659,7 @@ static const struct sl_ledger_journal_io rec_table = {rec_pwrite, rec_fdatasync}
 static void open_recording(struct fixture *f, enum sl_ledger_journal_sync sync) {
   struct sl_ledger_journal_opts opts;
 
+  free(rec_io.synced);
   memset(&rec_io, 0, sizeof(rec_io));
   sl_ledger_journal_opts_init(&opts);
   opts.sync = sync;
@@ -660,11 +668,38 @@ static void open_recording(struct fixture *f, enum sl_ledger_journal_sync sync) 
   rec_io.synced_size = file_size(f->path); /* the startup compaction's file is synced */
 }
 
+/* Whether the copy taken at the last fdatasync holds the journal's first
+ * <len> bytes as they are in the file now. */
+static bool synced_holds(struct fixture *f, size_t len) {
+  uint8_t *now = malloc(len + 1);
+  int fd = open(f->path, O_RDONLY);
+  bool ok;
+
+  assert_non_null(now);
+  assert_true(fd >= 0);
+  ok = rec_io.synced != NULL && (size_t)rec_io.synced_size >= len &&
+       pread(fd, now, len, 0) == (ssize_t)len && memcmp(now, rec_io.synced, len) == 0;
+  close(fd);
+  free(now);
+  return ok;
+}
+
+/* Puts the copy taken at the last fdatasync in place of the file: the power cut. */
+static void cut_to_synced(struct fixture *f, const uint8_t *copy, off_t size) {
+  int fd = open(f->path, O_WRONLY | O_TRUNC);
+
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, copy, (size_t)size), size);
+  close(fd);
+}
+
 /* What a waiter saw when its callback ran. */
 struct seen {
   struct sl_ledger_journal_waiter w; /* first */
   int calls, status, syncs;
-  off_t synced_size;
+  bool frames_synced; /* the first <want> bytes were in the synced copy */
+  size_t want;
+  struct fixture *f;
 };
 
 static void on_durable(struct sl_ledger_journal_waiter *w, int status) {
@@ -673,7 +708,8 @@ static void on_durable(struct sl_ledger_journal_waiter *w, int status) {
   s->calls++;
   s->status = status;
   s->syncs = __atomic_load_n(&rec_io.syncs, __ATOMIC_SEQ_CST);
-  s->synced_size = __atomic_load_n(&rec_io.synced_size, __ATOMIC_SEQ_CST);
+  if (s->f != NULL)
+    s->frames_synced = synced_holds(s->f, s->want);
 }
 
 static void run_until_called(struct fixture *f, const struct seen *s) {
@@ -691,6 +727,8 @@ static void test_sync_waiter_runs_after_fdatasync(void **state) {
 
   open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
   start = file_size(f->path);
+  s.f = f;
+  s.want = (size_t)start + ENTRY_FRAME + 8 + 32 + 2;
   put(f, 1, SL_LEDGER_QUEUED, 1);
   assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
   assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
@@ -698,7 +736,7 @@ static void test_sync_waiter_runs_after_fdatasync(void **state) {
   run_until_called(f, &s);
   assert_int_equal(s.status, 0);
   assert_true(s.syncs >= 1);
-  assert_int_equal(s.synced_size, start + ENTRY_FRAME + 8 + 32 + 2);
+  assert_true(s.frames_synced); /* the entry and the key were in the file at that sync */
   assert_int_equal(stats(f).durable_bytes, stats(f).appended_bytes);
   /* Durable already: nothing to wait for. */
   assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 1);
@@ -747,7 +785,7 @@ static void test_power_cut_keeps_what_was_answered(void **state) {
   struct fixture *f = *state;
   struct seen s = {0};
   off_t cut;
-  uint8_t id[16];
+  uint8_t *copy, id[16];
 
   open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
   for (unsigned n = 1; n <= 20; n++) {
@@ -772,9 +810,12 @@ static void test_power_cut_keeps_what_was_answered(void **state) {
   run_until_called(f, &s);
   /* The cut: what was synced so far survives. */
   cut = __atomic_load_n(&rec_io.synced_size, __ATOMIC_SEQ_CST);
+  copy = rec_io.synced;
+  rec_io.synced = NULL;
   put(f, 21, SL_LEDGER_QUEUED, 21); /* nobody waited for it */
   close_journal(f);
-  assert_int_equal(truncate(f->path, cut), 0);
+  cut_to_synced(f, copy, cut);
+  free(copy);
   reopen(f);
   assert_int_equal(stats(f).bad_offset, -1);
   for (unsigned n = 1; n <= 20; n++) {
@@ -853,6 +894,33 @@ static void test_waiter_during_compaction(void **state) {
     assert_int_equal(got(f, n).state, SL_LEDGER_DELIVERED);
 }
 
+/* A crash leaves the zero-filled tail of a file written under a sync policy:
+ * the load ends there cleanly. Zeros followed by anything else are damage. */
+static void test_zero_tail_is_a_clean_end(void **state) {
+  struct fixture *f = *state;
+  off_t end;
+  int fd;
+
+  write_entries(f, 3);
+  close_journal(f);
+  end = file_size(f->path);
+  assert_int_equal(truncate(f->path, end + 300000), 0);
+  assert_int_equal(open_with(f, 64, NULL), 0);
+  assert_int_equal(stats(f).bad_offset, -1);
+  assert_int_equal(sl_ledger_count(f->l), 3);
+  close_journal(f);
+  assert_int_equal(file_size(f->path), end); /* rewritten without the zeros */
+
+  assert_int_equal(truncate(f->path, end + 100), 0);
+  fd = open(f->path, O_WRONLY | O_APPEND);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "x", 1), 1);
+  close(fd);
+  assert_int_equal(open_with(f, 64, NULL), 0);
+  assert_int_equal(stats(f).bad_offset, end);
+  assert_int_equal(sl_ledger_count(f->l), 3);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -876,6 +944,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_note_and_forget, setup, teardown),
       cmocka_unit_test_setup_teardown(test_waiter_during_compaction, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_zero_tail_is_a_clean_end, setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+
+  free(rec_io.synced);
+  return failed;
 }
