@@ -10,10 +10,10 @@
 # Per round and binary: a fresh spool; the upstream paused; wrk -t1 POSTs a 1 KiB JSON body
 # over CONNS keep-alive connections for SECONDS (accept rate, req/s); then the upstream's rate
 # is set to DRAIN_RATE and it is resumed against a fast backend (nginx "return 200"), and the
-# time until the spool is empty gives the drain rate (records/s). sluice runs on CPU 0, wrk
+# records delivered in the next DRAIN_SECS give the drain rate (records/s). sluice runs on CPU 0, wrk
 # and the backend on CPU 1. Prints one line per round and binary, then the medians.
 #
-# Environment: ROUNDS=5 SECONDS_=5 CONNS="50 400" DRAIN_RATE=100000 FSYNC=batch.
+# Environment: ROUNDS=5 SECONDS_=5 CONNS="50 400" DRAIN_RATE=100000 DRAIN_SECS=5 FSYNC=batch.
 set -euo pipefail
 log() { echo "spill_ab: $*" >&2; }
 . "$(dirname "$0")/lib.sh"
@@ -25,6 +25,7 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECONDS_:-5}
 CONNS=${CONNS:-50 400}
 DRAIN_RATE=${DRAIN_RATE:-100000}
+DRAIN_SECS=${DRAIN_SECS:-5}
 FSYNC=${FSYNC:-batch}
 tmp=$(mktemp -d /var/tmp/spill_ab.XXXXXX)
 pids=()
@@ -110,12 +111,13 @@ EOF
       curl -s -m 5 -X POST "http://127.0.0.1:$aport/admin/upstreams/backend/rate?value=$DRAIN_RATE" >/dev/null
       t0=$(date +%s.%N)
       curl -s -m 5 -X POST "http://127.0.0.1:$aport/admin/upstreams/backend/resume" >/dev/null
-      while [ "$(backlog "$aport")" != 0 ]; do sleep 0.05; done
+      sleep "$DRAIN_SECS"
+      left=$(backlog "$aport")
       t1=$(date +%s.%N)
-      drain=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+      drain=$(awk -v n="$((n - left))" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
       load=$(cut -d' ' -f1 /proc/loadavg)
       echo "${names[$i]} $c $acc $drain" >>"$tmp/results"
-      log "conns $c round $r ${names[$i]}: accept $acc req/s (non-2xx ${non2xx:-0}), drain $n records at $drain/s (load $load)"
+      log "conns $c round $r ${names[$i]}: accept $acc req/s (non-2xx ${non2xx:-0}), $n spilled; drain $drain/s (load $load)"
       kill "$spid"
       wait "$spid" 2>/dev/null || true
     done

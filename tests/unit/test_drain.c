@@ -531,6 +531,21 @@ static void test_record_already_delivered_is_not_sent_again(void **state) {
   assert_int_equal(ledger_state(f), SL_LEDGER_DELIVERED);
 }
 
+/* A spill is "being stored" from sl_drain_spill() until its answer: a repeat
+ * of its Idempotency-Key meanwhile must not be answered 202 (shape.c). */
+static void test_spilling_until_answered(void **state) {
+  struct fixture *f = &the_fixture;
+  uint8_t other[16] = {1};
+
+  (void)state;
+  fixture_open(f, 200, "paused = true;");
+  spill_one(f);
+  assert_true(sl_drain_spilling(f->drain, f->id));
+  assert_false(sl_drain_spilling(f->drain, other));
+  run_until_spilled(f);
+  assert_false(sl_drain_spilling(f->drain, f->id));
+}
+
 /*
  * Failing replays open the upstream's circuit: the drain then holds the
  * record until the first probe, 1 s later, and must arm its timer for it;
@@ -582,6 +597,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_dead_letter_counted_only_after_the_move, fixture_close),
       cmocka_unit_test_teardown(test_open_circuit_wakes_the_drain_for_its_probe, fixture_close),
       cmocka_unit_test_teardown(test_record_already_delivered_is_not_sent_again, fixture_close),
+      cmocka_unit_test_teardown(test_spilling_until_answered, fixture_close),
   };
 
   loop_thread = pthread_self();
