@@ -15,16 +15,18 @@
  * write at a time, so whatever comes in while one write is under way goes
  * out as the next group (group commit):
  *   - SYNC_BATCH and SYNC_ALWAYS: each group is written and fdatasynced
- *     before the next starts; a group starts at the end of the loop
- *     iteration its first frame came in, or as soon as the previous group is
- *     durable. sl_ledger_journal_wait() tells the owner when the frames it
- *     appended are durable: the proxy sends a 202 (and answers a repeated
- *     Idempotency-Key) only once both the spool's record and the request's
- *     journal frames are durable, and acks a delivered record in the spool
- *     only once its "delivered" frame is, so that after a power cut every
- *     record the spool no longer holds has its final state in the journal.
- *     ALWAYS commits in groups too: each frame is still fsynced before the
- *     answer that depends on it, which is what the policy promises.
+ *     before the next starts. A group that holds a spilled request's frames
+ *     (sl_ledger_journal_note) starts at the end of the loop iteration they
+ *     came in, or as soon as the previous group is durable; one that holds
+ *     only other frames (deliveries, retries: nothing but the drain's acks
+ *     wait for them) within sync_delay_ms (2 ms, the spool's ack interval),
+ *     so that a drain at full speed costs a few hundred fdatasyncs a second
+ *     rather than one per loop iteration. sl_ledger_journal_wait() tells the owner when the frames
+ * it appended are durable: the proxy sends a 202 (and answers a repeated Idempotency-Key) only once
+ * both the spool's record and the request's journal frames are durable, and acks a delivered record
+ * in the spool only once its "delivered" frame is, so that after a power cut every record the spool
+ * no longer holds has its final state in the journal. ALWAYS commits in groups too: each frame is
+ * still fsynced before the answer that depends on it, which is what the policy promises.
  *   - SYNC_OFF: no fdatasync; a group is written flush_delay_ms (10 ms) after
  *     its first frame or once flush_bytes (64 KiB) wait, as before the policy
  *     existed. A process crash (kill -9) keeps every write made and loses at
@@ -91,6 +93,9 @@ struct sl_ledger_journal_opts {
   const struct sl_ledger_journal_io *io; /* NULL: POSIX */
   size_t flush_bytes;                    /* write as soon as this much is buffered (64 KiB) */
   uint64_t flush_delay_ms;    /* sync off: else this long after the first buffered record (10) */
+  uint64_t sync_delay_ms;     /* sync policy: frames no answer waits for (deliveries, retries) are
+                                 grouped this long (2); a spilled request's go at the end of the
+                                 loop iteration (sl_ledger_journal_note) */
   uint64_t compact_min_bytes; /* no run-time compaction below this file size (16 MiB) */
   size_t max_pending_bytes;   /* records beyond this while the disk lags are dropped (64 MiB) */
 };

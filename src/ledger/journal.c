@@ -227,6 +227,7 @@ struct sl_ledger_journal {
   uint64_t inflight_end;             /* st.appended_bytes when <inflight> was flushed */
   uint64_t durable;                  /* appended bytes known durable */
   uint64_t synced_temp;              /* appended bytes synced into a compaction's temp file */
+  uint64_t urgent;                   /* appended bytes that an answer to a client waits for */
   uint64_t alloc_end, old_alloc_end; /* the file's size: its frames, then zeros */
   struct waiters waiters;
   uint64_t compact_at; /* file size that starts a run-time compaction */
@@ -245,6 +246,7 @@ void sl_ledger_journal_opts_init(struct sl_ledger_journal_opts *opts) {
   opts->io = NULL;
   opts->flush_bytes = 64u * 1024;
   opts->flush_delay_ms = 10;
+  opts->sync_delay_ms = 2;
   opts->compact_min_bytes = 16ull * 1024 * 1024;
   opts->max_pending_bytes = 64u * 1024 * 1024;
 }
@@ -1074,8 +1076,16 @@ static void on_idle(uv_idle_t *h) {
   flush(h->data);
 }
 
-/* Arranges for <pending> to be written: at the end of this loop iteration
- * under a sync policy (a group commit), else after flush_delay_ms. */
+/* Whether <pending> holds frames that an answer to a client waits for. */
+static bool urgent(const struct sl_ledger_journal *j) { return j->urgent > j->inflight_end; }
+
+/*
+ * Arranges for <pending> to be written. Under a sync policy: at the end of
+ * this loop iteration when an answer waits for its frames (a spilled
+ * request's), else within sync_delay_ms (deliveries, retries: the drain's
+ * acks can wait that long, and a group every few ms instead of one per
+ * iteration keeps the drain's cost down). Without one: flush_delay_ms.
+ */
 static void schedule_flush(struct sl_ledger_journal *j) {
   if (j->closing || j->pending.len == 0)
     return;
@@ -1083,9 +1093,13 @@ static void schedule_flush(struct sl_ledger_journal *j) {
     /* A write in flight (or the switch waiting for it) flushes when it returns. */
     if (j->writing || j->cstate == COMPACT_SWITCH)
       return;
-    if (j->check_open && !uv_is_active((uv_handle_t *)&j->check)) {
-      uv_check_start(&j->check, on_check);
-      uv_idle_start(&j->idle, on_idle);
+    if (urgent(j)) {
+      if (j->check_open && !uv_is_active((uv_handle_t *)&j->check)) {
+        uv_check_start(&j->check, on_check);
+        uv_idle_start(&j->idle, on_idle);
+      }
+    } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
+      uv_timer_start(&j->timer, on_timer, j->opts.sync_delay_ms, 0);
     }
   } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
     uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
@@ -1133,8 +1147,8 @@ static void on_written(uv_work_t *w, int status) {
   else if (j->cstate == COMPACT_CATCHUP)
     start_rename(j);
   maybe_compact(j);
-  /* Group commit: what came in during this write goes now. */
-  if (j->pending.len >= j->opts.flush_bytes || j->closing || syncing(j))
+  /* Group commit: what came in during this write goes now if an answer waits for it. */
+  if (j->pending.len >= j->opts.flush_bytes || j->closing || (syncing(j) && urgent(j)))
     flush(j);
   else
     schedule_flush(j);
@@ -1180,7 +1194,10 @@ static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len
   append_frame(j, frame, len, false);
 }
 
-void sl_ledger_journal_flush(struct sl_ledger_journal *j) { flush(j); }
+void sl_ledger_journal_flush(struct sl_ledger_journal *j) {
+  j->urgent = j->st.appended_bytes;
+  flush(j);
+}
 
 uint64_t sl_ledger_journal_mark(const struct sl_ledger *l) {
   return l->journal != NULL ? l->journal->st.appended_bytes : 0;
@@ -1210,8 +1227,12 @@ void sl_ledger_journal_unwait(struct sl_ledger_journal_waiter *w) {
 void sl_ledger_journal_note(struct sl_ledger *l, const struct sl_ledger_entry *e) {
   uint8_t frame[FRAME_MAX];
 
-  if (l->journal != NULL)
-    append(l->journal, frame, encode_entry(frame, e));
+  if (l->journal == NULL)
+    return;
+  append(l->journal, frame, encode_entry(frame, e));
+  /* Its 202 waits for it: this group goes at the end of the iteration. */
+  l->journal->urgent = l->journal->st.appended_bytes;
+  schedule_flush(l->journal);
 }
 
 void sl_ledger_journal_forget(struct sl_ledger *l, const uint8_t id[16]) {
