@@ -11,7 +11,9 @@
 # over CONNS keep-alive connections for SECONDS (accept rate, req/s); then the upstream's rate
 # is set to DRAIN_RATE and it is resumed against a fast backend (nginx "return 200"), and the
 # records delivered in the next DRAIN_SECS give the drain rate (records/s). sluice runs on CPU 0, wrk
-# and the backend on CPU 1. Prints one line per round and binary, then the medians.
+# and the backend on CPU 1. Also sluice's CPU time (utime + stime, all threads) per accepted
+# and per delivered request, the figure that holds best on a shared machine. Prints one line
+# per round and binary, then the medians.
 #
 # Environment: ROUNDS=5 SECONDS_=5 CONNS="50 400" DRAIN_RATE=100000 DRAIN_SECS=5 FSYNC=batch.
 set -euo pipefail
@@ -73,6 +75,13 @@ wait_port() { # PORT
 }
 wait_port "$fport" || { log "fast backend did not start"; exit 1; }
 
+hz=$(getconf CLK_TCK)
+cpu_ticks() { # PID: utime + stime of the process (all its threads), in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+per_op() { # TICKS OPS: CPU microseconds per operation
+  awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN {if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a"}'
+}
 admin_json() { curl -s -m 5 "http://127.0.0.1:$1/admin/upstreams"; }
 backlog() { # ADMIN_PORT: ready + inflight + delayed
   admin_json "$1" | python3 -c 'import json,sys
@@ -104,20 +113,26 @@ EOF
       spid=$!
       pids+=("$spid")
       wait_port "$sport" || { log "sluice ${names[$i]} did not start"; exit 1; }
+      c0=$(cpu_ticks "$spid")
       out=$("${pin_load[@]}" wrk -t1 -c"$c" -d"${SECS}s" -s "$tmp/post.lua" "http://127.0.0.1:$sport/orders") || true
+      c1=$(cpu_ticks "$spid")
       acc=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
       non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
       n=$(backlog "$aport")
       curl -s -m 5 -X POST "http://127.0.0.1:$aport/admin/upstreams/backend/rate?value=$DRAIN_RATE" >/dev/null
       t0=$(date +%s.%N)
+      c2=$(cpu_ticks "$spid")
       curl -s -m 5 -X POST "http://127.0.0.1:$aport/admin/upstreams/backend/resume" >/dev/null
       sleep "$DRAIN_SECS"
       left=$(backlog "$aport")
+      c3=$(cpu_ticks "$spid")
       t1=$(date +%s.%N)
+      acc_cpu=$(per_op $((c1 - c0)) "$n")
+      drain_cpu=$(per_op $((c3 - c2)) $((n - left)))
       drain=$(awk -v n="$((n - left))" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
       load=$(cut -d' ' -f1 /proc/loadavg)
-      echo "${names[$i]} $c $acc $drain" >>"$tmp/results"
-      log "conns $c round $r ${names[$i]}: accept $acc req/s (non-2xx ${non2xx:-0}), $n spilled; drain $drain/s (load $load)"
+      echo "${names[$i]} $c $acc $drain $acc_cpu $drain_cpu" >>"$tmp/results"
+      log "conns $c round $r ${names[$i]}: accept $acc req/s ($acc_cpu us CPU each, non-2xx ${non2xx:-0}), $n spilled; drain $drain/s ($drain_cpu us CPU each) (load $load)"
       kill "$spid"
       wait "$spid" 2>/dev/null || true
     done
@@ -125,12 +140,12 @@ EOF
 done
 
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-echo "| conns | binary | accept req/s (median of $ROUNDS) | drain records/s (median) |"
-echo "|---|---|---:|---:|"
+echo "| conns | binary | accept req/s | sluice CPU us per accept | drain records/s | sluice CPU us per delivery |"
+echo "|---|---|---:|---:|---:|---:|"
 for c in $CONNS; do
   for i in 0 1; do
-    a=$(awk -v b="${names[$i]}" -v c="$c" '$1 == b && $2 == c {print $3}' "$tmp/results" | median)
-    d=$(awk -v b="${names[$i]}" -v c="$c" '$1 == b && $2 == c {print $4}' "$tmp/results" | median)
-    echo "| $c | ${names[$i]} | $a | $d |"
+    col() { awk -v b="${names[$i]}" -v c="$c" -v k="$1" '$1 == b && $2 == c {print $k}' "$tmp/results" | median; }
+    echo "| $c | ${names[$i]} | $(col 3) | $(col 5) | $(col 4) | $(col 6) |"
   done
 done
+echo "(medians of $ROUNDS rounds)"

@@ -1,6 +1,7 @@
 /*
  * Ledger journal: makes the status ledger and the Idempotency-Key index
- * survive a restart, kill -9 included.
+ * survive a restart, kill -9 included, and under spool.fsync "batch" or
+ * "always" a power cut.
  *
  * The journal is an append-only file of framed records, <spool dir>/ledger.journal
  * (format in docs/spool-format.md, "The ledger journal"): a ledger entry
@@ -21,12 +22,15 @@
  *     only other frames (deliveries, retries: nothing but the drain's acks
  *     wait for them) within sync_delay_ms (2 ms, the spool's ack interval),
  *     so that a drain at full speed costs a few hundred fdatasyncs a second
- *     rather than one per loop iteration. sl_ledger_journal_wait() tells the owner when the frames
- * it appended are durable: the proxy sends a 202 (and answers a repeated Idempotency-Key) only once
- * both the spool's record and the request's journal frames are durable, and acks a delivered record
- * in the spool only once its "delivered" frame is, so that after a power cut every record the spool
- * no longer holds has its final state in the journal. ALWAYS commits in groups too: each frame is
- * still fsynced before the answer that depends on it, which is what the policy promises.
+ *     rather than one per loop iteration. sl_ledger_journal_wait() tells the
+ *     owner when the frames it appended are durable: the proxy sends a 202
+ *     (and answers a repeated Idempotency-Key) only once both the spool's
+ *     record and the request's journal frames are durable, and acks a
+ *     delivered record in the spool only once its "delivered" frame is, so
+ *     that after a power cut every record the spool no longer holds has its
+ *     final state in the journal. ALWAYS commits in groups too: each frame
+ *     is still fsynced before the answer that depends on it, which is what
+ *     the policy promises.
  *   - SYNC_OFF: no fdatasync; a group is written flush_delay_ms (10 ms) after
  *     its first frame or once flush_bytes (64 KiB) wait, as before the policy
  *     existed. A process crash (kill -9) keeps every write made and loses at

@@ -64,7 +64,7 @@ struct spill_job {
   uint64_t enqueue_ms;
   uint64_t not_before_ms; /* delayed delivery; 0 if none */
   uint64_t mark;          /* journal mark covering the request's frames (on_flush_check) */
-  bool noted, marked, waiting;
+  bool noted, marked;
   TAILQ_ENTRY(spill_job) link; /* in <unmarked> until marked, then in <journal_waits> */
   LIST_ENTRY(spill_job) all;   /* in <spills> until answered */
 };
@@ -1166,7 +1166,6 @@ static void on_spill_journaled(struct sl_ledger_journal_waiter *w, int status) {
 
   (void)status; /* the record is durable; a failed journal logged why its status may not be */
   TAILQ_REMOVE(&job->d->journal_waits, job, link);
-  job->waiting = false;
   finish_spill(job, 0);
 }
 
@@ -1196,7 +1195,6 @@ static void on_spilled(void *arg, int status) {
   }
   if (job->noted && !d->closing &&
       sl_ledger_journal_wait(d->ledger, &job->wait, job->mark, on_spill_journaled) == 0) {
-    job->waiting = true;
     TAILQ_INSERT_TAIL(&d->journal_waits, job, link);
     return;
   }
