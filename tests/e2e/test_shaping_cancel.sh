@@ -34,7 +34,7 @@ post(port, "/orders/primer")  # takes the only token: the next POSTs spill
 ids = {}
 for seq, extra in ((1, {}), (2, {"X-Sluice-Delay": "2s"}), (3, {})):
     r = post(port, "/orders/%d" % seq, dict(extra, **{"X-Test-Seq": str(seq)}))
-    ids[seq] = check_accept_body(r, "POST %d" % seq)["id"]
+    ids[seq] = check_accept_body(r, "POST %d" % seq, held=seq != 2)["id"]
 url = {n: "/_sluice/requests/" + i for n, i in ids.items()}
 
 r = request(port, "DELETE", url[1])

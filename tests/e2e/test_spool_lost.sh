@@ -29,7 +29,7 @@ post(port, "/orders/primer")  # takes the only token: the next POSTs spill
 ids = {}
 for seq in (1, 2, 3):
     r = post(port, "/orders/%d" % seq, {"X-Test-Seq": str(seq)})
-    ids[seq] = check_accept_body(r, "POST %d" % seq)["id"]
+    ids[seq] = check_accept_body(r, "POST %d" % seq, held=True)["id"]
     time.sleep(0.05)  # one append group, so one unit, per request
 time.sleep(0.3)      # the ledger journal is written within ~10 ms
 save_json(state, {"ids": ids})
