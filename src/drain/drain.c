@@ -1348,6 +1348,8 @@ static enum sl_spool_fsync fsync_of(enum sl_fsync_policy p) {
   }
 }
 
+static int restore_dead(void *arg, const struct sl_spool_record *rec);
+
 static int open_spool(struct sl_drain *d, const char *dir) {
   struct sl_spool_opts opts;
   struct sl_spool_stats st;
@@ -1379,6 +1381,11 @@ static int open_spool(struct sl_drain *d, const char *dir) {
   /* Positions count from what survived the restart. */
   d->seq_accepted = st.ready + st.delayed;
   d->maybe_ready = st.ready > 0;
+  /* A dead-letter move is durable before its "dead" status is journaled: a
+   * crash between the two leaves the status at "queued". The dead store is
+   * the truth; it is read once here when it holds anything. */
+  if (d->ledger != NULL && st.dead > 0 && sl_spool_dead_list(d->spool, restore_dead, d) != 0)
+    sl_log_warn("spool %s: could not read the dead letters to check their statuses", d->name);
   if (st.ready + st.delayed > 0)
     sl_log_info("spool %s: %llu record(s) to deliver (%llu delayed, %llu dead)", d->name,
                 (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,

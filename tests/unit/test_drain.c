@@ -547,6 +547,47 @@ static void test_spilling_until_answered(void **state) {
 }
 
 /*
+ * A dead-letter move is durable before its "dead" status is journaled: after
+ * a crash between the two the status reads "queued". Opening the spool reads
+ * the dead store and sets the status back to what it holds.
+ */
+static void test_dead_store_restores_statuses_at_open(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_ledger_entry e;
+  struct sl_spool_stats st;
+  char spool_dir[1024];
+
+  (void)state;
+  fixture_open(f, 500,
+               "retry = { max_attempts = 1; initial_backoff = \"20ms\"; max_backoff = \"20ms\";"
+               " multiplier = 1.0; jitter = 0.0; };");
+  spill_one(f);
+  run_until_spilled(f);
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  while (!f->guard_fired && ledger_state(f) != SL_LEDGER_DEAD)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_timer_stop(&f->guard);
+  sl_spool_stats(sl_drain_spool(f->drain), &st);
+  assert_int_equal(st.dead, 1);
+  /* The crash: the "dead" frame is lost, the status reads queued. */
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  e.state = SL_LEDGER_QUEUED;
+  e.error[0] = '\0';
+  assert_int_equal(sl_ledger_put(f->ledger, &e), 0);
+  sl_drain_destroy(f->drain);
+  for (int i = 0; i < 10; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
+  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
+                                   f->reg, spool_dir, &f->drain),
+                   0);
+  assert_int_equal(ledger_state(f), SL_LEDGER_DEAD);
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  assert_true(e.error[0] != '\0'); /* the last error, from the dead letter */
+}
+
+/*
  * Failing replays open the upstream's circuit: the drain then holds the
  * record until the first probe, 1 s later, and must arm its timer for it;
  * with the circuit open nothing else wakes it. While it is open the drain
@@ -598,6 +639,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_open_circuit_wakes_the_drain_for_its_probe, fixture_close),
       cmocka_unit_test_teardown(test_record_already_delivered_is_not_sent_again, fixture_close),
       cmocka_unit_test_teardown(test_spilling_until_answered, fixture_close),
+      cmocka_unit_test_teardown(test_dead_store_restores_statuses_at_open, fixture_close),
   };
 
   loop_thread = pthread_self();
