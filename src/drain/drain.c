@@ -66,7 +66,7 @@ struct spill_job {
   uint64_t mark;          /* journal mark covering the request's frames (on_flush_check) */
   bool noted, marked;
   TAILQ_ENTRY(spill_job) link; /* in <unmarked> until marked, then in <journal_waits> */
-  LIST_ENTRY(spill_job) all;   /* in <spills> until answered */
+  TAILQ_ENTRY(spill_job) all;  /* in <spills> until answered */
 };
 
 /* A delivered record whose ack waits for its "delivered" frame to be durable. */
@@ -109,7 +109,7 @@ struct sl_drain {
   TAILQ_HEAD(, spill_job) unmarked;      /* spilled in this loop iteration */
   TAILQ_HEAD(, spill_job) journal_waits; /* durable in the spool, waiting for the journal */
   LIST_HEAD(, ack_job) acks;             /* delivered, waiting for the journal */
-  LIST_HEAD(, spill_job) spills;         /* spilled, not yet answered */
+  TAILQ_HEAD(, spill_job) spills;        /* spilled, not yet answered, oldest first */
   uint64_t seq_noted;         /* the last sequence number given a spill's journal frame */
   uint64_t already_delivered; /* records settled unsent: the ledger said delivered */
 
@@ -133,6 +133,7 @@ struct sl_drain {
 };
 
 static void pump(struct sl_drain *d);
+static bool being_spilled(const struct sl_drain *d, const struct sl_spool_record *rec);
 
 static uint64_t now_ns(void) { return sl_clock_mono_ns(); }
 
@@ -1093,6 +1094,14 @@ static void pump(struct sl_drain *d) {
       }
       if (settle_cancelled(d, item) || settle_delivered(d, item))
         continue;
+      /* Durable, but its answer waits for the journal: not before the answer
+       * (a wait-mode client registers for the replay's result then, and the
+       * ledger gets its entry). finish_spill() pumps again. */
+      if (being_spilled(d, sl_spool_item_record(item))) {
+        sl_spool_release(d->spool, item);
+        d->maybe_ready = true;
+        break;
+      }
       if (!sl_shaper_try_acquire(&d->shaper, now)) {
         sl_spool_release(d->spool, item);
         d->maybe_ready = true;
@@ -1144,7 +1153,7 @@ static void finish_spill(struct spill_job *job, int status) {
     }
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }
-  LIST_REMOVE(job, all);
+  TAILQ_REMOVE(&d->spills, job, all);
   job->cb(&res, job->arg);
   free(job);
   if (status == 0)
@@ -1154,11 +1163,19 @@ static void finish_spill(struct spill_job *job, int status) {
 bool sl_drain_spilling(const struct sl_drain *d, const uint8_t id[16]) {
   const struct spill_job *job;
 
-  LIST_FOREACH(job, &d->spills, all) {
+  TAILQ_FOREACH(job, &d->spills, all) {
     if (memcmp(job->id, id, 16) == 0)
       return true;
   }
   return false;
+}
+
+/* Whether <rec> is a record whose spill is not answered yet. A record older
+ * than the oldest unanswered spill cannot be one: a backlog costs no scan. */
+static bool being_spilled(const struct sl_drain *d, const struct sl_spool_record *rec) {
+  const struct spill_job *oldest = TAILQ_FIRST(&d->spills);
+
+  return oldest != NULL && rec->enqueue_ms >= oldest->enqueue_ms && sl_drain_spilling(d, rec->id);
 }
 
 static void on_spill_journaled(struct sl_ledger_journal_waiter *w, int status) {
@@ -1259,7 +1276,7 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
     job->noted = true;
   }
   TAILQ_INSERT_TAIL(&d->unmarked, job, link);
-  LIST_INSERT_HEAD(&d->spills, job, all);
+  TAILQ_INSERT_TAIL(&d->spills, job, all);
   memcpy(id_out, rec.id, 16);
   return 0;
 }
@@ -1447,7 +1464,7 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   TAILQ_INIT(&d->unmarked);
   TAILQ_INIT(&d->journal_waits);
   LIST_INIT(&d->acks);
-  LIST_INIT(&d->spills);
+  TAILQ_INIT(&d->spills);
   d->index = index;
   d->cfg = cfg;
   d->ucfg = ucfg;
