@@ -921,6 +921,111 @@ static void test_zero_tail_is_a_clean_end(void **state) {
   assert_int_equal(sl_ledger_count(f->l), 3);
 }
 
+/* Loads the journal image <copy> of <size> bytes in a directory of its own
+ * and checks that ids 1..<n_ids> whose bit is set in <known_ids> have an
+ * entry and that keys "r<id>" whose bit is set in <known_keys> are there. */
+static void check_image(struct fixture *f, const uint8_t *copy, off_t size,
+                        const uint8_t *known_ids, const uint8_t *known_keys, unsigned n_ids) {
+  char dir[64], path[128], p2[160];
+  struct sl_ledger *l = sl_ledger_create(8192); /* room for every id: no eviction */
+  struct sl_dedupe *d = sl_dedupe_create(8192, HOUR_MS);
+  struct sl_ledger_journal *j = NULL;
+  struct sl_ledger_journal_stats st;
+  int fd;
+
+  snprintf(dir, sizeof(dir), "/tmp/sl-journal-cut-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/" SL_LEDGER_JOURNAL_FILE, dir);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, copy, (size_t)size), size);
+  close(fd);
+  assert_int_equal(sl_ledger_journal_open(&f->loop, path, l, d, f->now, NULL, &j), 0);
+  sl_ledger_journal_stats(j, &st);
+  assert_int_equal(st.bad_offset, -1); /* a zero tail or a clean end, never damage */
+  for (unsigned n = 1; n <= n_ids; n++) {
+    struct sl_ledger_entry want = entry(n, SL_LEDGER_QUEUED, 0), e;
+    char key[16];
+    uint8_t id[16];
+
+    if (known_ids[n / 8] & (1u << (n % 8)))
+      assert_int_equal(sl_ledger_get(l, want.id, &e), 1);
+    snprintf(key, sizeof(key), "r%u", n);
+    if (known_keys[n / 8] & (1u << (n % 8))) {
+      assert_int_equal(sl_dedupe_get(d, 0, key, strlen(key), f->now, id), 1);
+      assert_memory_equal(id, want.id, 16);
+    }
+  }
+  sl_ledger_journal_close(j);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  sl_ledger_destroy(l);
+  sl_dedupe_destroy(d);
+  unlink(path);
+  snprintf(p2, sizeof(p2), "%s.lock", path);
+  unlink(p2);
+  rmdir(dir);
+}
+
+/*
+ * Random appends of entries and keys (each a new id or key, so that a frame
+ * missing from a cut is seen), with a wait now and then; each wait's
+ * callback is a cut point: the file as it was at the fdatasync before it
+ * (the copy the recording table keeps) must load without damage and hold
+ * every entry and key appended before the wait. 6,000 frames take the file
+ * past its first 256 KiB of zeros, so cuts fall on both sides of a
+ * preallocation step.
+ */
+static void test_random_cuts_keep_waited_frames(void **state) {
+  struct fixture *f = *state;
+  enum { IDS = 6000 };
+  uint8_t ids[IDS / 8 + 1] = {0}, keys[IDS / 8 + 1] = {0};
+  unsigned seed = 17, cuts = 0;
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  for (unsigned op = 0; op < 6000; op++) {
+    unsigned n = op + 1, r = (unsigned)rand_r(&seed) % 100; /* each op a new id or key */
+
+    if (r < 60) {
+      struct sl_ledger_entry e = entry(n, r < 40 ? SL_LEDGER_QUEUED : SL_LEDGER_DELIVERED, n);
+      if (r < 20)
+        sl_ledger_journal_note(f->l, &e); /* a spill's frame: its group goes at once */
+      else
+        assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+      ids[n / 8] |= (uint8_t)(1u << (n % 8));
+    } else if (r < 75) {
+      char key[16];
+
+      snprintf(key, sizeof(key), "r%u", n);
+      if (sl_ledger_journal_put_key(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now) == 0)
+        keys[n / 8] |= (uint8_t)(1u << (n % 8));
+    } else if (r < 77) {
+      struct seen s = {0};
+      uint8_t want_ids[sizeof(ids)], want_keys[sizeof(keys)];
+
+      memcpy(want_ids, ids, sizeof(ids));
+      memcpy(want_keys, keys, sizeof(keys));
+      if (sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable) == 0)
+        run_until_called(f, &s);
+      assert_int_equal(s.status, 0);
+      cuts++;
+      if (rec_io.synced != NULL) {
+        off_t size = __atomic_load_n(&rec_io.synced_size, __ATOMIC_SEQ_CST);
+        uint8_t *copy = malloc((size_t)size + 1);
+
+        assert_non_null(copy);
+        memcpy(copy, rec_io.synced, (size_t)size);
+        check_image(f, copy, size, want_ids, want_keys, IDS);
+        free(copy);
+      }
+    } else if (r < 90) {
+      uv_run(&f->loop, UV_RUN_NOWAIT); /* groups go out while appends go on */
+    }
+  }
+  assert_true(cuts > 50);
+  assert_true(stats(f).file_bytes > 256 * 1024);
+  assert_int_equal(stats(f).failed, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -945,6 +1050,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_note_and_forget, setup, teardown),
       cmocka_unit_test_setup_teardown(test_waiter_during_compaction, setup, teardown),
       cmocka_unit_test_setup_teardown(test_zero_tail_is_a_clean_end, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_random_cuts_keep_waited_frames, setup, teardown),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
 
