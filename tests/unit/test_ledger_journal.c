@@ -2,7 +2,12 @@
  * Ledger journal: round trip through the file, what is (not) journaled, the
  * renumbering of queued entries, a torn tail, a bad CRC, a bad header,
  * compaction at startup and at run time (with appends during it), key expiry
- * on load, the lock against a second process and the bound on the buffer.
+ * on load, the lock against a second process and the bound on the buffer;
+ * and the fsync policy (issue 17): waiters run only after an fdatasync that
+ * covered their frames, power-cut states (the file at its last fdatasync,
+ * kept by a recording I/O table) hold every frame that was waited for, at
+ * fixed and at random cut points, a failed fdatasync, frames taken back, a
+ * waiter across a run-time compaction, and the zero-filled tail.
  * Each test works in a fresh temporary directory on a loop of its own.
  */
 #include <setjmp.h>
