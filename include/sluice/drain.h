@@ -122,6 +122,14 @@ void sl_drain_destroy(struct sl_drain *d);
 /* Whether this drain has a spool (some route spills to it). */
 bool sl_drain_can_spill(const struct sl_drain *d);
 
+/*
+ * Whether the request spilled with id <id> is still being stored: its spool
+ * append (and under a sync policy its journal frames) not yet durable, its
+ * answer not yet sent. A repeat of its Idempotency-Key must not be answered
+ * 202 before the first request is: the append may yet fail.
+ */
+bool sl_drain_spilling(const struct sl_drain *d, const uint8_t id[16]);
+
 /* Whether the spool may hold ready records (new spillable requests then
  * queue behind them). Cheap: no look into the spool. */
 bool sl_drain_has_backlog(struct sl_drain *d);

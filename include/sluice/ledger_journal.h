@@ -1,6 +1,7 @@
 /*
  * Ledger journal: makes the status ledger and the Idempotency-Key index
- * survive a restart, kill -9 included.
+ * survive a restart, kill -9 included, and under spool.fsync "batch" or
+ * "always" a power cut.
  *
  * The journal is an append-only file of framed records, <spool dir>/ledger.journal
  * (format in docs/spool-format.md, "The ledger journal"): a ledger entry
@@ -10,22 +11,33 @@
  * frame that is torn or fails its CRC32C, and rewritten with only what they
  * hold (temp file, fsync, rename), so the file never grows with history.
  *
- * Guarantees. The spool is the durable store of the requests; the journal
- * is status information. Records are buffered on the loop and written on
- * libuv's threadpool within flush_delay_ms (10 ms by default) or as soon as
- * flush_bytes (64 KiB) are waiting, never fsynced one by one: a process crash
- * (kill -9) keeps everything written, losing at most the records still in the
- * buffer, i.e. the last ~10 ms of status; a power loss may lose what the page
- * cache held. What can then be stale: a request accepted in that window
- * answers 404 until the drain takes its record (the drain re-learns it), a
- * delivery in that window reads "queued" (until the drain delivers it again
- * if its ack was lost too, else until the entry is evicted), and an
- * Idempotency-Key put in that window is forgotten. The delay is short, of the
- * order of the spool's own group commit and ack checkpoint (a few ms), so
- * that these windows stay about as narrow as the spool's: the 202 that
- * carries a key goes out after the spool's fsync, by which time the key's
- * record is usually written too. It costs at most 100 small writes a second,
- * fewer under load, where a write carries whatever came in during the last.
+ * Guarantees follow the spool's fsync policy (opts.sync, from spool.fsync).
+ * Frames are buffered on the loop and written on libuv's threadpool, one
+ * write at a time, so whatever comes in while one write is under way goes
+ * out as the next group (group commit):
+ *   - SYNC_BATCH and SYNC_ALWAYS: each group is written and fdatasynced
+ *     before the next starts. A group that holds a spilled request's frames
+ *     (sl_ledger_journal_note) starts at the end of the loop iteration they
+ *     came in, or as soon as the previous group is durable; one that holds
+ *     only other frames (deliveries, retries: nothing but the drain's acks
+ *     wait for them) within sync_delay_ms (2 ms, the spool's ack interval),
+ *     so that a drain at full speed costs a few hundred fdatasyncs a second
+ *     rather than one per loop iteration. sl_ledger_journal_wait() tells the
+ *     owner when the frames it appended are durable: the proxy sends a 202
+ *     (and answers a repeated Idempotency-Key) only once both the spool's
+ *     record and the request's journal frames are durable, and acks a
+ *     delivered record in the spool only once its "delivered" frame is, so
+ *     that after a power cut every record the spool no longer holds has its
+ *     final state in the journal. ALWAYS commits in groups too: each frame
+ *     is still fsynced before the answer that depends on it, which is what
+ *     the policy promises.
+ *   - SYNC_OFF: no fdatasync; a group is written flush_delay_ms (10 ms) after
+ *     its first frame or once flush_bytes (64 KiB) wait, as before the policy
+ *     existed. A process crash (kill -9) keeps every write made and loses at
+ *     most the last ~10 ms of status; a power loss may lose what the page
+ *     cache held (docs/spool-format.md says what that leaves stale).
+ * A failed write or fdatasync stops the journal until the next restart (with
+ * an error line): statuses are then no longer durable, the spool still is.
  *
  * Size. The file is compacted at run time once it passes max(compact_min_bytes,
  * 4 x its size after the last compaction): a threadpool job replays the file
@@ -48,6 +60,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
 
 #include <uv.h>
 
@@ -62,13 +76,26 @@
 
 struct sl_ledger_journal;
 
+/* When the journal's writes are made durable: the spool's policy (spool.fsync). */
+enum sl_ledger_journal_sync {
+  SL_LEDGER_JOURNAL_SYNC_BATCH,  /* group commit: write + fdatasync per group (default) */
+  SL_LEDGER_JOURNAL_SYNC_ALWAYS, /* the same: a group commit fsyncs every frame in it */
+  SL_LEDGER_JOURNAL_SYNC_OFF     /* written within flush_delay_ms, never fsynced */
+};
+
 struct sl_ledger_journal_opts {
-  size_t flush_bytes;         /* write as soon as this much is buffered (64 KiB) */
-  uint64_t flush_delay_ms;    /* else this long after the first buffered record (10) */
+  enum sl_ledger_journal_sync sync; /* default batch */
+  size_t flush_bytes;               /* write as soon as this much is buffered (64 KiB) */
+  uint64_t flush_delay_ms;    /* sync off: else this long after the first buffered record (10) */
+  uint64_t sync_delay_ms;     /* sync policy: frames no answer waits for (deliveries, retries) are
+                                 grouped this long (2); a spilled request's go at the end of the
+                                 loop iteration (sl_ledger_journal_note) */
   uint64_t compact_min_bytes; /* no run-time compaction below this file size (16 MiB) */
   size_t max_pending_bytes;   /* records beyond this while the disk lags are dropped (64 MiB) */
-  /* Creating, syncing and renaming the journal, its lock and its temp file go through <io>
-   * (sluice/io.h), so tests can build crash states; NULL (default): POSIX. */
+  /* Every file and directory operation of the journal (creating it, its lock and its temp
+   * file, the group commit's writes and fdatasyncs on the threadpool, renames and directory
+   * fsyncs) goes through <io> (sluice/io.h), so that tests can count and fail them and build
+   * crash states; NULL (default), or a NULL member: the POSIX call. */
   const struct sl_io *io;
 };
 
@@ -88,6 +115,8 @@ struct sl_ledger_journal_stats {
   uint64_t expired_keys;     /* Idempotency-Key records read at open and skipped as expired */
   int64_t bad_offset;        /* offset of the frame where the load stopped, -1 if none */
   int failed;                /* 1 once a write failed: nothing more is journaled */
+  uint64_t syncs;            /* fdatasync calls of the group commit, since open */
+  uint64_t durable_bytes;    /* appended_bytes known durable (under a sync policy) */
 };
 
 /*
@@ -140,6 +169,51 @@ void sl_ledger_journal_close(struct sl_ledger_journal *j);
  */
 size_t sl_ledger_journal_names(const struct sl_ledger_journal *j, const char *const **names);
 int sl_ledger_journal_put_name(struct sl_ledger_journal *j, uint16_t id, const char *name);
+
+/*
+ * Waiting for durability. sl_ledger_journal_mark() returns a mark for every
+ * frame appended to <l>'s journal so far (the key index shares it);
+ * sl_ledger_journal_wait() then runs <cb>(<w>, status) on the loop once
+ * those frames are durable: written and fdatasynced under SYNC_BATCH or
+ * SYNC_ALWAYS, and, during a run-time compaction, in the file that bears the
+ * journal's name (its rename and the directory fsync done). status is 0, or
+ * a negative errno when the journal failed or closed first: the frames may
+ * then be lost in a power cut (the journal logged why).
+ *
+ * wait returns 0 when <cb> will run; 1 when there is nothing to wait for
+ * (no journal, SYNC_OFF, a failed journal, or the frames are durable
+ * already): <cb> is then never called and the caller goes on at once. <w>
+ * is the caller's and must stay alive until <cb> ran or
+ * sl_ledger_journal_unwait(<w>) took it back (which accepts a <w> that is
+ * not waiting). Once the journal is closed, wait returns 1.
+ *
+ * @thread loop
+ */
+struct sl_ledger_journal_waiter;
+typedef void (*sl_ledger_journal_wait_cb)(struct sl_ledger_journal_waiter *w, int status);
+
+struct sl_ledger_journal_waiter {
+  sl_ledger_journal_wait_cb cb;
+  /* private */
+  struct sl_ledger_journal *j; /* while waiting, else NULL */
+  uint64_t mark;
+  TAILQ_ENTRY(sl_ledger_journal_waiter) link;
+};
+
+uint64_t sl_ledger_journal_mark(const struct sl_ledger *l);
+int sl_ledger_journal_wait(struct sl_ledger *l, struct sl_ledger_journal_waiter *w, uint64_t mark,
+                           sl_ledger_journal_wait_cb cb);
+void sl_ledger_journal_unwait(struct sl_ledger_journal_waiter *w);
+
+/*
+ * Records <e> in <l>'s journal only: the ledger itself is not changed. For a
+ * frame that must be on its way to disk before the ledger may show the entry
+ * (a spilled request's "queued", written while its spool append is under
+ * way); sl_ledger_journal_forget() takes such a frame back (the append
+ * failed) with a frame that removes the entry on load. No-ops without a journal.
+ */
+void sl_ledger_journal_note(struct sl_ledger *l, const struct sl_ledger_entry *e);
+void sl_ledger_journal_forget(struct sl_ledger *l, const uint8_t id[16]);
 
 /* Starts writing the buffer now instead of at the next timer tick. */
 void sl_ledger_journal_flush(struct sl_ledger_journal *j);

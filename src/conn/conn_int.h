@@ -141,9 +141,10 @@ struct sl_conn {
   /* Shaping (shape.c): what happens to a request routed to a drain. */
   enum {
     SHAPE_NONE,
-    SHAPE_QUEUED,   /* waiting in memory for a slot */
-    SHAPE_SPILLING, /* the spool append is in flight */
-    SHAPE_WATCHING, /* wait mode: spilled, held for the replay's answer */
+    SHAPE_QUEUED,     /* waiting in memory for a slot */
+    SHAPE_SPILLING,   /* the spool append is in flight */
+    SHAPE_WATCHING,   /* wait mode: spilled, held for the replay's answer */
+    SHAPE_JOURNALING, /* a cancellation's 200 waits for its journal frame */
   } shape;
   bool status_query;  /* the target is a status URL */
   bool holds_slot;    /* forwarded under the budget: give it back when done */
@@ -151,7 +152,8 @@ struct sl_conn {
   struct sl_drain *drain;
   struct sl_drain_waiter waiter;
   struct sl_drain_watch watch;
-  uint8_t spill_id[16];
+  struct sl_ledger_journal_waiter jwait; /* SHAPE_JOURNALING */
+  uint8_t spill_id[16];                  /* also the cancelled id while SHAPE_JOURNALING */
 
   /* Forwarding (proxy.c). */
   struct sl_upstream *upstream;

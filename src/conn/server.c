@@ -133,6 +133,7 @@ static bool spills_to(const struct sl_config *cfg, size_t i) {
  * take at once finds its status already loaded.
  */
 static int open_journal(struct sl_server *srv, const struct sl_config *cfg) {
+  struct sl_ledger_journal_opts opts;
   char path[4096];
   bool spills = false;
   int n, rc;
@@ -144,7 +145,12 @@ static int open_journal(struct sl_server *srv, const struct sl_config *cfg) {
   n = snprintf(path, sizeof(path), "%s/%s", cfg->spool.dir, SL_LEDGER_JOURNAL_FILE);
   if (n < 0 || (size_t)n >= sizeof(path))
     return UV_ENAMETOOLONG;
-  rc = sl_ledger_journal_open(srv->loop, path, srv->ledger, srv->dedupe, sl_clock_wall_ms(), NULL,
+  /* The journal follows the spool's fsync policy: a 202 waits for both. */
+  sl_ledger_journal_opts_init(&opts);
+  opts.sync = cfg->spool.fsync == SL_FSYNC_OFF      ? SL_LEDGER_JOURNAL_SYNC_OFF
+              : cfg->spool.fsync == SL_FSYNC_ALWAYS ? SL_LEDGER_JOURNAL_SYNC_ALWAYS
+                                                    : SL_LEDGER_JOURNAL_SYNC_BATCH;
+  rc = sl_ledger_journal_open(srv->loop, path, srv->ledger, srv->dedupe, sl_clock_wall_ms(), &opts,
                               &srv->journal);
   if (rc == SL_ELEDGER_LOCKED)
     sl_log_error("ledger journal %s: in use by another process (a second sluice on this spool?)",

@@ -18,6 +18,7 @@
  */
 #include "conn_int.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,25 @@ static void respond_unavailable(struct sl_conn *c, const char *why) {
   sl__conn_respond_json(c, 503, headers, body, (size_t)n);
 }
 
+/* The cancellation of <c->spill_id> is durable (or the journal failed, and
+ * said so): its 200 goes now, with the status as it is now. */
+static void on_cancel_journaled(struct sl_ledger_journal_waiter *w, int status) {
+  struct sl_conn *c = (struct sl_conn *)((char *)w - offsetof(struct sl_conn, jwait));
+  struct sl_ledger_entry e;
+  char body[512];
+  int n;
+
+  (void)status;
+  c->shape = SHAPE_NONE;
+  if (sl_ledger_get(c->srv->ledger, c->spill_id, &e) != 1) {
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, c->spill_id, 16);
+    e.state = SL_LEDGER_CANCELLED;
+  }
+  n = status_json(c, &e, body, sizeof(body));
+  sl__conn_respond_json(c, 200, "Cache-Control: no-store\r\n", body, (size_t)n);
+}
+
 /*
  * DELETE on a status URL: cancels a queued or delayed request (ledger entry
  * <e>) so that it is never delivered. Needs the admin token when one is set,
@@ -290,9 +310,17 @@ static void cancel_request(struct sl_conn *c, struct sl_ledger_entry *e) {
     return;
   }
   /* A cancellation is written to the journal now rather than within its
-   * usual delay: the client is told it holds. */
-  if (rc == 0 && c->srv->journal != NULL)
+   * usual delay, and under a sync policy its 200 waits until it is durable:
+   * the client is told it holds, a power cut included. */
+  if (rc == 0 && c->srv->journal != NULL) {
     sl_ledger_journal_flush(c->srv->journal);
+    if (sl_ledger_journal_wait(c->srv->ledger, &c->jwait, sl_ledger_journal_mark(c->srv->ledger),
+                               on_cancel_journaled) == 0) {
+      memcpy(c->spill_id, e->id, 16);
+      c->shape = SHAPE_JOURNALING;
+      return;
+    }
+  }
   n = status_json(c, e, body, sizeof(body));
   sl__conn_respond_json(c, rc == 0 ? 200 : 409, "Cache-Control: no-store\r\n", body, (size_t)n);
 }
@@ -473,6 +501,9 @@ void sl__shape_finish(struct sl_conn *c) {
   case SHAPE_WATCHING:
     sl_drain_unwatch(c->drain, &c->watch);
     break;
+  case SHAPE_JOURNALING:
+    sl_ledger_journal_unwait(&c->jwait); /* the cancellation holds; its answer is not sent */
+    break;
   default:
     break; /* SPILLING: the append goes on; its callback finds the connection closed */
   }
@@ -519,6 +550,15 @@ void sl__shape_start(struct sl_conn *c) {
     if (hit == SL_ELEDGER_BADKEY) {
       static const char bad[] = "{\"error\":\"Idempotency-Key must be 1 to 256 bytes\"}\n";
       sl__conn_respond_json(c, 400, NULL, bad, sizeof(bad) - 1);
+      return;
+    }
+    if (hit == 1 && sl_drain_spilling(c->drain, id)) {
+      /* The first request with this key is still on its way to disk: a 202
+       * now would promise what its failure, or a power cut, could take back
+       * (as draft-ietf-httpapi-idempotency-key-header answers a key in use). */
+      static const char busy[] =
+          "{\"error\":\"a request with this Idempotency-Key is still being stored\"}\n";
+      sl__conn_respond_json(c, 409, "Retry-After: 1\r\n", busy, sizeof(busy) - 1);
       return;
     }
     if (hit == 1) {

@@ -51,13 +51,31 @@ struct replay_job {
   LIST_ENTRY(replay_job) link;
 };
 
+/*
+ * A spilled request from sl_drain_spill() to its answer. Its "queued" frame
+ * is noted in the ledger journal while the spool append runs, so that both
+ * reach disk side by side; the answer waits for both (see on_spilled).
+ */
 struct spill_job {
+  struct sl_ledger_journal_waiter wait; /* first: the callback finds the job */
   struct sl_drain *d;
   sl_drain_spill_cb cb;
   void *arg;
   uint8_t id[16];
   uint64_t enqueue_ms;
   uint64_t not_before_ms; /* delayed delivery; 0 if none */
+  uint64_t mark;          /* journal mark covering the request's frames (on_flush_check) */
+  bool noted, marked;
+  TAILQ_ENTRY(spill_job) link; /* in <unmarked> until marked, then in <journal_waits> */
+  TAILQ_ENTRY(spill_job) all;  /* in <spills> until answered */
+};
+
+/* A delivered record whose ack waits for its "delivered" frame to be durable. */
+struct ack_job {
+  struct sl_ledger_journal_waiter wait; /* first */
+  struct sl_drain *d;
+  struct sl_spool_item *item;
+  LIST_ENTRY(ack_job) link;
 };
 
 struct sl_drain {
@@ -89,6 +107,12 @@ struct sl_drain {
   TAILQ_HEAD(, sl_drain_waiter) waiters; /* live requests, FIFO */
   LIST_HEAD(, sl_drain_watch) watches;   /* wait-mode clients */
   LIST_HEAD(, replay_job) replays;       /* in flight to the backend */
+  TAILQ_HEAD(, spill_job) unmarked;      /* spilled in this loop iteration */
+  TAILQ_HEAD(, spill_job) journal_waits; /* durable in the spool, waiting for the journal */
+  LIST_HEAD(, ack_job) acks;             /* delivered, waiting for the journal */
+  TAILQ_HEAD(, spill_job) spills;        /* spilled, not yet answered, oldest first */
+  uint64_t seq_noted;         /* the last sequence number given a spill's journal frame */
+  uint64_t already_delivered; /* records settled unsent: the ledger said delivered */
 
   uint64_t hold_until_ms; /* replays wait until then after a spool read error */
   struct sl_circuit circuit;
@@ -102,6 +126,7 @@ struct sl_drain {
   unsigned rate_window_count;
 
   struct sl_metric *drained[DRAINED_COUNT];
+  struct sl_metric *skipped_delivered;
   struct sl_metric *queue_wait;
   struct sl_metric *fsync_seconds;                        /* observed on the spool's threads */
   struct sl_metric *upstream_seconds, *upstream_inflight; /* shared with live traffic */
@@ -110,6 +135,7 @@ struct sl_drain {
 };
 
 static void pump(struct sl_drain *d);
+static bool being_spilled(const struct sl_drain *d, const struct sl_spool_record *rec);
 
 static uint64_t now_ns(void) { return sl_clock_mono_ns(); }
 
@@ -229,6 +255,14 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
       reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_state",
       "1 for the circuit's current state (closed, half-open, open), else 0.", up_state);
   if (backlog == NULL || drained == NULL || written == NULL || circuit == NULL)
+    return -1;
+  d->skipped_delivered = sl_metrics_series(
+      sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_drain_redelivery_skipped_total",
+                        "Records the spool handed out again (their ack lost in a crash) whose "
+                        "status already read delivered: settled without a second delivery.",
+                        up),
+      (const char *[]){n});
+  if (d->skipped_delivered == NULL)
     return -1;
   for (int i = 0; i < DRAINED_COUNT; i++) {
     d->drained[i] = sl_metrics_series(drained, (const char *[]){n, outcomes[i]});
@@ -664,6 +698,40 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
     give_back(d, job->item, "could not reschedule a record");
 }
 
+/* The ack of <item> may go: its "delivered" frame is durable (or cannot be). */
+static void on_delivered_journaled(struct sl_ledger_journal_waiter *w, int status) {
+  struct ack_job *a = (struct ack_job *)w;
+
+  (void)status; /* a failed journal logged it; the record is delivered all the same */
+  LIST_REMOVE(a, link);
+  sl_spool_ack(a->d->spool, a->item, NULL, NULL);
+  free(a);
+}
+
+/*
+ * Acks delivered <item> in the spool once its "delivered" frame, just
+ * journaled, is durable (at once under fsync "off"). In this order, a power
+ * cut can lose the ack without the status (the record comes back, and
+ * settle_delivered() drops it unsent) but never the status without the ack
+ * (the record gone, its status stuck at "queued"). The item stays in flight
+ * meanwhile; the backend's slot is already free.
+ */
+static void ack_when_journaled(struct sl_drain *d, struct sl_spool_item *item) {
+  struct ack_job *a = d->ledger != NULL ? malloc(sizeof(*a)) : NULL;
+
+  if (a != NULL) {
+    a->d = d;
+    a->item = item;
+    if (sl_ledger_journal_wait(d->ledger, &a->wait, sl_ledger_journal_mark(d->ledger),
+                               on_delivered_journaled) == 0) {
+      LIST_INSERT_HEAD(&d->acks, a, link);
+      return;
+    }
+    free(a);
+  }
+  sl_spool_ack(d->spool, item, NULL, NULL);
+}
+
 static void on_replay_done(const struct sl_replay_result *res, void *arg) {
   struct replay_job *job = arg;
   struct sl_drain *d = job->d;
@@ -697,7 +765,7 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
     count_delivery(d);
     d->seq_settled++;
     notify_watches(d, rec->id, res->head, res->body);
-    sl_spool_ack(d->spool, job->item, NULL, NULL);
+    ack_when_journaled(d, job->item);
   }
   free(job);
   pump(d);
@@ -783,6 +851,32 @@ static bool settle_cancelled(struct sl_drain *d, struct sl_spool_item *item) {
   }
   sl_log_info("upstream %s: a cancelled request was dropped from the spool", d->name);
   sl_spool_ack(d->spool, item, job != NULL ? on_cancel_settled : NULL, job);
+  return true;
+}
+
+/*
+ * If the ledger says the record of <item> was delivered already, settles it
+ * without replaying it and returns true; else returns false. This is a
+ * record whose delivery was journaled (durable before its ack was even
+ * issued, see ack_when_journaled) but whose ack checkpoint a crash took: it
+ * is not sent twice. Counted in sluice_drain_redelivery_skipped_total.
+ */
+static bool settle_delivered(struct sl_drain *d, struct sl_spool_item *item) {
+  const struct sl_spool_record *rec = sl_spool_item_record(item);
+  struct sl_ledger_entry e;
+
+  if (d->ledger == NULL || sl_ledger_get(d->ledger, rec->id, &e) != 1 ||
+      e.state != SL_LEDGER_DELIVERED)
+    return false;
+  d->already_delivered++;
+  sl_metrics_inc(d->skipped_delivered);
+  if (d->already_delivered == 1)
+    sl_log_info("upstream %s: a record delivered before a crash came back from the spool (its "
+                "ack was lost); settled without sending it again (counted in "
+                "sluice_drain_redelivery_skipped_total)",
+                d->name);
+  d->seq_settled++; /* it was counted in the backlog at startup */
+  sl_spool_ack(d->spool, item, NULL, NULL);
   return true;
 }
 
@@ -1145,8 +1239,16 @@ static void pump(struct sl_drain *d) {
         d->maybe_ready = false;
         break;
       }
-      if (settle_cancelled(d, item))
+      if (settle_cancelled(d, item) || settle_delivered(d, item))
         continue;
+      /* Durable, but its answer waits for the journal: not before the answer
+       * (a wait-mode client registers for the replay's result then, and the
+       * ledger gets its entry). finish_spill() pumps again. */
+      if (being_spilled(d, sl_spool_item_record(item))) {
+        sl_spool_release(d->spool, item);
+        d->maybe_ready = true;
+        break;
+      }
       if (!sl_shaper_try_acquire(&d->shaper, now)) {
         sl_spool_release(d->spool, item);
         d->maybe_ready = true;
@@ -1169,8 +1271,8 @@ static void pump(struct sl_drain *d) {
 
 /* ---- spill ------------------------------------------------------------- */
 
-static void on_spilled(void *arg, int status) {
-  struct spill_job *job = arg;
+/* Answers the spill of <job> (<status> from the spool) and frees it. */
+static void finish_spill(struct spill_job *job, int status) {
   struct sl_drain *d = job->d;
   struct sl_drain_spilled res = {.status = status};
 
@@ -1188,15 +1290,79 @@ static void on_spilled(void *arg, int status) {
     e.updated_ms = job->enqueue_ms;
     e.not_before_ms = job->not_before_ms;
     /* The record is readable once durable, so a replay may have taken it, and even
-     * finished or failed, before this completion ran: an entry there already is newer. */
-    if (d->ledger != NULL && sl_ledger_get(d->ledger, e.id, &seen) != 1)
-      sl_ledger_journal_put(d->ledger, &e);
+     * finished or failed, before this completion ran: an entry there already is newer.
+     * Its frame is in the journal already (noted at spill time). */
+    if (d->ledger != NULL && sl_ledger_get(d->ledger, e.id, &seen) != 1) {
+      if (job->noted)
+        sl_ledger_put(d->ledger, &e);
+      else
+        sl_ledger_journal_put(d->ledger, &e);
+    }
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }
+  TAILQ_REMOVE(&d->spills, job, all);
   job->cb(&res, job->arg);
   free(job);
   if (status == 0)
     sl_drain_kick(d);
+}
+
+bool sl_drain_spilling(const struct sl_drain *d, const uint8_t id[16]) {
+  const struct spill_job *job;
+
+  TAILQ_FOREACH(job, &d->spills, all) {
+    if (memcmp(job->id, id, 16) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* Whether <rec> is a record whose spill is not answered yet. A record older
+ * than the oldest unanswered spill cannot be one: a backlog costs no scan. */
+static bool being_spilled(const struct sl_drain *d, const struct sl_spool_record *rec) {
+  const struct spill_job *oldest = TAILQ_FIRST(&d->spills);
+
+  return oldest != NULL && rec->enqueue_ms >= oldest->enqueue_ms && sl_drain_spilling(d, rec->id);
+}
+
+static void on_spill_journaled(struct sl_ledger_journal_waiter *w, int status) {
+  struct spill_job *job = (struct spill_job *)w;
+
+  (void)status; /* the record is durable; a failed journal logged why its status may not be */
+  TAILQ_REMOVE(&job->d->journal_waits, job, link);
+  finish_spill(job, 0);
+}
+
+/*
+ * The spool append of <arg> (a struct spill_job) completed: the record is
+ * durable under the fsync policy, or <status> says why not. The answer (a
+ * 202, or in wait mode the watch that leads to the backend's response) also
+ * waits until the request's journal frames are durable, its "queued" entry
+ * and its Idempotency-Key: written beside the spool's group commit, they
+ * are normally there already. Then a power cut can take neither the status
+ * nor the key of a request that was answered.
+ */
+static void on_spilled(void *arg, int status) {
+  struct spill_job *job = arg;
+  struct sl_drain *d = job->d;
+
+  if (!job->marked) {
+    TAILQ_REMOVE(&d->unmarked, job, link);
+    job->marked = true;
+    job->mark = d->ledger != NULL ? sl_ledger_journal_mark(d->ledger) : 0;
+  }
+  if (status != 0) {
+    if (job->noted)
+      sl_ledger_journal_forget(d->ledger, job->id); /* its frame must not come back as queued */
+    finish_spill(job, status);
+    return;
+  }
+  if (job->noted && !d->closing &&
+      sl_ledger_journal_wait(d->ledger, &job->wait, job->mark, on_spill_journaled) == 0) {
+    TAILQ_INSERT_TAIL(&d->journal_waits, job, link);
+    return;
+  }
+  finish_spill(job, 0);
 }
 
 int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, const char *target,
@@ -1238,6 +1404,26 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
     return rc;
   }
   d->appends_unflushed = true;
+  /* Its "queued" frame goes to the journal now, to be written beside the
+   * record; the ledger shows the entry once the append completed. The
+   * sequence number only orders entries on a reload (they are renumbered),
+   * so a provisional one that is never below the final one will do. */
+  if (d->ledger != NULL) {
+    struct sl_ledger_entry e;
+
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, job->id, 16);
+    e.state = SL_LEDGER_QUEUED;
+    e.upstream = d->index;
+    e.seq = d->seq_noted = (d->seq_noted > d->seq_accepted ? d->seq_noted : d->seq_accepted) + 1;
+    e.enqueued_ms = job->enqueue_ms;
+    e.updated_ms = job->enqueue_ms;
+    e.not_before_ms = job->not_before_ms;
+    sl_ledger_journal_note(d->ledger, &e);
+    job->noted = true;
+  }
+  TAILQ_INSERT_TAIL(&d->unmarked, job, link);
+  TAILQ_INSERT_TAIL(&d->spills, job, all);
   memcpy(id_out, rec.id, 16);
   return 0;
 }
@@ -1326,6 +1512,8 @@ static enum sl_spool_fsync fsync_of(enum sl_fsync_policy p) {
   }
 }
 
+static int restore_dead(void *arg, const struct sl_spool_record *rec);
+
 int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_config *ucfg,
                         const char *dir, struct sl_spool **out, char *err, size_t errlen) {
   struct sl_spool_opts opts;
@@ -1363,6 +1551,11 @@ void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool) {
   /* Positions count from what survived the restart. */
   d->seq_accepted = st.ready + st.delayed;
   d->maybe_ready = st.ready > 0;
+  /* A dead-letter move is durable before its "dead" status is journaled: a
+   * crash between the two leaves the status at "queued". The dead store is
+   * the truth; it is read once here when it holds anything. */
+  if (d->ledger != NULL && st.dead > 0 && sl_spool_dead_list(d->spool, restore_dead, d) != 0)
+    sl_log_warn("spool %s: could not read the dead letters to check their statuses", d->name);
   if (st.ready + st.delayed > 0)
     sl_log_info("spool %s: %llu record(s) to deliver (%llu delayed, %llu dead)", d->name,
                 (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,
@@ -1391,7 +1584,20 @@ static int open_spool(struct sl_drain *d, const char *dir) {
  */
 static void on_flush_check(uv_check_t *h) {
   struct sl_drain *d = h->data;
+  struct spill_job *job;
 
+  /* The journal frames of this iteration's spills are all appended by now
+   * (an Idempotency-Key's too, which the caller puts after sl_drain_spill):
+   * one mark covers them. */
+  if (!TAILQ_EMPTY(&d->unmarked)) {
+    uint64_t mark = d->ledger != NULL ? sl_ledger_journal_mark(d->ledger) : 0;
+
+    while ((job = TAILQ_FIRST(&d->unmarked)) != NULL) {
+      TAILQ_REMOVE(&d->unmarked, job, link);
+      job->marked = true;
+      job->mark = mark;
+    }
+  }
   if (d->appends_unflushed && d->spool != NULL) {
     d->appends_unflushed = false;
     sl_spool_flush(d->spool);
@@ -1422,6 +1628,10 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   TAILQ_INIT(&d->waiters);
   LIST_INIT(&d->watches);
   LIST_INIT(&d->replays);
+  TAILQ_INIT(&d->unmarked);
+  TAILQ_INIT(&d->journal_waits);
+  LIST_INIT(&d->acks);
+  TAILQ_INIT(&d->spills);
   d->index = index;
   d->cfg = cfg;
   d->ucfg = ucfg;
@@ -1483,6 +1693,23 @@ void sl_drain_destroy(struct sl_drain *d) {
   }
   while (!TAILQ_EMPTY(&d->waiters))
     sl_drain_cancel(d, TAILQ_FIRST(&d->waiters));
+  /* Closing: what waits for the journal goes on now; the journal, closed
+   * after the drains, still writes and syncs its frames. */
+  while (!TAILQ_EMPTY(&d->journal_waits)) {
+    struct spill_job *job = TAILQ_FIRST(&d->journal_waits);
+
+    TAILQ_REMOVE(&d->journal_waits, job, link);
+    sl_ledger_journal_unwait(&job->wait);
+    finish_spill(job, 0);
+  }
+  while (!LIST_EMPTY(&d->acks)) {
+    struct ack_job *a = LIST_FIRST(&d->acks);
+
+    LIST_REMOVE(a, link);
+    sl_ledger_journal_unwait(&a->wait);
+    sl_spool_ack(d->spool, a->item, NULL, NULL);
+    free(a);
+  }
   for (size_t i = 0; i < d->n_gauges; i++)
     sl_metrics_series_remove(d->gauges[i]);
   d->n_gauges = 0;

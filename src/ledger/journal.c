@@ -18,6 +18,10 @@
  *     ENTRY2 (5):     as ENTRY, but the byte after error_len holds the entry's
  *                     flags (SL_LEDGER_F_*) and the state may be one of those
  *                     added later (purged, cancelled, lost)         60 + error_len
+ *     ENTRY_REMOVE (6): u8 0, u16 0, u32 0, id[16]                   24
+ *                     (the entry is dropped: a spilled request's "queued",
+ *                     written while its spool append was under way, whose
+ *                     append then failed)
  *
  * ENTRY2 exists for compatibility both ways: an entry in one of the first
  * four states without flags is still written as ENTRY, so a file that holds
@@ -32,11 +36,31 @@
  * Reading applies frames in order and stops at the first frame that is torn,
  * fails its CRC or does not parse; later bytes are never trusted (a frame
  * that happens to parse after garbage may be a fragment of an older one).
+ * Zeros from there to the end of the file are a clean end: under a sync
+ * policy the file is zero-filled ahead of its frames (PREALLOC_STEP at a
+ * time, with the group that needs it), so that a group's fdatasync writes
+ * its data pages only, not the inode's new size as well; a clean close cuts
+ * the zeros off, a crash leaves them.
  * Unknown types with a good CRC are skipped, so a later version may add some.
  *
  * The loop side is a small state machine around one buffer: records are
- * encoded into <pending>; a flush moves it to <inflight> and writes it with
- * uv_fs_write at the end of the file, one write at a time. A run-time
+ * encoded into <pending>; a flush moves it to <inflight> and a threadpool
+ * job writes it at the end of the file, one write at a time, and under a
+ * sync policy fdatasyncs it before it returns: the group commit. <inflight>
+ * is not touched until the job's callback ran. Under a sync policy a flush
+ * starts from a uv_check handle, at the end of the loop iteration in which
+ * frames came in (all of an iteration's frames make one group, and its write
+ * runs beside the spool's group commit of the same requests), or at once
+ * when the previous group is durable; without one, from a timer
+ * (flush_delay_ms).
+ *
+ * Durability is counted in bytes of frames appended (st.appended_bytes): a
+ * group's end is the count when it was flushed, and <durable> moves to it
+ * when its job returned without error; waiters (sl_ledger_journal_wait) with
+ * a mark at or below <durable> are then called, in order. A group written to
+ * a compaction's temp file is durable only once that file is renamed over
+ * the journal and the directory fsynced: until then its end is kept in
+ * <synced_temp>. A run-time
  * compaction goes IDLE -> SNAPSHOT (a threadpool job replays the file up to
  * its current end into private structures and writes their snapshot to the
  * temp file, while the loop keeps appending to the old file and copies each
@@ -75,10 +99,22 @@
 #define BODY_MAX (KEY_LEN + SL_DEDUPE_KEY_MAX)
 #define FRAME_MAX (FRAME_HEAD + BODY_MAX)
 #define IO_CHUNK (1u << 20) /* read and snapshot buffer */
+/* Under a sync policy the file is zero-filled this far ahead of its frames,
+ * in steps of this size: see write_work. */
+#define PREALLOC_STEP (256u * 1024)
 
 #define NAME_LEN 8
 
-enum { REC_ENTRY = 1, REC_KEY = 2, REC_KEY_REMOVE = 3, REC_NAME = 4, REC_ENTRY2 = 5 };
+#define ENTRY_REMOVE_LEN 24
+
+enum {
+  REC_ENTRY = 1,
+  REC_KEY = 2,
+  REC_KEY_REMOVE = 3,
+  REC_NAME = 4,
+  REC_ENTRY2 = 5,
+  REC_ENTRY_REMOVE = 6
+};
 
 /* Upstream names by id (NULL where an id has none). */
 struct names {
@@ -143,8 +179,34 @@ struct close_job {
   struct sl_ledger_journal *j;
   int fds[3];
   char *unlink_path;
-  bool last; /* frees the journal when done */
+  bool last;      /* frees the journal when done */
+  int64_t cut_to; /* with <last>: cut fds[0] to this size (its zero tail), -1: no */
 };
+
+/* The one write (and fdatasync) in flight: <inflight> from <off>. */
+struct write_job {
+  uv_work_t work;
+  struct sl_ledger_journal *j;
+  int fd;
+  const uint8_t *buf;
+  size_t len;
+  uint64_t off;
+  bool sync;
+  uint64_t zero_from, zero_to; /* zeros written there after the group; empty: none */
+  const struct sl_io *io;      /* the journal's, filled */
+  int rc;                      /* threadpool: 0 or a negative errno */
+  bool synced;                 /* threadpool: an fdatasync ran */
+  bool to_temp;                /* written to a compaction's temp file (not yet the journal) */
+};
+
+/* Renames the compaction's temp file over the journal and fsyncs the directory. */
+struct rename_job {
+  uv_work_t work;
+  struct sl_ledger_journal *j;
+  int rc; /* threadpool */
+};
+
+TAILQ_HEAD(waiters, sl_ledger_journal_waiter);
 
 struct sl_ledger_journal {
   uv_loop_t *loop;
@@ -155,14 +217,21 @@ struct sl_ledger_journal {
   int fd, old_fd, lock_fd;
   uv_timer_t timer;
   bool timer_open;
-  uv_fs_t write_req;
-  uv_work_t rename_work; /* compaction: rename and directory fsync on the threadpool */
-  int rename_rc;
+  uv_check_t check; /* sync policy: flushes at the end of the loop iteration */
+  uv_idle_t idle;   /* ... and keeps its poll from blocking until then */
+  bool check_open, idle_open;
+  struct write_job wjob;
+  struct rename_job rjob;
   struct sl_io io; /* opts.io completed with the POSIX calls */
   bool writing;
   struct sl_buf pending, inflight;
-  size_t inflight_done; /* bytes of <inflight> written (short writes) */
-  uint64_t compact_at;  /* file size that starts a run-time compaction */
+  uint64_t inflight_end;             /* st.appended_bytes when <inflight> was flushed */
+  uint64_t durable;                  /* appended bytes known durable */
+  uint64_t synced_temp;              /* appended bytes synced into a compaction's temp file */
+  uint64_t urgent;                   /* appended bytes that an answer to a client waits for */
+  uint64_t alloc_end, old_alloc_end; /* the file's size: its frames, then zeros */
+  struct waiters waiters;
+  uint64_t compact_at; /* file size that starts a run-time compaction */
   enum compact_state cstate;
   struct compact_job *job;
   struct sl_buf capture; /* records appended since the snapshot's end */
@@ -174,11 +243,13 @@ struct sl_ledger_journal {
 };
 
 void sl_ledger_journal_opts_init(struct sl_ledger_journal_opts *opts) {
+  opts->sync = SL_LEDGER_JOURNAL_SYNC_BATCH;
+  opts->io = NULL;
   opts->flush_bytes = 64u * 1024;
   opts->flush_delay_ms = 10;
+  opts->sync_delay_ms = 2;
   opts->compact_min_bytes = 16ull * 1024 * 1024;
   opts->max_pending_bytes = 64u * 1024 * 1024;
-  opts->io = NULL;
 }
 
 /* ---- encoding ----------------------------------------------------------- */
@@ -249,6 +320,15 @@ static size_t encode_key(uint8_t *frame, uint16_t scope, const char *key, size_t
   }
   memcpy(b + head, key, key_len);
   return seal(frame, head + key_len);
+}
+
+static size_t encode_entry_remove(uint8_t *frame, const uint8_t id[16]) {
+  uint8_t *b = frame + FRAME_HEAD;
+
+  memset(b, 0, ENTRY_REMOVE_LEN);
+  b[0] = REC_ENTRY_REMOVE;
+  memcpy(b + 8, id, 16);
+  return seal(frame, ENTRY_REMOVE_LEN);
 }
 
 static size_t encode_name(uint8_t *frame, uint16_t id, const char *name, size_t len) {
@@ -338,6 +418,11 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
                ? -ENOMEM
                : 0;
   }
+  case REC_ENTRY_REMOVE:
+    if (len != ENTRY_REMOVE_LEN)
+      return 1;
+    sl_ledger_remove(ld->l, b + 8);
+    return 0;
   case REC_NAME: {
     size_t name_len = get16(b + 4);
 
@@ -410,6 +495,24 @@ static int load_fd(int fd, uint64_t limit, struct loader *ld, int64_t *bad_offse
     }
     if (have == off)
       break; /* a clean end */
+    if (have - off >= 4 ? get32(buf + off) == 0 : buf[off] == 0) {
+      /* No frame has length 0: this is the zero-filled tail of a file written
+       * under a sync policy, its clean end, unless something else follows. */
+      int64_t at = (int64_t)(pos + off);
+      bool zeros = true;
+
+      while (zeros && have > off) {
+        for (size_t i = off; i < have && zeros; i++)
+          zeros = buf[i] == 0;
+        pos += have;
+        have = off = 0;
+        if ((rc = fill(fd, buf, &have, IO_CHUNK, &limit)) != 0)
+          goto done;
+      }
+      if (!zeros)
+        *bad_offset = at;
+      break;
+    }
     size_t len = have - off >= FRAME_HEAD ? get32(buf + off) : 0;
     if (len == 0 || len > BODY_MAX || have - off < FRAME_HEAD + len ||
         get32(buf + off + 4) !=
@@ -650,7 +753,7 @@ static int compact_at_startup(struct sl_ledger_journal *j, uint64_t now_ms) {
     j->fd = -1;
     j->io.unlink(j->tmp_path);
   }
-  j->st.file_bytes = size;
+  j->st.file_bytes = j->alloc_end = size;
   j->compact_at = size * 4 > j->opts.compact_min_bytes ? size * 4 : j->opts.compact_min_bytes;
   return rc;
 }
@@ -687,6 +790,7 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
   sl_buf_init(&j->pending);
   sl_buf_init(&j->inflight);
   sl_buf_init(&j->capture);
+  TAILQ_INIT(&j->waiters);
   j->path = strdup(path);
   j->tmp_path = malloc(strlen(path) + 5);
   dir = dir_of(path);
@@ -705,6 +809,12 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
   uv_timer_init(loop, &j->timer);
   j->timer.data = j;
   j->timer_open = true;
+  uv_check_init(loop, &j->check);
+  j->check.data = j;
+  j->check_open = true; /* active only while frames wait for their group */
+  uv_idle_init(loop, &j->idle);
+  j->idle.data = j;
+  j->idle_open = true;
   l->journal = j;
   d->journal = j;
   *out = j;
@@ -751,13 +861,17 @@ static void on_close_done(uv_work_t *w, int status) {
 /* threadpool */
 static void close_work(uv_work_t *w) {
   struct close_job *job = (struct close_job *)w;
+  const struct sl_io *io = &job->j->io;
 
+  /* A journal closed cleanly has no zero tail. */
+  if (job->cut_to >= 0 && job->fds[0] >= 0 && io->ftruncate(job->fds[0], (off_t)job->cut_to) == 0)
+    io->fdatasync(job->fds[0]);
   for (int i = 0; i < 3; i++) {
     if (job->fds[i] >= 0)
-      close(job->fds[i]);
+      io->close(job->fds[i]);
   }
   if (job->unlink_path != NULL)
-    unlink(job->unlink_path);
+    io->unlink(job->unlink_path);
 }
 
 /* Closes <fd>, <fd2> and <fd3> (-1: none) and unlinks <path> (NULL: none)
@@ -783,9 +897,27 @@ static void close_later(struct sl_ledger_journal *j, int fd, int fd2, int fd3, c
   job->fds[1] = fd2;
   job->fds[2] = fd3;
   job->last = last;
+  job->cut_to = last && fd == j->fd && j->alloc_end > j->st.file_bytes && !j->st.failed
+                    ? (int64_t)j->st.file_bytes
+                    : -1;
   if (!last)
     j->ops++;
   uv_queue_work(j->loop, &job->work, close_work, on_close_done);
+}
+
+static bool syncing(const struct sl_ledger_journal *j) {
+  return j->opts.sync != SL_LEDGER_JOURNAL_SYNC_OFF;
+}
+
+/* Calls the waiters whose frames are durable, in order; with <err>, all of them. */
+static void wake_waiters(struct sl_ledger_journal *j, int err) {
+  struct sl_ledger_journal_waiter *w;
+
+  while ((w = TAILQ_FIRST(&j->waiters)) != NULL && (err != 0 || w->mark <= j->durable)) {
+    TAILQ_REMOVE(&j->waiters, w, link);
+    w->j = NULL;
+    w->cb(w, err);
+  }
 }
 
 static void stop_journaling(struct sl_ledger_journal *j, const char *what, int err) {
@@ -795,12 +927,14 @@ static void stop_journaling(struct sl_ledger_journal *j, const char *what, int e
   j->st.failed = 1;
   sl_buf_reset(&j->pending);
   sl_buf_reset(&j->capture);
+  wake_waiters(j, err);
 }
 
 /* A compaction that switched files cannot finish: back to the old file. */
 static void abandon_switched(struct sl_ledger_journal *j) {
   close_later(j, j->fd, -1, -1, j->tmp_path, false);
   j->fd = j->old_fd;
+  j->alloc_end = j->old_alloc_end;
   j->old_fd = -1;
   free(j->job);
   j->job = NULL;
@@ -822,20 +956,83 @@ static void write_failed(struct sl_ledger_journal *j, int err) {
   }
 }
 
-static void on_write(uv_fs_t *req);
+static void on_written(uv_work_t *w, int status);
+
+/* threadpool: writes the whole group at its offset, then fdatasyncs it if asked. */
+static void write_work(uv_work_t *w) {
+  struct write_job *job = (struct write_job *)w;
+  size_t done = 0;
+
+  job->rc = 0;
+  job->synced = false;
+  while (done < job->len) {
+    ssize_t r =
+        job->io->pwrite(job->fd, job->buf + done, job->len - done, (off_t)(job->off + done));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      job->rc = r < 0 ? -errno : -EIO;
+      return;
+    }
+    done += (size_t)r;
+  }
+  /* Zeros ahead of the frames, synced with this group: the groups after it
+   * overwrite blocks the file has, so their fdatasync writes data only, not
+   * the inode's new size too (as the spool's preallocated segments do). */
+  for (uint64_t at = job->zero_from; at < job->zero_to;) {
+    static const uint8_t zeros[64 * 1024];
+    size_t n = job->zero_to - at < sizeof(zeros) ? (size_t)(job->zero_to - at) : sizeof(zeros);
+    ssize_t r = job->io->pwrite(job->fd, zeros, n, (off_t)at);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      job->rc = r < 0 ? -errno : -EIO;
+      return;
+    }
+    at += (uint64_t)r;
+  }
+  if (job->sync) {
+    int r = job->io->fdatasync(job->fd);
+    if (r != 0) {
+      job->rc = -errno;
+      return;
+    }
+    job->synced = true;
+  }
+}
 
 static void start_write(struct sl_ledger_journal *j) {
-  uv_buf_t b = uv_buf_init(j->inflight.base + j->inflight_done,
-                           (unsigned)(j->inflight.len - j->inflight_done));
+  struct write_job *job = &j->wjob;
   int rc;
 
+  job->j = j;
+  job->fd = j->fd;
+  job->buf = (const uint8_t *)j->inflight.base;
+  job->len = j->inflight.len;
+  job->off = j->st.file_bytes;
+  job->sync = syncing(j);
+  job->io = &j->io;
+  job->zero_from = job->zero_to = 0;
+  if (job->sync && job->off + job->len > j->alloc_end) {
+    job->zero_from = job->off + job->len;
+    job->zero_to = (job->zero_from / PREALLOC_STEP + 1) * PREALLOC_STEP;
+  }
+  /* The temp file of a compaction takes the appends from its catch-up on;
+   * it is the journal only once renamed. */
+  job->to_temp = j->cstate == COMPACT_CATCHUP || j->cstate == COMPACT_RENAME;
   j->writing = true;
-  j->write_req.data = j;
-  rc = uv_fs_write(j->loop, &j->write_req, j->fd, &b, 1, (int64_t)j->st.file_bytes, on_write);
+  rc = uv_queue_work(j->loop, &job->work, write_work, on_written);
   if (rc != 0) {
     j->writing = false;
     write_failed(j, rc);
   }
+}
+
+static void stop_group_handles(struct sl_ledger_journal *j) {
+  if (j->check_open)
+    uv_check_stop(&j->check);
+  if (j->idle_open)
+    uv_idle_stop(&j->idle);
 }
 
 static void flush(struct sl_ledger_journal *j) {
@@ -844,12 +1041,55 @@ static void flush(struct sl_ledger_journal *j) {
   if (j->writing || j->pending.len == 0 || j->st.failed || j->cstate == COMPACT_SWITCH)
     return;
   uv_timer_stop(&j->timer);
+  stop_group_handles(j);
   tmp = j->inflight;
   j->inflight = j->pending;
   j->pending = tmp;
   sl_buf_reset(&j->pending);
-  j->inflight_done = 0;
+  j->inflight_end = j->st.appended_bytes;
   start_write(j);
+}
+
+static void on_check(uv_check_t *h) {
+  stop_group_handles(h->data);
+  flush(h->data);
+}
+
+/* Frames appended before the poll phase (say from a timer) go before it:
+ * an active idle handle also makes that poll return at once. */
+static void on_idle(uv_idle_t *h) {
+  stop_group_handles(h->data);
+  flush(h->data);
+}
+
+/* Whether <pending> holds frames that an answer to a client waits for. */
+static bool urgent(const struct sl_ledger_journal *j) { return j->urgent > j->inflight_end; }
+
+/*
+ * Arranges for <pending> to be written. Under a sync policy: at the end of
+ * this loop iteration when an answer waits for its frames (a spilled
+ * request's), else within sync_delay_ms (deliveries, retries: the drain's
+ * acks can wait that long, and a group every few ms instead of one per
+ * iteration keeps the drain's cost down). Without one: flush_delay_ms.
+ */
+static void schedule_flush(struct sl_ledger_journal *j) {
+  if (j->closing || j->pending.len == 0)
+    return;
+  if (syncing(j)) {
+    /* A write in flight (or the switch waiting for it) flushes when it returns. */
+    if (j->writing || j->cstate == COMPACT_SWITCH)
+      return;
+    if (urgent(j)) {
+      if (j->check_open && !uv_is_active((uv_handle_t *)&j->check)) {
+        uv_check_start(&j->check, on_check);
+        uv_idle_start(&j->idle, on_idle);
+      }
+    } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
+      uv_timer_start(&j->timer, on_timer, j->opts.sync_delay_ms, 0);
+    }
+  } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
+    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+  }
 }
 
 /* Whether a compaction may start now. Not while a job that closes files
@@ -863,33 +1103,42 @@ static void maybe_compact(struct sl_ledger_journal *j) {
     start_compaction(j);
 }
 
-static void on_write(uv_fs_t *req) {
-  struct sl_ledger_journal *j = req->data;
-  ssize_t r = req->result;
+static void on_written(uv_work_t *w, int status) {
+  struct write_job *job = (struct write_job *)w;
+  struct sl_ledger_journal *j = job->j;
+  int rc = status != 0 ? status : job->rc;
 
-  uv_fs_req_cleanup(req);
   j->writing = false;
-  if (r <= 0) {
-    write_failed(j, r < 0 ? (int)r : UV_EIO);
+  if (job->synced)
+    j->st.syncs++;
+  if (rc != 0) {
+    write_failed(j, rc);
     maybe_free(j);
     return;
   }
-  j->inflight_done += (size_t)r;
-  j->st.file_bytes += (uint64_t)r;
-  if (j->inflight_done < j->inflight.len) {
-    start_write(j); /* a short write: the rest */
-    return;
-  }
+  j->st.file_bytes += job->len;
+  if (job->zero_to > j->alloc_end)
+    j->alloc_end = job->zero_to;
+  if (j->st.file_bytes > j->alloc_end)
+    j->alloc_end = j->st.file_bytes;
   sl_buf_reset(&j->inflight);
+  if (job->to_temp) {
+    j->synced_temp = j->inflight_end;
+  } else {
+    j->durable = j->inflight_end;
+    j->st.durable_bytes = j->durable;
+  }
   if (j->cstate == COMPACT_SWITCH)
     switch_files(j);
   else if (j->cstate == COMPACT_CATCHUP)
     start_rename(j);
   maybe_compact(j);
-  if (j->pending.len >= j->opts.flush_bytes || j->closing)
+  /* Group commit: what came in during this write goes now if an answer waits for it. */
+  if (j->pending.len >= j->opts.flush_bytes || j->closing || (syncing(j) && urgent(j)))
     flush(j);
-  else if (j->pending.len > 0 && !j->closing && !uv_is_active((uv_handle_t *)&j->timer))
-    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+  else
+    schedule_flush(j);
+  wake_waiters(j, 0); /* last: a waiter's callback may append and flush */
   maybe_free(j);
 }
 
@@ -923,15 +1172,61 @@ static void append_frame(struct sl_ledger_journal *j, const uint8_t *frame, size
   }
   if (j->pending.len >= j->opts.flush_bytes)
     flush(j);
-  else if (!uv_is_active((uv_handle_t *)&j->timer))
-    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+  else
+    schedule_flush(j);
 }
 
 static void append(struct sl_ledger_journal *j, const uint8_t *frame, size_t len) {
   append_frame(j, frame, len, false);
 }
 
-void sl_ledger_journal_flush(struct sl_ledger_journal *j) { flush(j); }
+void sl_ledger_journal_flush(struct sl_ledger_journal *j) {
+  j->urgent = j->st.appended_bytes;
+  flush(j);
+}
+
+uint64_t sl_ledger_journal_mark(const struct sl_ledger *l) {
+  return l->journal != NULL ? l->journal->st.appended_bytes : 0;
+}
+
+int sl_ledger_journal_wait(struct sl_ledger *l, struct sl_ledger_journal_waiter *w, uint64_t mark,
+                           sl_ledger_journal_wait_cb cb) {
+  struct sl_ledger_journal *j = l->journal;
+
+  w->j = NULL;
+  if (j == NULL || !syncing(j) || j->st.failed || j->closing || mark <= j->durable)
+    return 1;
+  w->cb = cb;
+  w->mark = mark;
+  w->j = j;
+  TAILQ_INSERT_TAIL(&j->waiters, w, link);
+  return 0;
+}
+
+void sl_ledger_journal_unwait(struct sl_ledger_journal_waiter *w) {
+  if (w->j == NULL)
+    return;
+  TAILQ_REMOVE(&w->j->waiters, w, link);
+  w->j = NULL;
+}
+
+void sl_ledger_journal_note(struct sl_ledger *l, const struct sl_ledger_entry *e) {
+  uint8_t frame[FRAME_MAX];
+
+  if (l->journal == NULL)
+    return;
+  append(l->journal, frame, encode_entry(frame, e));
+  /* Its 202 waits for it: this group goes at the end of the iteration. */
+  l->journal->urgent = l->journal->st.appended_bytes;
+  schedule_flush(l->journal);
+}
+
+void sl_ledger_journal_forget(struct sl_ledger *l, const uint8_t id[16]) {
+  uint8_t frame[FRAME_MAX];
+
+  if (l->journal != NULL)
+    append(l->journal, frame, encode_entry_remove(frame, id));
+}
 
 int sl_ledger_journal_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
   int rc = sl_ledger_put(l, e);
@@ -1066,7 +1361,8 @@ static void switch_files(struct sl_ledger_journal *j) {
 
   j->old_fd = j->fd;
   j->fd = j->job->fd;
-  j->st.file_bytes = j->job->size;
+  j->old_alloc_end = j->alloc_end;
+  j->st.file_bytes = j->alloc_end = j->job->size;
   j->pending = j->capture; /* holds every byte of <pending> and those written since */
   j->capture = tmp;
   sl_buf_reset(&j->capture);
@@ -1081,14 +1377,16 @@ static void switch_files(struct sl_ledger_journal *j) {
  * file's descriptor is let go (a rename lost in a power cut would bring back the old file,
  * whose appends since the snapshot went to the new one). */
 static void rename_work(uv_work_t *w) {
-  struct sl_ledger_journal *j = w->data;
+  struct rename_job *job = (struct rename_job *)w;
+  struct sl_ledger_journal *j = job->j;
 
-  j->rename_rc = sl_durable_rename(&j->io, -1, j->tmp_path, j->path);
+  job->rc = sl_durable_rename(&j->io, -1, j->tmp_path, j->path);
 }
 
 static void on_renamed(uv_work_t *w, int status) {
-  struct sl_ledger_journal *j = w->data;
-  int rc = status != 0 ? status : j->rename_rc;
+  struct rename_job *rjob = (struct rename_job *)w;
+  struct sl_ledger_journal *j = rjob->j;
+  int rc = status != 0 ? status : rjob->rc;
   uint64_t size = j->job->size;
 
   j->ops--;
@@ -1105,6 +1403,15 @@ static void on_renamed(uv_work_t *w, int status) {
   j->cstate = COMPACT_IDLE;
   j->st.compactions++;
   j->compact_at = size * 4 > j->opts.compact_min_bytes ? size * 4 : j->opts.compact_min_bytes;
+  /* What was synced into the temp file is now the journal's. A write still
+   * in flight was started as to_temp and moves <durable> when it returns. */
+  if (j->synced_temp > j->durable) {
+    j->durable = j->synced_temp;
+    j->st.durable_bytes = j->durable;
+    wake_waiters(j, 0);
+  }
+  if (j->writing)
+    j->wjob.to_temp = false; /* the file is the journal now: its sync is enough */
   sl_log_info("ledger journal %s: compacted to %llu bytes", j->path, (unsigned long long)size);
   maybe_free(j);
 }
@@ -1113,8 +1420,8 @@ static void start_rename(struct sl_ledger_journal *j) {
   int rc;
 
   j->cstate = COMPACT_RENAME;
-  j->rename_work.data = j;
-  rc = uv_queue_work(j->loop, &j->rename_work, rename_work, on_renamed);
+  j->rjob.j = j;
+  rc = uv_queue_work(j->loop, &j->rjob.work, rename_work, on_renamed);
   if (rc != 0) {
     stop_journaling(j, "renaming the compacted journal", rc);
     abandon_switched(j);
@@ -1139,15 +1446,29 @@ static void on_timer_closed(uv_handle_t *h) {
   maybe_free(j);
 }
 
+static void on_check_closed(uv_handle_t *h) {
+  struct sl_ledger_journal *j = h->data;
+
+  if (h == (uv_handle_t *)&j->check)
+    j->check_open = false;
+  else
+    j->idle_open = false;
+  maybe_free(j);
+}
+
 static void maybe_free(struct sl_ledger_journal *j) {
-  if (!j->closing || j->freeing || j->writing || j->ops > 0 || j->timer_open ||
-      j->cstate != COMPACT_IDLE)
+  if (!j->closing || j->freeing || j->writing || j->ops > 0 || j->timer_open || j->check_open ||
+      j->idle_open || j->cstate != COMPACT_IDLE)
     return;
   if (j->pending.len > 0 && !j->st.failed) {
     flush(j);
     if (j->writing)
       return;
   }
+  /* Everything is written (and synced, under a policy); a waiter still here
+   * waits for frames that were dropped or never made it. */
+  wake_waiters(j, 0);
+  wake_waiters(j, UV_ECANCELED);
   j->freeing = true;
   close_later(j, j->fd, j->old_fd, j->lock_fd, NULL, true);
 }
@@ -1161,6 +1482,8 @@ void sl_ledger_journal_close(struct sl_ledger_journal *j) {
   if (j->d->journal == j)
     j->d->journal = NULL;
   uv_close((uv_handle_t *)&j->timer, on_timer_closed);
+  uv_close((uv_handle_t *)&j->check, on_check_closed);
+  uv_close((uv_handle_t *)&j->idle, on_check_closed);
   flush(j);
 }
 

@@ -479,6 +479,115 @@ static void test_dead_letter_counted_only_after_the_move(void **state) {
   assert_int_equal(st.dead, 1);
 }
 
+/* The value of the counter series "<name>{upstream="b"}", -1 if absent. */
+static double counter(struct fixture *f, const char *name) {
+  struct sl_buf text;
+  char series[160];
+  const char *p;
+  double v = -1;
+
+  sl_buf_init(&text);
+  assert_int_equal(sl_metrics_render(f->reg, &text), 0);
+  assert_int_equal(sl_buf_append(&text, "", 1), 0);
+  snprintf(series, sizeof(series), "%s{upstream=\"b\"} ", name);
+  p = strstr(text.base, series);
+  if (p != NULL)
+    v = strtod(p + strlen(series), NULL);
+  sl_buf_dispose(&text);
+  return v;
+}
+
+/*
+ * A record the spool hands out although its status already reads
+ * "delivered": its delivery was journaled, but a crash took the spool's ack
+ * checkpoint. It is settled without being sent again, and counted.
+ */
+static void test_record_already_delivered_is_not_sent_again(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_ledger_entry e;
+  struct sl_spool_stats st;
+
+  (void)state;
+  fixture_open(f, 200, "paused = true;");
+  spill_one(f);
+  run_until_spilled(f);
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  e.state = SL_LEDGER_DELIVERED;
+  e.status = 200;
+  e.attempts = 1;
+  assert_int_equal(sl_ledger_put(f->ledger, &e), 0);
+  assert_true(counter(f, "sluice_drain_redelivery_skipped_total") == 0);
+  sl_drain_pause(f->drain, false);
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  do {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    sl_spool_stats(sl_drain_spool(f->drain), &st);
+  } while (!f->guard_fired && (st.ready > 0 || st.inflight > 0));
+  uv_timer_stop(&f->guard);
+  assert_int_equal(st.ready + st.inflight, 0);
+  assert_int_equal(f->backend.requests, 0);
+  assert_true(counter(f, "sluice_drain_redelivery_skipped_total") == 1);
+  assert_true(drained(f, "delivered") == 0);
+  assert_int_equal(ledger_state(f), SL_LEDGER_DELIVERED);
+}
+
+/* A spill is "being stored" from sl_drain_spill() until its answer: a repeat
+ * of its Idempotency-Key meanwhile must not be answered 202 (shape.c). */
+static void test_spilling_until_answered(void **state) {
+  struct fixture *f = &the_fixture;
+  uint8_t other[16] = {1};
+
+  (void)state;
+  fixture_open(f, 200, "paused = true;");
+  spill_one(f);
+  assert_true(sl_drain_spilling(f->drain, f->id));
+  assert_false(sl_drain_spilling(f->drain, other));
+  run_until_spilled(f);
+  assert_false(sl_drain_spilling(f->drain, f->id));
+}
+
+/*
+ * A dead-letter move is durable before its "dead" status is journaled: after
+ * a crash between the two the status reads "queued". Opening the spool reads
+ * the dead store and sets the status back to what it holds.
+ */
+static void test_dead_store_restores_statuses_at_open(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_ledger_entry e;
+  struct sl_spool_stats st;
+  char spool_dir[1024];
+
+  (void)state;
+  fixture_open(f, 500,
+               "retry = { max_attempts = 1; initial_backoff = \"20ms\"; max_backoff = \"20ms\";"
+               " multiplier = 1.0; jitter = 0.0; };");
+  spill_one(f);
+  run_until_spilled(f);
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  while (!f->guard_fired && ledger_state(f) != SL_LEDGER_DEAD)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_timer_stop(&f->guard);
+  sl_spool_stats(sl_drain_spool(f->drain), &st);
+  assert_int_equal(st.dead, 1);
+  /* The crash: the "dead" frame is lost, the status reads queued. */
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  e.state = SL_LEDGER_QUEUED;
+  e.error[0] = '\0';
+  assert_int_equal(sl_ledger_put(f->ledger, &e), 0);
+  sl_drain_destroy(f->drain);
+  for (int i = 0; i < 10; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
+  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
+                                   f->reg, spool_dir, &f->drain),
+                   0);
+  assert_int_equal(ledger_state(f), SL_LEDGER_DEAD);
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  assert_true(e.error[0] != '\0'); /* the last error, from the dead letter */
+}
+
 /*
  * Failing replays open the upstream's circuit: the drain then holds the
  * record until the first probe, 1 s later, and must arm its timer for it;
@@ -646,6 +755,9 @@ int main(void) {
       cmocka_unit_test_teardown(test_open_circuit_wakes_the_drain_for_its_probe, fixture_close),
       cmocka_unit_test_teardown(test_lost_scan_runs_off_the_loop, fixture_close),
       cmocka_unit_test_teardown(test_destroy_during_lost_scan, fixture_close),
+      cmocka_unit_test_teardown(test_record_already_delivered_is_not_sent_again, fixture_close),
+      cmocka_unit_test_teardown(test_spilling_until_answered, fixture_close),
+      cmocka_unit_test_teardown(test_dead_store_restores_statuses_at_open, fixture_close),
   };
 
   loop_thread = pthread_self();

@@ -2,16 +2,23 @@
  * Ledger journal: round trip through the file, what is (not) journaled, the
  * renumbering of queued entries, a torn tail, a bad CRC, a bad header,
  * compaction at startup and at run time (with appends during it), key expiry
- * on load, the lock against a second process and the bound on the buffer.
+ * on load, the lock against a second process and the bound on the buffer;
+ * and the fsync policy (issue 17): waiters run only after an fdatasync that
+ * covered their frames, power-cut states (the file at its last fdatasync,
+ * kept by a recording I/O table) hold every frame that was waited for, at
+ * fixed and at random cut points, a failed fdatasync, frames taken back, a
+ * waiter across a run-time compaction, and the zero-filled tail.
  * Each test works in a fresh temporary directory on a loop of its own.
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,7 +456,7 @@ static void test_compaction_at_run_time(void **state) {
   for (unsigned n = 1; n <= 40; n++)
     put(f, n, SL_LEDGER_DELIVERED, n);
   run_until_compacted(f, before + 1);
-  assert_true(file_size(f->path) < 16 * 1024);
+  assert_true(stats(f).file_bytes < 16 * 1024); /* the file itself may have zeros ahead */
   assert_int_equal(stats(f).failed, 0);
   close_journal(f);
   assert_true(file_size(f->path) < 8 * 1024); /* a snapshot plus the catch-up */
@@ -614,6 +621,419 @@ static void test_upstream_names(void **state) {
   assert_string_equal(names[2], "billing");
 }
 
+/* ---- fsync policy: group commit and power cuts -------------------------- */
+
+/*
+ * A recording I/O table: every pwrite goes to the file, every fdatasync is
+ * counted and keeps a copy of the whole file as it is at that moment: what a
+ * power cut that drops every write not followed by an fdatasync leaves of
+ * the journal (its crash state). Writes and syncs come one at a time, from
+ * the journal's one job in flight. A non-zero <fail_sync> makes fdatasync
+ * fail with that errno.
+ */
+static struct {
+  int syncs, writes, fail_sync;
+  off_t synced_size;
+  uint8_t *synced; /* the file at the last fdatasync */
+} rec_io;
+
+static ssize_t rec_pwrite(int fd, const void *buf, size_t len, off_t off) {
+  __atomic_add_fetch(&rec_io.writes, 1, __ATOMIC_SEQ_CST);
+  return pwrite(fd, buf, len, off);
+}
+
+static int rec_fdatasync(int fd) {
+  struct stat sb;
+
+  if (rec_io.fail_sync != 0) {
+    errno = rec_io.fail_sync;
+    return -1;
+  }
+  assert_int_equal(fstat(fd, &sb), 0);
+  free(rec_io.synced);
+  rec_io.synced = malloc((size_t)sb.st_size + 1);
+  assert_non_null(rec_io.synced);
+  assert_int_equal(pread(fd, rec_io.synced, (size_t)sb.st_size, 0), sb.st_size);
+  __atomic_store_n(&rec_io.synced_size, sb.st_size, __ATOMIC_SEQ_CST);
+  __atomic_add_fetch(&rec_io.syncs, 1, __ATOMIC_SEQ_CST);
+  return fdatasync(fd);
+}
+
+static const struct sl_io rec_table = {.pwrite = rec_pwrite, .fdatasync = rec_fdatasync};
+
+static void open_recording(struct fixture *f, enum sl_ledger_journal_sync sync) {
+  struct sl_ledger_journal_opts opts;
+
+  free(rec_io.synced);
+  memset(&rec_io, 0, sizeof(rec_io));
+  sl_ledger_journal_opts_init(&opts);
+  opts.sync = sync;
+  opts.io = &rec_table;
+  assert_int_equal(open_with(f, 1024, &opts), 0);
+  rec_io.synced_size = file_size(f->path); /* the startup compaction's file is synced */
+  /* The startup compaction wrote through the table too: count from here. */
+  __atomic_store_n(&rec_io.writes, 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&rec_io.syncs, 0, __ATOMIC_SEQ_CST);
+}
+
+/* Whether the copy taken at the last fdatasync holds the journal's first
+ * <len> bytes as they are in the file now. */
+static bool synced_holds(struct fixture *f, size_t len) {
+  uint8_t *now = malloc(len + 1);
+  int fd = open(f->path, O_RDONLY);
+  bool ok;
+
+  assert_non_null(now);
+  assert_true(fd >= 0);
+  ok = rec_io.synced != NULL && (size_t)rec_io.synced_size >= len &&
+       pread(fd, now, len, 0) == (ssize_t)len && memcmp(now, rec_io.synced, len) == 0;
+  close(fd);
+  free(now);
+  return ok;
+}
+
+/* Puts the copy taken at the last fdatasync in place of the file: the power cut. */
+static void cut_to_synced(struct fixture *f, const uint8_t *copy, off_t size) {
+  int fd = open(f->path, O_WRONLY | O_TRUNC);
+
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, copy, (size_t)size), size);
+  close(fd);
+}
+
+/* What a waiter saw when its callback ran. */
+struct seen {
+  struct sl_ledger_journal_waiter w; /* first */
+  int calls, status, syncs;
+  bool frames_synced; /* the first <want> bytes were in the synced copy */
+  size_t want;
+  struct fixture *f;
+};
+
+static void on_durable(struct sl_ledger_journal_waiter *w, int status) {
+  struct seen *s = (struct seen *)w;
+
+  s->calls++;
+  s->status = status;
+  s->syncs = __atomic_load_n(&rec_io.syncs, __ATOMIC_SEQ_CST);
+  if (s->f != NULL)
+    s->frames_synced = synced_holds(s->f, s->want);
+}
+
+static void run_until_called(struct fixture *f, const struct seen *s) {
+  for (int i = 0; i < 100000 && s->calls == 0; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(s->calls, 1);
+}
+
+/* Under batch, a waiter's callback runs only after an fdatasync that covered
+ * its frames: the file's size at that sync includes them. */
+static void test_sync_waiter_runs_after_fdatasync(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+  off_t start;
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  start = file_size(f->path);
+  s.f = f;
+  s.want = (size_t)start + ENTRY_FRAME + 8 + 32 + 2;
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  assert_int_equal(rec_io.writes, 0); /* nothing written before the loop runs */
+  run_until_called(f, &s);
+  assert_int_equal(s.status, 0);
+  assert_true(s.syncs >= 1);
+  assert_true(s.frames_synced); /* the entry and the key were in the file at that sync */
+  assert_int_equal(stats(f).durable_bytes, stats(f).appended_bytes);
+  /* Durable already: nothing to wait for. */
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 1);
+  /* A group: many frames, then one wait, one write and one fdatasync. */
+  for (unsigned n = 2; n <= 50; n++)
+    put(f, n, SL_LEDGER_QUEUED, n);
+  s.calls = 0;
+  {
+    int syncs = rec_io.syncs;
+    assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable),
+                     0);
+    run_until_called(f, &s);
+    assert_int_equal(rec_io.syncs, syncs + 1);
+  }
+  /* unwait takes a waiter back: its callback never runs. */
+  put(f, 51, SL_LEDGER_QUEUED, 51);
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  sl_ledger_journal_unwait(&s.w);
+  sl_ledger_journal_unwait(&s.w); /* not waiting: a no-op */
+  close_journal(f);
+  assert_int_equal(s.calls, 0);
+}
+
+/* Under "off", as before the policy: nothing to wait for, no fdatasync. */
+static void test_sync_off_never_waits(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_OFF);
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 1);
+  close_journal(f);
+  assert_int_equal(rec_io.syncs, 0);
+  assert_true(rec_io.writes >= 1);
+  assert_int_equal(s.calls, 0);
+}
+
+/*
+ * journal_not_fsynced (issue 17): the journal was appended without fsync, so
+ * a power cut took every status and key since the start. Here every frame
+ * whose waiter ran (what the proxy answered) must be in the file cut to its
+ * size at the last fdatasync; frames nobody waited for may be gone.
+ */
+static void test_power_cut_keeps_what_was_answered(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+  off_t cut;
+  uint8_t *copy, id[16];
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  for (unsigned n = 1; n <= 20; n++) {
+    put(f, n, SL_LEDGER_QUEUED, n);
+    if (n % 2 == 0) {
+      char key[8];
+      snprintf(key, sizeof(key), "k%u", n);
+      assert_int_equal(
+          sl_ledger_journal_put_key(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now), 0);
+    }
+    if (n % 5 == 0) {
+      s.calls = 0;
+      assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable),
+                       0);
+      run_until_called(f, &s);
+      assert_int_equal(s.status, 0);
+    }
+  }
+  put(f, 5, SL_LEDGER_DELIVERED, 5); /* answered: its ack may go */
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  /* The cut: what was synced so far survives. */
+  cut = __atomic_load_n(&rec_io.synced_size, __ATOMIC_SEQ_CST);
+  copy = rec_io.synced;
+  rec_io.synced = NULL;
+  put(f, 21, SL_LEDGER_QUEUED, 21); /* nobody waited for it */
+  close_journal(f);
+  cut_to_synced(f, copy, cut);
+  free(copy);
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, -1);
+  for (unsigned n = 1; n <= 20; n++) {
+    assert_int_equal(known(f, n), 1);
+    if (n % 2 == 0) {
+      char key[8];
+      snprintf(key, sizeof(key), "k%u", n);
+      assert_int_equal(key_id(f, 0, key, id), 1);
+      assert_memory_equal(id, entry(n, 0, 0).id, 16);
+    }
+  }
+  assert_int_equal(got(f, 5).state, SL_LEDGER_DELIVERED);
+  assert_int_equal(known(f, 21), 0);
+}
+
+/* A failed fdatasync stops the journal: waiters get the error, later waits
+ * return at once, the ledger goes on. */
+static void test_failed_sync_wakes_waiters_with_the_error(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_ALWAYS);
+  rec_io.fail_sync = EIO;
+  put(f, 1, SL_LEDGER_QUEUED, 1);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  assert_int_equal(s.status, -EIO);
+  assert_int_equal(stats(f).failed, 1);
+  put(f, 2, SL_LEDGER_QUEUED, 2);
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 1);
+  assert_int_equal(known(f, 2), 1);
+  rec_io.fail_sync = 0;
+}
+
+/* A frame noted while a spool append runs, then taken back when the append
+ * failed, is not loaded; one that stays is loaded as written. */
+static void test_note_and_forget(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_entry e1 = entry(1, SL_LEDGER_QUEUED, 1), e2 = entry(2, SL_LEDGER_QUEUED, 2);
+
+  reopen(f);
+  sl_ledger_journal_note(f->l, &e1);
+  sl_ledger_journal_note(f->l, &e2);
+  assert_int_equal(sl_ledger_count(f->l), 0); /* the ledger itself does not show them */
+  sl_ledger_journal_forget(f->l, e1.id);
+  reopen(f);
+  assert_int_equal(known(f, 1), 0);
+  assert_int_equal(got(f, 2).state, SL_LEDGER_QUEUED);
+  assert_int_equal(stats(f).bad_offset, -1);
+}
+
+/* During a run-time compaction, frames written to the temp file count as
+ * durable only once it is renamed over the journal: a waiter on them runs
+ * after the compaction completed, and a cut then keeps them. */
+static void test_waiter_during_compaction(void **state) {
+  struct fixture *f = *state;
+  struct seen s = {0};
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  for (unsigned n = 1; n <= 30; n++)
+    put(f, n, SL_LEDGER_QUEUED, n);
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  sl_ledger_journal_compact(f->j); /* no write in flight: starts now */
+  assert_true(stats(f).compacting);
+  for (unsigned n = 1; n <= 30; n++)
+    put(f, n, SL_LEDGER_DELIVERED, n);
+  s.calls = 0;
+  assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
+  run_until_called(f, &s);
+  assert_int_equal(s.status, 0);
+  close_journal(f);
+  reopen(f);
+  for (unsigned n = 1; n <= 30; n++)
+    assert_int_equal(got(f, n).state, SL_LEDGER_DELIVERED);
+}
+
+/* A crash leaves the zero-filled tail of a file written under a sync policy:
+ * the load ends there cleanly. Zeros followed by anything else are damage. */
+static void test_zero_tail_is_a_clean_end(void **state) {
+  struct fixture *f = *state;
+  off_t end;
+  int fd;
+
+  write_entries(f, 3);
+  close_journal(f);
+  end = file_size(f->path);
+  assert_int_equal(truncate(f->path, end + 300000), 0);
+  assert_int_equal(open_with(f, 64, NULL), 0);
+  assert_int_equal(stats(f).bad_offset, -1);
+  assert_int_equal(sl_ledger_count(f->l), 3);
+  close_journal(f);
+  assert_int_equal(file_size(f->path), end); /* rewritten without the zeros */
+
+  assert_int_equal(truncate(f->path, end + 100), 0);
+  fd = open(f->path, O_WRONLY | O_APPEND);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "x", 1), 1);
+  close(fd);
+  assert_int_equal(open_with(f, 64, NULL), 0);
+  assert_int_equal(stats(f).bad_offset, end);
+  assert_int_equal(sl_ledger_count(f->l), 3);
+}
+
+/* Loads the journal image <copy> of <size> bytes in a directory of its own
+ * and checks that ids 1..<n_ids> whose bit is set in <known_ids> have an
+ * entry and that keys "r<id>" whose bit is set in <known_keys> are there. */
+static void check_image(struct fixture *f, const uint8_t *copy, off_t size,
+                        const uint8_t *known_ids, const uint8_t *known_keys, unsigned n_ids) {
+  char dir[64], path[128], p2[160];
+  struct sl_ledger *l = sl_ledger_create(8192); /* room for every id: no eviction */
+  struct sl_dedupe *d = sl_dedupe_create(8192, HOUR_MS);
+  struct sl_ledger_journal *j = NULL;
+  struct sl_ledger_journal_stats st;
+  int fd;
+
+  snprintf(dir, sizeof(dir), "/tmp/sl-journal-cut-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/" SL_LEDGER_JOURNAL_FILE, dir);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, copy, (size_t)size), size);
+  close(fd);
+  assert_int_equal(sl_ledger_journal_open(&f->loop, path, l, d, f->now, NULL, &j), 0);
+  sl_ledger_journal_stats(j, &st);
+  assert_int_equal(st.bad_offset, -1); /* a zero tail or a clean end, never damage */
+  for (unsigned n = 1; n <= n_ids; n++) {
+    struct sl_ledger_entry want = entry(n, SL_LEDGER_QUEUED, 0), e;
+    char key[16];
+    uint8_t id[16];
+
+    if (known_ids[n / 8] & (1u << (n % 8)))
+      assert_int_equal(sl_ledger_get(l, want.id, &e), 1);
+    snprintf(key, sizeof(key), "r%u", n);
+    if (known_keys[n / 8] & (1u << (n % 8))) {
+      assert_int_equal(sl_dedupe_get(d, 0, key, strlen(key), f->now, id), 1);
+      assert_memory_equal(id, want.id, 16);
+    }
+  }
+  sl_ledger_journal_close(j);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  sl_ledger_destroy(l);
+  sl_dedupe_destroy(d);
+  unlink(path);
+  snprintf(p2, sizeof(p2), "%s.lock", path);
+  unlink(p2);
+  rmdir(dir);
+}
+
+/*
+ * Random appends of entries and keys (each a new id or key, so that a frame
+ * missing from a cut is seen), with a wait now and then; each wait's
+ * callback is a cut point: the file as it was at the fdatasync before it
+ * (the copy the recording table keeps) must load without damage and hold
+ * every entry and key appended before the wait. 6,000 frames take the file
+ * past its first 256 KiB of zeros, so cuts fall on both sides of a
+ * preallocation step.
+ */
+static void test_random_cuts_keep_waited_frames(void **state) {
+  struct fixture *f = *state;
+  enum { IDS = 6000 };
+  uint8_t ids[IDS / 8 + 1] = {0}, keys[IDS / 8 + 1] = {0};
+  unsigned seed = 17, cuts = 0;
+
+  open_recording(f, SL_LEDGER_JOURNAL_SYNC_BATCH);
+  for (unsigned op = 0; op < 6000; op++) {
+    unsigned n = op + 1, r = (unsigned)rand_r(&seed) % 100; /* each op a new id or key */
+
+    if (r < 60) {
+      struct sl_ledger_entry e = entry(n, r < 40 ? SL_LEDGER_QUEUED : SL_LEDGER_DELIVERED, n);
+      if (r < 20)
+        sl_ledger_journal_note(f->l, &e); /* a spill's frame: its group goes at once */
+      else
+        assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+      ids[n / 8] |= (uint8_t)(1u << (n % 8));
+    } else if (r < 75) {
+      char key[16];
+
+      snprintf(key, sizeof(key), "r%u", n);
+      if (sl_ledger_journal_put_key(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now) == 0)
+        keys[n / 8] |= (uint8_t)(1u << (n % 8));
+    } else if (r < 77) {
+      struct seen s = {0};
+      uint8_t want_ids[sizeof(ids)], want_keys[sizeof(keys)];
+
+      memcpy(want_ids, ids, sizeof(ids));
+      memcpy(want_keys, keys, sizeof(keys));
+      if (sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable) == 0)
+        run_until_called(f, &s);
+      assert_int_equal(s.status, 0);
+      cuts++;
+      if (rec_io.synced != NULL) {
+        off_t size = __atomic_load_n(&rec_io.synced_size, __ATOMIC_SEQ_CST);
+        uint8_t *copy = malloc((size_t)size + 1);
+
+        assert_non_null(copy);
+        memcpy(copy, rec_io.synced, (size_t)size);
+        check_image(f, copy, size, want_ids, want_keys, IDS);
+        free(copy);
+      }
+    } else if (r < 90) {
+      uv_run(&f->loop, UV_RUN_NOWAIT); /* groups go out while appends go on */
+    }
+  }
+  assert_true(cuts > 50);
+  assert_true(stats(f).file_bytes > 256 * 1024);
+  assert_int_equal(stats(f).failed, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -630,6 +1050,18 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_locked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_upstream_names, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sync_waiter_runs_after_fdatasync, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sync_off_never_waits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_power_cut_keeps_what_was_answered, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_failed_sync_wakes_waiters_with_the_error, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_note_and_forget, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_waiter_during_compaction, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_zero_tail_is_a_clean_end, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_random_cuts_keep_waited_frames, setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+
+  free(rec_io.synced);
+  return failed;
 }
