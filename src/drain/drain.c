@@ -29,9 +29,9 @@
 #include <time.h>
 
 #include "sluice/clock.h"
+#include "sluice/durable.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/log.h"
-#include "sluice/path.h"
 #include "sluice/random.h"
 #include "sluice/replay.h"
 
@@ -1520,8 +1520,9 @@ int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_co
   int rc;
 
   *out = NULL;
-  /* The one place a spool directory is created, at start-up and on reload alike. */
-  rc = sl_path_mkdir_p(dir);
+  /* At start-up and on reload alike; each created level is durable before the spool's first
+   * append can be acknowledged (sl_durable_mkdir_p fsyncs each parent). */
+  rc = sl_durable_mkdir_p(NULL, dir, 0750);
   if (rc != 0) {
     snprintf(err, errlen, "spool %s: cannot create %s: %s", ucfg->name, dir, uv_strerror(rc));
     return rc;
