@@ -234,6 +234,17 @@ static void on_fsync(void *arg, uint64_t ns) {
   sl_metrics_observe_atomic(((struct sl_drain *)arg)->fsync_seconds, (double)ns / 1e9);
 }
 
+/* The one series of a family labelled by upstream alone: <name> (<type>, <help>) for
+ * upstream <n>, its value read from <fn>(<d>). NULL on ENOMEM. */
+static struct sl_metric *own_series(struct sl_metrics *reg, enum sl_metric_type type,
+                                    const char *name, const char *help, const char *n,
+                                    sl_metrics_value_fn fn, void *d) {
+  static const char *const up[] = {"upstream", NULL};
+
+  return sl_metrics_series_fn(sl_metrics_family(reg, type, name, help, up), (const char *[]){n}, fn,
+                              d);
+}
+
 static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
   static const char *const up[] = {"upstream", NULL};
   static const char *const up_state[] = {"upstream", "state", NULL};
@@ -302,67 +313,45 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         sl_metrics_series_fn(backlog, (const char *[]){n, "delayed"}, m_delayed, d),
         sl_metrics_series_fn(backlog, (const char *[]){n, "inflight"}, m_inflight, d),
         sl_metrics_series_fn(backlog, (const char *[]){n, "dead"}, m_dead, d),
-        sl_metrics_series_fn(
-            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
-                              "Bytes on disk of the records not yet delivered (ready, delayed, "
-                              "in flight, dead letters).",
-                              up),
-            (const char *[]){n}, m_backlog_bytes, d),
-        sl_metrics_series_fn(
-            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_disk_bytes",
-                              "Bytes of the spool's files, preallocated zeros left out: what "
-                              "max_spool_bytes limits.",
-                              up),
-            (const char *[]){n}, m_disk_bytes, d),
-        sl_metrics_series_fn(
-            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_preallocated_bytes",
-                              "Zero-filled bytes of preallocated spool segment files, beyond "
-                              "their records.",
-                              up),
-            (const char *[]){n}, m_prealloc_bytes, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE,
-                                               "sluice_backlog_oldest_age_seconds",
-                                               "Lag: age of the oldest ready record.", up),
-                             (const char *[]){n}, m_age, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_eta_seconds",
-                                               "Time to drain the backlog at the current rate.",
-                                               up),
-                             (const char *[]){n}, m_eta, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_rate_limit",
-                                               "The configured rate in requests/s (0: none).", up),
-                             (const char *[]){n}, m_rate, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_drain_paused",
-                                               "1 while replay is paused.", up),
-                             (const char *[]){n}, m_paused, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_spool_max_bytes",
-                                               "The spool's size limit (max_spool_bytes).", up),
-                             (const char *[]){n}, m_max_bytes, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_backlog_bytes",
+                   "Bytes on disk of the records not yet delivered (ready, delayed, "
+                   "in flight, dead letters).",
+                   n, m_backlog_bytes, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_spool_disk_bytes",
+                   "Bytes of the spool's files, preallocated zeros left out: what "
+                   "max_spool_bytes limits.",
+                   n, m_disk_bytes, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_spool_preallocated_bytes",
+                   "Zero-filled bytes of preallocated spool segment files, beyond "
+                   "their records.",
+                   n, m_prealloc_bytes, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_backlog_oldest_age_seconds",
+                   "Lag: age of the oldest ready record.", n, m_age, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_drain_eta_seconds",
+                   "Time to drain the backlog at the current rate.", n, m_eta, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_drain_rate_limit",
+                   "The configured rate in requests/s (0: none).", n, m_rate, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_drain_paused", "1 while replay is paused.", n,
+                   m_paused, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_spool_max_bytes",
+                   "The spool's size limit (max_spool_bytes).", n, m_max_bytes, d),
         sl_metrics_series_fn(written, (const char *[]){n, "raw"}, m_raw, d),
         sl_metrics_series_fn(written, (const char *[]){n, "compressed"}, m_compressed, d),
         sl_metrics_series_fn(circuit, (const char *[]){n, "closed"}, m_closed, d),
         sl_metrics_series_fn(circuit, (const char *[]){n, "half-open"}, m_half_open, d),
         sl_metrics_series_fn(circuit, (const char *[]){n, "open"}, m_open, d),
-        sl_metrics_series_fn(
-            sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_failures",
-                              "Consecutive failure steps of the upstream (0 after a success).", up),
-            (const char *[]){n}, m_failures, d),
-        sl_metrics_series_fn(
-            sl_metrics_family(
-                reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_next_probe_timestamp_seconds",
-                "Unix time of the next probe while the circuit is not closed, else 0.", up),
-            (const char *[]){n}, m_next_probe, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
-                                               "sluice_upstream_circuit_opens_total",
-                                               "Times the upstream's circuit opened.", up),
-                             (const char *[]){n}, m_opens, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
-                                               "sluice_spool_corrupt_units_total",
-                                               "Spool units skipped as corrupt.", up),
-                             (const char *[]){n}, m_corrupt, d),
-        sl_metrics_series_fn(sl_metrics_family(reg, SL_METRIC_COUNTER,
-                                               "sluice_spool_lost_records_total",
-                                               "Records lost in damaged spool units.", up),
-                             (const char *[]){n}, m_lost, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_failures",
+                   "Consecutive failure steps of the upstream (0 after a success).", n, m_failures,
+                   d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_next_probe_timestamp_seconds",
+                   "Unix time of the next probe while the circuit is not closed, else 0.", n,
+                   m_next_probe, d),
+        own_series(reg, SL_METRIC_COUNTER, "sluice_upstream_circuit_opens_total",
+                   "Times the upstream's circuit opened.", n, m_opens, d),
+        own_series(reg, SL_METRIC_COUNTER, "sluice_spool_corrupt_units_total",
+                   "Spool units skipped as corrupt.", n, m_corrupt, d),
+        own_series(reg, SL_METRIC_COUNTER, "sluice_spool_lost_records_total",
+                   "Records lost in damaged spool units.", n, m_lost, d),
     };
     for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
       if (s[i] == NULL)
