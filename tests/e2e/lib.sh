@@ -65,15 +65,17 @@ e2e_assert_ne() {
 }
 
 # e2e_assert_match ERE STRING WHAT: STRING must match the extended regex.
+# (A here-string, not a pipe: under pipefail, grep -q leaving early could make printf die of
+# SIGPIPE and a match read as a failure.)
 e2e_assert_match() {
-  if ! printf '%s' "$2" | grep -Eq -- "$1"; then
+  if ! grep -Eq -- "$1" <<<"$2"; then
     e2e_fail "$3: expected a match of /$1/, got '$2'"
   fi
 }
 
 # e2e_assert_no_match ERE STRING WHAT
 e2e_assert_no_match() {
-  if printf '%s' "$2" | grep -Eq -- "$1"; then
+  if grep -Eq -- "$1" <<<"$2"; then
     e2e_fail "$3: expected no match of /$1/, got '$2'"
   fi
 }
