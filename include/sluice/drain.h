@@ -80,7 +80,8 @@ struct sl_drain_watch {
 /*
  * Creates the drain of upstream <ucfg> (upstream id <index>: what its ledger
  * entries carry, stable across reloads and restarts; see ledger_journal.h), using
- * connection pool <pool>, ledger <ledger> and metrics registry <reg>. With
+ * connection pool <pool>, ledger <ledger>, Idempotency-Key index <keys> (both
+ * may be NULL: no statuses) and metrics registry <reg>. With
  * <spool_dir> non-NULL it opens the spool there (recovering it); that is the
  * only blocking step, so only start-up, before the loop serves, passes one
  * (a reload opens spools on the threadpool: sl_drain_open_spool). Returns 0 and the
@@ -88,8 +89,8 @@ struct sl_drain_watch {
  */
 int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
                     const struct sl_upstream_config *ucfg, uint16_t index, struct sl_upstream *pool,
-                    struct sl_ledger *ledger, struct sl_metrics *reg, const char *spool_dir,
-                    struct sl_drain **out);
+                    struct sl_ledger *ledger, struct sl_dedupe *keys, struct sl_metrics *reg,
+                    const char *spool_dir, struct sl_drain **out);
 
 /*
  * Opens the spool of upstream <ucfg> of <cfg> in directory <dir>, creating
@@ -124,9 +125,8 @@ bool sl_drain_can_spill(const struct sl_drain *d);
 
 /*
  * Whether the request spilled with id <id> is still being stored: its spool
- * append (and under a sync policy its journal frames) not yet durable, its
- * answer not yet sent. A repeat of its Idempotency-Key must not be answered
- * 202 before the first request is: the append may yet fail.
+ * append not yet durable, its answer not yet sent. A repeat of its Idempotency-Key must not be
+ * answered 202 before the first request is: the append may yet fail.
  */
 bool sl_drain_spilling(const struct sl_drain *d, const uint8_t id[16]);
 
@@ -137,6 +137,11 @@ bool sl_drain_has_backlog(struct sl_drain *d);
 /* Ready records may have appeared outside the drain's view (a redrive):
  * look again. */
 void sl_drain_kick(struct sl_drain *d);
+
+/* Whether the drain is rebuilding statuses and Idempotency-Keys from its
+ * spool after an unclean stop (sluice/recover.h): until it is done, an id or
+ * a key the ledger does not know may still be one of its records. */
+bool sl_drain_rebuilding(const struct sl_drain *d);
 
 /* The decision for a live request; FORWARD means a slot was taken, to be
  * given back with sl_drain_release() when the exchange ends. */

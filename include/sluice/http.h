@@ -184,6 +184,11 @@ int sl_http_write_request_head(struct sl_buf *out, const struct sl_http_msg *req
  * the Content-Length line when one is due. Each returns 0 or -1 (ENOMEM). */
 int sl_http_write_request_fields(struct sl_buf *out, const struct sl_http_msg *req,
                                  const struct sl_http_forward *fwd);
+/* Finds the first field <name> (case-insensitive) in a block written by
+ * sl_http_write_request_fields, read back from the spool: sets <*value> and
+ * <*value_len> (pointing into <fields>) and returns true, or returns false. */
+bool sl_http_fields_get(const char *fields, size_t len, const char *name, const char **value,
+                        size_t *value_len);
 int sl_http_write_request_line(struct sl_buf *out, const char *method, size_t method_len,
                                const char *target, size_t target_len);
 int sl_http_write_content_length(struct sl_buf *out, const char *method, size_t method_len,

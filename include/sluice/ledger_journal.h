@@ -15,22 +15,22 @@
  * Frames are buffered on the loop and written on libuv's threadpool, one
  * write at a time, so whatever comes in while one write is under way goes
  * out as the next group (group commit):
- *   - SYNC_BATCH and SYNC_ALWAYS: each group is written and fdatasynced
- *     before the next starts. A group that holds a spilled request's frames
- *     (sl_ledger_journal_note) starts at the end of the loop iteration they
- *     came in, or as soon as the previous group is durable; one that holds
- *     only other frames (deliveries, retries: nothing but the drain's acks
- *     wait for them) within sync_delay_ms (2 ms, the spool's ack interval),
- *     so that a drain at full speed costs a few hundred fdatasyncs a second
- *     rather than one per loop iteration. sl_ledger_journal_wait() tells the
- *     owner when the frames it appended are durable: the proxy sends a 202
- *     (and answers a repeated Idempotency-Key) only once both the spool's
- *     record and the request's journal frames are durable, and acks a
- *     delivered record in the spool only once its "delivered" frame is, so
+ *   - SYNC_BATCH and SYNC_ALWAYS: a group is fdatasynced when somebody waits
+ *     for frames in it (sl_ledger_journal_wait): the drain acks a delivered
+ *     record in the spool only once its "delivered" frame is durable, so
  *     that after a power cut every record the spool no longer holds has its
- *     final state in the journal. ALWAYS commits in groups too: each frame
- *     is still fsynced before the answer that depends on it, which is what
- *     the policy promises.
+ *     final state in the journal; a cancellation is answered once its frame
+ *     is. Such a group goes within sync_delay_ms (2 ms, the spool's ack
+ *     interval), so that a drain at full speed costs a few hundred
+ *     fdatasyncs a second rather than one per loop iteration. Frames nobody
+ *     waits for (a spilled request's "queued" and Idempotency-Key, retries)
+ *     are written within flush_delay_ms and become durable with the next
+ *     synced group: the spool record of a spilled request holds its id, its
+ *     times and its key, and after an unclean stop the drains rebuild what
+ *     the journal lacks from their spools (sl_ledger_journal_unclean), so
+ *     its 202 waits for the spool's fdatasync alone. ALWAYS commits in
+ *     groups too: each frame is still fsynced before the answer that
+ *     depends on it, which is what the policy promises.
  *   - SYNC_OFF: no fdatasync; a group is written flush_delay_ms (10 ms) after
  *     its first frame or once flush_bytes (64 KiB) wait, as before the policy
  *     existed. A process crash (kill -9) keeps every write made and loses at
@@ -58,6 +58,7 @@
 #ifndef SLUICE_LEDGER_JOURNAL_H
 #define SLUICE_LEDGER_JOURNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -116,6 +117,7 @@ struct sl_ledger_journal_stats {
   int64_t bad_offset;        /* offset of the frame where the load stopped, -1 if none */
   int failed;                /* 1 once a write failed: nothing more is journaled */
   uint64_t syncs;            /* fdatasync calls of the group commit, since open */
+  int clean_start;           /* 1 if the file read at open ended with a clean close */
   uint64_t durable_bytes;    /* appended_bytes known durable (under a sync policy) */
 };
 
@@ -147,9 +149,10 @@ int sl_ledger_journal_open(uv_loop_t *loop, const char *path, struct sl_ledger *
                            struct sl_ledger_journal **out);
 
 /*
- * Detaches <j> from its ledger and key index, writes what is buffered and
- * frees <j> once every write, a run-time compaction in progress included,
- * has finished: the loop must run on until then (uv_run returns only after).
+ * Detaches <j> from its ledger and key index, writes what is buffered with a
+ * CLOSED frame after it (unless frames were dropped or a write failed),
+ * fdatasyncs it whatever the policy, and frees <j> once every write, a run-time compaction in
+ * progress included, has finished: the loop must run on until then (uv_run returns only after).
  * Accepts NULL.
  */
 void sl_ledger_journal_close(struct sl_ledger_journal *j);
@@ -206,14 +209,14 @@ int sl_ledger_journal_wait(struct sl_ledger *l, struct sl_ledger_journal_waiter 
 void sl_ledger_journal_unwait(struct sl_ledger_journal_waiter *w);
 
 /*
- * Records <e> in <l>'s journal only: the ledger itself is not changed. For a
- * frame that must be on its way to disk before the ledger may show the entry
- * (a spilled request's "queued", written while its spool append is under
- * way); sl_ledger_journal_forget() takes such a frame back (the append
- * failed) with a frame that removes the entry on load. No-ops without a journal.
+ * Whether <l>'s statuses and Idempotency-Keys may lack some of spilled
+ * requests: its journal was not closed cleanly by the last run (a crash, a
+ * power cut, kill -9, a missing file, frames dropped or a failed write), so
+ * frames written without a sync of their own may be gone. The drains then
+ * rebuild them from their spools' records (sluice/recover.h). false without
+ * a journal.
  */
-void sl_ledger_journal_note(struct sl_ledger *l, const struct sl_ledger_entry *e);
-void sl_ledger_journal_forget(struct sl_ledger *l, const uint8_t id[16]);
+bool sl_ledger_journal_unclean(const struct sl_ledger *l);
 
 /* Starts writing the buffer now instead of at the next timer tick. */
 void sl_ledger_journal_flush(struct sl_ledger_journal *j);

@@ -230,6 +230,9 @@ struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
 /* The drain of upstream <name>; NULL if unknown. */
 struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name);
 
+/* Whether a drain is rebuilding statuses and keys from its spool (sl_drain_rebuilding). */
+bool sl__server_rebuilding(struct sl_server *srv);
+
 /* The id status entries and Idempotency-Key scopes use for upstream <name> (configured), and
  * the name of id <id> (NULL if unknown: an upstream from before a restart, since removed). */
 uint16_t sl__server_upstream_id(struct sl_server *srv, const char *name);

@@ -61,6 +61,13 @@ struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name) {
   return s ? s->drain : NULL;
 }
 
+bool sl__server_rebuilding(struct sl_server *srv) {
+  for (size_t i = 0; i < srv->n_upstreams; i++)
+    if (slots(srv)[i].drain != NULL && sl_drain_rebuilding(slots(srv)[i].drain))
+      return true;
+  return false;
+}
+
 uint16_t sl__server_upstream_id(struct sl_server *srv, const char *name) {
   struct upstream_slot *s = find_slot(srv, name);
   return s ? s->id : UINT16_MAX;
@@ -223,8 +230,8 @@ static int ensure_slot(struct sl_server *srv, struct sl_config *cfg, size_t i,
   if (s->id == UINT16_MAX && assign_upstream_id(srv, ucfg->name, &s->id) != 0)
     return UV_ENOMEM;
   if (s->drain == NULL)
-    return sl_drain_create(srv->loop, cfg, ucfg, s->id, s->up, srv->ledger, sl_metrics_default(),
-                           NULL, &s->drain);
+    return sl_drain_create(srv->loop, cfg, ucfg, s->id, s->up, srv->ledger, srv->dedupe,
+                           sl_metrics_default(), NULL, &s->drain);
   return 0;
 }
 

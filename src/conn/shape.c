@@ -341,10 +341,22 @@ void sl__shape_status(struct sl_conn *c) {
     sl__conn_respond_json(c, 405, "Allow: GET, HEAD, DELETE\r\n", msg, sizeof(msg) - 1);
     return;
   }
-  if (sl_ledger_id_parse(target + plen, len, id) != 0 ||
-      sl_ledger_get(c->srv->ledger, id, &e) != 1) {
+  if (sl_ledger_id_parse(target + plen, len, id) != 0) {
     static const char msg[] = "{\"error\":\"unknown request id\"}\n";
     sl__conn_respond_json(c, 404, NULL, msg, sizeof(msg) - 1);
+    return;
+  }
+  if (sl_ledger_get(c->srv->ledger, id, &e) != 1) {
+    static const char msg[] = "{\"error\":\"unknown request id\"}\n";
+    /* After an unclean stop the id may be one of the records whose status the
+     * spools are still telling again: not "unknown" until they are done. */
+    static const char busy[] = "{\"error\":\"statuses are being rebuilt from the spool after "
+                               "an unclean stop; retry shortly\"}\n";
+
+    if (sl__server_rebuilding(c->srv))
+      sl__conn_respond_json(c, 503, "Retry-After: 1\r\n", busy, sizeof(busy) - 1);
+    else
+      sl__conn_respond_json(c, 404, NULL, msg, sizeof(msg) - 1);
     return;
   }
   if (m->method == HTTP_DELETE) {
@@ -563,6 +575,15 @@ void sl__shape_start(struct sl_conn *c) {
     }
     if (hit == 1) {
       respond_accepted(c, id); /* a repeat: the first request's id and status */
+      return;
+    }
+    if (sl_drain_rebuilding(c->drain)) {
+      /* After an unclean stop the key may be one the spool is still telling
+       * again: accepting it now could queue a request twice. */
+      static const char busy[] = "{\"error\":\"Idempotency-Keys are being rebuilt from the "
+                                 "spool after an unclean stop; retry shortly\"}\n";
+      c->outcome = SL_OUTCOME_REJECTED;
+      sl__conn_respond_json(c, 503, "Retry-After: 1\r\n", busy, sizeof(busy) - 1);
       return;
     }
   }

@@ -31,6 +31,7 @@
 #include "sluice/clock.h"
 #include "sluice/durable.h"
 #include "sluice/ledger_journal.h"
+#include "sluice/recover.h"
 #include "sluice/log.h"
 #include "sluice/random.h"
 #include "sluice/replay.h"
@@ -52,22 +53,19 @@ struct replay_job {
 };
 
 /*
- * A spilled request from sl_drain_spill() to its answer. Its "queued" frame
- * is noted in the ledger journal while the spool append runs, so that both
- * reach disk side by side; the answer waits for both (see on_spilled).
+ * A spilled request from sl_drain_spill() to its answer, which waits for its
+ * spool record alone: the record holds all its status entry and its
+ * Idempotency-Key say, so that a census of the spool rebuilds them when a
+ * crash took their journal frames (sluice/recover.h).
  */
 struct spill_job {
-  struct sl_ledger_journal_waiter wait; /* first: the callback finds the job */
   struct sl_drain *d;
   sl_drain_spill_cb cb;
   void *arg;
   uint8_t id[16];
   uint64_t enqueue_ms;
-  uint64_t not_before_ms; /* delayed delivery; 0 if none */
-  uint64_t mark;          /* journal mark covering the request's frames (on_flush_check) */
-  bool noted, marked;
-  TAILQ_ENTRY(spill_job) link; /* in <unmarked> until marked, then in <journal_waits> */
-  TAILQ_ENTRY(spill_job) all;  /* in <spills> until answered */
+  uint64_t not_before_ms;     /* delayed delivery; 0 if none */
+  TAILQ_ENTRY(spill_job) all; /* in <spills> until answered */
 };
 
 /* A delivered record whose ack waits for its "delivered" frame to be durable. */
@@ -86,6 +84,7 @@ struct sl_drain {
   const struct sl_upstream_config *ucfg;
   struct sl_upstream *pool;
   struct sl_ledger *ledger;
+  struct sl_dedupe *keys; /* Idempotency-Keys, for a rebuild; NULL if none */
   struct sl_shaper shaper;
   struct sl_spool *spool;
   uv_async_t async;       /* the spool's writer thread has completions for us */
@@ -107,21 +106,20 @@ struct sl_drain {
   TAILQ_HEAD(, sl_drain_waiter) waiters; /* live requests, FIFO */
   LIST_HEAD(, sl_drain_watch) watches;   /* wait-mode clients */
   LIST_HEAD(, replay_job) replays;       /* in flight to the backend */
-  TAILQ_HEAD(, spill_job) unmarked;      /* spilled in this loop iteration */
-  TAILQ_HEAD(, spill_job) journal_waits; /* durable in the spool, waiting for the journal */
   LIST_HEAD(, ack_job) acks;             /* delivered, waiting for the journal */
   TAILQ_HEAD(, spill_job) spills;        /* spilled, not yet answered, oldest first */
-  uint64_t seq_noted;         /* the last sequence number given a spill's journal frame */
-  uint64_t already_delivered; /* records settled unsent: the ledger said delivered */
+  uint64_t already_delivered;            /* records settled unsent: the ledger said delivered */
 
   uint64_t hold_until_ms; /* replays wait until then after a spool read error */
   struct sl_circuit circuit;
   uint64_t circuit_opens;
-  uint64_t seq_accepted; /* sequence of the last record accepted */
-  uint64_t seq_settled;  /* records delivered, dead-lettered, cancelled or lost */
-  uint64_t lost_seen;    /* the spool's lost_records when the ledger was last reconciled */
-  struct lost_job *scan; /* the reconciliation's spool scan, while one runs */
-  double delivered_rate; /* smoothed deliveries per second, for the ETA without a rate */
+  uint64_t seq_accepted;   /* sequence of the last record accepted */
+  uint64_t seq_settled;    /* records delivered, dead-lettered, cancelled or lost */
+  uint64_t lost_seen;      /* the spool's lost_records when the ledger was last reconciled */
+  struct census_job *scan; /* the spool's census, while one runs */
+  bool rebuilding;         /* ... for a rebuild after an unclean stop */
+  struct sl_recover_counts rebuilt; /* records rebuilt when taken during that census */
+  double delivered_rate;            /* smoothed deliveries per second, for the ETA without a rate */
   uint64_t rate_window_ns;
   unsigned rate_window_count;
 
@@ -443,6 +441,8 @@ void sl_drain_release(struct sl_drain *d) {
 bool sl_drain_can_spill(const struct sl_drain *d) { return d->spool != NULL; }
 
 bool sl_drain_has_backlog(struct sl_drain *d) { return d->spool != NULL && d->maybe_ready; }
+
+bool sl_drain_rebuilding(const struct sl_drain *d) { return d->rebuilding; }
 
 void sl_drain_kick(struct sl_drain *d) {
   d->maybe_ready = true;
@@ -923,19 +923,25 @@ static void add_id(struct id_set *s, const uint8_t *id) {
 static int id_cmp(const void *a, const void *b) { return memcmp(a, b, 16); }
 
 /*
- * One look for the ids the spool still holds: sl_spool_scan runs on the
- * threadpool (scan_work), the ledger is updated on the loop (scan_done).
+ * A census of the spool: sl_spool_scan runs on the threadpool (scan_work),
+ * the ledger is updated on the loop (scan_done). It serves two needs, one
+ * read for both when they come together: the ids the spool still holds,
+ * after records were lost to damage (apply_lost), and what each record says
+ * of its status and key, after an unclean stop (apply_rebuild).
  * The drain points to it from <d->scan> while it runs; sl_drain_destroy
  * waits for the worker to leave the spool and then detaches it (<d> NULL),
  * so the job, and the uv_work_t in it, lives until scan_done has run and
  * freed it, whatever happened to the drain.
  */
-struct lost_job {
+struct census_job {
   uv_work_t req;
-  struct sl_drain *d;     /* loop thread only; NULL once detached */
-  struct sl_spool *spool; /* read by the worker; open until <finished> */
-  uint64_t lost;          /* the spool's lost_records when the scan started */
-  struct id_set held;     /* worker until <finished>, then the loop */
+  struct sl_drain *d;         /* loop thread only; NULL once detached */
+  struct sl_spool *spool;     /* read by the worker; open until <finished> */
+  bool check_lost;            /* collect <held> for apply_lost */
+  uint64_t lost;              /* the spool's lost_records when the scan started */
+  struct id_set held;         /* worker until <finished>, then the loop */
+  struct sl_recover *recover; /* non-NULL: collect for apply_rebuild (worker, then loop) */
+  bool recover_oom;
   int status;
   atomic_bool stop; /* the drain is going: the worker ends the scan early */
   uv_mutex_t mu;
@@ -944,19 +950,22 @@ struct lost_job {
 };
 
 /* Runs on the worker thread: touches only the job. */
-static int collect_id(void *arg, const struct sl_spool_record *rec) {
-  struct lost_job *job = arg;
+static int collect(void *arg, const struct sl_spool_record *rec) {
+  struct census_job *job = arg;
 
   if (atomic_load(&job->stop))
     return 1;
-  add_id(&job->held, rec->id);
-  return job->held.oom;
+  if (job->check_lost)
+    add_id(&job->held, rec->id);
+  if (job->recover != NULL && sl_recover_add(job->recover, rec) != 0)
+    job->recover_oom = true;
+  return job->held.oom || job->recover_oom;
 }
 
 static void scan_work(uv_work_t *req) {
-  struct lost_job *job = req->data;
+  struct census_job *job = req->data;
 
-  job->status = sl_spool_scan(job->spool, collect_id, job);
+  job->status = sl_spool_scan(job->spool, collect, job);
   uv_mutex_lock(&job->mu);
   job->finished = true;
   uv_cond_signal(&job->cond);
@@ -1003,7 +1012,7 @@ static void find_gone(void *arg, const struct sl_ledger_entry *e) {
  * record that moved during the scan, or was spilled meanwhile, is among
  * the latter, so it is not taken for lost.
  */
-static void apply_lost(struct sl_drain *d, struct lost_job *job) {
+static void apply_lost(struct sl_drain *d, struct census_job *job) {
   struct lost_scan ls = {.d = d, .held = &job->held};
   uint64_t now = sl_clock_wall_ms();
   size_t marked = 0;
@@ -1042,7 +1051,48 @@ static void apply_lost(struct sl_drain *d, struct lost_job *job) {
   free(ls.gone);
 }
 
-static void free_lost_job(struct lost_job *job) {
+static int restore_dead(void *arg, const struct sl_spool_record *rec);
+
+/*
+ * On the loop, once the census of <job> for a rebuild ended: every record
+ * the spool held gets the status entry and the Idempotency-Key the ledger
+ * and the key index lack (sluice/recover.h). Records taken meanwhile were
+ * rebuilt when taken (recover_taken). A dead letter rebuilt as queued is
+ * set right by the dead store, which is the truth for those.
+ */
+static void apply_rebuild(struct sl_drain *d, struct census_job *job) {
+  struct sl_recover_counts c = d->rebuilt;
+  struct sl_spool_stats st;
+
+  d->rebuilding = false;
+  if (job->status != 0 || job->recover_oom) {
+    sl_log_error("upstream %s: after an unclean stop, the statuses and Idempotency-Keys of "
+                 "spooled requests could not all be rebuilt from the spool: %s; those the "
+                 "journal lacks answer 404 and are accepted again",
+                 d->name, job->status != 0 ? sl_spool_strerror(job->status) : "out of memory");
+    return;
+  }
+  sl_recover_apply(job->recover, d->ledger, d->keys, d->index, sl_clock_wall_ms(), &c);
+  sl_spool_stats(d->spool, &st);
+  if (st.dead > 0 && c.entries > 0)
+    sl_spool_dead_list(d->spool, restore_dead, d);
+  sl_log_info("upstream %s: %llu spooled record(s) read after an unclean stop: %llu status(es) "
+              "and %llu Idempotency-Key(s) the journal lacked rebuilt",
+              d->name, (unsigned long long)c.records, (unsigned long long)c.entries,
+              (unsigned long long)c.keys);
+}
+
+/* A record the drain handles while a census for a rebuild runs is rebuilt
+ * at once: the scan may pass it by while it moves (a retry's copy is written
+ * behind the scan, its original settled ahead of it). */
+static void recover_taken(struct sl_drain *d, const struct sl_spool_record *rec) {
+  if (d->rebuilding)
+    sl_recover_record(rec, d->seq_accepted, d->ledger, d->keys, d->index, sl_clock_wall_ms(),
+                      &d->rebuilt);
+}
+
+static void free_census_job(struct census_job *job) {
+  sl_recover_destroy(job->recover);
   free(job->held.v);
   uv_cond_destroy(&job->cond);
   uv_mutex_destroy(&job->mu);
@@ -1051,36 +1101,42 @@ static void free_lost_job(struct lost_job *job) {
 
 /* On the loop, after scan_work, or instead of it if it was cancelled. */
 static void scan_done(uv_work_t *req, int status) {
-  struct lost_job *job = req->data;
+  struct census_job *job = req->data;
   struct sl_drain *d = job->d;
 
   if (d != NULL) {
     d->scan = NULL;
     if (status != 0 && job->status == 0)
       job->status = status;
-    apply_lost(d, job);
+    if (job->check_lost)
+      apply_lost(d, job);
+    if (job->recover != NULL)
+      apply_rebuild(d, job);
   }
-  free_lost_job(job);
+  free_census_job(job);
   /* The count grew again while the scan ran: pump() starts the next one. */
   if (d != NULL && sl_spool_lost_records(d->spool) != d->lost_seen)
     pump(d);
 }
 
 /*
- * The spool lost records to damaged units (found at open or by the reader)
- * since the last look: starts matching the ledger against what it still
- * holds. A damaged unit cannot tell which ids it held, so the spool is read
- * for the ids it still has; that read and its decompression run on the
- * threadpool, never on the loop, and apply_lost() then updates the ledger
- * on the loop. One scan at a time: a change seen while one runs is picked
- * up by the pump() that follows it (scan_done).
+ * Starts a census of the spool when it is due: the spool lost records to
+ * damaged units (found at open or by the reader) since the last look, or
+ * <rebuild> asks for one after an unclean stop. A damaged unit cannot tell
+ * which ids it held, so the spool is read for the ids it still has; that
+ * read and its decompression run on the threadpool, never on the loop, and
+ * apply_lost() and apply_rebuild() then update the ledger on the loop. One
+ * census at a time: a change seen while one runs is picked up by the pump()
+ * that follows it (scan_done); a rebuild is asked for once, at adoption,
+ * when no census can be running yet.
  */
-static void reconcile_lost(struct sl_drain *d) {
+static void start_census(struct sl_drain *d, bool rebuild) {
   uint64_t lost = sl_spool_lost_records(d->spool);
-  struct lost_job *job;
+  bool check_lost = lost != d->lost_seen;
+  struct census_job *job;
   int rc;
 
-  if (d->scan != NULL || lost == d->lost_seen)
+  if (d->scan != NULL || (!check_lost && !rebuild))
     return;
   d->lost_seen = lost; /* once per change, even if what follows fails */
   if (d->ledger == NULL)
@@ -1100,24 +1156,43 @@ static void reconcile_lost(struct sl_drain *d) {
   job->req.data = job;
   job->d = d;
   job->spool = d->spool;
+  job->check_lost = check_lost;
   job->lost = lost;
   atomic_init(&job->stop, false);
+  if (rebuild && (job->recover = sl_recover_create()) == NULL) {
+    free_census_job(job);
+    rc = UV_ENOMEM;
+    goto fail;
+  }
   /* Before the scan starts: what is committed from here on counts as held. */
-  sl_spool_track_begin(d->spool);
+  if (check_lost)
+    sl_spool_track_begin(d->spool);
   rc = uv_queue_work(d->loop, &job->req, scan_work, scan_done);
   if (rc != 0) {
-    sl_spool_track_end(d->spool, NULL, NULL);
-    free_lost_job(job);
+    if (check_lost)
+      sl_spool_track_end(d->spool, NULL, NULL);
+    free_census_job(job);
     goto fail;
   }
   d->scan = job;
+  if (rebuild) {
+    d->rebuilding = true;
+    memset(&d->rebuilt, 0, sizeof(d->rebuilt));
+  }
   return;
 
 fail:
-  sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses could "
-               "not be updated: %s",
-               d->name, (unsigned long long)lost, uv_strerror(rc));
+  if (check_lost)
+    sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses could "
+                 "not be updated: %s",
+                 d->name, (unsigned long long)lost, uv_strerror(rc));
+  if (rebuild)
+    sl_log_error("upstream %s: after an unclean stop, the statuses and Idempotency-Keys of "
+                 "spooled requests cannot be rebuilt from the spool: %s",
+                 d->name, uv_strerror(rc));
 }
+
+static void reconcile_lost(struct sl_drain *d) { start_census(d, false); }
 
 /*
  * The drain is going: the scan in flight, if any, must be done with the
@@ -1129,7 +1204,7 @@ fail:
  * goes with the drain's owner, so nothing is applied.
  */
 static void detach_scan(struct sl_drain *d) {
-  struct lost_job *job = d->scan;
+  struct census_job *job = d->scan;
 
   if (job == NULL)
     return;
@@ -1142,7 +1217,9 @@ static void detach_scan(struct sl_drain *d) {
       uv_cond_wait(&job->cond, &job->mu);
     uv_mutex_unlock(&job->mu);
   }
-  sl_spool_track_end(d->spool, NULL, NULL);
+  if (job->check_lost)
+    sl_spool_track_end(d->spool, NULL, NULL);
+  d->rebuilding = false;
 }
 
 /* ---- scheduling -------------------------------------------------------- */
@@ -1230,7 +1307,7 @@ static void pump(struct sl_drain *d) {
       }
       if (settle_cancelled(d, item) || settle_delivered(d, item))
         continue;
-      /* Durable, but its answer waits for the journal: not before the answer
+      /* Durable, but its completion has not run yet: not before the answer
        * (a wait-mode client registers for the replay's result then, and the
        * ledger gets its entry). finish_spill() pumps again. */
       if (being_spilled(d, sl_spool_item_record(item))) {
@@ -1238,6 +1315,7 @@ static void pump(struct sl_drain *d) {
         d->maybe_ready = true;
         break;
       }
+      recover_taken(d, sl_spool_item_record(item));
       if (!sl_shaper_try_acquire(&d->shaper, now)) {
         sl_spool_release(d->spool, item);
         d->maybe_ready = true;
@@ -1279,14 +1357,9 @@ static void finish_spill(struct spill_job *job, int status) {
     e.updated_ms = job->enqueue_ms;
     e.not_before_ms = job->not_before_ms;
     /* The record is readable once durable, so a replay may have taken it, and even
-     * finished or failed, before this completion ran: an entry there already is newer.
-     * Its frame is in the journal already (noted at spill time). */
-    if (d->ledger != NULL && sl_ledger_get(d->ledger, e.id, &seen) != 1) {
-      if (job->noted)
-        sl_ledger_put(d->ledger, &e);
-      else
-        sl_ledger_journal_put(d->ledger, &e);
-    }
+     * finished or failed, before this completion ran: an entry there already is newer. */
+    if (d->ledger != NULL && sl_ledger_get(d->ledger, e.id, &seen) != 1)
+      sl_ledger_journal_put(d->ledger, &e);
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }
   TAILQ_REMOVE(&d->spills, job, all);
@@ -1314,45 +1387,9 @@ static bool being_spilled(const struct sl_drain *d, const struct sl_spool_record
   return oldest != NULL && rec->enqueue_ms >= oldest->enqueue_ms && sl_drain_spilling(d, rec->id);
 }
 
-static void on_spill_journaled(struct sl_ledger_journal_waiter *w, int status) {
-  struct spill_job *job = (struct spill_job *)w;
-
-  (void)status; /* the record is durable; a failed journal logged why its status may not be */
-  TAILQ_REMOVE(&job->d->journal_waits, job, link);
-  finish_spill(job, 0);
-}
-
-/*
- * The spool append of <arg> (a struct spill_job) completed: the record is
- * durable under the fsync policy, or <status> says why not. The answer (a
- * 202, or in wait mode the watch that leads to the backend's response) also
- * waits until the request's journal frames are durable, its "queued" entry
- * and its Idempotency-Key: written beside the spool's group commit, they
- * are normally there already. Then a power cut can take neither the status
- * nor the key of a request that was answered.
- */
-static void on_spilled(void *arg, int status) {
-  struct spill_job *job = arg;
-  struct sl_drain *d = job->d;
-
-  if (!job->marked) {
-    TAILQ_REMOVE(&d->unmarked, job, link);
-    job->marked = true;
-    job->mark = d->ledger != NULL ? sl_ledger_journal_mark(d->ledger) : 0;
-  }
-  if (status != 0) {
-    if (job->noted)
-      sl_ledger_journal_forget(d->ledger, job->id); /* its frame must not come back as queued */
-    finish_spill(job, status);
-    return;
-  }
-  if (job->noted && !d->closing &&
-      sl_ledger_journal_wait(d->ledger, &job->wait, job->mark, on_spill_journaled) == 0) {
-    TAILQ_INSERT_TAIL(&d->journal_waits, job, link);
-    return;
-  }
-  finish_spill(job, 0);
-}
+/* The spool append of <arg> (a struct spill_job) completed: the record is
+ * durable under the fsync policy, or <status> says why not. */
+static void on_spilled(void *arg, int status) { finish_spill(arg, status); }
 
 int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, const char *target,
                    size_t target_len, const struct sl_buf *fields, const struct sl_buf *body,
@@ -1393,25 +1430,6 @@ int sl_drain_spill(struct sl_drain *d, const char *method, size_t method_len, co
     return rc;
   }
   d->appends_unflushed = true;
-  /* Its "queued" frame goes to the journal now, to be written beside the
-   * record; the ledger shows the entry once the append completed. The
-   * sequence number only orders entries on a reload (they are renumbered),
-   * so a provisional one that is never below the final one will do. */
-  if (d->ledger != NULL) {
-    struct sl_ledger_entry e;
-
-    memset(&e, 0, sizeof(e));
-    memcpy(e.id, job->id, 16);
-    e.state = SL_LEDGER_QUEUED;
-    e.upstream = d->index;
-    e.seq = d->seq_noted = (d->seq_noted > d->seq_accepted ? d->seq_noted : d->seq_accepted) + 1;
-    e.enqueued_ms = job->enqueue_ms;
-    e.updated_ms = job->enqueue_ms;
-    e.not_before_ms = job->not_before_ms;
-    sl_ledger_journal_note(d->ledger, &e);
-    job->noted = true;
-  }
-  TAILQ_INSERT_TAIL(&d->unmarked, job, link);
   TAILQ_INSERT_TAIL(&d->spills, job, all);
   memcpy(id_out, rec.id, 16);
   return 0;
@@ -1550,6 +1568,11 @@ void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool) {
     sl_log_info("spool %s: %llu record(s) to deliver (%llu delayed, %llu dead)", d->name,
                 (unsigned long long)(st.ready + st.delayed), (unsigned long long)st.delayed,
                 (unsigned long long)st.dead);
+  /* The journal may lack the statuses and keys of the last requests spilled
+   * before an unclean stop: their records tell them again. */
+  if (d->ledger != NULL && sl_ledger_journal_unclean(d->ledger) &&
+      st.ready + st.delayed + st.dead > 0)
+    start_census(d, true);
   pump(d);
 }
 
@@ -1574,20 +1597,7 @@ static int open_spool(struct sl_drain *d, const char *dir) {
  */
 static void on_flush_check(uv_check_t *h) {
   struct sl_drain *d = h->data;
-  struct spill_job *job;
 
-  /* The journal frames of this iteration's spills are all appended by now
-   * (an Idempotency-Key's too, which the caller puts after sl_drain_spill):
-   * one mark covers them. */
-  if (!TAILQ_EMPTY(&d->unmarked)) {
-    uint64_t mark = d->ledger != NULL ? sl_ledger_journal_mark(d->ledger) : 0;
-
-    while ((job = TAILQ_FIRST(&d->unmarked)) != NULL) {
-      TAILQ_REMOVE(&d->unmarked, job, link);
-      job->marked = true;
-      job->mark = mark;
-    }
-  }
   if (d->appends_unflushed && d->spool != NULL) {
     d->appends_unflushed = false;
     sl_spool_flush(d->spool);
@@ -1605,8 +1615,8 @@ static void on_handle_closed(uv_handle_t *h) {
 
 int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
                     const struct sl_upstream_config *ucfg, uint16_t index, struct sl_upstream *pool,
-                    struct sl_ledger *ledger, struct sl_metrics *reg, const char *spool_dir,
-                    struct sl_drain **out) {
+                    struct sl_ledger *ledger, struct sl_dedupe *keys, struct sl_metrics *reg,
+                    const char *spool_dir, struct sl_drain **out) {
   struct sl_drain *d = calloc(1, sizeof(*d));
   int rc;
 
@@ -1618,8 +1628,6 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   TAILQ_INIT(&d->waiters);
   LIST_INIT(&d->watches);
   LIST_INIT(&d->replays);
-  TAILQ_INIT(&d->unmarked);
-  TAILQ_INIT(&d->journal_waits);
   LIST_INIT(&d->acks);
   TAILQ_INIT(&d->spills);
   d->index = index;
@@ -1627,6 +1635,7 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   d->ucfg = ucfg;
   d->pool = pool;
   d->ledger = ledger;
+  d->keys = keys;
   d->paused = ucfg->paused;
   sl_shaper_init(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
   sl_circuit_init(&d->circuit, SL_CIRCUIT_THRESHOLD, SL_CIRCUIT_FIRST_PROBE_NS,
@@ -1685,13 +1694,6 @@ void sl_drain_destroy(struct sl_drain *d) {
     sl_drain_cancel(d, TAILQ_FIRST(&d->waiters));
   /* Closing: what waits for the journal goes on now; the journal, closed
    * after the drains, still writes and syncs its frames. */
-  while (!TAILQ_EMPTY(&d->journal_waits)) {
-    struct spill_job *job = TAILQ_FIRST(&d->journal_waits);
-
-    TAILQ_REMOVE(&d->journal_waits, job, link);
-    sl_ledger_journal_unwait(&job->wait);
-    finish_spill(job, 0);
-  }
   while (!LIST_EMPTY(&d->acks)) {
     struct ack_job *a = LIST_FIRST(&d->acks);
 
@@ -1793,6 +1795,7 @@ static int scan_dead(void *arg, const struct sl_spool_record *rec) {
   if (s->id != NULL && memcmp(rec->id, s->id, 16) != 0)
     return 0;
   s->found++;
+  recover_taken(s->d, rec);
   mark_dead_op(s->d, rec, s->redrive, s->now_ms);
   return s->id != NULL; /* one id: stop there */
 }

@@ -164,6 +164,32 @@ int sl_http_write_request_fields(struct sl_buf *out, const struct sl_http_msg *r
   return r ? -1 : 0;
 }
 
+bool sl_http_fields_get(const char *fields, size_t len, const char *name, const char **value,
+                        size_t *value_len) {
+  size_t name_len = strlen(name);
+  const char *end = fields + len;
+
+  for (const char *line = fields; line < end;) {
+    const char *eol = memchr(line, '\n', (size_t)(end - line));
+    const char *stop = eol != NULL ? eol : end;
+
+    if ((size_t)(stop - line) > name_len && line[name_len] == ':' &&
+        strncasecmp(line, name, name_len) == 0) {
+      const char *v = line + name_len + 1;
+
+      while (v < stop && (*v == ' ' || *v == '\t'))
+        v++;
+      if (stop > v && stop[-1] == '\r')
+        stop--;
+      *value = v;
+      *value_len = (size_t)(stop - v);
+      return true;
+    }
+    line = eol != NULL ? eol + 1 : end;
+  }
+  return false;
+}
+
 int sl_http_write_request_line(struct sl_buf *out, const char *method, size_t method_len,
                                const char *target, size_t target_len) {
   int r = 0;

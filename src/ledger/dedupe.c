@@ -260,6 +260,8 @@ int sl_dedupe_put(struct sl_dedupe *d, uint16_t scope, const char *key, size_t k
   return 0;
 }
 
+uint64_t sl_dedupe_window(const struct sl_dedupe *d) { return d->window_ms; }
+
 int sl_dedupe_remove(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len) {
   size_t cell;
 

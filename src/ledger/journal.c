@@ -19,9 +19,12 @@
  *                     flags (SL_LEDGER_F_*) and the state may be one of those
  *                     added later (purged, cancelled, lost)         60 + error_len
  *     ENTRY_REMOVE (6): u8 0, u16 0, u32 0, id[16]                   24
- *                     (the entry is dropped: a spilled request's "queued",
- *                     written while its spool append was under way, whose
- *                     append then failed)
+ *                     (the entry is dropped; written by earlier versions, for
+ *                     a "queued" noted while its spool append was under way,
+ *                     whose append then failed; still read)
+ *     CLOSED (7):     u8 0, u16 0, u32 0                              8
+ *                     (the last frame of a journal closed cleanly: every
+ *                     frame of the run is in the file before it)
  *
  * ENTRY2 exists for compatibility both ways: an entry in one of the first
  * four states without flags is still written as ENTRY, so a file that holds
@@ -46,18 +49,21 @@
  * The loop side is a small state machine around one buffer: records are
  * encoded into <pending>; a flush moves it to <inflight> and a threadpool
  * job writes it at the end of the file, one write at a time, and under a
- * sync policy fdatasyncs it before it returns: the group commit. <inflight>
- * is not touched until the job's callback ran. Under a sync policy a flush
- * starts from a uv_check handle, at the end of the loop iteration in which
- * frames came in (all of an iteration's frames make one group, and its write
- * runs beside the spool's group commit of the same requests), or at once
- * when the previous group is durable; without one, from a timer
- * (flush_delay_ms).
+ * sync policy fdatasyncs it before it returns when a waiter waits for
+ * frames in it or before it: the group commit. A group nobody waits for is
+ * only written; the next synced group makes it durable with its own (one
+ * fdatasync covers the file). <inflight> is not touched until the job's
+ * callback ran. A flush starts from a timer: sync_delay_ms after the first
+ * frame while a waiter waits, flush_delay_ms otherwise; from a uv_check
+ * handle at the end of the loop iteration for frames an answer waits for
+ * (sl_ledger_journal_flush); at once, as a sync of its own, for a waiter
+ * whose frames were written unsynced.
  *
  * Durability is counted in bytes of frames appended (st.appended_bytes): a
- * group's end is the count when it was flushed, and <durable> moves to it
- * when its job returned without error; waiters (sl_ledger_journal_wait) with
- * a mark at or below <durable> are then called, in order. A group written to
+ * group's end is the count when it was flushed; <written> moves to it when
+ * its job returned without error, <durable> too if the job fdatasynced;
+ * waiters (sl_ledger_journal_wait) with a mark at or below <durable> are
+ * then called, in order. A group written to
  * a compaction's temp file is durable only once that file is renamed over
  * the journal and the directory fsynced: until then its end is kept in
  * <synced_temp>. A run-time
@@ -106,6 +112,7 @@
 #define NAME_LEN 8
 
 #define ENTRY_REMOVE_LEN 24
+#define CLOSED_LEN 8
 
 enum {
   REC_ENTRY = 1,
@@ -113,7 +120,8 @@ enum {
   REC_KEY_REMOVE = 3,
   REC_NAME = 4,
   REC_ENTRY2 = 5,
-  REC_ENTRY_REMOVE = 6
+  REC_ENTRY_REMOVE = 6,
+  REC_CLOSED = 7
 };
 
 /* Upstream names by id (NULL where an id has none). */
@@ -226,6 +234,7 @@ struct sl_ledger_journal {
   bool writing;
   struct sl_buf pending, inflight;
   uint64_t inflight_end;             /* st.appended_bytes when <inflight> was flushed */
+  uint64_t written;                  /* appended bytes written to the file (synced or not) */
   uint64_t durable;                  /* appended bytes known durable */
   uint64_t synced_temp;              /* appended bytes synced into a compaction's temp file */
   uint64_t urgent;                   /* appended bytes that an answer to a client waits for */
@@ -322,13 +331,10 @@ static size_t encode_key(uint8_t *frame, uint16_t scope, const char *key, size_t
   return seal(frame, head + key_len);
 }
 
-static size_t encode_entry_remove(uint8_t *frame, const uint8_t id[16]) {
-  uint8_t *b = frame + FRAME_HEAD;
-
-  memset(b, 0, ENTRY_REMOVE_LEN);
-  b[0] = REC_ENTRY_REMOVE;
-  memcpy(b + 8, id, 16);
-  return seal(frame, ENTRY_REMOVE_LEN);
+static size_t encode_closed(uint8_t *frame) {
+  memset(frame + FRAME_HEAD, 0, CLOSED_LEN);
+  frame[FRAME_HEAD] = REC_CLOSED;
+  return seal(frame, CLOSED_LEN);
 }
 
 static size_t encode_name(uint8_t *frame, uint16_t id, const char *name, size_t len) {
@@ -356,6 +362,7 @@ struct loader {
   struct names names;
   uint64_t now_ms;
   uint64_t entries, keys, expired, unknown;
+  bool closed; /* the last frame applied was CLOSED */
 };
 
 static bool key_expired(const struct sl_dedupe *d, uint64_t t_ms, uint64_t now_ms) {
@@ -367,6 +374,7 @@ static bool key_expired(const struct sl_dedupe *d, uint64_t t_ms, uint64_t now_m
 /* Applies one checked frame body. Returns 0, 1 if the body does not parse
  * (the load stops there) or -ENOMEM. */
 static int apply(struct loader *ld, const uint8_t *b, size_t len) {
+  ld->closed = false;
   switch (b[0]) {
   case REC_ENTRY:
   case REC_ENTRY2: {
@@ -422,6 +430,11 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
     if (len != ENTRY_REMOVE_LEN)
       return 1;
     sl_ledger_remove(ld->l, b + 8);
+    return 0;
+  case REC_CLOSED:
+    if (len != CLOSED_LEN)
+      return 1;
+    ld->closed = true;
     return 0;
   case REC_NAME: {
     size_t name_len = get16(b + 4);
@@ -724,6 +737,7 @@ static int load(struct sl_ledger_journal *j, uint64_t now_ms) {
   j->names = ld.names;
   if (rc != 0)
     return rc;
+  j->st.clean_start = ld.closed && j->st.bad_offset < 0;
   j->st.loaded_entries = ld.entries;
   j->st.loaded_keys = ld.keys;
   j->st.expired_keys = ld.expired;
@@ -735,9 +749,12 @@ static int load(struct sl_ledger_journal *j, uint64_t now_ms) {
     sl_log_warn("ledger journal %s: %llu record(s) of an unknown type skipped", j->path,
                 (unsigned long long)ld.unknown);
   sl_log_info("ledger journal %s: %llu status record(s) and %llu Idempotency-Key(s) read "
-              "(%llu expired), %zu status entries held",
+              "(%llu expired), %zu status entries held; %s",
               j->path, (unsigned long long)ld.entries, (unsigned long long)ld.keys,
-              (unsigned long long)ld.expired, sl_ledger_count(j->l));
+              (unsigned long long)ld.expired, sl_ledger_count(j->l),
+              j->st.clean_start ? "closed cleanly by the last run"
+                                : "not closed cleanly by the last run: the spools' records "
+                                  "complete it");
   return 0;
 }
 
@@ -909,6 +926,14 @@ static bool syncing(const struct sl_ledger_journal *j) {
   return j->opts.sync != SL_LEDGER_JOURNAL_SYNC_OFF;
 }
 
+/* Whether the first waiter waits for frames that are written but not synced:
+ * a group of its own (with nothing new, a bare fdatasync) must go. */
+static bool sync_owed(const struct sl_ledger_journal *j) {
+  const struct sl_ledger_journal_waiter *w = TAILQ_FIRST(&j->waiters);
+
+  return w != NULL && w->mark <= j->written && w->mark > j->durable;
+}
+
 /* Calls the waiters whose frames are durable, in order; with <err>, all of them. */
 static void wake_waiters(struct sl_ledger_journal *j, int err) {
   struct sl_ledger_journal_waiter *w;
@@ -1010,16 +1035,21 @@ static void start_write(struct sl_ledger_journal *j) {
   job->buf = (const uint8_t *)j->inflight.base;
   job->len = j->inflight.len;
   job->off = j->st.file_bytes;
-  job->sync = syncing(j);
   job->io = &j->io;
   job->zero_from = job->zero_to = 0;
-  if (job->sync && job->off + job->len > j->alloc_end) {
+  if (syncing(j) && job->off + job->len > j->alloc_end) {
     job->zero_from = job->off + job->len;
     job->zero_to = (job->zero_from / PREALLOC_STEP + 1) * PREALLOC_STEP;
   }
   /* The temp file of a compaction takes the appends from its catch-up on;
    * it is the journal only once renamed. */
   job->to_temp = j->cstate == COMPACT_CATCHUP || j->cstate == COMPACT_RENAME;
+  /* Synced when somebody waits: a waiter, a compaction's rename, the close
+   * (always, so that its CLOSED frame never reaches the disk before the
+   * frames it vouches for). A spilled request's frames need no sync of their
+   * own: its spool record holds its status and key, and an open after an
+   * unclean stop rebuilds them from there (sl_ledger_journal_unclean). */
+  job->sync = j->closing || (syncing(j) && (job->to_temp || !TAILQ_EMPTY(&j->waiters)));
   j->writing = true;
   rc = uv_queue_work(j->loop, &job->work, write_work, on_written);
   if (rc != 0) {
@@ -1038,7 +1068,8 @@ static void stop_group_handles(struct sl_ledger_journal *j) {
 static void flush(struct sl_ledger_journal *j) {
   struct sl_buf tmp;
 
-  if (j->writing || j->pending.len == 0 || j->st.failed || j->cstate == COMPACT_SWITCH)
+  if (j->writing || (j->pending.len == 0 && !sync_owed(j)) || j->st.failed ||
+      j->cstate == COMPACT_SWITCH)
     return;
   uv_timer_stop(&j->timer);
   stop_group_handles(j);
@@ -1067,29 +1098,31 @@ static bool urgent(const struct sl_ledger_journal *j) { return j->urgent > j->in
 
 /*
  * Arranges for <pending> to be written. Under a sync policy: at the end of
- * this loop iteration when an answer waits for its frames (a spilled
- * request's), else within sync_delay_ms (deliveries, retries: the drain's
- * acks can wait that long, and a group every few ms instead of one per
- * iteration keeps the drain's cost down). Without one: flush_delay_ms.
+ * this loop iteration when an answer waits for its frames (a cancellation's,
+ * sl_ledger_journal_flush), within sync_delay_ms while a waiter waits (the
+ * drain's acks can wait that long, and a group every few ms instead of one
+ * per iteration keeps the drain's cost down), else within flush_delay_ms.
+ * Without one: flush_delay_ms.
  */
 static void schedule_flush(struct sl_ledger_journal *j) {
+  uint64_t delay = j->opts.flush_delay_ms;
+
   if (j->closing || j->pending.len == 0)
     return;
-  if (syncing(j)) {
-    /* A write in flight (or the switch waiting for it) flushes when it returns. */
-    if (j->writing || j->cstate == COMPACT_SWITCH)
-      return;
-    if (urgent(j)) {
-      if (j->check_open && !uv_is_active((uv_handle_t *)&j->check)) {
-        uv_check_start(&j->check, on_check);
-        uv_idle_start(&j->idle, on_idle);
-      }
-    } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
-      uv_timer_start(&j->timer, on_timer, j->opts.sync_delay_ms, 0);
+  /* A write in flight (or the switch waiting for it) flushes when it returns. */
+  if (syncing(j) && (j->writing || j->cstate == COMPACT_SWITCH))
+    return;
+  if (syncing(j) && urgent(j)) {
+    if (j->check_open && !uv_is_active((uv_handle_t *)&j->check)) {
+      uv_check_start(&j->check, on_check);
+      uv_idle_start(&j->idle, on_idle);
     }
-  } else if (!uv_is_active((uv_handle_t *)&j->timer)) {
-    uv_timer_start(&j->timer, on_timer, j->opts.flush_delay_ms, 0);
+    return;
   }
+  if (syncing(j) && !TAILQ_EMPTY(&j->waiters))
+    delay = j->opts.sync_delay_ms;
+  if (!uv_is_active((uv_handle_t *)&j->timer) || uv_timer_get_due_in(&j->timer) > delay)
+    uv_timer_start(&j->timer, on_timer, delay, 0);
 }
 
 /* Whether a compaction may start now. Not while a job that closes files
@@ -1122,9 +1155,10 @@ static void on_written(uv_work_t *w, int status) {
   if (j->st.file_bytes > j->alloc_end)
     j->alloc_end = j->st.file_bytes;
   sl_buf_reset(&j->inflight);
+  j->written = j->inflight_end;
   if (job->to_temp) {
     j->synced_temp = j->inflight_end;
-  } else {
+  } else if (job->synced || !syncing(j)) {
     j->durable = j->inflight_end;
     j->st.durable_bytes = j->durable;
   }
@@ -1134,7 +1168,8 @@ static void on_written(uv_work_t *w, int status) {
     start_rename(j);
   maybe_compact(j);
   /* Group commit: what came in during this write goes now if an answer waits for it. */
-  if (j->pending.len >= j->opts.flush_bytes || j->closing || (syncing(j) && urgent(j)))
+  if (j->pending.len >= j->opts.flush_bytes || j->closing || (syncing(j) && urgent(j)) ||
+      (syncing(j) && sync_owed(j)))
     flush(j);
   else
     schedule_flush(j);
@@ -1185,6 +1220,10 @@ void sl_ledger_journal_flush(struct sl_ledger_journal *j) {
   flush(j);
 }
 
+bool sl_ledger_journal_unclean(const struct sl_ledger *l) {
+  return l->journal != NULL && !l->journal->st.clean_start;
+}
+
 uint64_t sl_ledger_journal_mark(const struct sl_ledger *l) {
   return l->journal != NULL ? l->journal->st.appended_bytes : 0;
 }
@@ -1200,6 +1239,12 @@ int sl_ledger_journal_wait(struct sl_ledger *l, struct sl_ledger_journal_waiter 
   w->mark = mark;
   w->j = j;
   TAILQ_INSERT_TAIL(&j->waiters, w, link);
+  /* Its frames were written unsynced (nobody waited then): a sync now, or
+   * after the write in flight; else its group goes within sync_delay_ms. */
+  if (mark <= j->written)
+    flush(j);
+  else
+    schedule_flush(j);
   return 0;
 }
 
@@ -1208,24 +1253,6 @@ void sl_ledger_journal_unwait(struct sl_ledger_journal_waiter *w) {
     return;
   TAILQ_REMOVE(&w->j->waiters, w, link);
   w->j = NULL;
-}
-
-void sl_ledger_journal_note(struct sl_ledger *l, const struct sl_ledger_entry *e) {
-  uint8_t frame[FRAME_MAX];
-
-  if (l->journal == NULL)
-    return;
-  append(l->journal, frame, encode_entry(frame, e));
-  /* Its 202 waits for it: this group goes at the end of the iteration. */
-  l->journal->urgent = l->journal->st.appended_bytes;
-  schedule_flush(l->journal);
-}
-
-void sl_ledger_journal_forget(struct sl_ledger *l, const uint8_t id[16]) {
-  uint8_t frame[FRAME_MAX];
-
-  if (l->journal != NULL)
-    append(l->journal, frame, encode_entry_remove(frame, id));
 }
 
 int sl_ledger_journal_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
@@ -1474,8 +1501,14 @@ static void maybe_free(struct sl_ledger_journal *j) {
 }
 
 void sl_ledger_journal_close(struct sl_ledger_journal *j) {
+  uint8_t frame[FRAME_MAX];
+
   if (j == NULL || j->closing)
     return;
+  /* The next open may trust the file alone only if it holds every frame
+   * of this run: none dropped, no write failed. */
+  if (!j->st.failed && j->st.dropped_records == 0)
+    append_frame(j, frame, encode_closed(frame), true);
   j->closing = true;
   if (j->l->journal == j)
     j->l->journal = NULL;

@@ -47,11 +47,12 @@
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/log.h"
+#include "sluice/recover.h"
 #include "sluice/spool.h"
 
 #define DEFAULT_STATES 20000
 #define STATES_PER_RUN 120
-#define JOURNAL_EVERY 4 /* one journal run after this many spool runs */
+#define SPOOL_RUNS 4 /* spool runs, then a journal run and an accept run */
 
 /* Marks: the test's events in the crashfs log. */
 enum {
@@ -62,7 +63,12 @@ enum {
   J_ISSUE,     /* a = entry, b = version: put into the journal */
   J_KEY,       /* a = key: put */
   J_ANSWERED,  /* every entry and key issued so far must survive */
+  A_ANSWERED,  /* a = request: its spill completed, its 202 may have left */
+  A_ACKED,     /* a = request: its ack (after its durable "delivered") completed */
 };
+
+/* The kinds of run, in turn: spool runs, then one of each of the others. */
+enum run_kind { RUN_SPOOL, RUN_JOURNAL, RUN_ACCEPT };
 
 static uint64_t base_seed = 17, states_target = DEFAULT_STATES, states_run, runs;
 static bool keep_failed, journal_strict, progress;
@@ -569,6 +575,21 @@ static void jkey_name(uint32_t k, char *out, size_t cap) {
 
 static void journal_answer_all(void) { crashfs_mark(J_ANSWERED, 0, 0); }
 
+static void on_journaled(struct sl_ledger_journal_waiter *w, int status) {
+  (void)w;
+  assert_int_equal(status, 0);
+}
+
+/* What an answer that depends on the frames appended so far does: waits
+ * until they are durable (a cancellation's 200, a delivered record's ack). */
+static void journal_wait_all(uv_loop_t *loop, struct sl_ledger *l) {
+  struct sl_ledger_journal_waiter w;
+
+  if (sl_ledger_journal_wait(l, &w, sl_ledger_journal_mark(l), on_journaled) == 0)
+    uv_run(loop, UV_RUN_DEFAULT);
+  assert_null(w.j); /* called, or nothing to wait for */
+}
+
 static void journal_workload(void) {
   J_NOW = sl_clock_wall_ms();
   char path[400];
@@ -621,9 +642,11 @@ static void journal_workload(void) {
       jid(jkeys[k].entry, id);
       crashfs_mark(J_KEY, k, 0);
       assert_int_equal(sl_ledger_journal_put_key(d, 1, key, strlen(key), id, J_NOW), 0);
-    } else if (p < 85) {
+    } else if (p < 75) {
       sl_ledger_journal_flush(j);
-      uv_run(&loop, UV_RUN_DEFAULT); /* returns once every write has completed */
+      uv_run(&loop, UV_RUN_DEFAULT); /* written; synced only if somebody waits */
+    } else if (p < 85) {
+      journal_wait_all(&loop, l);
       if (journal_strict)
         journal_answer_all();
     } else {
@@ -722,6 +745,319 @@ static void check_journal_state(const char *dir, char *err, size_t errlen) {
   sl_dedupe_destroy(d);
 }
 
+/* ---- accept workload and checks -------------------------------------------------------- */
+
+/*
+ * The spill path as the drain runs it: a spilled request's 202 waits for its
+ * spool record alone; its "queued" entry (at the append's completion) and its
+ * Idempotency-Key (at spill time) go to the journal unsynced; a delivery is
+ * journaled and waited for before its ack. After a cut, the journal and the
+ * spool are reopened and, when the journal was not closed cleanly, the
+ * statuses and keys it lacks are rebuilt from the spool (sluice/recover.h),
+ * as each drain does. Then every answered request must have a status, and
+ * its key if it had one; one whose record is gone must read "delivered".
+ */
+#define AREQS 400
+#define A_UPSTREAM 1
+
+struct areq {
+  bool keyed;
+  bool answered, acked; /* replay */
+};
+
+static struct areq areqs[AREQS];
+static size_t nareqs;
+static uint64_t A_NOW;
+
+struct accept_ctx {
+  uv_loop_t loop;
+  struct sl_ledger *l;
+  struct sl_dedupe *d;
+  struct sl_ledger_journal *j;
+  struct sl_spool *s;
+};
+
+static struct accept_ctx actx;
+static unsigned adeliveries; /* waiting for their "delivered" frame */
+
+static void areq_id(uint32_t i, uint8_t id[16]) {
+  memset(id, 0x3c, 16);
+  memcpy(id, &i, 4);
+  memcpy(id + 4, &run_seed, 8);
+}
+
+static void areq_key(uint32_t i, char *out, size_t cap) {
+  snprintf(out, cap, "order-%" PRIu64 "-%u", run_seed, i);
+}
+
+static void on_accepted(void *arg, int status) {
+  uint32_t i = (uint32_t)(uintptr_t)arg;
+  struct sl_ledger_entry e, seen;
+
+  assert_int_equal(status, 0);
+  memset(&e, 0, sizeof(e));
+  areq_id(i, e.id);
+  e.state = SL_LEDGER_QUEUED;
+  e.upstream = A_UPSTREAM;
+  e.seq = i + 1;
+  e.enqueued_ms = A_NOW;
+  e.updated_ms = A_NOW;
+  if (sl_ledger_get(actx.l, e.id, &seen) != 1)
+    sl_ledger_journal_put(actx.l, &e);
+  crashfs_mark(A_ANSWERED, i, 0);
+}
+
+static void spill_one(void) {
+  struct sl_spool_record r;
+  char headers[400], key[64], body[600];
+  uint32_t i = (uint32_t)nareqs++;
+  int n;
+
+  memset(&r, 0, sizeof(r));
+  areq_id(i, r.id);
+  areqs[i].keyed = below(2) == 0;
+  areq_key(i, key, sizeof(key));
+  n = snprintf(headers, sizeof(headers), "Host: backend\r\n%s%s%sContent-Type: text/plain\r\n",
+               areqs[i].keyed ? "Idempotency-Key: " : "", areqs[i].keyed ? key : "",
+               areqs[i].keyed ? "\r\n" : "");
+  r.enqueue_ms = A_NOW;
+  if (below(5) == 0)
+    r.not_before_ms = clock_fn(NULL) + 1000 + below(5000);
+  r.method = "POST";
+  r.method_len = 4;
+  r.target = "/orders";
+  r.target_len = 7;
+  r.headers = headers;
+  r.headers_len = (size_t)n;
+  r.body_len = (size_t)below(sizeof(body));
+  fill(body, r.body_len);
+  r.body = body;
+  assert_int_equal(sl_spool_append(actx.s, &r, on_accepted, (void *)(uintptr_t)i), 0);
+  /* Put before the append completes, as the proxy does: a repeat finds it. */
+  if (areqs[i].keyed)
+    assert_int_equal(sl_ledger_journal_put_key(actx.d, A_UPSTREAM, key, strlen(key), r.id, A_NOW),
+                     0);
+}
+
+struct delivery {
+  struct sl_ledger_journal_waiter w; /* first */
+  struct sl_spool_item *item;
+  uint32_t i;
+};
+
+static void on_acked(void *arg, int status) {
+  assert_int_equal(status, 0);
+  crashfs_mark(A_ACKED, (uint32_t)(uintptr_t)arg, 0);
+}
+
+/* Its "delivered" frame is durable: the ack may go (ack_when_journaled). */
+static void on_delivered(struct sl_ledger_journal_waiter *w, int status) {
+  struct delivery *dl = (struct delivery *)w;
+
+  assert_int_equal(status, 0);
+  assert_int_equal(sl_spool_ack(actx.s, dl->item, on_acked, (void *)(uintptr_t)dl->i), 0);
+  free(dl);
+  adeliveries--;
+}
+
+static void deliver_some(void) {
+  for (unsigned k = (unsigned)below(4); k > 0; k--) {
+    struct sl_spool_item *it = NULL;
+    struct sl_ledger_entry e;
+    struct delivery *dl;
+    uint32_t i;
+
+    assert_int_equal(sl_spool_take(actx.s, &it), 0);
+    if (it == NULL)
+      return;
+    memcpy(e.id, sl_spool_item_record(it)->id, 16);
+    memcpy(&i, e.id, 4);
+    if (sl_ledger_get(actx.l, e.id, &e) != 1) { /* taken before its completion ran */
+      sl_spool_release(actx.s, it);
+      return;
+    }
+    e.state = SL_LEDGER_DELIVERED;
+    e.status = 200;
+    e.updated_ms = A_NOW + 1;
+    assert_int_equal(sl_ledger_journal_put(actx.l, &e), 0);
+    dl = calloc(1, sizeof(*dl));
+    assert_non_null(dl);
+    dl->item = it;
+    dl->i = i;
+    adeliveries++;
+    if (sl_ledger_journal_wait(actx.l, &dl->w, sl_ledger_journal_mark(actx.l), on_delivered) != 0)
+      on_delivered(&dl->w, 0);
+  }
+}
+
+static void random_spool_opts(struct sl_spool_opts *o);
+
+static void accept_pump(void) {
+  uv_run(&actx.loop, UV_RUN_NOWAIT);
+  sl_spool_poll_completions(actx.s);
+}
+
+static void accept_workload(void) {
+  char path[400];
+  struct sl_spool_opts o;
+  struct sl_ledger_journal_opts jo;
+  unsigned steps = 40 + (unsigned)below(80);
+
+  A_NOW = sl_clock_wall_ms();
+  memset(areqs, 0, sizeof(areqs));
+  nareqs = 0;
+  memset(&actx, 0, sizeof(actx));
+  assert_int_equal(uv_loop_init(&actx.loop), 0);
+  actx.l = sl_ledger_create(4096);
+  actx.d = sl_dedupe_create(1024, 3600000);
+  sl_ledger_journal_opts_init(&jo);
+  jo.io = crashfs_io();
+  snprintf(path, sizeof(path), "%s/acc/" SL_LEDGER_JOURNAL_FILE, root);
+  assert_int_equal(sl_ledger_journal_open(&actx.loop, path, actx.l, actx.d, A_NOW, &jo, &actx.j),
+                   0);
+  random_spool_opts(&o);
+  snprintf(path, sizeof(path), "%s/acc/up", root);
+  assert_int_equal(sl_spool_open(path, &o, &actx.s), 0);
+  for (unsigned step = 0; step < steps && nareqs + 8 < AREQS; step++) {
+    uint64_t p = below(100);
+    if (p < 45) {
+      for (unsigned n = 1 + (unsigned)below(6); n > 0; n--)
+        spill_one();
+      if (o.batch_appends)
+        sl_spool_flush(actx.s);
+    } else if (p < 65) {
+      deliver_some();
+    } else if (p < 90) {
+      accept_pump();
+    } else {
+      sl_spool_wait_idle(actx.s);
+      accept_pump();
+    }
+  }
+  while (adeliveries > 0)
+    uv_run(&actx.loop, UV_RUN_ONCE);
+  sl_spool_wait_idle(actx.s);
+  accept_pump();
+  sl_spool_close(actx.s);
+  sl_ledger_journal_close(actx.j);
+  uv_run(&actx.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&actx.loop);
+  sl_ledger_destroy(actx.l);
+  sl_dedupe_destroy(actx.d);
+}
+
+static void accept_mark(const struct crashfs_rec *r) {
+  if (r->a >= nareqs)
+    fail_msg("a mark names request %" PRIu64 " of %zu", r->a, nareqs);
+  if (r->kind == A_ANSWERED)
+    areqs[r->a].answered = true;
+  else if (r->kind == A_ACKED)
+    areqs[r->a].acked = true;
+}
+
+struct held {
+  struct sl_recover *rec;
+  bool in_spool[AREQS];
+  bool stray;
+};
+
+static int on_held(void *arg, const struct sl_spool_record *rec) {
+  struct held *h = arg;
+  uint32_t i;
+  uint64_t seed;
+
+  memcpy(&i, rec->id, 4);
+  memcpy(&seed, rec->id + 4, 8);
+  if (seed != run_seed || i >= nareqs)
+    h->stray = true;
+  else
+    h->in_spool[i] = true;
+  return h->rec != NULL ? sl_recover_add(h->rec, rec) : 0;
+}
+
+static void check_accept_state(const char *dir, char *err, size_t errlen) {
+  char path[400];
+  uv_loop_t loop;
+  struct sl_ledger *l = sl_ledger_create(4096);
+  struct sl_dedupe *d = sl_dedupe_create(1024, 3600000);
+  struct sl_ledger_journal_opts jo;
+  struct sl_ledger_journal *j = NULL;
+  struct sl_spool_opts o;
+  struct sl_spool *s = NULL;
+  struct held *h = calloc(1, sizeof(*h));
+  struct sl_recover_counts counts = {0};
+  bool unclean;
+  int rc;
+
+  assert_non_null(h);
+  err[0] = '\0';
+  assert_int_equal(uv_loop_init(&loop), 0);
+  sl_ledger_journal_opts_init(&jo);
+  jo.io = crashfs_nosync_io();
+  snprintf(path, sizeof(path), "%s/acc/" SL_LEDGER_JOURNAL_FILE, dir);
+  rc = sl_ledger_journal_open(&loop, path, l, d, A_NOW, &jo, &j);
+  if (rc != 0) {
+    snprintf(err, errlen, "the journal does not open: %s", uv_strerror(rc));
+    goto out;
+  }
+  unclean = sl_ledger_journal_unclean(l);
+  sl_spool_opts_init(&o);
+  o.io = crashfs_nosync_io();
+  o.preallocate = false;
+  o.dict_train_records = 0;
+  o.now_ms = clock_fn;
+  snprintf(path, sizeof(path), "%s/acc/up", dir);
+  rc = sl_spool_open(path, &o, &s);
+  if (rc != 0) {
+    snprintf(err, errlen, "spool recovery failed: %s", sl_spool_strerror(rc));
+    goto out;
+  }
+  h->rec = unclean ? sl_recover_create() : NULL;
+  rc = sl_spool_scan(s, on_held, h);
+  if (rc != 0) {
+    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_spool_strerror(rc));
+    goto out;
+  }
+  if (h->stray) {
+    snprintf(err, errlen, "the spool holds a record that was never spilled");
+    goto out;
+  }
+  if (h->rec != NULL)
+    sl_recover_apply(h->rec, l, d, A_UPSTREAM, A_NOW, &counts);
+  for (uint32_t i = 0; i < nareqs && err[0] == '\0'; i++) {
+    struct sl_ledger_entry e;
+    uint8_t id[16], got[16];
+    char key[64];
+
+    areq_id(i, id);
+    areq_key(i, key, sizeof(key));
+    if (!areqs[i].answered)
+      continue;
+    if (sl_ledger_get(l, id, &e) != 1)
+      snprintf(err, errlen, "request %u was answered 202 and its status is lost (journal %s)", i,
+               unclean ? "unclean, rebuilt from the spool" : "closed cleanly");
+    else if (!h->in_spool[i] && e.state != SL_LEDGER_DELIVERED)
+      snprintf(err, errlen, "request %u left the spool but reads %s", i,
+               sl_ledger_state_name(e.state));
+    else if (areqs[i].acked && h->in_spool[i])
+      snprintf(err, errlen, "request %u came back after its ack completed", i);
+    else if (areqs[i].keyed && (sl_dedupe_get(d, A_UPSTREAM, key, strlen(key), A_NOW, got) != 1 ||
+                                memcmp(got, id, 16) != 0))
+      snprintf(err, errlen, "request %u was answered 202 and its Idempotency-Key is forgotten", i);
+  }
+
+out:
+  if (s != NULL)
+    sl_spool_close(s);
+  sl_ledger_journal_close(j);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  sl_recover_destroy(h->rec);
+  free(h);
+  sl_ledger_destroy(l);
+  sl_dedupe_destroy(d);
+}
+
 /* ---- cutting --------------------------------------------------------------------------- */
 
 static int cmp_size(const void *a, const void *b) {
@@ -735,7 +1071,11 @@ static int cmp_size(const void *a, const void *b) {
  * allows, each materialized as the worst state, two random ones and (every fourth cut) the
  * process-crash state.
  */
-static void cut_and_check(bool journal, uint64_t budget) {
+static const char *kind_name(enum run_kind kind) {
+  return kind == RUN_JOURNAL ? "journal" : kind == RUN_ACCEPT ? "accept" : "spool";
+}
+
+static void cut_and_check(enum run_kind kind, uint64_t budget) {
   size_t n, ncand = 0, ncuts, next = 0;
   const struct crashfs_rec *log = crashfs_log(&n);
   size_t *cand = malloc((n + 1) * sizeof(*cand));
@@ -766,8 +1106,10 @@ static void cut_and_check(bool journal, uint64_t budget) {
         crashfs_rm_rf(img);
         assert_int_equal(mkdir(img, 0755), 0);
         assert_int_equal(crashfs_materialize(img, mode, vseed), 0);
-        if (journal)
+        if (kind == RUN_JOURNAL)
           check_journal_state(img, err, sizeof(err));
+        else if (kind == RUN_ACCEPT)
+          check_accept_state(img, err, sizeof(err));
         else
           check_spool_state(img, err, sizeof(err));
         states_run++;
@@ -781,7 +1123,7 @@ static void cut_and_check(bool journal, uint64_t budget) {
           fail_msg("CRASH STATE FAILED: %s\n  seed %" PRIu64 " (run %" PRIu64 ", %s), cut after "
                    "operation %zu of %zu, %s state (choices seed %" PRIu64 ")%s%s\n"
                    "  rerun: CRASH_SEED=%" PRIu64 " CRASH_STATES=%" PRIu64 " CRASH_KEEP=1%s",
-                   err, run_seed, runs, journal ? "journal" : "spool", i, n,
+                   err, run_seed, runs, kind_name(kind), i, n,
                    mode == CRASHFS_DROP_ALL   ? "worst"
                    : mode == CRASHFS_KEEP_ALL ? "process-crash"
                                               : "random",
@@ -794,8 +1136,10 @@ static void cut_and_check(bool journal, uint64_t budget) {
     }
     if (i < n) {
       if (log[i].op == CRASHFS_MARK) {
-        if (journal)
+        if (kind == RUN_JOURNAL)
           journal_mark(&log[i]);
+        else if (kind == RUN_ACCEPT)
+          accept_mark(&log[i]);
         else
           spool_mark(&log[i]);
       } else {
@@ -829,7 +1173,7 @@ static void random_spool_opts(struct sl_spool_opts *o) {
   o->ack_interval_us = below(2) ? 0 : 500;
 }
 
-static void one_run(bool journal, uint64_t budget) {
+static void one_run(enum run_kind kind, uint64_t budget) {
   const char *tmp = getenv("TMPDIR");
 
   if (tmp == NULL || tmp[0] == '\0')
@@ -842,8 +1186,12 @@ static void one_run(bool journal, uint64_t budget) {
   __atomic_store_n(&fake_now, 1700000000000ull, __ATOMIC_RELAXED);
   cb_failures = 0;
   ninflight = 0;
-  if (journal) {
+  if (kind == RUN_JOURNAL) {
     journal_workload();
+  } else if (kind == RUN_ACCEPT) {
+    accept_workload();
+    for (size_t i = 0; i < nareqs; i++)
+      areqs[i].answered = areqs[i].acked = false;
   } else {
     struct spool_run run;
     random_spool_opts(&run.o);
@@ -855,7 +1203,7 @@ static void one_run(bool journal, uint64_t budget) {
     }
   }
   crashfs_stop();
-  cut_and_check(journal, budget);
+  cut_and_check(kind, budget);
   crashfs_free();
   ids_free();
   crashfs_rm_rf(root);
@@ -866,17 +1214,19 @@ static void crash_states(void **state) {
   (void)state;
 
   while (states_run < states_target) {
-    bool journal = runs % (JOURNAL_EVERY + 1) == JOURNAL_EVERY;
+    uint64_t turn = runs % (SPOOL_RUNS + 2);
+    enum run_kind kind = turn == SPOOL_RUNS  ? RUN_JOURNAL
+                         : turn > SPOOL_RUNS ? RUN_ACCEPT
+                                             : RUN_SPOOL;
     uint64_t left = states_target - states_run;
     uint64_t t = sl_clock_mono_ns();
     run_seed = base_seed + runs;
-    one_run(journal, left < STATES_PER_RUN ? left : STATES_PER_RUN);
+    one_run(kind, left < STATES_PER_RUN ? left : STATES_PER_RUN);
     runs++;
     if (progress)
-      fprintf(stderr,
-              "crash: run %" PRIu64 " (seed %" PRIu64 ", %s) in %.2f s; %" PRIu64 " states\n",
-              runs - 1, run_seed, journal ? "journal" : "spool",
-              (double)(sl_clock_mono_ns() - t) / 1e9, states_run);
+      fprintf(
+          stderr, "crash: run %" PRIu64 " (seed %" PRIu64 ", %s) in %.2f s; %" PRIu64 " states\n",
+          runs - 1, run_seed, kind_name(kind), (double)(sl_clock_mono_ns() - t) / 1e9, states_run);
   }
   printf("crash: %" PRIu64 " states checked in %" PRIu64 " runs (seeds %" PRIu64 "..%" PRIu64
          ") in %.1f s; journal checks: %s\n",

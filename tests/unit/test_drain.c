@@ -233,7 +233,7 @@ static void fixture_open(struct fixture *f, unsigned status, const char *upstrea
   assert_non_null(f->ledger);
   snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
   assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
-                                   f->reg, spool_dir, &f->drain),
+                                   NULL, f->reg, spool_dir, &f->drain),
                    0);
   f->open = true;
 }
@@ -581,7 +581,7 @@ static void test_dead_store_restores_statuses_at_open(void **state) {
     uv_run(&f->loop, UV_RUN_NOWAIT);
   snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
   assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
-                                   f->reg, spool_dir, &f->drain),
+                                   NULL, f->reg, spool_dir, &f->drain),
                    0);
   assert_int_equal(ledger_state(f), SL_LEDGER_DEAD);
   assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
@@ -644,7 +644,7 @@ static void drain_reopen(struct fixture *f) {
     uv_run(&f->loop, UV_RUN_NOWAIT);
   snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
   assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
-                                   f->reg, spool_dir, &f->drain),
+                                   NULL, f->reg, spool_dir, &f->drain),
                    0);
 }
 

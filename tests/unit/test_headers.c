@@ -460,6 +460,40 @@ static void test_is_hop_by_hop(void **state) {
   assert_false(sl_http_is_hop_by_hop("Connection", 4));
 }
 
+/* A stored header block gives back the fields the proxy wrote into it: the
+ * rebuild after an unclean stop reads a spilled request's Idempotency-Key so. */
+static void test_fields_get(void **state) {
+  struct sl_http_parser p;
+  struct sl_buf fields;
+  const char *v;
+  size_t len;
+
+  (void)state;
+  parse(&p, HTTP_REQUEST,
+        "POST /orders HTTP/1.1\r\nHost: shop\r\nidempotency-key:  k-42 \r\n"
+        "Idempotency-Key: second\r\nContent-Length: 0\r\n\r\n",
+        false);
+  sl_buf_init(&fields);
+  assert_int_equal(sl_http_write_request_fields(&fields, &p.msg, &default_fwd), 0);
+  assert_true(sl_http_fields_get(fields.base, fields.len, "Idempotency-Key", &v, &len));
+  assert_int_equal(len, 4); /* the first field, its value without the spaces around it */
+  assert_memory_equal(v, "k-42", 4);
+  assert_true(sl_http_fields_get(fields.base, fields.len, "host", &v, &len));
+  assert_int_equal(len, 4);
+  assert_memory_equal(v, "shop", 4);
+  /* Names match whole: a prefix or a longer name is not the field. */
+  assert_false(sl_http_fields_get(fields.base, fields.len, "Idempotency", &v, &len));
+  assert_false(sl_http_fields_get(fields.base, fields.len, "Hosts", &v, &len));
+  /* A block cut short, an empty value, an empty block. */
+  assert_true(sl_http_fields_get("A: 1\r\nKey: v", 12, "key", &v, &len));
+  assert_int_equal(len, 1);
+  assert_true(sl_http_fields_get("Key:\r\n", 6, "Key", &v, &len));
+  assert_int_equal(len, 0);
+  assert_false(sl_http_fields_get("", 0, "Key", &v, &len));
+  sl_buf_dispose(&fields);
+  sl_http_parser_dispose(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_request_end_to_end_kept),
@@ -481,6 +515,7 @@ int main(void) {
       cmocka_unit_test(test_response_status_line),
       cmocka_unit_test(test_response_via),
       cmocka_unit_test(test_is_hop_by_hop),
+      cmocka_unit_test(test_fields_get),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
