@@ -238,8 +238,9 @@ int sl_dedupe_get(struct sl_dedupe *d, uint16_t scope, const char *key, size_t k
 int sl_dedupe_put(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
                   const uint8_t id[16], uint64_t now_ms);
 
-/* The window keys are remembered for, in ms. */
+/* The window keys are remembered for, in ms, and the most keys held. */
 uint64_t sl_dedupe_window(const struct sl_dedupe *d);
+size_t sl_dedupe_capacity(const struct sl_dedupe *d);
 
 /* Forgets <key> in <scope>. Returns 0, SL_ELEDGER_NOTFOUND or SL_ELEDGER_BADKEY. */
 int sl_dedupe_remove(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len);

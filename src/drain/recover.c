@@ -6,6 +6,7 @@
 #include "sluice/recover.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,11 +120,23 @@ static void rebuild(const uint8_t id[16], uint64_t enqueue_ms, uint64_t not_befo
 
 void sl_recover_apply(const struct sl_recover *r, struct sl_ledger *l, struct sl_dedupe *d,
                       uint16_t upstream, uint64_t now_ms, struct sl_recover_counts *counts) {
+  size_t keyed = 0, skip;
+
+  /* The index holds its newest keys only: older ones would be evicted again by newer ones,
+   * and on the way evict the newest, which the journal gave back already. */
+  for (size_t i = 0; i < r->n; i++)
+    keyed += r->v[i].key_len > 0;
+  skip = d != NULL && keyed > sl_dedupe_capacity(d) ? keyed - sl_dedupe_capacity(d) : 0;
   for (size_t i = 0; i < r->n; i++) {
     const struct census_item *it = &r->v[i];
+    bool key = it->key_len > 0;
 
+    if (key && skip > 0) {
+      skip--;
+      key = false;
+    }
     rebuild(it->id, it->enqueue_ms, it->not_before_ms, it->attempts,
-            it->key_len > 0 ? r->keys.base + it->key_off : NULL, it->key_len, i + 1, l, d, upstream,
+            key ? r->keys.base + it->key_off : NULL, key ? it->key_len : 0, i + 1, l, d, upstream,
             now_ms, counts);
   }
 }

@@ -262,6 +262,8 @@ int sl_dedupe_put(struct sl_dedupe *d, uint16_t scope, const char *key, size_t k
 
 uint64_t sl_dedupe_window(const struct sl_dedupe *d) { return d->window_ms; }
 
+size_t sl_dedupe_capacity(const struct sl_dedupe *d) { return d->capacity; }
+
 int sl_dedupe_remove(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len) {
   size_t cell;
 

@@ -157,10 +157,43 @@ static void test_key_window_from_acceptance(void **state) {
   sl_dedupe_destroy(d);
 }
 
+/* A census with more keys than the index holds gives it the newest ones only,
+ * without evicting those the journal gave back. */
+static void test_census_keeps_the_newest_keys(void **state) {
+  struct sl_ledger *l = sl_ledger_create(64);
+  struct sl_dedupe *d = sl_dedupe_create(4, HOUR_MS);
+  struct sl_recover *r = sl_recover_create();
+  struct sl_recover_counts c = {0};
+  char h[256], key[16];
+  uint8_t id[16];
+
+  (void)state;
+  for (unsigned n = 1; n <= 10; n++) {
+    struct sl_spool_record rec;
+
+    snprintf(key, sizeof(key), "k%u", n);
+    rec = record(n, key, h, sizeof(h));
+    assert_int_equal(sl_recover_add(r, &rec), 0);
+  }
+  rec_id(10, id);
+  assert_int_equal(sl_dedupe_put(d, UPSTREAM, "k10", 3, id, NOW), 0); /* from the journal */
+  sl_recover_apply(r, l, d, UPSTREAM, NOW, &c);
+  assert_int_equal(c.entries, 10);
+  assert_int_equal(c.keys, 3); /* k7, k8, k9; k10 was there */
+  for (unsigned n = 1; n <= 10; n++) {
+    snprintf(key, sizeof(key), "k%u", n);
+    assert_int_equal(sl_dedupe_get(d, UPSTREAM, key, strlen(key), NOW, id), n > 6);
+  }
+  sl_recover_destroy(r);
+  sl_ledger_destroy(l);
+  sl_dedupe_destroy(d);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_census_fills_what_is_missing),
       cmocka_unit_test(test_key_window_from_acceptance),
+      cmocka_unit_test(test_census_keeps_the_newest_keys),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
