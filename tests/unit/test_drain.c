@@ -38,6 +38,7 @@
 #include "sluice/config.h"
 #include "sluice/drain.h"
 #include "sluice/ledger.h"
+#include "sluice/ledger_journal.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/spool.h"
@@ -589,6 +590,104 @@ static void test_dead_store_restores_statuses_at_open(void **state) {
 }
 
 /*
+ * After an unclean stop the journal may lack the statuses and keys of the
+ * last requests spilled (a 202 waits for the spool record alone): the drain
+ * that adopts the spool takes a census and rebuilds them, and says it is
+ * rebuilding until it is done (status URLs and keys answer 503 meanwhile).
+ */
+static void on_census_guard(uv_timer_t *t) { *(bool *)t->data = true; }
+
+static void test_census_after_unclean_stop(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_ledger *fresh = sl_ledger_create(64);
+  struct sl_dedupe *keys = sl_dedupe_create(64, 3600000);
+  struct sl_ledger_journal *j = NULL;
+  struct sl_buf fields, body;
+  struct sl_ledger_entry e;
+  uint8_t ids[3][16], got[16];
+  char spool_dir[700], path[700];
+  bool fired = false;
+  uv_timer_t guard;
+
+  (void)state;
+  fixture_open(f, 0, "paused = true;");
+  sl_buf_init(&fields);
+  sl_buf_init(&body);
+  assert_int_equal(sl_buf_append_str(&fields, "Host: b\r\nIdempotency-Key: order-7\r\n"), 0);
+  for (int i = 0; i < 3; i++) {
+    f->spilled = false;
+    assert_int_equal(sl_drain_spill(f->drain, "POST", 4, "/x", 2, i == 1 ? &fields : &body, &body,
+                                    0, on_spilled, f, ids[i]),
+                     0);
+    run_until_spilled(f);
+  }
+  sl_buf_dispose(&fields);
+  sl_drain_destroy(f->drain);
+  for (int i = 0; i < 10; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  /* The restart: a ledger and key index from a journal that was not closed cleanly
+   * (here, none at all), so they know nothing of the three. */
+  snprintf(path, sizeof(path), "%s/" SL_LEDGER_JOURNAL_FILE, f->dir);
+  assert_int_equal(
+      sl_ledger_journal_open(&f->loop, path, fresh, keys, sl_clock_wall_ms(), NULL, &j), 0);
+  assert_true(sl_ledger_journal_unclean(fresh));
+  sl_ledger_destroy(f->ledger);
+  f->ledger = fresh;
+  snprintf(spool_dir, sizeof(spool_dir), "%s/b", f->dir);
+  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
+                                   keys, f->reg, spool_dir, &f->drain),
+                   0);
+  assert_true(sl_drain_rebuilding(f->drain));
+  assert_int_equal(sl_ledger_get(f->ledger, ids[0], &e), 0);
+  uv_timer_init(&f->loop, &guard);
+  guard.data = &fired;
+  uv_timer_start(&guard, on_census_guard, 5000, 0);
+  while (sl_drain_rebuilding(f->drain) && !fired)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  assert_false(sl_drain_rebuilding(f->drain));
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(sl_ledger_get(f->ledger, ids[i], &e), 1);
+    assert_int_equal(e.state, SL_LEDGER_QUEUED);
+    assert_int_equal(e.seq, (uint64_t)i + 1); /* its rank in the spool */
+  }
+  assert_int_equal(sl_dedupe_get(keys, 0, "order-7", 7, sl_clock_wall_ms(), got), 1);
+  assert_memory_equal(got, ids[1], 16);
+  /* Closed cleanly, the journal holds them all: the next start takes no census. */
+  sl_drain_destroy(f->drain);
+  f->drain = NULL;
+  sl_ledger_journal_close(j);
+  sl_dedupe_destroy(keys);
+  keys = sl_dedupe_create(64, 3600000);
+  fresh = sl_ledger_create(64);
+  /* The close finishes on the threadpool: its lock goes last. */
+  for (int i = 0, rc = SL_ELEDGER_LOCKED; rc != 0; i++) {
+    assert_true(i < 500);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    usleep(2000);
+    rc = sl_ledger_journal_open(&f->loop, path, fresh, keys, sl_clock_wall_ms(), NULL, &j);
+    assert_true(rc == 0 || rc == SL_ELEDGER_LOCKED);
+  }
+  assert_false(sl_ledger_journal_unclean(fresh));
+  sl_ledger_destroy(f->ledger);
+  f->ledger = fresh;
+  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, f->ledger,
+                                   keys, f->reg, spool_dir, &f->drain),
+                   0);
+  assert_false(sl_drain_rebuilding(f->drain));
+  assert_int_equal(sl_ledger_get(f->ledger, ids[2], &e), 1);
+  assert_int_equal(sl_dedupe_get(keys, 0, "order-7", 7, sl_clock_wall_ms(), got), 1);
+  sl_drain_destroy(f->drain);
+  f->drain = NULL;
+  sl_ledger_journal_close(j); /* detached at once; fixture_close runs the loop to its end */
+  sl_dedupe_destroy(keys);
+  /* fixture_close destroys the drain it holds: give it a fresh one without a ledger. */
+  assert_int_equal(sl_drain_create(&f->loop, f->cfg, &f->cfg->upstreams[0], 0, f->pool, NULL, NULL,
+                                   f->reg, spool_dir, &f->drain),
+                   0);
+}
+
+/*
  * Failing replays open the upstream's circuit: the drain then holds the
  * record until the first probe, 1 s later, and must arm its timer for it;
  * with the circuit open nothing else wakes it. While it is open the drain
@@ -758,6 +857,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_record_already_delivered_is_not_sent_again, fixture_close),
       cmocka_unit_test_teardown(test_spilling_until_answered, fixture_close),
       cmocka_unit_test_teardown(test_dead_store_restores_statuses_at_open, fixture_close),
+      cmocka_unit_test_teardown(test_census_after_unclean_stop, fixture_close),
   };
 
   loop_thread = pthread_self();
