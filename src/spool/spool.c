@@ -201,6 +201,7 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
   struct sl_spool_opts defaults;
   pthread_condattr_t ca;
   uint64_t t0 = sl_clock_mono_ns();
+  char opened[192];
   int err;
 
   *out = NULL;
@@ -309,6 +310,12 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
     err = errno ? -errno : -EIO;
     goto fail;
   }
+  /* Logged from what recovery found, before the writer may change it (its GC, under mu). */
+  snprintf(opened, sizeof(opened),
+           "%.1f ms: %" PRIu64 " ready, %" PRIu64 " delayed, %" PRIu64 " dead, %" PRIu64
+           " bytes in %" PRIu64 " segments",
+           (double)(sl_clock_mono_ns() - t0) / 1e6, spool->main_unacked, spool->delay_unacked,
+           spool->dead_unacked, spool->disk_bytes, spool->st.segments);
   if (pthread_create(&spool->syncer, NULL, sl__syncer_main, spool) != 0) {
     err = -EAGAIN;
     goto fail;
@@ -319,10 +326,7 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
     goto fail;
   }
   spool->writer_started = true;
-  sl_log_info("spool %s: opened %s in %.1f ms: %" PRIu64 " ready, %" PRIu64 " delayed, %" PRIu64
-              " dead, %" PRIu64 " bytes in %" PRIu64 " segments",
-              spool->name, dir, (double)(sl_clock_mono_ns() - t0) / 1e6, spool->main_unacked,
-              spool->delay_unacked, spool->dead_unacked, spool->disk_bytes, spool->st.segments);
+  sl_log_info("spool %s: opened %s in %s", spool->name, dir, opened);
   *out = spool;
   return 0;
 
