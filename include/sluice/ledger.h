@@ -148,6 +148,10 @@ void sl_ledger_destroy(struct sl_ledger *l);
  * Returns 0, -EINVAL for a state out of range or SL_LEDGER_F_HELD on a state
  * other than CANCELLED, or -ENOMEM; on error the
  * ledger is unchanged.
+ *
+ * With a ledger journal attached (sluice/ledger_journal.h), every change made
+ * here, by sl_ledger_remove and by sl_dedupe_put/remove on its key index is
+ * also recorded there; no caller can skip it.
  */
 int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e);
 

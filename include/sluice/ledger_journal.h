@@ -126,9 +126,12 @@ struct sl_ledger_journal_stats {
  * index <d>, both empty: reads it into them, expiring keys against <now_ms>
  * and the key index's window, renumbers the queued entries (below), writes
  * the compacted file (temp file, fsync, rename, fsync of the directory) and
- * attaches itself to <l> and <d>, so that the sl_ledger_journal_put* calls
- * record changes. <opts> may be NULL for the defaults. Blocking: call it
- * before the loop runs. The directory of <path> is created if missing.
+ * attaches itself to <l> and <d>, so that every change made to them from then
+ * on (sl_ledger_put, sl_ledger_remove, sl_dedupe_put, sl_dedupe_remove: the
+ * hook is in them, no caller can skip it) is recorded; in-flight states
+ * are not (after a restart an in-flight record is queued again, and skipping
+ * them saves a third of the writes). <opts> may be NULL for the defaults.
+ * Blocking: call it before the loop runs. The directory of <path> is created if missing.
  *
  * Queued entries carry the drain's acceptance sequence number, which counts
  * from the spool's backlog again after a restart. So that positions stay
@@ -228,21 +231,5 @@ void sl_ledger_journal_compact(struct sl_ledger_journal *j);
 /* Copies <j>'s counters into <out>. */
 void sl_ledger_journal_stats(const struct sl_ledger_journal *j,
                              struct sl_ledger_journal_stats *out);
-
-/*
- * sl_ledger_put(<l>, <e>), recorded in <l>'s journal if it has one and the
- * put succeeded. In-flight states are not recorded: after a restart an
- * in-flight record is queued again, and skipping them saves a third of the
- * journal's writes. Returns what sl_ledger_put returned.
- */
-int sl_ledger_journal_put(struct sl_ledger *l, const struct sl_ledger_entry *e);
-
-/* sl_dedupe_put(...), recorded in <d>'s journal if it has one and the put succeeded. */
-int sl_ledger_journal_put_key(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
-                              const uint8_t id[16], uint64_t now_ms);
-
-/* sl_dedupe_remove(...), recorded in <d>'s journal if it has one and the key was there. */
-int sl_ledger_journal_remove_key(struct sl_dedupe *d, uint16_t scope, const char *key,
-                                 size_t key_len);
 
 #endif

@@ -560,7 +560,7 @@ static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
   e.not_before_ms = not_before_ms;
   if (error != NULL)
     snprintf(e.error, sizeof(e.error), "%s", error);
-  sl_ledger_journal_put(d->ledger, &e); /* in flight is not journaled: queued after a restart */
+  sl_ledger_put(d->ledger, &e); /* in flight is not journaled: queued after a restart */
 }
 
 /*
@@ -650,7 +650,7 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
       e.updated_ms = wall;
       e.not_before_ms = 0;
       snprintf(e.error, sizeof(e.error), "%s", error);
-      sl_ledger_journal_put(d->ledger, &e);
+      sl_ledger_put(d->ledger, &e);
     }
     sl_spool_release(d->spool, job->item);
     d->maybe_ready = true;
@@ -813,7 +813,7 @@ static void on_cancel_settled(void *arg, int status) {
   if (status == 0 && job->d->ledger != NULL && sl_ledger_get(job->d->ledger, job->id, &e) == 1 &&
       e.state == SL_LEDGER_CANCELLED && (e.flags & SL_LEDGER_F_HELD)) {
     e.flags = 0;
-    sl_ledger_journal_put(job->d->ledger, &e);
+    sl_ledger_put(job->d->ledger, &e);
   }
   free(job);
 }
@@ -886,7 +886,7 @@ int sl_drain_cancel_request(struct sl_drain *d, const uint8_t id[16], struct sl_
   e.flags = SL_LEDGER_F_HELD;
   e.updated_ms = sl_clock_wall_ms();
   e.not_before_ms = 0;
-  if (sl_ledger_journal_put(d->ledger, &e) != 0)
+  if (sl_ledger_put(d->ledger, &e) != 0)
     return UV_ENOMEM;
   /* It leaves the line now: the positions behind it move up. */
   d->seq_settled++;
@@ -1041,7 +1041,7 @@ static void apply_lost(struct sl_drain *d, struct census_job *job) {
       marked++;
     }
     e->updated_ms = now;
-    sl_ledger_journal_put(d->ledger, e);
+    sl_ledger_put(d->ledger, e);
   }
   if (marked > 0 || ls.oom)
     sl_log_error("upstream %s: %llu record(s) lost in damaged spool units so far; %zu queued "
@@ -1359,7 +1359,7 @@ static void finish_spill(struct spill_job *job, int status) {
     /* The record is readable once durable, so a replay may have taken it, and even
      * finished or failed, before this completion ran: an entry there already is newer. */
     if (d->ledger != NULL && sl_ledger_get(d->ledger, e.id, &seen) != 1)
-      sl_ledger_journal_put(d->ledger, &e);
+      sl_ledger_put(d->ledger, &e);
     sl_drain_position(d, seq, &res.position, &res.eta_seconds);
   }
   TAILQ_REMOVE(&d->spills, job, all);
@@ -1786,7 +1786,7 @@ static void mark_dead_op(struct sl_drain *d, const struct sl_spool_record *rec, 
   } else {
     e.state = SL_LEDGER_PURGED;
   }
-  sl_ledger_journal_put(d->ledger, &e);
+  sl_ledger_put(d->ledger, &e);
 }
 
 static int scan_dead(void *arg, const struct sl_spool_record *rec) {
@@ -1816,7 +1816,7 @@ static int restore_dead(void *arg, const struct sl_spool_record *rec) {
     e.attempts = rec->attempts + 1;
     e.updated_ms = sl_clock_wall_ms();
     memcpy(e.error, error, sizeof(error));
-    sl_ledger_journal_put(d->ledger, &e);
+    sl_ledger_put(d->ledger, &e);
   }
   return 0;
 }

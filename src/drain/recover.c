@@ -100,21 +100,21 @@ static void rebuild(const uint8_t id[16], uint64_t enqueue_ms, uint64_t not_befo
     e.enqueued_ms = enqueue_ms;
     e.updated_ms = enqueue_ms;
     e.not_before_ms = not_before_ms > enqueue_ms ? not_before_ms : 0;
-    if (sl_ledger_journal_put(l, &e) == 0)
+    if (sl_ledger_put(l, &e) == 0)
       counts->entries++;
   } else if (e.state == SL_LEDGER_QUEUED && attempts > e.attempts) {
     /* The frames of its last retries were lost: the record knows better. */
     e.attempts = attempts;
     e.not_before_ms = not_before_ms > enqueue_ms ? not_before_ms : 0;
     e.updated_ms = now_ms;
-    if (sl_ledger_journal_put(l, &e) == 0)
+    if (sl_ledger_put(l, &e) == 0)
       counts->entries++;
   }
   /* A key's window runs from its request's acceptance, as it did then. */
   if (d != NULL && key_len > 0 &&
       (now_ms < enqueue_ms || now_ms - enqueue_ms < sl_dedupe_window(d)) &&
       sl_dedupe_get(d, upstream, key, key_len, now_ms, seen) == 0 &&
-      sl_ledger_journal_put_key(d, upstream, key, key_len, id, enqueue_ms) == 0)
+      sl_dedupe_put(d, upstream, key, key_len, id, enqueue_ms) == 0)
     counts->keys++;
 }
 

@@ -217,8 +217,8 @@ int sl_dedupe_get(struct sl_dedupe *d, uint16_t scope, const char *key, size_t k
   return 1;
 }
 
-int sl_dedupe_put(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
-                  const uint8_t id[16], uint64_t now_ms) {
+static int put_key(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
+                   const uint8_t id[16], uint64_t now_ms) {
   size_t cell;
   char *copy;
 
@@ -264,7 +264,17 @@ uint64_t sl_dedupe_window(const struct sl_dedupe *d) { return d->window_ms; }
 
 size_t sl_dedupe_capacity(const struct sl_dedupe *d) { return d->capacity; }
 
-int sl_dedupe_remove(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len) {
+int sl_dedupe_put(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
+                  const uint8_t id[16], uint64_t now_ms) {
+  int rc = put_key(d, scope, key, key_len, id, now_ms);
+
+  /* Here rather than in each caller, so that no change can skip the journal. */
+  if (rc == 0 && d->journal != NULL)
+    sl__journal_key(d->journal, scope, key, key_len, id, now_ms);
+  return rc;
+}
+
+static int remove_key(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len) {
   size_t cell;
 
   if (bad_key(key, key_len))
@@ -274,6 +284,14 @@ int sl_dedupe_remove(struct sl_dedupe *d, uint16_t scope, const char *key, size_
     return SL_ELEDGER_NOTFOUND;
   kill_slot(d, slot, cell);
   return 0;
+}
+
+int sl_dedupe_remove(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len) {
+  int rc = remove_key(d, scope, key, key_len);
+
+  if (rc == 0 && d->journal != NULL)
+    sl__journal_key(d->journal, scope, key, key_len, NULL, 0);
+  return rc;
 }
 
 size_t sl_dedupe_count(const struct sl_dedupe *d) { return d->live; }

@@ -19,9 +19,7 @@
  *                     flags (SL_LEDGER_F_*) and the state may be one of those
  *                     added later (purged, cancelled, lost)         60 + error_len
  *     ENTRY_REMOVE (6): u8 0, u16 0, u32 0, id[16]                   24
- *                     (the entry is dropped; written by earlier versions, for
- *                     a "queued" noted while its spool append was under way,
- *                     whose append then failed; still read)
+ *                     (the entry is dropped: sl_ledger_remove)
  *     CLOSED (7):     u8 0, u16 0, u32 0                              8
  *                     (the last frame of a journal closed cleanly: every
  *                     frame of the run is in the file before it)
@@ -335,6 +333,15 @@ static size_t encode_closed(uint8_t *frame) {
   memset(frame + FRAME_HEAD, 0, CLOSED_LEN);
   frame[FRAME_HEAD] = REC_CLOSED;
   return seal(frame, CLOSED_LEN);
+}
+
+static size_t encode_entry_remove(uint8_t *frame, const uint8_t id[16]) {
+  uint8_t *b = frame + FRAME_HEAD;
+
+  memset(b, 0, ENTRY_REMOVE_LEN);
+  b[0] = REC_ENTRY_REMOVE;
+  memcpy(b + 8, id, 16);
+  return seal(frame, ENTRY_REMOVE_LEN);
 }
 
 static size_t encode_name(uint8_t *frame, uint16_t id, const char *name, size_t len) {
@@ -1255,33 +1262,24 @@ void sl_ledger_journal_unwait(struct sl_ledger_journal_waiter *w) {
   w->j = NULL;
 }
 
-int sl_ledger_journal_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
-  int rc = sl_ledger_put(l, e);
+void sl__journal_entry(struct sl_ledger_journal *j, const struct sl_ledger_entry *e) {
   uint8_t frame[FRAME_MAX];
 
-  if (rc == 0 && l->journal != NULL && e->state != SL_LEDGER_INFLIGHT)
-    append(l->journal, frame, encode_entry(frame, e));
-  return rc;
+  if (e->state != SL_LEDGER_INFLIGHT)
+    append(j, frame, encode_entry(frame, e));
 }
 
-int sl_ledger_journal_put_key(struct sl_dedupe *d, uint16_t scope, const char *key, size_t key_len,
-                              const uint8_t id[16], uint64_t now_ms) {
-  int rc = sl_dedupe_put(d, scope, key, key_len, id, now_ms);
+void sl__journal_entry_removed(struct sl_ledger_journal *j, const uint8_t id[16]) {
   uint8_t frame[FRAME_MAX];
 
-  if (rc == 0 && d->journal != NULL)
-    append(d->journal, frame, encode_key(frame, scope, key, key_len, id, now_ms));
-  return rc;
+  append(j, frame, encode_entry_remove(frame, id));
 }
 
-int sl_ledger_journal_remove_key(struct sl_dedupe *d, uint16_t scope, const char *key,
-                                 size_t key_len) {
-  int rc = sl_dedupe_remove(d, scope, key, key_len);
+void sl__journal_key(struct sl_ledger_journal *j, uint16_t scope, const char *key, size_t key_len,
+                     const uint8_t *id, uint64_t t_ms) {
   uint8_t frame[FRAME_MAX];
 
-  if (rc == 0 && d->journal != NULL)
-    append(d->journal, frame, encode_key(frame, scope, key, key_len, NULL, 0));
-  return rc;
+  append(j, frame, encode_key(frame, scope, key, key_len, id, id != NULL ? t_ms : 0));
 }
 
 size_t sl_ledger_journal_names(const struct sl_ledger_journal *j, const char *const **names) {

@@ -299,7 +299,7 @@ void sl_ledger_destroy(struct sl_ledger *l) {
   free(l);
 }
 
-int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
+static int put_entry(struct sl_ledger *l, const struct sl_ledger_entry *e) {
   size_t cell;
   uint32_t n = find(l, e->id, &cell);
   int want_err = e->error[0] != '\0';
@@ -399,6 +399,15 @@ int sl_ledger_get(const struct sl_ledger *l, const uint8_t id[16], struct sl_led
   return 1;
 }
 
+int sl_ledger_put(struct sl_ledger *l, const struct sl_ledger_entry *e) {
+  int rc = put_entry(l, e);
+
+  /* Here rather than in each caller, so that no change can skip the journal. */
+  if (rc == 0 && l->journal != NULL)
+    sl__journal_entry(l->journal, e);
+  return rc;
+}
+
 int sl_ledger_remove(struct sl_ledger *l, const uint8_t id[16]) {
   size_t cell;
   uint32_t n = find(l, id, &cell);
@@ -406,6 +415,8 @@ int sl_ledger_remove(struct sl_ledger *l, const uint8_t id[16]) {
   if (n == NONE)
     return SL_ELEDGER_NOTFOUND;
   remove_node(l, n, cell);
+  if (l->journal != NULL)
+    sl__journal_entry_removed(l->journal, id);
   return 0;
 }
 

@@ -148,4 +148,16 @@ struct sl_dedupe {
 /* As sl__ledger_check, for <d>. */
 int sl__dedupe_check(const struct sl_dedupe *d);
 
+/*
+ * journal.c: records a change just made to a ledger or key index in journal <j>, which
+ * is attached to it (<journal> above). sl_ledger_put, sl_dedupe_put and sl_dedupe_remove
+ * call them, so no change can skip the journal; the journal's own load and its snapshots
+ * work on structures it is not attached to. In-flight entries are not recorded (after a
+ * restart such a record is queued again). A key with <id> NULL was removed.
+ */
+void sl__journal_entry(struct sl_ledger_journal *j, const struct sl_ledger_entry *e);
+void sl__journal_entry_removed(struct sl_ledger_journal *j, const uint8_t id[16]);
+void sl__journal_key(struct sl_ledger_journal *j, uint16_t scope, const char *key, size_t key_len,
+                     const uint8_t *id, uint64_t t_ms);
+
 #endif

@@ -283,7 +283,7 @@ static void journal_compaction_durable(void **state) {
   assert_int_equal(sl_ledger_journal_open(&loop, path, l, d, 5000, &o, &j), 0);
   for (unsigned n = 0; n < 8; n++) {
     struct sl_ledger_entry e = entry(n);
-    assert_int_equal(sl_ledger_journal_put(l, &e), 0);
+    assert_int_equal(sl_ledger_put(l, &e), 0);
   }
   sl_ledger_journal_flush(j);
   uv_run(&loop, UV_RUN_DEFAULT); /* returns once the journal is idle */

@@ -629,7 +629,7 @@ static void journal_workload(void) {
         snprintf(v->error, sizeof(v->error), "dead after %u", v->attempts);
       crashfs_mark(J_ISSUE, n, (uint64_t)e->nver);
       e->nver++;
-      assert_int_equal(sl_ledger_journal_put(l, v), 0);
+      assert_int_equal(sl_ledger_put(l, v), 0);
     } else if (p < 65) {
       uint32_t k = (uint32_t)below(JKEYS);
       char key[64];
@@ -641,7 +641,7 @@ static void journal_workload(void) {
       jkey_name(k, key, sizeof(key));
       jid(jkeys[k].entry, id);
       crashfs_mark(J_KEY, k, 0);
-      assert_int_equal(sl_ledger_journal_put_key(d, 1, key, strlen(key), id, J_NOW), 0);
+      assert_int_equal(sl_dedupe_put(d, 1, key, strlen(key), id, J_NOW), 0);
     } else if (p < 75) {
       sl_ledger_journal_flush(j);
       uv_run(&loop, UV_RUN_DEFAULT); /* written; synced only if somebody waits */
@@ -803,7 +803,7 @@ static void on_accepted(void *arg, int status) {
   e.enqueued_ms = A_NOW;
   e.updated_ms = A_NOW;
   if (sl_ledger_get(actx.l, e.id, &seen) != 1)
-    sl_ledger_journal_put(actx.l, &e);
+    sl_ledger_put(actx.l, &e);
   crashfs_mark(A_ANSWERED, i, 0);
 }
 
@@ -835,7 +835,7 @@ static void spill_one(void) {
   assert_int_equal(sl_spool_append(actx.s, &r, on_accepted, (void *)(uintptr_t)i), 0);
   /* Put before the append completes, as the proxy does: a repeat finds it. */
   if (areqs[i].keyed)
-    assert_int_equal(sl_ledger_journal_put_key(actx.d, A_UPSTREAM, key, strlen(key), r.id, A_NOW),
+    assert_int_equal(sl_dedupe_put(actx.d, A_UPSTREAM, key, strlen(key), r.id, A_NOW),
                      0);
 }
 
@@ -879,7 +879,7 @@ static void deliver_some(void) {
     e.state = SL_LEDGER_DELIVERED;
     e.status = 200;
     e.updated_ms = A_NOW + 1;
-    assert_int_equal(sl_ledger_journal_put(actx.l, &e), 0);
+    assert_int_equal(sl_ledger_put(actx.l, &e), 0);
     dl = calloc(1, sizeof(*dl));
     assert_non_null(dl);
     dl->item = it;

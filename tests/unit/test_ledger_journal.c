@@ -130,7 +130,7 @@ static struct sl_ledger_entry entry(unsigned n, enum sl_ledger_state state, uint
 static void put(struct fixture *f, unsigned n, enum sl_ledger_state state, uint64_t seq) {
   struct sl_ledger_entry e = entry(n, state, seq);
 
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
 }
 
 static struct sl_ledger_entry got(struct fixture *f, unsigned n) {
@@ -180,17 +180,17 @@ static void test_round_trip(void **state) {
   e.status = 201;
   e.attempts = 1;
   e.upstream = 3;
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
   e = entry(3, SL_LEDGER_DEAD, 3);
   e.attempts = 8;
   snprintf(e.error, sizeof(e.error), "connect failed: connection refused");
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
   e = entry(1, SL_LEDGER_INFLIGHT, 1); /* in memory only */
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
-  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
-  assert_int_equal(sl_ledger_journal_put_key(f->d, 1, "k1", 2, entry(2, 0, 0).id, f->now), 0);
-  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "gone", 4, entry(3, 0, 0).id, f->now), 0);
-  assert_int_equal(sl_ledger_journal_remove_key(f->d, 0, "gone", 4), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 1, "k1", 2, entry(2, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "gone", 4, entry(3, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_dedupe_remove(f->d, 0, "gone", 4), 0);
   /* 4 entries (the in-flight one is not written) and 4 key records. */
   assert_int_equal(stats(f).appended_records, 8);
   assert_int_equal(got(f, 1).state, SL_LEDGER_INFLIGHT);
@@ -234,10 +234,10 @@ static void test_queued_renumbered(void **state) {
   for (unsigned n = 1; n <= 6; n++) {
     e = entry(n, SL_LEDGER_QUEUED, 1000 + 10 * (7 - n)); /* later ids, smaller seqs */
     e.upstream = (uint16_t)(n % 2);
-    assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+    assert_int_equal(sl_ledger_put(f->l, &e), 0);
   }
   e = entry(7, SL_LEDGER_DELIVERED, 5000);
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
   reopen(f);
   /* Upstream 0: ids 6, 4, 2 in seq order; upstream 1: ids 5, 3, 1. */
   assert_int_equal(got(f, 6).seq, 1);
@@ -265,10 +265,10 @@ static void test_new_states_round_trip(void **state) {
   put(f, 2, SL_LEDGER_PURGED, 2);
   e = entry(3, SL_LEDGER_CANCELLED, 3);
   e.flags = SL_LEDGER_F_HELD;
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
   e = entry(4, SL_LEDGER_LOST, 4);
   snprintf(e.error, sizeof(e.error), "damaged spool unit");
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
   close_journal(f);
 
   /* Frame types as written: 1, 5, 5, 5. */
@@ -299,7 +299,7 @@ static void test_new_states_round_trip(void **state) {
   /* Cleared, the flag stays cleared across another restart. */
   e = got(f, 3);
   e.flags = 0;
-  assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
   reopen(f);
   e = got(f, 3);
   assert_int_equal(e.state, SL_LEDGER_CANCELLED);
@@ -439,11 +439,11 @@ static void test_compaction_at_run_time(void **state) {
     for (unsigned n = 1; n <= 40; n++) {
       struct sl_ledger_entry e = entry(n, SL_LEDGER_QUEUED, n);
       e.attempts = round;
-      assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+      assert_int_equal(sl_ledger_put(f->l, &e), 0);
     }
     uv_run(&f->loop, UV_RUN_NOWAIT);
   }
-  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "key", 3, entry(1, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "key", 3, entry(1, 0, 0).id, f->now), 0);
   sl_ledger_journal_flush(f->j);
   run_until_compacted(f, stats(f).compactions > 0 ? stats(f).compactions : 1);
   /* One started by itself may still be running: the explicit one below must be new. */
@@ -511,11 +511,11 @@ static void test_key_expiry_on_load(void **state) {
 
   reopen(f);
   assert_int_equal(
-      sl_ledger_journal_put_key(f->d, 0, "old", 3, entry(1, 0, 0).id, f->now - 2 * HOUR_MS), 0);
+      sl_dedupe_put(f->d, 0, "old", 3, entry(1, 0, 0).id, f->now - 2 * HOUR_MS), 0);
   assert_int_equal(
-      sl_ledger_journal_put_key(f->d, 0, "edge", 4, entry(2, 0, 0).id, f->now - HOUR_MS), 0);
+      sl_dedupe_put(f->d, 0, "edge", 4, entry(2, 0, 0).id, f->now - HOUR_MS), 0);
   assert_int_equal(
-      sl_ledger_journal_put_key(f->d, 0, "young", 5, entry(3, 0, 0).id, f->now - 60000), 0);
+      sl_dedupe_put(f->d, 0, "young", 5, entry(3, 0, 0).id, f->now - 60000), 0);
   reopen(f);
   assert_int_equal(stats(f).expired_keys, 2);
   assert_int_equal(stats(f).loaded_keys, 1);
@@ -534,7 +534,7 @@ static void test_key_expiry_on_load(void **state) {
 
   /* A window of 0 keeps nothing. */
   put(f, 1, SL_LEDGER_QUEUED, 1);
-  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k", 1, entry(1, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "k", 1, entry(1, 0, 0).id, f->now), 0);
   close_journal(f);
   drop_structures(f);
   f->l = sl_ledger_create(16);
@@ -740,7 +740,7 @@ static void test_sync_waiter_runs_after_fdatasync(void **state) {
   s.f = f;
   s.want = (size_t)start + ENTRY_FRAME + 8 + 32 + 2;
   put(f, 1, SL_LEDGER_QUEUED, 1);
-  assert_int_equal(sl_ledger_journal_put_key(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "k1", 2, entry(1, 0, 0).id, f->now), 0);
   assert_int_equal(sl_ledger_journal_wait(f->l, &s.w, sl_ledger_journal_mark(f->l), on_durable), 0);
   assert_int_equal(rec_io.writes, 0); /* nothing written before the loop runs */
   run_until_called(f, &s);
@@ -808,7 +808,7 @@ static void test_power_cut_keeps_what_was_answered(void **state) {
       char key[8];
       snprintf(key, sizeof(key), "k%u", n);
       assert_int_equal(
-          sl_ledger_journal_put_key(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now), 0);
+          sl_dedupe_put(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now), 0);
     }
     if (n % 5 == 0) {
       s.calls = 0;
@@ -1055,7 +1055,7 @@ static void test_random_cuts_keep_waited_frames(void **state) {
 
     if (r < 60) {
       struct sl_ledger_entry e = entry(n, r < 40 ? SL_LEDGER_QUEUED : SL_LEDGER_DELIVERED, n);
-      assert_int_equal(sl_ledger_journal_put(f->l, &e), 0);
+      assert_int_equal(sl_ledger_put(f->l, &e), 0);
       if (r < 20)
         sl_ledger_journal_flush(f->j); /* a cancellation's frame: its group goes at once */
       ids[n / 8] |= (uint8_t)(1u << (n % 8));
@@ -1063,7 +1063,7 @@ static void test_random_cuts_keep_waited_frames(void **state) {
       char key[16];
 
       snprintf(key, sizeof(key), "r%u", n);
-      if (sl_ledger_journal_put_key(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now) == 0)
+      if (sl_dedupe_put(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now) == 0)
         keys[n / 8] |= (uint8_t)(1u << (n % 8));
     } else if (r < 77) {
       struct seen s = {0};
