@@ -407,7 +407,7 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
     key = header(c, "idempotency-key");
     if (key != NULL)
       sl_dedupe_remove(c->srv->dedupe, key_scope(c, c->route),
-                                   sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
+                       sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
     sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
                 sl_spool_strerror(res->status));
     respond_unavailable(c, res->status == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
@@ -454,9 +454,8 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
   /* Recorded before the append completes, so that a repeat arriving
    * meanwhile finds it rather than queueing a second copy. */
   if (key != NULL)
-    sl_dedupe_put(c->srv->dedupe, key_scope(c, c->route),
-                              sl_http_msg_str(m, key->value_off), key->value_len, c->spill_id,
-                              sl_clock_wall_ms());
+    sl_dedupe_put(c->srv->dedupe, key_scope(c, c->route), sl_http_msg_str(m, key->value_off),
+                  key->value_len, c->spill_id, sl_clock_wall_ms());
   c->shape = SHAPE_SPILLING;
   c->spill_pending = true;
   c->open_handles++; /* the append's callback holds the connection */

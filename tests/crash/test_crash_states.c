@@ -835,8 +835,7 @@ static void spill_one(void) {
   assert_int_equal(sl_spool_append(actx.s, &r, on_accepted, (void *)(uintptr_t)i), 0);
   /* Put before the append completes, as the proxy does: a repeat finds it. */
   if (areqs[i].keyed)
-    assert_int_equal(sl_dedupe_put(actx.d, A_UPSTREAM, key, strlen(key), r.id, A_NOW),
-                     0);
+    assert_int_equal(sl_dedupe_put(actx.d, A_UPSTREAM, key, strlen(key), r.id, A_NOW), 0);
 }
 
 struct delivery {

@@ -510,12 +510,9 @@ static void test_key_expiry_on_load(void **state) {
   uint8_t id[16];
 
   reopen(f);
-  assert_int_equal(
-      sl_dedupe_put(f->d, 0, "old", 3, entry(1, 0, 0).id, f->now - 2 * HOUR_MS), 0);
-  assert_int_equal(
-      sl_dedupe_put(f->d, 0, "edge", 4, entry(2, 0, 0).id, f->now - HOUR_MS), 0);
-  assert_int_equal(
-      sl_dedupe_put(f->d, 0, "young", 5, entry(3, 0, 0).id, f->now - 60000), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "old", 3, entry(1, 0, 0).id, f->now - 2 * HOUR_MS), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "edge", 4, entry(2, 0, 0).id, f->now - HOUR_MS), 0);
+  assert_int_equal(sl_dedupe_put(f->d, 0, "young", 5, entry(3, 0, 0).id, f->now - 60000), 0);
   reopen(f);
   assert_int_equal(stats(f).expired_keys, 2);
   assert_int_equal(stats(f).loaded_keys, 1);
@@ -807,8 +804,7 @@ static void test_power_cut_keeps_what_was_answered(void **state) {
     if (n % 2 == 0) {
       char key[8];
       snprintf(key, sizeof(key), "k%u", n);
-      assert_int_equal(
-          sl_dedupe_put(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now), 0);
+      assert_int_equal(sl_dedupe_put(f->d, 0, key, strlen(key), entry(n, 0, 0).id, f->now), 0);
     }
     if (n % 5 == 0) {
       s.calls = 0;
