@@ -232,6 +232,7 @@ static void reset_request(struct sl_conn *c) {
   sl_config_unref(c->cfg);
   c->cfg = NULL;
   c->route = NULL;
+  c->slot = NULL;
   c->error_status = 0;
   c->rstats = NULL;
   c->status_query = false;
@@ -372,6 +373,7 @@ static int on_req_head(struct sl_http_parser *p, struct sl_http_msg *m) {
   if (c->route == NULL)
     c->error_status = 404;
   c->rstats = sl__server_route_stats(c->srv, c->cfg, c->route);
+  c->slot = sl__server_slot(c->srv, c->cfg, c->route); /* once per request */
   if (m->expect_continue && m->http_minor >= 1 && c->error_status == 0 &&
       (m->chunked || m->content_length > 0)) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";

@@ -23,6 +23,7 @@
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/http.h"
+#include "sluice/registry.h"
 #include "sluice/server.h"
 #include "sluice/upstream.h"
 
@@ -82,9 +83,9 @@ struct sl_server {
   uv_tcp_t listener;
   uv_timer_t grace_timer;
   struct sl_config *cfg;
-  struct upstream_slot *upstreams; /* one per upstream name ever configured */
-  size_t n_upstreams;
-  struct sl_conn *conns; /* every open client connection */
+  struct sl_registry *registry;    /* upstreams, their ids, statuses and keys */
+  struct sl_registry_slot **slots; /* of cfg's upstreams, parallel to cfg->upstreams */
+  struct sl_conn *conns;           /* every open client connection */
   unsigned n_conns;
   bool listening;
   bool listener_closed;
@@ -94,11 +95,10 @@ struct sl_server {
   struct sl_access_log *access_log;
   struct sl_proxy_stats *stats;
   struct sl_route_stats **route_stats; /* parallel to cfg->routes */
-  struct sl_ledger *ledger;            /* spilled ids, for status URLs */
-  struct sl_dedupe *dedupe;            /* Idempotency-Key repeats */
-  struct sl_ledger_journal *journal;   /* both, across restarts; NULL if nothing spills */
-  char **upstream_ids;                 /* upstream name by id (ledger entries, key scopes) */
-  size_t n_upstream_ids;
+  /* The registry's, borrowed for the request path: */
+  struct sl_ledger *ledger;          /* spilled ids, for status URLs */
+  struct sl_dedupe *dedupe;          /* Idempotency-Key repeats */
+  struct sl_ledger_journal *journal; /* both, across restarts; NULL if nothing spilled at start */
   struct sl_route_stats *unrouted_stats;
   struct sl_server_reload_job *reload; /* the reload under way, NULL if none */
   bool reload_again;                   /* a reload was asked for meanwhile: run one more after */
@@ -156,8 +156,9 @@ struct sl_conn {
   uint8_t spill_id[16];                  /* also the cancelled id while SHAPE_JOURNALING */
 
   /* Forwarding (proxy.c). */
-  struct sl_upstream *upstream;
-  struct sl_upstream_stats *ustats;
+  struct sl_registry_slot *slot;    /* the route's upstream: pool, drain, id (conn.c) */
+  struct sl_upstream *upstream;     /* the pool the exchange in flight uses */
+  struct sl_upstream_stats *ustats; /* and its series, until the exchange ended */
   bool counted_inflight;
   struct sl_upx *upx;  /* the upstream exchange, made once per connection */
   struct sl_buf upreq; /* request head for the upstream; with <body>, lent to <upx> */
@@ -225,17 +226,18 @@ void sl__proxy_init(struct sl_conn *c);
 void sl__proxy_dispose(struct sl_conn *c);
 
 /* server.c */
-struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
-                                        struct sl_upstream_stats **stats);
+/* The upstream slot of route <r> of config <cfg> (NULL <r>: NULL): from the table of the
+ * running config, without a string compare, or by name for a request from before a reload. */
+struct sl_registry_slot *sl__server_slot(struct sl_server *srv, const struct sl_config *cfg,
+                                         const struct sl_route_config *r);
 /* The drain of upstream <name>; NULL if unknown. */
 struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name);
 
 /* Whether a drain is rebuilding statuses and keys from its spool (sl_drain_rebuilding). */
 bool sl__server_rebuilding(struct sl_server *srv);
 
-/* The id status entries and Idempotency-Key scopes use for upstream <name> (configured), and
- * the name of id <id> (NULL if unknown: an upstream from before a restart, since removed). */
-uint16_t sl__server_upstream_id(struct sl_server *srv, const char *name);
+/* The upstream name of id <id> (status entries, key scopes), NULL if unknown: an upstream
+ * from before a restart, since removed. */
 const char *sl__server_upstream_name(const struct sl_server *srv, uint16_t id);
 /* The series of route <r> of config <cfg> (NULL <r>: requests no route matched). */
 struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,

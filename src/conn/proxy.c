@@ -161,7 +161,8 @@ void sl__proxy_start(struct sl_conn *c) {
       .timeout_ms = ucfg->response_timeout_ms,
   };
 
-  c->upstream = sl__server_upstream(c->srv, ucfg->name, &c->ustats);
+  c->upstream = c->slot != NULL ? c->slot->pool : NULL;
+  c->ustats = c->slot != NULL ? c->slot->stats : NULL;
   c->head_sent = false;
   c->upstream_paused = false;
   sl_buf_reset(&c->upreq);

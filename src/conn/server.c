@@ -28,150 +28,27 @@
 #include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/registry.h"
 
-struct upstream_slot {
-  char *name;
-  uint16_t id;
-  struct sl_upstream *up;
-  struct sl_config *cfg; /* the config whose entry <up> points into */
-  struct sl_upstream_stats *stats;
-  struct sl_drain *drain;
-};
-
-static struct upstream_slot *slots(struct sl_server *srv) { return srv->upstreams; }
-
-static struct upstream_slot *find_slot(struct sl_server *srv, const char *name) {
-  for (size_t i = 0; i < srv->n_upstreams; i++) {
-    if (strcmp(slots(srv)[i].name, name) == 0)
-      return &slots(srv)[i];
-  }
-  return NULL;
-}
-
-struct sl_upstream *sl__server_upstream(struct sl_server *srv, const char *name,
-                                        struct sl_upstream_stats **stats) {
-  struct upstream_slot *s = find_slot(srv, name);
-
-  *stats = s ? s->stats : NULL;
-  return s ? s->up : NULL;
+struct sl_registry_slot *sl__server_slot(struct sl_server *srv, const struct sl_config *cfg,
+                                         const struct sl_route_config *r) {
+  if (r == NULL)
+    return NULL;
+  if (cfg == srv->cfg && srv->slots != NULL)
+    return srv->slots[r->upstream];
+  /* A request from before a reload: its upstream still has its slot (slots stay). */
+  return sl_registry_find(srv->registry, cfg->upstreams[r->upstream].name);
 }
 
 struct sl_drain *sl__server_drain(struct sl_server *srv, const char *name) {
-  struct upstream_slot *s = find_slot(srv, name);
+  struct sl_registry_slot *s = sl_registry_find(srv->registry, name);
   return s ? s->drain : NULL;
 }
 
-bool sl__server_rebuilding(struct sl_server *srv) {
-  for (size_t i = 0; i < srv->n_upstreams; i++)
-    if (slots(srv)[i].drain != NULL && sl_drain_rebuilding(slots(srv)[i].drain))
-      return true;
-  return false;
-}
-
-uint16_t sl__server_upstream_id(struct sl_server *srv, const char *name) {
-  struct upstream_slot *s = find_slot(srv, name);
-  return s ? s->id : UINT16_MAX;
-}
+bool sl__server_rebuilding(struct sl_server *srv) { return sl_registry_rebuilding(srv->registry); }
 
 const char *sl__server_upstream_name(const struct sl_server *srv, uint16_t id) {
-  return id < srv->n_upstream_ids ? srv->upstream_ids[id] : NULL;
-}
-
-/*
- * Gives upstream <name> its id: the one it had (in this process, or before a restart as the
- * journal recorded), else the next free one, recorded in the journal. Ids are never reused,
- * so a status entry or an Idempotency-Key always means the upstream it was made for.
- */
-static int assign_upstream_id(struct sl_server *srv, const char *name, uint16_t *id) {
-  char **grown;
-
-  for (size_t i = 0; i < srv->n_upstream_ids; i++) {
-    if (srv->upstream_ids[i] != NULL && strcmp(srv->upstream_ids[i], name) == 0) {
-      *id = (uint16_t)i;
-      return 0;
-    }
-  }
-  if (srv->n_upstream_ids >= UINT16_MAX)
-    return UV_E2BIG;
-  grown = realloc(srv->upstream_ids, (srv->n_upstream_ids + 1) * sizeof(*grown));
-  if (grown == NULL)
-    return UV_ENOMEM;
-  srv->upstream_ids = grown;
-  if ((grown[srv->n_upstream_ids] = strdup(name)) == NULL)
-    return UV_ENOMEM;
-  *id = (uint16_t)srv->n_upstream_ids++;
-  if (srv->journal != NULL && sl_ledger_journal_put_name(srv->journal, *id, name) != 0)
-    sl_log_warn("upstream %s: name too long to record in the ledger journal; after a restart "
-                "its statuses and keys may be taken for another upstream's",
-                name);
-  return 0;
-}
-
-/* Takes the upstream ids the journal recorded before a restart. */
-static int load_upstream_ids(struct sl_server *srv) {
-  const char *const *names;
-  size_t n = srv->journal != NULL ? sl_ledger_journal_names(srv->journal, &names) : 0;
-
-  if (n == 0)
-    return 0;
-  srv->upstream_ids = calloc(n, sizeof(*srv->upstream_ids));
-  if (srv->upstream_ids == NULL)
-    return UV_ENOMEM;
-  srv->n_upstream_ids = n;
-  for (size_t i = 0; i < n; i++)
-    if (names[i] != NULL && (srv->upstream_ids[i] = strdup(names[i])) == NULL)
-      return UV_ENOMEM;
-  return 0;
-}
-
-/* Whether some route of <cfg> spills to upstream <i>: only those get a spool. */
-static bool spills_to(const struct sl_config *cfg, size_t i) {
-  for (size_t r = 0; r < cfg->n_routes; r++) {
-    if (cfg->routes[r].spill && cfg->routes[r].upstream == i)
-      return true;
-  }
-  return false;
-}
-
-/*
- * Reads the ledger journal back into the ledger and the key index and keeps
- * it open, if some route spills (else there is nothing to keep, and
- * spool.dir need not exist). Before the drains start, so that a record they
- * take at once finds its status already loaded.
- */
-static int open_journal(struct sl_server *srv, const struct sl_config *cfg) {
-  struct sl_ledger_journal_opts opts;
-  char path[4096];
-  bool spills = false;
-  int n, rc;
-
-  for (size_t i = 0; i < cfg->n_upstreams; i++)
-    spills = spills || spills_to(cfg, i);
-  if (!spills)
-    return 0;
-  n = snprintf(path, sizeof(path), "%s/%s", cfg->spool.dir, SL_LEDGER_JOURNAL_FILE);
-  if (n < 0 || (size_t)n >= sizeof(path))
-    return UV_ENAMETOOLONG;
-  /* The journal follows the spool's fsync policy: a 202 waits for both. */
-  sl_ledger_journal_opts_init(&opts);
-  opts.sync = cfg->spool.fsync == SL_FSYNC_OFF      ? SL_LEDGER_JOURNAL_SYNC_OFF
-              : cfg->spool.fsync == SL_FSYNC_ALWAYS ? SL_LEDGER_JOURNAL_SYNC_ALWAYS
-                                                    : SL_LEDGER_JOURNAL_SYNC_BATCH;
-  rc = sl_ledger_journal_open(srv->loop, path, srv->ledger, srv->dedupe, sl_clock_wall_ms(), &opts,
-                              &srv->journal);
-  if (rc == SL_ELEDGER_LOCKED)
-    sl_log_error("ledger journal %s: in use by another process (a second sluice on this spool?)",
-                 path);
-  else if (rc != 0)
-    sl_log_error("ledger journal %s: %s", path, uv_strerror(rc));
-  return rc;
-}
-
-/* The spool directory of upstream <i> of <cfg>, in <dir> of <len> bytes. */
-static int spool_dir(const struct sl_config *cfg, size_t i, char *dir, size_t len) {
-  int n = snprintf(dir, len, "%s/%s", cfg->spool.dir, cfg->upstreams[i].name);
-
-  return n < 0 || (size_t)n >= len ? UV_ENAMETOOLONG : 0;
+  return sl_registry_name(srv->registry, id);
 }
 
 struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
@@ -194,71 +71,36 @@ static struct sl_route_stats **route_stats_of(struct sl_server *srv, const struc
   return rs;
 }
 
-/*
- * Makes sure upstream <i> of <cfg> has a slot with its pool, id and a drain (without a
- * spool), creating what is missing. Returns 0 and the slot in <out>, or UV_ENOMEM; a slot
- * may then be left without an id or drain, which no config uses, and the next call for
- * the same name completes it.
- */
-static int ensure_slot(struct sl_server *srv, struct sl_config *cfg, size_t i,
-                       struct upstream_slot **out) {
-  const struct sl_upstream_config *ucfg = &cfg->upstreams[i];
-  struct upstream_slot *s = find_slot(srv, ucfg->name);
+/* Ensures the slot of every upstream of <cfg> in the registry, with its front-end series. */
+static int ensure_slots(struct sl_server *srv, struct sl_config *cfg) {
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct sl_registry_slot *s;
+    int rc = sl_registry_ensure(srv->registry, cfg, i, &s);
 
-  if (s == NULL) {
-    struct upstream_slot *grown =
-        realloc(srv->upstreams, (srv->n_upstreams + 1) * sizeof(struct upstream_slot));
-
-    if (grown == NULL)
-      return UV_ENOMEM;
-    srv->upstreams = grown;
-    s = &grown[srv->n_upstreams];
-    s->name = strdup(ucfg->name);
-    s->up = sl_upstream_create(srv->loop, ucfg);
-    if (s->name == NULL || s->up == NULL) {
-      free(s->name);
-      sl_upstream_destroy(s->up);
-      return UV_ENOMEM;
-    }
-    s->cfg = sl_config_ref(cfg);
-    s->stats = sl__stats_upstream(srv->stats, ucfg->name);
-    s->drain = NULL;
-    s->id = UINT16_MAX; /* no id: no status entries or keys (it gets no drain either) */
-    srv->n_upstreams++;
+    if (rc != 0)
+      return rc;
+    if (s->stats == NULL)
+      s->stats = sl__stats_upstream(srv->stats, s->name);
   }
-  *out = s;
-  if (s->id == UINT16_MAX && assign_upstream_id(srv, ucfg->name, &s->id) != 0)
-    return UV_ENOMEM;
-  if (s->drain == NULL)
-    return sl_drain_create(srv->loop, cfg, ucfg, s->id, s->up, srv->ledger, srv->dedupe,
-                           sl_metrics_default(), NULL, &s->drain);
   return 0;
 }
 
 /* Creates the run-time upstreams of <cfg> at start-up, opening their spools on the loop
  * (it does not serve yet). */
 static int bind_upstreams(struct sl_server *srv, struct sl_config *cfg) {
-  for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct upstream_slot *s;
-    int rc = ensure_slot(srv, cfg, i, &s);
+  int rc;
 
-    if (rc == 0 && spills_to(cfg, i)) {
-      struct sl_spool *spool;
-      char dir[4096], err[1024];
+  srv->ledger = sl_registry_ledger(srv->registry);
+  srv->dedupe = sl_registry_keys(srv->registry);
+  srv->journal = sl_registry_journal(srv->registry);
+  rc = ensure_slots(srv, cfg);
 
-      rc = spool_dir(cfg, i, dir, sizeof(dir));
-      if (rc == 0)
-        rc = sl_drain_open_spool(cfg, &cfg->upstreams[i], dir, &spool, err, sizeof(err));
-      if (rc != 0) {
-        sl_log_error("%s", rc == UV_ENAMETOOLONG ? "spool.dir: path too long" : err);
-        return rc;
-      }
-      sl_drain_adopt_spool(s->drain, spool);
-    }
-    if (rc != 0)
-      return rc;
-  }
-  return 0;
+  for (size_t i = 0; rc == 0 && i < cfg->n_upstreams; i++)
+    if (sl_registry_spills_to(cfg, i))
+      rc = sl_registry_open_spool(srv->registry, cfg, i);
+  if (rc == 0 && (srv->slots = sl_registry_resolve(srv->registry, cfg)) == NULL)
+    rc = UV_ENOMEM;
+  return rc;
 }
 
 /* ---- reload ------------------------------------------------------------ */
@@ -357,15 +199,11 @@ static void reload_finish(struct sl_server_reload_job *job) {
 static int reload_commit(struct sl_server *srv, struct sl_server_reload_job *job) {
   struct sl_config *cfg = job->cfg;
   struct sl_route_stats **rs = route_stats_of(srv, cfg);
-  int rc = 0;
+  struct sl_registry_slot **slots = NULL;
+  int rc = rs == NULL ? UV_ENOMEM : ensure_slots(srv, cfg);
 
-  if (rs == NULL)
-    return UV_ENOMEM;
-  for (size_t i = 0; i < cfg->n_upstreams && rc == 0; i++) {
-    struct upstream_slot *s;
-
-    rc = ensure_slot(srv, cfg, i, &s);
-  }
+  if (rc == 0 && (slots = sl_registry_resolve(srv->registry, cfg)) == NULL)
+    rc = UV_ENOMEM;
   if (rc != 0) {
     free(rs);
     return rc;
@@ -373,26 +211,20 @@ static int reload_commit(struct sl_server *srv, struct sl_server_reload_job *job
   if (strcmp(cfg->listen.text, srv->cfg->listen.text) != 0)
     sl_log_warn("listen changed from %s to %s: takes effect after a restart", srv->cfg->listen.text,
                 cfg->listen.text);
-  for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    const struct sl_upstream_config *ucfg = &cfg->upstreams[i];
-    struct upstream_slot *s = find_slot(srv, ucfg->name);
+  sl_registry_configure(srv->registry, cfg);
+  for (size_t k = 0; k < job->n_spools; k++) {
+    struct reload_spool *sp = &job->spools[k];
 
-    sl_upstream_update(s->up, ucfg);
-    sl_drain_configure(s->drain, cfg, ucfg);
-    for (size_t k = 0; k < job->n_spools; k++) {
-      if (job->spools[k].upstream == i && job->spools[k].spool != NULL) {
-        sl_drain_adopt_spool(s->drain, job->spools[k].spool);
-        job->spools[k].spool = NULL;
-        sl_log_info("upstream %s: spool opened at %s", ucfg->name, job->spools[k].dir);
-      }
+    if (sp->spool != NULL) {
+      sl_drain_adopt_spool(slots[sp->upstream]->drain, sp->spool);
+      sp->spool = NULL;
+      sl_log_info("upstream %s: spool opened at %s", cfg->upstreams[sp->upstream].name, sp->dir);
     }
-    sl_config_ref(cfg);
-    sl_config_unref(s->cfg);
-    s->cfg = cfg;
   }
-  sl_dedupe_set_window(srv->dedupe, cfg->dedupe_window_ms);
   free(srv->route_stats);
   srv->route_stats = rs;
+  free(srv->slots);
+  srv->slots = slots;
   sl_config_unref(srv->cfg);
   srv->cfg = sl_config_ref(cfg);
   return 0;
@@ -458,12 +290,13 @@ static void open_spools(struct sl_server_reload_job *job) {
     return;
   }
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct upstream_slot *s = find_slot(srv, cfg->upstreams[i].name);
+    struct sl_registry_slot *s = sl_registry_find(srv->registry, cfg->upstreams[i].name);
     struct reload_spool *sp = &job->spools[job->n_spools];
 
-    if (!spills_to(cfg, i) || (s != NULL && s->drain != NULL && sl_drain_can_spill(s->drain)))
+    if (!sl_registry_spills_to(cfg, i) ||
+        (s != NULL && s->drain != NULL && sl_drain_can_spill(s->drain)))
       continue;
-    if (spool_dir(cfg, i, sp->dir, sizeof(sp->dir)) != 0) {
+    if (sl_registry_spool_dir(cfg, i, sp->dir, sizeof(sp->dir)) != 0) {
       job->status = UV_ENAMETOOLONG;
       snprintf(job->err, sizeof(job->err), "spool %s: spool.dir is too long",
                cfg->upstreams[i].name);
@@ -473,7 +306,7 @@ static void open_spools(struct sl_server_reload_job *job) {
     sp->upstream = i;
     job->n_spools++;
   }
-  if (job->n_spools > 0 && srv->journal == NULL)
+  if (job->n_spools > 0 && sl_registry_journal(srv->registry) == NULL)
     sl_log_warn("spilling starts with this reload: request statuses are kept in memory only "
                 "(not journaled) until a restart");
   rc = uv_queue_work(srv->loop, &job->req, open_spools_work, open_spools_done);
@@ -600,15 +433,12 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   srv->cfg = sl_config_ref(cfg);
   srv->access_log = sl__access_log_create(loop);
   srv->stats = sl__stats_create(sl_metrics_default());
-  srv->ledger = sl_ledger_create(1u << 20);
-  srv->dedupe = sl_dedupe_create(1u << 18, cfg->dedupe_window_ms);
   uv_tcp_init(loop, &srv->listener);
   uv_timer_init(loop, &srv->grace_timer);
   srv->listener.data = srv;
   srv->grace_timer.data = srv;
-  if (srv->access_log == NULL || srv->stats == NULL || srv->ledger == NULL || srv->dedupe == NULL ||
-      register_reload_metrics(srv) != 0 || open_journal(srv, cfg) != 0 ||
-      load_upstream_ids(srv) != 0 || bind_upstreams(srv, cfg) != 0 ||
+  if (srv->access_log == NULL || srv->stats == NULL || register_reload_metrics(srv) != 0 ||
+      sl_registry_create(loop, cfg, &srv->registry) != 0 || bind_upstreams(srv, cfg) != 0 ||
       (srv->route_stats = route_stats_of(srv, cfg)) == NULL ||
       (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
     sl_log_error("cannot start the server (see above)");
@@ -737,24 +567,10 @@ void sl_server_destroy(struct sl_server *srv) {
     return;
   if (srv->reload != NULL)
     srv->reload->srv = NULL; /* its threadpool step finishes on its own, then frees it */
-  for (size_t i = 0; i < srv->n_upstreams; i++) {
-    sl_drain_destroy(slots(srv)[i].drain);
-    sl_upstream_destroy(slots(srv)[i].up);
-    sl_config_unref(slots(srv)[i].cfg);
-    free(slots(srv)[i].name);
-  }
-  free(srv->upstreams);
-  for (size_t i = 0; i < srv->n_upstream_ids; i++)
-    free(srv->upstream_ids[i]);
-  free(srv->upstream_ids);
+  sl_registry_destroy(srv->registry);
+  free(srv->slots);
   free(srv->route_stats);
   sl__stats_destroy(srv->stats);
-  /* After the drains: closing a spool completes its queued appends, whose
-   * statuses are journaled too. The journal's last write finishes on the
-   * loop after this returns. */
-  sl_ledger_journal_close(srv->journal);
-  sl_ledger_destroy(srv->ledger);
-  sl_dedupe_destroy(srv->dedupe);
   sl__access_log_destroy(srv->access_log);
   sl_config_unref(srv->cfg);
   srv->open_handles = 1;

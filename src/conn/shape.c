@@ -222,9 +222,7 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
 
 /* The scope of a route's Idempotency-Keys: its upstream's id, so a key means the same upstream
  * after a reload or restart that reorders the config. */
-static uint16_t key_scope(struct sl_conn *c, const struct sl_route_config *route) {
-  return sl__server_upstream_id(c->srv, c->cfg->upstreams[route->upstream].name);
-}
+static uint16_t key_scope(const struct sl_conn *c) { return c->slot->id; }
 
 /* 202 Accepted for id <id>, with its status and a Location to its status URL. */
 static void respond_accepted(struct sl_conn *c, const uint8_t *id) {
@@ -406,7 +404,7 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
   if (res->status != 0) {
     key = header(c, "idempotency-key");
     if (key != NULL)
-      sl_dedupe_remove(c->srv->dedupe, key_scope(c, c->route),
+      sl_dedupe_remove(c->srv->dedupe, key_scope(c),
                        sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
     sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
                 sl_spool_strerror(res->status));
@@ -454,8 +452,8 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
   /* Recorded before the append completes, so that a repeat arriving
    * meanwhile finds it rather than queueing a second copy. */
   if (key != NULL)
-    sl_dedupe_put(c->srv->dedupe, key_scope(c, c->route), sl_http_msg_str(m, key->value_off),
-                  key->value_len, c->spill_id, sl_clock_wall_ms());
+    sl_dedupe_put(c->srv->dedupe, key_scope(c), sl_http_msg_str(m, key->value_off), key->value_len,
+                  c->spill_id, sl_clock_wall_ms());
   c->shape = SHAPE_SPILLING;
   c->spill_pending = true;
   c->open_handles++; /* the append's callback holds the connection */
@@ -535,7 +533,7 @@ void sl__shape_start(struct sl_conn *c) {
   uint8_t id[16];
   char why[128];
 
-  c->drain = sl__server_drain(c->srv, c->cfg->upstreams[route->upstream].name);
+  c->drain = c->slot != NULL ? c->slot->drain : NULL;
   if (c->drain == NULL) {
     sl__proxy_start(c);
     return;
@@ -556,7 +554,7 @@ void sl__shape_start(struct sl_conn *c) {
   }
   key = spillable ? header(c, "idempotency-key") : NULL;
   if (key != NULL) {
-    int hit = sl_dedupe_get(c->srv->dedupe, key_scope(c, route), sl_http_msg_str(m, key->value_off),
+    int hit = sl_dedupe_get(c->srv->dedupe, key_scope(c), sl_http_msg_str(m, key->value_off),
                             key->value_len, sl_clock_wall_ms(), id);
     if (hit == SL_ELEDGER_BADKEY) {
       static const char bad[] = "{\"error\":\"Idempotency-Key must be 1 to 256 bytes\"}\n";
