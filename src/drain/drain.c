@@ -537,6 +537,20 @@ static uint64_t backoff_ms(const struct sl_retry_config *rc, uint32_t attempts,
   return ms < 1 ? 1 : (uint64_t)ms;
 }
 
+/* Fills <e> with <rec>'s ledger entry; if the ledger has none (a record accepted before a
+ * restart whose frames were lost, or a ledger that evicted it), with a fresh one made from
+ * the record, and returns false. */
+static bool entry_of(struct sl_drain *d, const struct sl_spool_record *rec,
+                     struct sl_ledger_entry *e) {
+  if (sl_ledger_get(d->ledger, rec->id, e) == 1)
+    return true;
+  memset(e, 0, sizeof(*e));
+  memcpy(e->id, rec->id, 16);
+  e->upstream = d->index;
+  e->enqueued_ms = rec->enqueue_ms;
+  return false;
+}
+
 /* Records <rec>'s new <state>; <not_before_ms> is when a queued record is due (0: its turn). */
 static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
                           enum sl_ledger_state state, unsigned status, const char *error,
@@ -545,21 +559,15 @@ static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
 
   if (d->ledger == NULL)
     return;
-  if (sl_ledger_get(d->ledger, rec->id, &e) != 1) {
-    /* Accepted before a restart: the ledger starts empty, so learn it now. */
-    memset(&e, 0, sizeof(e));
-    memcpy(e.id, rec->id, 16);
-    e.upstream = d->index;
-    e.enqueued_ms = rec->enqueue_ms;
-  }
+  entry_of(d, rec, &e);
   e.state = state;
   /* Attempts made so far: the one in flight is not counted until it ends. */
   e.attempts = rec->attempts + (state == SL_LEDGER_INFLIGHT ? 0 : 1);
   e.status = (uint16_t)status;
   e.updated_ms = sl_clock_wall_ms();
   e.not_before_ms = not_before_ms;
-  if (error != NULL)
-    snprintf(e.error, sizeof(e.error), "%s", error);
+  if (error != NULL) /* cut to the entry's room, as the ledger would */
+    snprintf(e.error, sizeof(e.error), "%.*s", (int)sizeof(e.error) - 1, error);
   sl_ledger_put(d->ledger, &e); /* in flight is not journaled: queued after a restart */
 }
 
@@ -1767,11 +1775,7 @@ static void mark_dead_op(struct sl_drain *d, const struct sl_spool_record *rec, 
 
   if (d->ledger == NULL)
     return;
-  if (sl_ledger_get(d->ledger, rec->id, &e) != 1) {
-    memset(&e, 0, sizeof(e));
-    memcpy(e.id, rec->id, 16);
-    e.upstream = d->index;
-    e.enqueued_ms = rec->enqueue_ms;
+  if (!entry_of(d, rec, &e)) {
     e.attempts = rec->attempts + 1;
     snprintf(e.error, sizeof(e.error), "%.*s", (int)rec->error_len, rec->error ? rec->error : "");
   }
