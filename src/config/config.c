@@ -307,6 +307,17 @@ static int get_number(struct ctx *c, const config_setting_t *grp, const char *wh
   return 0;
 }
 
+/* The value of integer setting <s> (<path> in messages), which must not be negative. */
+static int get_nonnegative(struct ctx *c, const config_setting_t *s, const char *path,
+                           uint64_t *out) {
+  long long i = config_setting_get_int64(s);
+
+  if (i < 0)
+    return fail(c, s, "%s: must not be negative, got %lld", path, i);
+  *out = (uint64_t)i;
+  return 0;
+}
+
 /* A size: a string with a unit ("64KiB") or an integer number of bytes. The
  * result must be at least <min>. */
 static int get_size(struct ctx *c, const config_setting_t *grp, const char *where, const char *key,
@@ -319,11 +330,8 @@ static int get_size(struct ctx *c, const config_setting_t *grp, const char *wher
     return 0;
   key_path(path, where, key);
   if (is_int(s)) {
-    long long i = config_setting_get_int64(s);
-
-    if (i < 0)
-      return fail(c, s, "%s: must not be negative, got %lld", path, i);
-    v = (uint64_t)i;
+    if (get_nonnegative(c, s, path, &v) != 0)
+      return -1;
   } else if (config_setting_type(s) == CONFIG_TYPE_STRING) {
     if (sl_size_parse(config_setting_get_string(s), &v) != 0)
       return fail(c, s, "%s: bad size \"%s\"", path, config_setting_get_string(s));
@@ -352,13 +360,11 @@ static int get_duration(struct ctx *c, const config_setting_t *grp, const char *
     return 0;
   key_path(path, where, key);
   if (is_int(s)) {
-    long long i = config_setting_get_int64(s);
-
-    if (i < 0)
-      return fail(c, s, "%s: must not be negative, got %lld", path, i);
-    if ((unsigned long long)i > UINT64_MAX / 1000)
+    if (get_nonnegative(c, s, path, &v) != 0)
+      return -1;
+    if (v > UINT64_MAX / 1000)
       return fail(c, s, "%s: too large", path);
-    v = (uint64_t)i * 1000;
+    v *= 1000;
   } else if (config_setting_type(s) == CONFIG_TYPE_FLOAT) {
     double f = config_setting_get_float(s);
 
@@ -776,8 +782,10 @@ static int parse_spool(struct ctx *c, const config_setting_t *root, struct sl_co
  * not a list, or empty: a proxy without upstreams or routes could only answer
  * 404, which is never what the operator meant. <what> names an element.
  */
+/* The list <key> of <root>, which must hold at least one <what>, and room for its <*n>
+ * elements of <size> bytes, zeroed, in <*elems>. Returns 0 or -1 (the error is in <c>). */
 static int get_list(struct ctx *c, const config_setting_t *root, const char *key, const char *what,
-                    const config_setting_t **out) {
+                    size_t size, const config_setting_t **list, void **elems, size_t *n) {
   const config_setting_t *s = config_setting_get_member(root, key);
 
   if (s == NULL)
@@ -786,7 +794,25 @@ static int get_list(struct ctx *c, const config_setting_t *root, const char *key
     return fail(c, s, "%s: empty; define at least one %s", key, what);
   if (!config_setting_is_list(s))
     return fail_type(c, s, key, "a list ( { ... }, ... )");
-  *out = s;
+  *n = (size_t)config_setting_length(s);
+  if ((*elems = calloc(*n, size)) == NULL)
+    return fail(c, s, "out of memory");
+  *list = s;
+  return 0;
+}
+
+typedef int (*elem_parser)(struct ctx *c, const config_setting_t *g, size_t idx,
+                           struct sl_config *cfg);
+
+/* Parses the <n> elements of <list> with <parse>. <*count> grows with each element begun,
+ * so that unref frees what a failed one got. Returns 0 or -1. */
+static int parse_elems(struct ctx *c, const config_setting_t *list, size_t n, size_t *count,
+                       elem_parser parse, struct sl_config *cfg) {
+  for (size_t i = 0; i < n; i++) {
+    *count = i + 1;
+    if (parse(c, config_setting_get_elem(list, (unsigned)i), i, cfg) != 0)
+      return -1;
+  }
   return 0;
 }
 
@@ -904,20 +930,13 @@ static int parse_upstream(struct ctx *c, const config_setting_t *g, size_t idx,
 
 static int parse_upstreams(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
   const config_setting_t *list;
+  void *elems;
   size_t n;
 
-  if (get_list(c, root, "upstreams", "upstream", &list) != 0)
+  if (get_list(c, root, "upstreams", "upstream", sizeof(*cfg->upstreams), &list, &elems, &n) != 0)
     return -1;
-  n = (size_t)config_setting_length(list);
-  cfg->upstreams = calloc(n, sizeof(*cfg->upstreams));
-  if (cfg->upstreams == NULL)
-    return fail(c, list, "out of memory");
-  for (size_t i = 0; i < n; i++) {
-    cfg->n_upstreams = i + 1; /* so that unref frees what this element got */
-    if (parse_upstream(c, config_setting_get_elem(list, (unsigned)i), i, cfg) != 0)
-      return -1;
-  }
-  return 0;
+  cfg->upstreams = elems;
+  return parse_elems(c, list, n, &cfg->n_upstreams, parse_upstream, cfg);
 }
 
 static int parse_methods(struct ctx *c, const config_setting_t *g, const char *where,
@@ -1065,19 +1084,14 @@ static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
 
 static int parse_routes(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
   const config_setting_t *list;
+  void *elems;
   size_t n;
 
-  if (get_list(c, root, "routes", "route", &list) != 0)
+  if (get_list(c, root, "routes", "route", sizeof(*cfg->routes), &list, &elems, &n) != 0)
     return -1;
-  n = (size_t)config_setting_length(list);
-  cfg->routes = calloc(n, sizeof(*cfg->routes));
-  if (cfg->routes == NULL)
-    return fail(c, list, "out of memory");
-  for (size_t i = 0; i < n; i++) {
-    cfg->n_routes = i + 1;
-    if (parse_route(c, config_setting_get_elem(list, (unsigned)i), i, cfg) != 0)
-      return -1;
-  }
+  cfg->routes = elems;
+  if (parse_elems(c, list, n, &cfg->n_routes, parse_route, cfg) != 0)
+    return -1;
   sl__routes_sort(cfg->routes, n);
   return 0;
 }
