@@ -87,6 +87,9 @@ struct sl_drain {
   struct sl_dedupe *keys; /* Idempotency-Keys, for a rebuild; NULL if none */
   struct sl_shaper shaper;
   struct sl_spool *spool;
+  struct sl_spool_stats shown; /* for display, read at loop time <shown_at> (shown_stats) */
+  uint64_t shown_at;
+  bool shown_valid;
   uv_async_t async;       /* the spool's writer thread has completions for us */
   uv_check_t flush_check; /* hands the iteration's appends to the writer at once */
   bool appends_unflushed;
@@ -139,12 +142,29 @@ static uint64_t now_ns(void) { return sl_clock_mono_ns(); }
 
 /* ---- metrics ----------------------------------------------------------- */
 
+/*
+ * The spool's figures for display (metrics, the admin API, a 503's Retry-After), read once
+ * per loop turn: a scrape asks for a dozen of them, each the same reading. The drain's own
+ * decisions read the spool afresh.
+ */
+static const struct sl_spool_stats *shown_stats(struct sl_drain *d) {
+  uint64_t now = uv_now(d->loop);
+
+  if (!d->shown_valid || d->shown_at != now) {
+    sl_spool_stats(d->spool, &d->shown);
+    d->shown_at = now;
+    d->shown_valid = true;
+  }
+  return &d->shown;
+}
+
 static double stat_of(struct sl_drain *d, size_t field) {
-  struct sl_spool_stats st;
+  const struct sl_spool_stats *sp;
 
   if (d->spool == NULL)
     return 0;
-  sl_spool_stats(d->spool, &st);
+  sp = shown_stats(d);
+  const struct sl_spool_stats st = *sp;
   switch (field) {
   case 0:
     return (double)st.ready;
@@ -1477,7 +1497,7 @@ unsigned sl_drain_retry_after(struct sl_drain *d) {
   }
   memset(&st, 0, sizeof(st));
   if (d->spool != NULL)
-    sl_spool_stats(d->spool, &st);
+    st = *shown_stats(d);
   eta = backlog_eta(d, &st);
   if (eta < 1)
     return 1;
@@ -1562,6 +1582,7 @@ void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool) {
   struct sl_spool_stats st;
 
   d->spool = spool;
+  d->shown_valid = false;
   sl_spool_set_notify(spool, spool_notify, &d->async, on_fsync, d);
   sl_spool_stats(d->spool, &st);
   /* Positions count from what survived the restart. */
@@ -1750,7 +1771,7 @@ void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
   info->rate = d->shaper.rate;
   info->paused = d->paused;
   if (d->spool != NULL)
-    sl_spool_stats(d->spool, &info->spool);
+    info->spool = *shown_stats(d);
   info->eta_seconds = draining(d) ? backlog_eta(d, &info->spool) : -1;
   info->circuit = d->circuit.state;
   info->circuit_failures = d->circuit.failures;
