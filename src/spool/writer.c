@@ -189,11 +189,11 @@ static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
   }
   if (seg->wfd >= 0 && footer && seg->store != SL__STORE_DELAY) {
     uint8_t *p = f + SL__UNIT_HDR;
-    sl__put32(p, seg->wnrec);
-    sl__put32(p + 4, seg->wunits);
-    sl__put64(p + 8, seg->wsize);
-    sl__put64(p + 16, seg->wmin_enq == UINT64_MAX ? 0 : seg->wmin_enq);
-    sl__put64(p + 24, seg->wmax_enq);
+    sl_le_put32(p, seg->wnrec);
+    sl_le_put32(p + 4, seg->wunits);
+    sl_le_put64(p + 8, seg->wsize);
+    sl_le_put64(p + 16, seg->wmin_enq == UINT64_MAX ? 0 : seg->wmin_enq);
+    sl_le_put64(p + 24, seg->wmax_enq);
     u.type = SL__UNIT_FOOTER;
     u.payload_len = SL__FOOTER_PAYLOAD;
     u.raw_len = SL__FOOTER_PAYLOAD;
@@ -523,7 +523,7 @@ static int stage_add(struct sl_spool *spool, struct stage *st, struct sl__op *op
     if (err != 0)
       return err;
   }
-  sl__put32(lenbuf, (uint32_t)op->len);
+  sl_le_put32(lenbuf, (uint32_t)op->len);
   if (sl_buf_append(&st->raw, lenbuf, 4) != 0 || sl_buf_append(&st->raw, op->data, op->len) != 0)
     return -ENOMEM;
   op->seg = st->seg;

@@ -44,6 +44,7 @@
 
 #include "crashfs.h"
 #include "sluice/clock.h"
+#include "sluice/endian.h"
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/log.h"
@@ -141,8 +142,7 @@ static bool rec_equal(const struct sl_spool_record *a, const struct sl_spool_rec
 
 /* The record index in <id>, or -1 if it is not one of this run's. */
 static long idx_of(const uint8_t *id) {
-  uint32_t i =
-      (uint32_t)id[0] | (uint32_t)id[1] << 8 | (uint32_t)id[2] << 16 | (uint32_t)id[3] << 24;
+  uint32_t i = sl_le_get32(id);
   uint64_t s;
 
   memcpy(&s, id + 4, 8);
@@ -239,10 +239,7 @@ static void append_one(struct sl_spool *s) {
   d = &ids[nids++];
   memset(d, 0, sizeof(*d));
   memset(&r, 0, sizeof(r));
-  r.id[0] = (uint8_t)idx;
-  r.id[1] = (uint8_t)(idx >> 8);
-  r.id[2] = (uint8_t)(idx >> 16);
-  r.id[3] = (uint8_t)(idx >> 24);
+  sl_le_put32(r.id, idx);
   memcpy(r.id + 4, &run_seed, 8);
   r.enqueue_ms = clock_fn(NULL) - below(1000);
   if (below(5) == 0)
