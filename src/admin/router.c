@@ -18,6 +18,7 @@
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/util.h"
 
 /* Method names in the order an Allow header lists them. */
 static const struct {
@@ -194,7 +195,7 @@ static unsigned route_methods(const struct sl_admin_route *r) {
 static void method_list(struct sl_buf *out, unsigned methods, const char *sep, const char *quote) {
   bool first = true;
 
-  for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
+  for (size_t i = 0; i < sl_countof(method_names); i++) {
     if (!(methods & method_names[i].bit))
       continue;
     sl_buf_printf(out, "%s%s%s%s", first ? "" : sep, quote, method_names[i].name, quote);

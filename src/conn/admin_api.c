@@ -26,6 +26,7 @@
 #include "sluice/admin.h"
 #include "sluice/clock.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 #define DEAD_LIST_MAX 1000
 
@@ -235,10 +236,10 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
   memcpy(uname, name, (size_t)(slash - name));
   uname[slash - name] = '\0';
   action = slash + 1;
-  for (a = 0; a < sizeof(actions) / sizeof(actions[0]); a++)
+  for (a = 0; a < sl_countof(actions); a++)
     if (strcmp(action, actions[a].action) == 0)
       break;
-  if (a == sizeof(actions) / sizeof(actions[0])) {
+  if (a == sl_countof(actions)) {
     sl_admin_response_error(resp, 404, "unknown action (GET / lists the endpoints)");
     return;
   }
@@ -350,7 +351,7 @@ int sl_server_register_admin(struct sl_server *srv, struct sl_admin *admin) {
                         SL_METHOD_GET | SL_METHOD_POST | SL_METHOD_PUT | SL_METHOD_PATCH |
                             SL_METHOD_DELETE | SL_METHOD_OPTIONS,
                         "/admin/upstreams/", SL_ADMIN_PROTECTED, on_upstream, srv);
-  for (size_t i = 0; rc == 0 && i < sizeof(describe) / sizeof(describe[0]); i++)
+  for (size_t i = 0; rc == 0 && i < sl_countof(describe); i++)
     rc = sl_admin_describe(admin, describe[i].methods, describe[i].path, SL_ADMIN_PROTECTED,
                            describe[i].what);
   return rc;

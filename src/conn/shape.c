@@ -28,6 +28,7 @@
 #include "sluice/log.h"
 #include "sluice/replay.h"
 #include "sluice/units.h"
+#include "sluice/util.h"
 
 static const struct sl_http_header *header(struct sl_conn *c, const char *name) {
   return sl_http_msg_header(&c->parser.msg, name);
@@ -49,7 +50,7 @@ static void format_duration(uint64_t ms, char *out, size_t len) {
     const char *unit;
   } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
 
-  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+  for (size_t i = 0; i < sl_countof(units); i++) {
     if (ms % units[i].ms == 0) {
       snprintf(out, len, "%llu%s", (unsigned long long)(ms / units[i].ms), units[i].unit);
       return;
@@ -257,7 +258,7 @@ static void respond_unavailable(struct sl_conn *c, const char *why) {
 /* The cancellation of <c->spill_id> is durable (or the journal failed, and
  * said so): its 200 goes now, with the status as it is now. */
 static void on_cancel_journaled(struct sl_ledger_journal_waiter *w, int status) {
-  struct sl_conn *c = (struct sl_conn *)((char *)w - offsetof(struct sl_conn, jwait));
+  struct sl_conn *c = sl_container_of(w, struct sl_conn, jwait);
   struct sl_ledger_entry e;
   char body[512];
   int n;
@@ -475,7 +476,7 @@ static void forward(struct sl_conn *c) {
 /* ---- queue ------------------------------------------------------------- */
 
 static void on_granted(struct sl_drain_waiter *w) {
-  struct sl_conn *c = (struct sl_conn *)((char *)w - offsetof(struct sl_conn, waiter));
+  struct sl_conn *c = sl_container_of(w, struct sl_conn, waiter);
 
   sl__conn_disarm(c);
   c->shape = SHAPE_NONE;

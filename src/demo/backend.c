@@ -33,6 +33,8 @@
 #include <strings.h>
 #include <sys/queue.h>
 
+#include "sluice/util.h"
+
 #define MAX_PIPELINE 64           /* pending requests per connection before reads pause */
 #define MAX_LINE_BYTES 65536      /* request target, and all header lines together */
 #define MAX_ECHO_BODY (8u << 20)  /* /echo returns at most this much of the body */
@@ -574,7 +576,7 @@ static int on_headers_complete(llhttp_t *p) {
   r->method = llhttp_method_name((llhttp_method_t)p->method);
   r->http_major = p->http_major;
   r->http_minor = p->http_minor;
-  for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+  for (size_t i = 0; i < sl_countof(exact); i++)
     if (q == strlen(exact[i].path) && memcmp(t, exact[i].path, q) == 0)
       r->kind = exact[i].kind;
 #define HAS(lit) (q > sizeof(lit) - 1 && memcmp(t, lit, sizeof(lit) - 1) == 0)

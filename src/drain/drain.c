@@ -35,6 +35,7 @@
 #include "sluice/log.h"
 #include "sluice/random.h"
 #include "sluice/replay.h"
+#include "sluice/util.h"
 
 /* Bytes of a replayed response kept for a client in wait mode. */
 #define WAIT_BODY_MAX (8u * 1024 * 1024)
@@ -279,16 +280,16 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
       return -1;
   }
   d->queue_wait = sl_metrics_series(
-      sl_metrics_histogram(
-          reg, "sluice_queue_wait_seconds", "Time from a spilled request's 202 to its delivery.",
-          up, queue_wait_buckets, sizeof(queue_wait_buckets) / sizeof(queue_wait_buckets[0])),
+      sl_metrics_histogram(reg, "sluice_queue_wait_seconds",
+                           "Time from a spilled request's 202 to its delivery.", up,
+                           queue_wait_buckets, sl_countof(queue_wait_buckets)),
       (const char *[]){n});
   if (d->queue_wait == NULL)
     return -1;
   d->fsync_seconds = sl_metrics_series(
       sl_metrics_histogram(reg, "sluice_spool_fsync_duration_seconds",
                            "Duration of the spool's fdatasync calls (one per commit group).", up,
-                           fsync_buckets, sizeof(fsync_buckets) / sizeof(fsync_buckets[0])),
+                           fsync_buckets, sl_countof(fsync_buckets)),
       (const char *[]){n});
   if (d->fsync_seconds == NULL)
     return -1;
@@ -351,7 +352,7 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         own_series(reg, SL_METRIC_COUNTER, "sluice_spool_lost_records_total",
                    "Records lost in damaged spool units.", n, m_lost, d),
     };
-    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+    for (size_t i = 0; i < sl_countof(s); i++) {
       if (s[i] == NULL)
         return -1;
       d->gauges[d->n_gauges++] = s[i];

@@ -26,6 +26,7 @@
 #include "sluice/clock.h"
 #include "sluice/durable.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 const char *sl_spool_strerror(int err) {
   switch (err) {
@@ -775,7 +776,7 @@ int sl_spool_scan(struct sl_spool *spool, int (*cb)(void *arg, const struct sl_s
   if (dctx == NULL)
     return -ENOMEM;
   pthread_mutex_lock(&spool->mu);
-  for (size_t s = 0; s < sizeof(stores) / sizeof(stores[0]); s++)
+  for (size_t s = 0; s < sl_countof(stores); s++)
     for (size_t i = 0; i < stores[s]->n; i++) {
       stores[s]->v[i]->refs++;
       sl__segvec_push(&segs, stores[s]->v[i]);

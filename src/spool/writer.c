@@ -40,6 +40,7 @@
 #include "sluice/clock.h"
 #include "sluice/crc32c.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 #define DELAY_BASE_MS 1024u
 #define DELAY_LOOKAHEAD_MS 1000u
@@ -584,7 +585,7 @@ static void buf_get(struct sl_spool *spool, struct sl_buf *b) {
 }
 
 static void buf_put(struct sl_spool *spool, struct sl_buf *b) {
-  if (spool->nwpool < sizeof(spool->wpool) / sizeof(spool->wpool[0]) && b->cap <= (4u << 20))
+  if (spool->nwpool < sl_countof(spool->wpool) && b->cap <= (4u << 20))
     spool->wpool[spool->nwpool++] = *b;
   else
     sl_buf_dispose(b);
@@ -609,7 +610,7 @@ static size_t group_build(struct sl_spool *spool, struct group *g, struct sl__op
       for (size_t i = 0; i < g->nst; i++)
         if (g->stages[i].seg == seg)
           st = &g->stages[i];
-      if (st == NULL && g->nst == sizeof(g->stages) / sizeof(g->stages[0]))
+      if (st == NULL && g->nst == sl_countof(g->stages))
         break; /* many targets: the rest goes into the next group */
       if (st == NULL) {
         st = &g->stages[g->nst++];
