@@ -25,6 +25,7 @@
 
 #include "sluice/admin.h"
 #include "sluice/clock.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/replay.h"
 #include "sluice/units.h"
@@ -208,14 +209,15 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
     put_str(&o, "\"");
   }
   if (e->error[0] != '\0') {
-    /* Error texts are sluice's own (no quotes or control bytes), so they
-     * need no escaping beyond what is checked here. */
-    put_str(&o, ",\"error\":\"");
-    for (const char *p = e->error; *p; p++) {
-      char ch = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
-      put(&o, &ch, 1);
-    }
-    put_str(&o, "\"");
+    struct sl_buf error;
+
+    sl_buf_init(&error);
+    put_str(&o, ",\"error\":");
+    if (sl_json_append_string(&error, e->error, strlen(e->error)) == 0)
+      put(&o, error.base, error.len);
+    else
+      put_str(&o, "null");
+    sl_buf_dispose(&error);
   }
   put_str(&o, "}\n");
   return (int)o.n;
