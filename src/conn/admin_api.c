@@ -274,7 +274,7 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
     sl_buf_append_str(&resp->body, "]}\n");
     if (rc != 0) {
       sl_buf_reset(&resp->body);
-      sl_admin_response_error(resp, 500, sl_spool_strerror(rc));
+      sl_admin_response_error(resp, 500, sl_strerror(rc));
     }
     return;
   } else {
@@ -297,7 +297,7 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
       return;
     }
     if (rc != 0) {
-      sl_admin_response_error(resp, 500, sl_spool_strerror(rc));
+      sl_admin_response_error(resp, 500, sl_strerror(rc));
       return;
     }
     resp->status = 202;

@@ -412,7 +412,7 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
       sl_ledger_journal_remove_key(c->srv->dedupe, key_scope(c, c->route),
                                    sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
     sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
-                sl_spool_strerror(res->status));
+                sl_strerror(res->status));
     respond_unavailable(c, res->status == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
     return;
   }
@@ -450,7 +450,7 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
       sl_drain_spill(c->drain, method, strlen(method), sl_http_msg_str(m, m->target_off),
                      m->target_len, &c->upreq, &c->body, not_before_ms, on_spilled, c, c->spill_id);
   if (rc != 0) {
-    sl_log_warn("spool %s: request refused: %s", sl_drain_name(c->drain), sl_spool_strerror(rc));
+    sl_log_warn("spool %s: request refused: %s", sl_drain_name(c->drain), sl_strerror(rc));
     respond_unavailable(c, rc == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
     return;
   }

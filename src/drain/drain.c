@@ -611,7 +611,7 @@ static void on_dead_moved(void *arg, int status) {
     d->seq_settled++;
   } else {
     sl_log_error("upstream %s: could not dead-letter a record: %s; it will be replayed again",
-                 d->name, sl_spool_strerror(status));
+                 d->name, sl_strerror(status));
     ledger_update(d, &rec, SL_LEDGER_QUEUED, 0, dj->error, 0);
   }
   free(dj);
@@ -1023,7 +1023,7 @@ static void apply_lost(struct sl_drain *d, struct census_job *job) {
     sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses "
                  "could not be updated: %s",
                  d->name, (unsigned long long)job->lost,
-                 job->status != 0 ? sl_spool_strerror(job->status) : "out of memory");
+                 job->status != 0 ? sl_strerror(job->status) : "out of memory");
     return;
   }
   if (job->held.n > 0)
@@ -1070,7 +1070,7 @@ static void apply_rebuild(struct sl_drain *d, struct census_job *job) {
     sl_log_error("upstream %s: after an unclean stop, the statuses and Idempotency-Keys of "
                  "spooled requests could not all be rebuilt from the spool: %s; those the "
                  "journal lacks answer 404 and are accepted again",
-                 d->name, job->status != 0 ? sl_spool_strerror(job->status) : "out of memory");
+                 d->name, job->status != 0 ? sl_strerror(job->status) : "out of memory");
     return;
   }
   sl_recover_apply(job->recover, d->ledger, d->keys, d->index, sl_clock_wall_ms(), &c);
@@ -1295,7 +1295,7 @@ static void pump(struct sl_drain *d) {
 
       if (rc != 0) {
         sl_log_error("spool %s: reading the next record failed: %s (retrying in %u ms)", d->name,
-                     sl_spool_strerror(rc), TAKE_ERROR_HOLD_MS);
+                     sl_strerror(rc), TAKE_ERROR_HOLD_MS);
         /* The record is still there: hold off, then read again (schedule arms the timer
          * for the end of the hold since maybe_ready stays set). */
         d->hold_until_ms = wall + TAKE_ERROR_HOLD_MS;
@@ -1545,7 +1545,7 @@ int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_co
   /* No notify yet: the drain that adopts the spool sets it (sl_spool_set_notify). */
   rc = sl_spool_open(dir, &opts, out);
   if (rc != 0) {
-    snprintf(err, errlen, "spool %s: cannot open %s: %s", ucfg->name, dir, sl_spool_strerror(rc));
+    snprintf(err, errlen, "spool %s: cannot open %s: %s", ucfg->name, dir, sl_strerror(rc));
     *out = NULL;
   }
   return rc;
@@ -1826,7 +1826,7 @@ static void on_dead_op_done(void *arg, int status) {
   struct sl_drain *d = arg;
 
   if (status != 0 && status != SL_ESPOOL_NOTFOUND) {
-    sl_log_warn("spool %s: dead-letter operation failed: %s", d->name, sl_spool_strerror(status));
+    sl_log_warn("spool %s: dead-letter operation failed: %s", d->name, sl_strerror(status));
     if (d->ledger != NULL && d->spool != NULL)
       sl_spool_dead_list(d->spool, restore_dead, d);
   }

@@ -384,7 +384,7 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
         seg->zero_end = size;
       } else if (spool->io.ftruncate(fd, (off_t)off) != 0) {
         err = -errno;
-        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_spool_strerror(err));
+        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_strerror(err));
         goto fail;
       }
       size = off;
@@ -408,7 +408,7 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
       spool->st.torn_tails++;
       if (spool->io.ftruncate(fd, (off_t)off) != 0 || spool->io.fdatasync(fd) != 0) {
         err = -errno;
-        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_spool_strerror(err));
+        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_strerror(err));
         goto fail;
       }
       size = off;

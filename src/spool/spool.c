@@ -28,27 +28,6 @@
 #include "sluice/log.h"
 #include "sluice/util.h"
 
-const char *sl_spool_strerror(int err) {
-  switch (err) {
-  case 0:
-    return "success";
-  case SL_ESPOOL_FULL:
-    return "spool full";
-  case SL_ESPOOL_CLOSED:
-    return "spool closing";
-  case SL_ESPOOL_TOOBIG:
-    return "record too large for the spool";
-  case SL_ESPOOL_CORRUPT:
-    return "spool data corrupt";
-  case SL_ESPOOL_LOCKED:
-    return "spool directory in use by another process";
-  case SL_ESPOOL_NOTFOUND:
-    return "no such dead letter";
-  default:
-    return err < 0 && err > -4096 ? strerror(-err) : "unknown spool error";
-  }
-}
-
 void sl_spool_opts_init(struct sl_spool_opts *o) {
   memset(o, 0, sizeof(*o));
   o->name = "spool";

@@ -316,7 +316,7 @@ static void *preparer_main(void *arg) {
 
   if (err != 0 && err != -ECANCELED)
     sl_log_warn("spool %s: preparing the next segment failed (%s): it will be created when needed",
-                spool->name, sl_spool_strerror(err));
+                spool->name, sl_strerror(err));
   pthread_mutex_lock(&spool->mu);
   if (err == 0)
     sl__seg_account_zeros(spool, seg);
@@ -656,7 +656,7 @@ static void stage_fail(struct sl_spool *spool, struct stage *st, int err) {
 
   st->err = err;
   sl_log_error("spool %s: writing %zu bytes to %s failed: %s", spool->name, st->out.len, seg->path,
-               sl_spool_strerror(err));
+               sl_strerror(err));
   if (seg->wfd >= 0) {
     cut = spool->io.ftruncate(seg->wfd, (off_t)st->off) == 0;
     if (cut)
@@ -1062,7 +1062,7 @@ static void dict_step(struct sl_spool *spool) {
                   spool->name, id, spool->trained_len, spool->nsamples);
   } else {
     sl_log_warn("spool %s: cannot store the dictionary: %s; compressing without one", spool->name,
-                sl_spool_strerror(err));
+                sl_strerror(err));
   }
   free(spool->trained);
   spool->trained = NULL;
@@ -1298,8 +1298,7 @@ static void gc_step(struct sl_spool *spool) {
       seg->wfd = -1;
     }
     if (spool->io.unlink(seg->path) != 0 && errno != ENOENT) {
-      sl_log_warn("spool %s: cannot delete %s: %s", spool->name, seg->path,
-                  sl_spool_strerror(-errno));
+      sl_log_warn("spool %s: cannot delete %s: %s", spool->name, seg->path, sl_strerror(-errno));
       gone.v[i] = NULL;
       pthread_mutex_lock(&spool->mu);
       sl__seg_unref(seg);
@@ -1349,7 +1348,7 @@ static void ckpt_step(struct sl_spool *spool, bool force) {
   if (err != 0)
     sl_log_error("spool %s: writing the ack checkpoint failed: %s (acks stay in memory and "
                  "are written again)",
-                 spool->name, sl_spool_strerror(err));
+                 spool->name, sl_strerror(err));
   /* The list was built newest first: complete in the order the ops came. */
   waiters = NULL;
   while (spool->ack_waiters != NULL) {

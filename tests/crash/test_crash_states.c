@@ -184,7 +184,7 @@ static void on_done(void *arg, int status) {
   if (status != 0) {
     fprintf(stderr,
             "crash: seed %" PRIu64 ": an operation on record %u failed in the workload: %s\n",
-            run_seed, a->idx, sl_spool_strerror(status));
+            run_seed, a->idx, sl_strerror(status));
     cb_failures++;
   } else if (a->many != NULL) {
     for (size_t i = 0; i < a->nmany; i++)
@@ -492,7 +492,7 @@ static void check_spool_state(const char *dir, char *err, size_t errlen) {
   o.now_ms = clock_fn;
   rc = sl_spool_open(path, &o, &s);
   if (rc != 0) {
-    snprintf(err, errlen, "recovery failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "recovery failed: %s", sl_strerror(rc));
     free(count);
     return;
   }
@@ -500,7 +500,7 @@ static void check_spool_state(const char *dir, char *err, size_t errlen) {
   sl_spool_stats(s, &st);
   sl_spool_close(s);
   if (err[0] == '\0' && rc != 0)
-    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_strerror(rc));
   if (err[0] == '\0' && (st.lost_records != 0 || st.corrupt_units != 0))
     snprintf(err, errlen,
              "recovery reports %" PRIu64 " record(s) lost, %" PRIu64 " corrupt unit(s)",
@@ -1006,13 +1006,13 @@ static void check_accept_state(const char *dir, char *err, size_t errlen) {
   snprintf(path, sizeof(path), "%s/acc/up", dir);
   rc = sl_spool_open(path, &o, &s);
   if (rc != 0) {
-    snprintf(err, errlen, "spool recovery failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "spool recovery failed: %s", sl_strerror(rc));
     goto out;
   }
   h->rec = unclean ? sl_recover_create() : NULL;
   rc = sl_spool_scan(s, on_held, h);
   if (rc != 0) {
-    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_strerror(rc));
     goto out;
   }
   if (h->stray) {
