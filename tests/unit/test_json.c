@@ -190,41 +190,30 @@ static size_t ref_parse(const char *json, size_t len, uint32_t *out, size_t cap)
     uint32_t cp;
 
     assert_true(n < cap);
-    if (p[i] == '\\') {
-      assert_true(i + 1 < len - 1);
-      switch (p[i + 1]) {
-      case '"':
-      case '\\':
-        out[n++] = p[i + 1];
-        i += 2;
-        continue;
-      case 'n':
-        out[n++] = '\n';
-        i += 2;
-        continue;
-      case 'r':
-        out[n++] = '\r';
-        i += 2;
-        continue;
-      case 't':
-        out[n++] = '\t';
-        i += 2;
-        continue;
-      case 'u':
-        assert_true(i + 6 <= len - 1);
-        cp = 0;
-        for (int k = 0; k < 4; k++) {
-          int h = hexval(json[i + 2 + k]);
+    if (p[i] == '\\')
+      assert_true(i + 1 < len - 1); /* it does not escape the closing quote */
+    if (p[i] == '\\' && p[i + 1] == 'u') {
+      assert_true(i + 6 <= len - 1);
+      cp = 0;
+      for (int k = 0; k < 4; k++) {
+        int h = hexval(json[i + 2 + k]);
 
-          assert_true(h >= 0);
-          cp = cp << 4 | (uint32_t)h;
-        }
-        out[n++] = cp;
-        i += 6;
-        continue;
-      default:
-        fail_msg("unexpected escape \\%c", p[i + 1]);
+        assert_true(h >= 0);
+        cp = cp << 4 | (uint32_t)h;
       }
+      out[n++] = cp;
+      i += 6;
+      continue;
+    }
+    if (p[i] == '\\') {
+      static const char written[] = "\"\\nrt", meant[] = "\"\\\n\r\t";
+      const char *k = memchr(written, p[i + 1], sizeof(written) - 1);
+
+      if (k == NULL)
+        fail_msg("unexpected escape \\%c", p[i + 1]);
+      out[n++] = (unsigned char)meant[k - written];
+      i += 2;
+      continue;
     }
     assert_true(p[i] >= 0x20 && p[i] != '"'); /* raw controls and quotes are not JSON */
     size_t seq = ref_decode(p + i, len - 1 - i, &cp);
