@@ -3,8 +3,9 @@
  * checkpoints, the ledger journal) and for hashing input.
  *
  * Every file sluice writes is little-endian on every host, so these read and
- * write one byte at a time with shifts: no alignment is needed, no memcpy,
- * and the compiler turns them into a plain load or store on x86 and arm64.
+ * write one byte at a time with shifts: no alignment is needed and no memcpy
+ * (GCC -O2 merges the byte loads into one load on x86; the stores stay a
+ * byte loop, as they were in each copy this header replaces).
  *
  * @thread any (pure functions)
  */
