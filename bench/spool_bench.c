@@ -251,7 +251,7 @@ static struct sl_spool *open_or_die(const char *dir, struct sl_spool_opts *so) {
   struct sl_spool *s;
   int err = sl_spool_open(dir, so, &s);
   if (err != 0) {
-    fprintf(stderr, "open %s: %s\n", dir, sl_spool_strerror(err));
+    fprintf(stderr, "open %s: %s\n", dir, sl_strerror(err));
     exit(1);
   }
   return s;
@@ -444,7 +444,7 @@ static int bench_append(struct opts *o) {
     raw += r.body_len + r.headers_len;
     int err = sl_spool_append(s, &r, append_done, &pend[i]);
     if (err != 0) {
-      fprintf(stderr, "append: %s\n", sl_spool_strerror(err));
+      fprintf(stderr, "append: %s\n", sl_strerror(err));
       return 1;
     }
     drain_completions(s, false);
@@ -828,7 +828,7 @@ static int crash_check(int argc, char **argv) {
   so.segment_bytes = 256 * 1024;
   int err = sl_spool_open(argv[2], &so, &s);
   if (err != 0) {
-    fprintf(stderr, "crashcheck: open %s: %s\n", argv[2], sl_spool_strerror(err));
+    fprintf(stderr, "crashcheck: open %s: %s\n", argv[2], sl_strerror(err));
     free(st);
     return 1;
   }

@@ -70,6 +70,12 @@ const struct sl_http_header *sl_http_msg_header(const struct sl_http_msg *m, con
 bool sl_http_msg_has_token(const struct sl_http_msg *m, const char *name, const char *token,
                            size_t len);
 
+/*
+ * Why a message failed to parse: a state kept in the parser (<error>) and
+ * turned into a response status, not an error return, so it stays a small
+ * positive enum outside the negative error space of sluice/error.h. The
+ * parser's functions report a failure with -1 and leave the reason here.
+ */
 enum sl_http_error {
   SL_HTTP_OK = 0,
   SL_HTTP_EBADMSG,      /* malformed: 400 (request) or 502 (response) */

@@ -36,17 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/*
- * The ledger's own error codes, in a range far from negative errno values
- * (which stay under 4096) and from the spool's (-30001...), so they pass
- * through the same int returns. Allocation failure is -ENOMEM (UV_ENOMEM on
- * Unix), invalid arguments -EINVAL.
- */
-#define SL_ELEDGER_NOTFOUND (-30101) /* no entry with that id or key */
-#define SL_ELEDGER_BADKEY (-30102)   /* Idempotency-Key empty or longer than SL_DEDUPE_KEY_MAX */
-
-/* Returns a static description of <err>: a SL_ELEDGER_* code or a negative errno. */
-const char *sl_ledger_strerror(int err);
+#include "sluice/error.h" /* the ledger's own codes, SL_ELEDGER_*, and sl_strerror() */
 
 /* Largest capacity either structure accepts (indexes are 32-bit). */
 #define SL_LEDGER_CAPACITY_MAX (1u << 30)

@@ -72,8 +72,7 @@
 /* The file name of the journal inside the spool directory. */
 #define SL_LEDGER_JOURNAL_FILE "ledger.journal"
 
-/* The journal's own error codes, after the ledger's. */
-#define SL_ELEDGER_LOCKED (-30111) /* another process has the journal open */
+/* The journal's own error code, SL_ELEDGER_LOCKED, is in sluice/error.h (through ledger.h). */
 
 struct sl_ledger_journal;
 

@@ -43,22 +43,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "sluice/error.h" /* the spool's own codes, SL_ESPOOL_*, and sl_strerror() */
 #include "sluice/io.h"
-
-/*
- * The spool's own error codes: far below any negative errno (Linux errno
- * values stay under 4096), so they pass through the same int returns as
- * -errno / UV_E* codes without colliding.
- */
-#define SL_ESPOOL_FULL (-30001)     /* max_bytes reached: the proxy answers 503 */
-#define SL_ESPOOL_CLOSED (-30002)   /* the spool is closing; nothing new is accepted */
-#define SL_ESPOOL_TOOBIG (-30003)   /* one record larger than the format allows */
-#define SL_ESPOOL_CORRUPT (-30004)  /* a file failed its checks and could not be used */
-#define SL_ESPOOL_LOCKED (-30005)   /* another process has the spool directory open */
-#define SL_ESPOOL_NOTFOUND (-30006) /* no dead letter with that id */
-
-/* Returns a static description of <err>: a SL_ESPOOL_* code or a negative errno. */
-const char *sl_spool_strerror(int err);
 
 enum sl_spool_fsync {
   SL_SPOOL_FSYNC_ALWAYS, /* each append gets its own fdatasync before it completes */

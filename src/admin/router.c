@@ -16,8 +16,10 @@
 #include <strings.h>
 
 #include "sluice/config.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/util.h"
 
 /* Method names in the order an Allow header lists them. */
 static const struct {
@@ -100,27 +102,13 @@ int sl_admin_response_header(struct sl_admin_response *resp, const char *name, c
   return sl_buf_printf(&resp->headers, "%s: %s\r\n", name, value);
 }
 
-/* Appends <s> as the inside of a JSON string. */
-static void append_json_string(struct sl_buf *out, const char *s) {
-  for (; *s != '\0'; s++) {
-    unsigned char ch = (unsigned char)*s;
-
-    if (ch == '"' || ch == '\\')
-      sl_buf_printf(out, "\\%c", ch);
-    else if (ch < 0x20)
-      sl_buf_printf(out, "\\u%04x", ch);
-    else
-      sl_buf_append(out, s, 1);
-  }
-}
-
 void sl_admin_response_error(struct sl_admin_response *resp, unsigned status, const char *message) {
   resp->status = status;
   resp->content_type = "application/json";
   sl_buf_reset(&resp->body);
-  sl_buf_append_str(&resp->body, "{\"error\":\"");
-  append_json_string(&resp->body, message);
-  sl_buf_append_str(&resp->body, "\"}\n");
+  sl_buf_append_str(&resp->body, "{\"error\":");
+  sl_json_append_string(&resp->body, message, strlen(message));
+  sl_buf_append_str(&resp->body, "}\n");
 }
 
 /*
@@ -194,7 +182,7 @@ static unsigned route_methods(const struct sl_admin_route *r) {
 static void method_list(struct sl_buf *out, unsigned methods, const char *sep, const char *quote) {
   bool first = true;
 
-  for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
+  for (size_t i = 0; i < sl_countof(method_names); i++) {
     if (!(methods & method_names[i].bit))
       continue;
     sl_buf_printf(out, "%s%s%s%s", first ? "" : sep, quote, method_names[i].name, quote);
@@ -269,15 +257,15 @@ static void on_index(const struct sl_admin_request *req, struct sl_admin_respons
   for (size_t i = 0; i < a->n_endpoints; i++) {
     const struct sl_admin_endpoint *e = &a->endpoints[i];
 
-    sl_buf_append_str(&resp->body, i > 0 ? ",\n{\"path\":\"" : "\n{\"path\":\"");
-    append_json_string(&resp->body, e->path);
-    sl_buf_append_str(&resp->body, "\",\"methods\":[");
+    sl_buf_append_str(&resp->body, i > 0 ? ",\n{\"path\":" : "\n{\"path\":");
+    sl_json_append_string(&resp->body, e->path, strlen(e->path));
+    sl_buf_append_str(&resp->body, ",\"methods\":[");
     method_list(&resp->body, e->methods | ((e->methods & SL_METHOD_GET) ? SL_METHOD_HEAD : 0), ",",
                 "\"");
-    sl_buf_printf(&resp->body, "],\"token\":%s,\"what\":\"",
+    sl_buf_printf(&resp->body, "],\"token\":%s,\"what\":",
                   (e->flags & SL_ADMIN_PROTECTED) && a->token[0] != '\0' ? "true" : "false");
-    append_json_string(&resp->body, e->what);
-    sl_buf_append_str(&resp->body, "\"}");
+    sl_json_append_string(&resp->body, e->what, strlen(e->what));
+    sl_buf_append_str(&resp->body, "}");
   }
   sl_buf_append_str(&resp->body, "\n]}\n");
 }

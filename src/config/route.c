@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "config/config_int.h"
+#include "sluice/util.h"
 
 static const struct {
   const char *name;
@@ -28,7 +29,7 @@ static const struct {
 };
 
 unsigned sl_method_bit(const char *name, size_t len) {
-  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+  for (size_t i = 0; i < sl_countof(methods); i++) {
     if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
       return methods[i].bit;
   }

@@ -25,31 +25,18 @@
 
 #include "sluice/admin.h"
 #include "sluice/clock.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 #define DEAD_LIST_MAX 1000
-
-static void json_string(struct sl_buf *b, const char *s, size_t len) {
-  sl_buf_append(b, "\"", 1);
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)s[i];
-
-    if (ch == '"' || ch == '\\')
-      sl_buf_printf(b, "\\%c", ch);
-    else if (ch < 0x20 || ch >= 0x7f)
-      sl_buf_printf(b, "\\u%04x", ch);
-    else
-      sl_buf_append(b, s + i, 1);
-  }
-  sl_buf_append(b, "\"", 1);
-}
 
 static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
   struct sl_drain_info info;
 
   sl_drain_info(d, &info);
   sl_buf_append_str(b, "{\"name\":");
-  json_string(b, sl_drain_name(d), strlen(sl_drain_name(d)));
+  sl_json_append_string(b, sl_drain_name(d), strlen(sl_drain_name(d)));
   sl_buf_printf(b,
                 ",\"rate\":%g,\"paused\":%s,\"ready\":%llu,\"delayed\":%llu,\"inflight\":%llu,"
                 "\"dead\":%llu,\"backlog_bytes\":%llu,\"eta_seconds\":",
@@ -184,11 +171,11 @@ static int add_dead(void *arg, const struct sl_spool_record *rec) {
   sl_buf_printf(l->b, "{\"id\":\"%s\",\"attempts\":%u,\"enqueued_at\":\"%s\",\"method\":", id,
                 rec->attempts + 1, /* the record counts those before the last one */
                 sl_clock_format(rec->enqueue_ms, true, when));
-  json_string(l->b, rec->method, rec->method_len);
+  sl_json_append_string(l->b, rec->method, rec->method_len);
   sl_buf_append_str(l->b, ",\"target\":");
-  json_string(l->b, rec->target, rec->target_len);
+  sl_json_append_string(l->b, rec->target, rec->target_len);
   sl_buf_append_str(l->b, ",\"error\":");
-  json_string(l->b, rec->error ? rec->error : "", rec->error ? rec->error_len : 0);
+  sl_json_append_string(l->b, rec->error ? rec->error : "", rec->error ? rec->error_len : 0);
   sl_buf_append(l->b, "}", 1);
   return ++l->n >= DEAD_LIST_MAX;
 }
@@ -235,10 +222,10 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
   memcpy(uname, name, (size_t)(slash - name));
   uname[slash - name] = '\0';
   action = slash + 1;
-  for (a = 0; a < sizeof(actions) / sizeof(actions[0]); a++)
+  for (a = 0; a < sl_countof(actions); a++)
     if (strcmp(action, actions[a].action) == 0)
       break;
-  if (a == sizeof(actions) / sizeof(actions[0])) {
+  if (a == sl_countof(actions)) {
     sl_admin_response_error(resp, 404, "unknown action (GET / lists the endpoints)");
     return;
   }
@@ -287,7 +274,7 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
     sl_buf_append_str(&resp->body, "]}\n");
     if (rc != 0) {
       sl_buf_reset(&resp->body);
-      sl_admin_response_error(resp, 500, sl_spool_strerror(rc));
+      sl_admin_response_error(resp, 500, sl_strerror(rc));
     }
     return;
   } else {
@@ -310,7 +297,7 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
       return;
     }
     if (rc != 0) {
-      sl_admin_response_error(resp, 500, sl_spool_strerror(rc));
+      sl_admin_response_error(resp, 500, sl_strerror(rc));
       return;
     }
     resp->status = 202;
@@ -350,7 +337,7 @@ int sl_server_register_admin(struct sl_server *srv, struct sl_admin *admin) {
                         SL_METHOD_GET | SL_METHOD_POST | SL_METHOD_PUT | SL_METHOD_PATCH |
                             SL_METHOD_DELETE | SL_METHOD_OPTIONS,
                         "/admin/upstreams/", SL_ADMIN_PROTECTED, on_upstream, srv);
-  for (size_t i = 0; rc == 0 && i < sizeof(describe) / sizeof(describe[0]); i++)
+  for (size_t i = 0; rc == 0 && i < sl_countof(describe); i++)
     rc = sl_admin_describe(admin, describe[i].methods, describe[i].path, SL_ADMIN_PROTECTED,
                            describe[i].what);
   return rc;

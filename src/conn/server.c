@@ -26,6 +26,7 @@
 
 #include "sluice/admin.h"
 #include "sluice/clock.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/registry.h"
@@ -401,18 +402,7 @@ static void on_reload_info(const struct sl_admin_request *req, struct sl_admin_r
   if (r->result != SL_RELOAD_FAILURE) {
     sl_buf_append_str(&resp->body, "null");
   } else {
-    sl_buf_append(&resp->body, "\"", 1);
-    for (const char *p = r->error; *p; p++) {
-      unsigned char ch = (unsigned char)*p;
-
-      if (ch == '"' || ch == '\\')
-        sl_buf_printf(&resp->body, "\\%c", ch);
-      else if (ch < 0x20 || ch >= 0x7f)
-        sl_buf_printf(&resp->body, "\\u%04x", ch);
-      else
-        sl_buf_append(&resp->body, p, 1);
-    }
-    sl_buf_append(&resp->body, "\"", 1);
+    sl_json_append_string(&resp->body, r->error, strlen(r->error));
   }
   sl_buf_printf(&resp->body, ",\"reloading\":%s,\"successes\":%llu,\"failures\":%llu}\n",
                 srv->reload != NULL ? "true" : "false", (unsigned long long)r->successes,

@@ -25,9 +25,11 @@
 
 #include "sluice/admin.h"
 #include "sluice/clock.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/replay.h"
 #include "sluice/units.h"
+#include "sluice/util.h"
 
 static const struct sl_http_header *header(struct sl_conn *c, const char *name) {
   return sl_http_msg_header(&c->parser.msg, name);
@@ -49,7 +51,7 @@ static void format_duration(uint64_t ms, char *out, size_t len) {
     const char *unit;
   } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
 
-  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+  for (size_t i = 0; i < sl_countof(units); i++) {
     if (ms % units[i].ms == 0) {
       snprintf(out, len, "%llu%s", (unsigned long long)(ms / units[i].ms), units[i].unit);
       return;
@@ -207,14 +209,15 @@ static int status_json(struct sl_conn *c, const struct sl_ledger_entry *e, char 
     put_str(&o, "\"");
   }
   if (e->error[0] != '\0') {
-    /* Error texts are sluice's own (no quotes or control bytes), so they
-     * need no escaping beyond what is checked here. */
-    put_str(&o, ",\"error\":\"");
-    for (const char *p = e->error; *p; p++) {
-      char ch = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
-      put(&o, &ch, 1);
-    }
-    put_str(&o, "\"");
+    struct sl_buf error;
+
+    sl_buf_init(&error);
+    put_str(&o, ",\"error\":");
+    if (sl_json_append_string(&error, e->error, strlen(e->error)) == 0)
+      put(&o, error.base, error.len);
+    else
+      put_str(&o, "null");
+    sl_buf_dispose(&error);
   }
   put_str(&o, "}\n");
   return (int)o.n;
@@ -255,7 +258,7 @@ static void respond_unavailable(struct sl_conn *c, const char *why) {
 /* The cancellation of <c->spill_id> is durable (or the journal failed, and
  * said so): its 200 goes now, with the status as it is now. */
 static void on_cancel_journaled(struct sl_ledger_journal_waiter *w, int status) {
-  struct sl_conn *c = (struct sl_conn *)((char *)w - offsetof(struct sl_conn, jwait));
+  struct sl_conn *c = sl_container_of(w, struct sl_conn, jwait);
   struct sl_ledger_entry e;
   char body[512];
   int n;
@@ -407,7 +410,7 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
       sl_dedupe_remove(c->srv->dedupe, key_scope(c),
                        sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
     sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
-                sl_spool_strerror(res->status));
+                sl_strerror(res->status));
     respond_unavailable(c, res->status == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
     return;
   }
@@ -445,7 +448,7 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
       sl_drain_spill(c->drain, method, strlen(method), sl_http_msg_str(m, m->target_off),
                      m->target_len, &c->upreq, &c->body, not_before_ms, on_spilled, c, c->spill_id);
   if (rc != 0) {
-    sl_log_warn("spool %s: request refused: %s", sl_drain_name(c->drain), sl_spool_strerror(rc));
+    sl_log_warn("spool %s: request refused: %s", sl_drain_name(c->drain), sl_strerror(rc));
     respond_unavailable(c, rc == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
     return;
   }
@@ -472,7 +475,7 @@ static void forward(struct sl_conn *c) {
 /* ---- queue ------------------------------------------------------------- */
 
 static void on_granted(struct sl_drain_waiter *w) {
-  struct sl_conn *c = (struct sl_conn *)((char *)w - offsetof(struct sl_conn, waiter));
+  struct sl_conn *c = sl_container_of(w, struct sl_conn, waiter);
 
   sl__conn_disarm(c);
   c->shape = SHAPE_NONE;

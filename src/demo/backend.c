@@ -18,6 +18,7 @@
  */
 #include "sluice/buf.h"
 #include "sluice/http.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/units.h"
 
@@ -32,6 +33,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+
+#include "sluice/util.h"
 
 #define MAX_PIPELINE 64           /* pending requests per connection before reads pause */
 #define MAX_LINE_BYTES 65536      /* request target, and all header lines together */
@@ -233,19 +236,6 @@ static void req_destroy(struct req *r) {
 
 /* ---- responses ---- */
 
-/* Appends <len> bytes at <p> to <b> as the inside of a JSON string. */
-static void json_escape(struct sl_buf *b, const char *p, size_t len) {
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)p[i];
-    if (ch == '"' || ch == '\\')
-      sl_buf_printf(b, "\\%c", ch);
-    else if (ch < 0x20 || ch >= 0x7f)
-      sl_buf_printf(b, "\\u%04x", ch);
-    else
-      sl_buf_append(b, &ch, 1);
-  }
-}
-
 /* Writes the status line and headers of <r> into <r->resp>. A negative <body_len> writes no
  * Content-Length: the body is chunked (<chunked>), close-delimited, or absent. */
 static void put_head(struct req *r, const char *type, int64_t body_len, int chunked) {
@@ -325,10 +315,11 @@ static void build_response(struct req *r) {
     sl_buf_append_str(&body, "{\"ok\":false,\"error\":\"bad request\"}\n");
     break;
   default:
-    sl_buf_printf(&body, "{\"ok\":%s,\"method\":\"%s\",\"path\":\"",
-                  r->status < 400 ? "true" : "false", r->method);
-    json_escape(&body, r->target.base, r->target.len);
-    sl_buf_printf(&body, "\",\"body_bytes\":%" PRIu64 ",\"seq\":%" PRIu64 "}\n", r->body_bytes,
+    sl_buf_printf(&body,
+                  "{\"ok\":%s,\"method\":\"%s\",\"path\":", r->status < 400 ? "true" : "false",
+                  r->method);
+    sl_json_append_string(&body, r->target.base, r->target.len);
+    sl_buf_printf(&body, ",\"body_bytes\":%" PRIu64 ",\"seq\":%" PRIu64 "}\n", r->body_bytes,
                   r->seq);
     break;
   }
@@ -574,7 +565,7 @@ static int on_headers_complete(llhttp_t *p) {
   r->method = llhttp_method_name((llhttp_method_t)p->method);
   r->http_major = p->http_major;
   r->http_minor = p->http_minor;
-  for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+  for (size_t i = 0; i < sl_countof(exact); i++)
     if (q == strlen(exact[i].path) && memcmp(t, exact[i].path, q) == 0)
       r->kind = exact[i].kind;
 #define HAS(lit) (q > sizeof(lit) - 1 && memcmp(t, lit, sizeof(lit) - 1) == 0)

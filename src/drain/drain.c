@@ -35,6 +35,7 @@
 #include "sluice/log.h"
 #include "sluice/random.h"
 #include "sluice/replay.h"
+#include "sluice/util.h"
 
 /* Bytes of a replayed response kept for a client in wait mode. */
 #define WAIT_BODY_MAX (8u * 1024 * 1024)
@@ -299,16 +300,16 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
       return -1;
   }
   d->queue_wait = sl_metrics_series(
-      sl_metrics_histogram(
-          reg, "sluice_queue_wait_seconds", "Time from a spilled request's 202 to its delivery.",
-          up, queue_wait_buckets, sizeof(queue_wait_buckets) / sizeof(queue_wait_buckets[0])),
+      sl_metrics_histogram(reg, "sluice_queue_wait_seconds",
+                           "Time from a spilled request's 202 to its delivery.", up,
+                           queue_wait_buckets, sl_countof(queue_wait_buckets)),
       (const char *[]){n});
   if (d->queue_wait == NULL)
     return -1;
   d->fsync_seconds = sl_metrics_series(
       sl_metrics_histogram(reg, "sluice_spool_fsync_duration_seconds",
                            "Duration of the spool's fdatasync calls (one per commit group).", up,
-                           fsync_buckets, sizeof(fsync_buckets) / sizeof(fsync_buckets[0])),
+                           fsync_buckets, sl_countof(fsync_buckets)),
       (const char *[]){n});
   if (d->fsync_seconds == NULL)
     return -1;
@@ -371,7 +372,7 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         own_series(reg, SL_METRIC_COUNTER, "sluice_spool_lost_records_total",
                    "Records lost in damaged spool units.", n, m_lost, d),
     };
-    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+    for (size_t i = 0; i < sl_countof(s); i++) {
       if (s[i] == NULL)
         return -1;
       d->gauges[d->n_gauges++] = s[i];
@@ -638,7 +639,7 @@ static void on_dead_moved(void *arg, int status) {
     d->seq_settled++;
   } else {
     sl_log_error("upstream %s: could not dead-letter a record: %s; it will be replayed again",
-                 d->name, sl_spool_strerror(status));
+                 d->name, sl_strerror(status));
     ledger_update(d, &rec, SL_LEDGER_QUEUED, 0, dj->error, 0);
   }
   free(dj);
@@ -1050,7 +1051,7 @@ static void apply_lost(struct sl_drain *d, struct census_job *job) {
     sl_log_error("upstream %s: %llu record(s) lost in damaged spool units; their statuses "
                  "could not be updated: %s",
                  d->name, (unsigned long long)job->lost,
-                 job->status != 0 ? sl_spool_strerror(job->status) : "out of memory");
+                 job->status != 0 ? sl_strerror(job->status) : "out of memory");
     return;
   }
   if (job->held.n > 0)
@@ -1097,7 +1098,7 @@ static void apply_rebuild(struct sl_drain *d, struct census_job *job) {
     sl_log_error("upstream %s: after an unclean stop, the statuses and Idempotency-Keys of "
                  "spooled requests could not all be rebuilt from the spool: %s; those the "
                  "journal lacks answer 404 and are accepted again",
-                 d->name, job->status != 0 ? sl_spool_strerror(job->status) : "out of memory");
+                 d->name, job->status != 0 ? sl_strerror(job->status) : "out of memory");
     return;
   }
   sl_recover_apply(job->recover, d->ledger, d->keys, d->index, sl_clock_wall_ms(), &c);
@@ -1322,7 +1323,7 @@ static void pump(struct sl_drain *d) {
 
       if (rc != 0) {
         sl_log_error("spool %s: reading the next record failed: %s (retrying in %u ms)", d->name,
-                     sl_spool_strerror(rc), TAKE_ERROR_HOLD_MS);
+                     sl_strerror(rc), TAKE_ERROR_HOLD_MS);
         /* The record is still there: hold off, then read again (schedule arms the timer
          * for the end of the hold since maybe_ready stays set). */
         d->hold_until_ms = wall + TAKE_ERROR_HOLD_MS;
@@ -1572,7 +1573,7 @@ int sl_drain_open_spool(const struct sl_config *cfg, const struct sl_upstream_co
   /* No notify yet: the drain that adopts the spool sets it (sl_spool_set_notify). */
   rc = sl_spool_open(dir, &opts, out);
   if (rc != 0) {
-    snprintf(err, errlen, "spool %s: cannot open %s: %s", ucfg->name, dir, sl_spool_strerror(rc));
+    snprintf(err, errlen, "spool %s: cannot open %s: %s", ucfg->name, dir, sl_strerror(rc));
     *out = NULL;
   }
   return rc;
@@ -1850,7 +1851,7 @@ static void on_dead_op_done(void *arg, int status) {
   struct sl_drain *d = arg;
 
   if (status != 0 && status != SL_ESPOOL_NOTFOUND) {
-    sl_log_warn("spool %s: dead-letter operation failed: %s", d->name, sl_spool_strerror(status));
+    sl_log_warn("spool %s: dead-letter operation failed: %s", d->name, sl_strerror(status));
     if (d->ledger != NULL && d->spool != NULL)
       sl_spool_dead_list(d->spool, restore_dead, d);
   }

@@ -12,6 +12,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/exchange.h"
+#include "sluice/util.h"
 
 struct sl_replay {
   struct sl_upx *x;
@@ -100,7 +101,7 @@ static int method_of(const char *req, size_t len) {
   const char *sp = memchr(req, ' ', len);
   size_t n = sp != NULL ? (size_t)(sp - req) : 0;
 
-  for (size_t i = 0; n > 0 && i < sizeof(methods) / sizeof(methods[0]); i++) {
+  for (size_t i = 0; n > 0 && i < sl_countof(methods); i++) {
     if (strlen(methods[i].name) == n && memcmp(methods[i].name, req, n) == 0)
       return methods[i].method;
   }

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/util.h"
+
 struct name {
   const char *s;
   size_t len;
@@ -40,7 +42,7 @@ static bool name_in(const char *n, size_t len, const struct name *set, size_t co
 bool sl_http_is_hop_by_hop(const char *name, size_t len) {
   if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
     return true;
-  return name_in(name, len, hop_by_hop, sizeof(hop_by_hop) / sizeof(hop_by_hop[0]));
+  return name_in(name, len, hop_by_hop, sl_countof(hop_by_hop));
 }
 
 /* Whether some Connection header of <m> lists <name> as a token. */
@@ -144,8 +146,7 @@ int sl_http_write_request_fields(struct sl_buf *out, const struct sl_http_msg *r
     const struct sl_http_header *h = &req->headers[i];
 
     if (!passes(req, h, conn_hdr) || is_sluice_header(req, h) ||
-        name_in(req->raw.base + h->name_off, h->name_len, request_own,
-                sizeof(request_own) / sizeof(request_own[0])))
+        name_in(req->raw.base + h->name_off, h->name_len, request_own, sl_countof(request_own)))
       continue;
     /* These two are merged with what sluice adds, so they are written below. */
     if (name_eq(req, h, "x-forwarded-for", 15) || name_eq(req, h, "via", 3))
@@ -352,7 +353,7 @@ static const char *const reasons[600] = {
 };
 
 const char *sl_http_reason(unsigned status) {
-  if (status < sizeof(reasons) / sizeof(reasons[0]) && reasons[status] != NULL)
+  if (status < sl_countof(reasons) && reasons[status] != NULL)
     return reasons[status];
   return "";
 }

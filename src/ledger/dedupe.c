@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "ledger/ledger_int.h"
+#include "sluice/endian.h"
 
 #define NONE SL__LEDGER_NONE
 
@@ -35,8 +36,7 @@ static int bad_key(const char *key, size_t len) {
 static uint32_t key_hash(const struct sl_dedupe *d, uint16_t scope, const char *key, size_t len) {
   uint8_t buf[2 + SL_DEDUPE_KEY_MAX];
 
-  buf[0] = (uint8_t)(scope & 0xff);
-  buf[1] = (uint8_t)(scope >> 8);
+  sl_le_put16(buf, scope);
   memcpy(buf + 2, key, len);
   return (uint32_t)(sl__ledger_siphash(d->seed, buf, 2 + len) >> 32);
 }

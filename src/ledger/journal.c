@@ -90,6 +90,7 @@
 #include "sluice/buf.h"
 #include "sluice/clock.h"
 #include "sluice/crc32c.h"
+#include "sluice/endian.h"
 #include "sluice/log.h"
 #include "sluice/durable.h"
 
@@ -261,33 +262,10 @@ void sl_ledger_journal_opts_init(struct sl_ledger_journal_opts *opts) {
 
 /* ---- encoding ----------------------------------------------------------- */
 
-static void put16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
-
 /* Frames the <len> body bytes at <frame> + FRAME_HEAD; returns the frame's size. */
 static size_t seal(uint8_t *frame, size_t len) {
-  put32(frame, (uint32_t)len);
-  put32(frame + 4, sl_crc32c(sl_crc32c(0, frame, 4), frame + FRAME_HEAD, len));
+  sl_le_put32(frame, (uint32_t)len);
+  sl_le_put32(frame + 4, sl_crc32c(sl_crc32c(0, frame, 4), frame + FRAME_HEAD, len));
   return FRAME_HEAD + len;
 }
 
@@ -297,16 +275,16 @@ static size_t encode_entry(uint8_t *frame, const struct sl_ledger_entry *e) {
 
   b[0] = e->state > SL_LEDGER_DEAD || e->flags != 0 ? REC_ENTRY2 : REC_ENTRY;
   b[1] = (uint8_t)e->state;
-  put16(b + 2, e->upstream);
-  put16(b + 4, e->status);
+  sl_le_put16(b + 2, e->upstream);
+  sl_le_put16(b + 4, e->status);
   b[6] = (uint8_t)err_len;
   b[7] = e->flags;
-  put32(b + 8, e->attempts);
+  sl_le_put32(b + 8, e->attempts);
   memcpy(b + 12, e->id, 16);
-  put64(b + 28, e->seq);
-  put64(b + 36, e->enqueued_ms);
-  put64(b + 44, e->updated_ms);
-  put64(b + 52, e->not_before_ms);
+  sl_le_put64(b + 28, e->seq);
+  sl_le_put64(b + 36, e->enqueued_ms);
+  sl_le_put64(b + 44, e->updated_ms);
+  sl_le_put64(b + 52, e->not_before_ms);
   memcpy(b + ENTRY_LEN, e->error, err_len);
   return seal(frame, ENTRY_LEN + err_len);
 }
@@ -319,11 +297,11 @@ static size_t encode_key(uint8_t *frame, uint16_t scope, const char *key, size_t
 
   memset(b, 0, head);
   b[0] = id != NULL ? REC_KEY : REC_KEY_REMOVE;
-  put16(b + 2, scope);
-  put16(b + 4, (uint16_t)key_len);
+  sl_le_put16(b + 2, scope);
+  sl_le_put16(b + 4, (uint16_t)key_len);
   if (id != NULL) {
     memcpy(b + 8, id, 16);
-    put64(b + 24, t_ms);
+    sl_le_put64(b + 24, t_ms);
   }
   memcpy(b + head, key, key_len);
   return seal(frame, head + key_len);
@@ -349,16 +327,16 @@ static size_t encode_name(uint8_t *frame, uint16_t id, const char *name, size_t 
 
   memset(b, 0, NAME_LEN);
   b[0] = REC_NAME;
-  put16(b + 2, id);
-  put16(b + 4, (uint16_t)len);
+  sl_le_put16(b + 2, id);
+  sl_le_put16(b + 4, (uint16_t)len);
   memcpy(b + NAME_LEN, name, len);
   return seal(frame, NAME_LEN + len);
 }
 
 static void header(uint8_t out[HEADER_LEN]) {
   memcpy(out, MAGIC, 8);
-  put32(out + 8, VERSION);
-  put32(out + 12, 0);
+  sl_le_put32(out + 8, VERSION);
+  sl_le_put32(out + 12, 0);
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -398,14 +376,14 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
     e.flags = v2 ? b[7] : 0; /* the first format wrote 0 there */
     /* In flight when it was written (not by this version): queued again now. */
     e.state = b[1] == SL_LEDGER_INFLIGHT ? SL_LEDGER_QUEUED : (enum sl_ledger_state)b[1];
-    e.upstream = get16(b + 2);
-    e.status = get16(b + 4);
-    e.attempts = get32(b + 8);
+    e.upstream = sl_le_get16(b + 2);
+    e.status = sl_le_get16(b + 4);
+    e.attempts = sl_le_get32(b + 8);
     memcpy(e.id, b + 12, 16);
-    e.seq = get64(b + 28);
-    e.enqueued_ms = get64(b + 36);
-    e.updated_ms = get64(b + 44);
-    e.not_before_ms = get64(b + 52);
+    e.seq = sl_le_get64(b + 28);
+    e.enqueued_ms = sl_le_get64(b + 36);
+    e.updated_ms = sl_le_get64(b + 44);
+    e.not_before_ms = sl_le_get64(b + 52);
     memcpy(e.error, b + ENTRY_LEN, b[6]);
     ld->entries++;
     return sl_ledger_put(ld->l, &e) == -ENOMEM ? -ENOMEM : 0;
@@ -413,23 +391,24 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
   case REC_KEY:
   case REC_KEY_REMOVE: {
     size_t head = b[0] == REC_KEY ? KEY_LEN : KEY_REMOVE_LEN;
-    size_t key_len = get16(b + 4);
+    uint16_t scope = sl_le_get16(b + 2);
+    size_t key_len = sl_le_get16(b + 4);
     const char *key = (const char *)b + head;
 
     if (len < head || key_len == 0 || key_len > SL_DEDUPE_KEY_MAX || len != head + key_len)
       return 1;
     if (b[0] == REC_KEY_REMOVE) {
-      sl_dedupe_remove(ld->d, get16(b + 2), key, key_len);
+      sl_dedupe_remove(ld->d, scope, key, key_len);
       return 0;
     }
-    if (key_expired(ld->d, get64(b + 24), ld->now_ms)) {
+    if (key_expired(ld->d, sl_le_get64(b + 24), ld->now_ms)) {
       ld->expired++;
       return 0;
     }
     ld->keys++;
     /* Put "at" its own time: the index keeps keys in time order and expires
      * them from there, as if they had come in now. */
-    return sl_dedupe_put(ld->d, get16(b + 2), key, key_len, b + 8, get64(b + 24)) == -ENOMEM
+    return sl_dedupe_put(ld->d, scope, key, key_len, b + 8, sl_le_get64(b + 24)) == -ENOMEM
                ? -ENOMEM
                : 0;
   }
@@ -444,12 +423,12 @@ static int apply(struct loader *ld, const uint8_t *b, size_t len) {
     ld->closed = true;
     return 0;
   case REC_NAME: {
-    size_t name_len = get16(b + 4);
+    size_t name_len = sl_le_get16(b + 4);
 
     if (len < NAME_LEN || name_len == 0 || name_len > SL_LEDGER_JOURNAL_NAME_MAX ||
         len != NAME_LEN + name_len || memchr(b + NAME_LEN, '\0', name_len) != NULL)
       return 1;
-    return names_set(&ld->names, get16(b + 2), (const char *)b + NAME_LEN, name_len);
+    return names_set(&ld->names, sl_le_get16(b + 2), (const char *)b + NAME_LEN, name_len);
   }
   default:
     ld->unknown++;
@@ -515,7 +494,7 @@ static int load_fd(int fd, uint64_t limit, struct loader *ld, int64_t *bad_offse
     }
     if (have == off)
       break; /* a clean end */
-    if (have - off >= 4 ? get32(buf + off) == 0 : buf[off] == 0) {
+    if (have - off >= 4 ? sl_le_get32(buf + off) == 0 : buf[off] == 0) {
       /* No frame has length 0: this is the zero-filled tail of a file written
        * under a sync policy, its clean end, unless something else follows. */
       int64_t at = (int64_t)(pos + off);
@@ -533,9 +512,9 @@ static int load_fd(int fd, uint64_t limit, struct loader *ld, int64_t *bad_offse
         *bad_offset = at;
       break;
     }
-    size_t len = have - off >= FRAME_HEAD ? get32(buf + off) : 0;
+    size_t len = have - off >= FRAME_HEAD ? sl_le_get32(buf + off) : 0;
     if (len == 0 || len > BODY_MAX || have - off < FRAME_HEAD + len ||
-        get32(buf + off + 4) !=
+        sl_le_get32(buf + off + 4) !=
             sl_crc32c(sl_crc32c(0, buf + off, 4), buf + off + FRAME_HEAD, len)) {
       *bad_offset = (int64_t)(pos + off);
       break;

@@ -31,23 +31,6 @@
 
 #define NONE SL__LEDGER_NONE
 
-const char *sl_ledger_strerror(int err) {
-  switch (err) {
-  case 0:
-    return "success";
-  case SL_ELEDGER_NOTFOUND:
-    return "no such request id or key";
-  case SL_ELEDGER_BADKEY:
-    return "Idempotency-Key empty or too long";
-  case -ENOMEM:
-    return "out of memory";
-  case -EINVAL:
-    return "invalid argument";
-  default:
-    return err < 0 ? strerror(-err) : "unknown error";
-  }
-}
-
 const char *sl_ledger_state_name(enum sl_ledger_state state) {
   switch (state) {
   case SL_LEDGER_QUEUED:

@@ -13,6 +13,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "sluice/endian.h"
+
 static uint32_t cell_node(uint64_t cell) { return (uint32_t)cell - 1; }
 static uint32_t cell_hash(uint64_t cell) { return (uint32_t)(cell >> 32); }
 
@@ -151,11 +153,6 @@ void sl__ledger_seed(uint8_t seed[16]) {
   memcpy(seed + 8, &b, 8);
 }
 
-static uint64_t load64le(const uint8_t *p) {
-  return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24 |
-         (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
-}
-
 static uint64_t rotl(uint64_t x, unsigned b) { return (x << b) | (x >> (64 - b)); }
 
 #define SIPROUND                                                                                   \
@@ -178,7 +175,7 @@ static uint64_t rotl(uint64_t x, unsigned b) { return (x << b) | (x >> (64 - b))
 
 uint64_t sl__ledger_siphash(const uint8_t key[16], const void *data, size_t len) {
   const uint8_t *p = data;
-  uint64_t k0 = load64le(key), k1 = load64le(key + 8);
+  uint64_t k0 = sl_le_get64(key), k1 = sl_le_get64(key + 8);
   uint64_t v0 = k0 ^ 0x736f6d6570736575ull;
   uint64_t v1 = k1 ^ 0x646f72616e646f6dull;
   uint64_t v2 = k0 ^ 0x6c7967656e657261ull;
@@ -186,7 +183,7 @@ uint64_t sl__ledger_siphash(const uint8_t key[16], const void *data, size_t len)
   size_t words = len / 8;
 
   for (size_t w = 0; w < words; w++, p += 8) {
-    uint64_t m = load64le(p);
+    uint64_t m = sl_le_get64(p);
     v3 ^= m;
     SIPROUND;
     SIPROUND;

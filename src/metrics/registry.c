@@ -21,11 +21,11 @@
 
 #include "metrics_int.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 const double sl_metrics_duration_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                               0.5,   1,      2.5,   5,    10,    30,   60};
-const size_t sl_metrics_duration_buckets_len =
-    sizeof(sl_metrics_duration_buckets) / sizeof(sl_metrics_duration_buckets[0]);
+const size_t sl_metrics_duration_buckets_len = sl_countof(sl_metrics_duration_buckets);
 
 static struct sl_metrics *default_reg;
 

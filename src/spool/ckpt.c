@@ -47,9 +47,9 @@ static int put_entry(struct sl_buf *b, const struct sl__seg *seg, uint8_t state)
 
   e[0] = (uint8_t)seg->store;
   e[1] = state;
-  sl__put16(e + 2, 0);
-  sl__put32(e + 4, nbits);
-  sl__put64(e + 8, seg->seq);
+  sl_le_put16(e + 2, 0);
+  sl_le_put32(e + 4, nbits);
+  sl_le_put64(e + 8, seg->seq);
   if (sl_buf_append(b, e, sizeof(e)) != 0)
     return -ENOMEM;
   if (nbits == 0)
@@ -79,8 +79,8 @@ int sl__ckpt_write(struct sl_spool *spool) {
   pthread_mutex_lock(&spool->mu);
   spool->ack_dirty = false;
   memcpy(hdr, SL__CKPT_MAGIC, 8);
-  sl__put32(hdr + 8, 1);
-  sl__put64(hdr + 16, spool->next_seq);
+  sl_le_put32(hdr + 8, 1);
+  sl_le_put64(hdr + 16, spool->next_seq);
   err = sl_buf_append(&b, hdr, sizeof(hdr));
   for (int v = 0; v < 3 && err == 0; v++) {
     for (size_t i = 0; i < vecs[v]->n && err == 0; i++) {
@@ -103,8 +103,8 @@ int sl__ckpt_write(struct sl_spool *spool) {
   pthread_mutex_unlock(&spool->mu);
   if (err != 0)
     goto out;
-  sl__put32((uint8_t *)b.base + 12, n);
-  sl__put32(crc, sl_crc32c(0, b.base, b.len));
+  sl_le_put32((uint8_t *)b.base + 12, n);
+  sl_le_put32(crc, sl_crc32c(0, b.base, b.len));
   err = sl_buf_append(&b, crc, 4);
   if (err == 0)
     err = sl__write_file_atomic(spool, "acks", b.base, b.len);
@@ -168,17 +168,17 @@ int sl__ckpt_load(struct sl_spool *spool) {
     err = -EIO;
     goto fail;
   }
-  if (len < 28 || memcmp(p, SL__CKPT_MAGIC, 8) != 0 || sl__get32(p + 8) != 1 ||
-      sl__get32(p + len - 4) != sl_crc32c(0, p, len - 4)) {
+  if (len < 28 || memcmp(p, SL__CKPT_MAGIC, 8) != 0 || sl_le_get32(p + 8) != 1 ||
+      sl_le_get32(p + len - 4) != sl_crc32c(0, p, len - 4)) {
     sl_log_error("spool %s: the ack checkpoint %s is corrupt: ignoring it, so settled "
                  "records may be delivered again",
                  spool->name, path);
     spool->st.corrupt_units++;
     goto out;
   }
-  n = sl__get32(p + 12);
-  if (sl__get64(p + 16) > spool->next_seq)
-    spool->next_seq = sl__get64(p + 16);
+  n = sl_le_get32(p + 12);
+  if (sl_le_get64(p + 16) > spool->next_seq)
+    spool->next_seq = sl_le_get64(p + 16);
   at = 24;
   for (uint32_t i = 0; i < n; i++) {
     struct sl__seg *seg;
@@ -189,8 +189,8 @@ int sl__ckpt_load(struct sl_spool *spool) {
     if (at + 16 > len - 4)
       break;
     state = p[at + 1];
-    nbits = sl__get32(p + at + 4);
-    seg = find_seq(spool, sl__get64(p + at + 8));
+    nbits = sl_le_get32(p + at + 4);
+    seg = find_seq(spool, sl_le_get64(p + at + 8));
     at += 16;
     nbytes = state == 1 ? ((size_t)nbits + 7) / 8 : 0;
     if (at + nbytes > len - 4)

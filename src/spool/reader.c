@@ -526,6 +526,6 @@ uint64_t sl__peek_oldest(struct sl_spool *spool) {
   size_t rl;
   if (sl__block_next((const uint8_t *)spool->blk.base, spool->blk.len, &at, &rp, &rl) == 0 &&
       rl >= SL__REC_HDR)
-    oldest = sl__get64(rp + 24);
+    oldest = sl_le_get64(rp + 24);
   return oldest;
 }

@@ -293,13 +293,13 @@ static int read_footer(int fd, uint64_t size, struct sl__seg *seg) {
   if (sl__unit_decode(f, &u) != 0 || u.type != SL__UNIT_FOOTER ||
       sl_crc32c(0, f + SL__UNIT_HDR, SL__FOOTER_PAYLOAD) != u.payload_crc)
     return -1;
-  if (sl__get64(f + SL__UNIT_HDR + 8) != size - SL__FOOTER_SIZE)
+  if (sl_le_get64(f + SL__UNIT_HDR + 8) != size - SL__FOOTER_SIZE)
     return -1;
-  seg->nrec = sl__get32(f + SL__UNIT_HDR);
-  seg->wunits = sl__get32(f + SL__UNIT_HDR + 4);
+  seg->nrec = sl_le_get32(f + SL__UNIT_HDR);
+  seg->wunits = sl_le_get32(f + SL__UNIT_HDR + 4);
   seg->committed = size - SL__FOOTER_SIZE;
-  seg->min_enqueue_ms = sl__get64(f + SL__UNIT_HDR + 16);
-  seg->wmax_enq = sl__get64(f + SL__UNIT_HDR + 24);
+  seg->min_enqueue_ms = sl_le_get64(f + SL__UNIT_HDR + 16);
+  seg->wmax_enq = sl_le_get64(f + SL__UNIT_HDR + 24);
   return 0;
 }
 
@@ -384,7 +384,7 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
         seg->zero_end = size;
       } else if (spool->io.ftruncate(fd, (off_t)off) != 0) {
         err = -errno;
-        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_spool_strerror(err));
+        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_strerror(err));
         goto fail;
       }
       size = off;
@@ -408,7 +408,7 @@ int sl__seg_recover(struct sl_spool *spool, struct sl__seg *seg, bool last) {
       spool->st.torn_tails++;
       if (spool->io.ftruncate(fd, (off_t)off) != 0 || spool->io.fdatasync(fd) != 0) {
         err = -errno;
-        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_spool_strerror(err));
+        sl_log_error("spool %s: cannot cut %s: %s", spool->name, seg->path, sl_strerror(err));
         goto fail;
       }
       size = off;

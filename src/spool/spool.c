@@ -26,27 +26,7 @@
 #include "sluice/clock.h"
 #include "sluice/durable.h"
 #include "sluice/log.h"
-
-const char *sl_spool_strerror(int err) {
-  switch (err) {
-  case 0:
-    return "success";
-  case SL_ESPOOL_FULL:
-    return "spool full";
-  case SL_ESPOOL_CLOSED:
-    return "spool closing";
-  case SL_ESPOOL_TOOBIG:
-    return "record too large for the spool";
-  case SL_ESPOOL_CORRUPT:
-    return "spool data corrupt";
-  case SL_ESPOOL_LOCKED:
-    return "spool directory in use by another process";
-  case SL_ESPOOL_NOTFOUND:
-    return "no such dead letter";
-  default:
-    return err < 0 && err > -4096 ? strerror(-err) : "unknown spool error";
-  }
-}
+#include "sluice/util.h"
 
 void sl_spool_opts_init(struct sl_spool_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -775,7 +755,7 @@ int sl_spool_scan(struct sl_spool *spool, int (*cb)(void *arg, const struct sl_s
   if (dctx == NULL)
     return -ENOMEM;
   pthread_mutex_lock(&spool->mu);
-  for (size_t s = 0; s < sizeof(stores) / sizeof(stores[0]); s++)
+  for (size_t s = 0; s < sl_countof(stores); s++)
     for (size_t i = 0; i < stores[s]->n; i++) {
       stores[s]->v[i]->refs++;
       sl__segvec_push(&segs, stores[s]->v[i]);

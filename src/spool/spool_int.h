@@ -43,6 +43,7 @@
 #include <zstd.h>
 
 #include "sluice/buf.h"
+#include "sluice/endian.h"
 #include "sluice/spool.h"
 
 #define SL__SEG_MAGIC "SLSPOOL"
@@ -62,27 +63,6 @@
 #define SL__CKPT_MAGIC "SLACKS01"
 
 enum sl__store { SL__STORE_READY = 1, SL__STORE_DELAY = 2, SL__STORE_DEAD = 3 };
-
-/* Little-endian accessors: the format is little-endian on every host. */
-static inline void sl__put16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-}
-static inline void sl__put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline void sl__put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline uint16_t sl__get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static inline uint32_t sl__get32(const uint8_t *p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static inline uint64_t sl__get64(const uint8_t *p) {
-  return (uint64_t)sl__get32(p) | ((uint64_t)sl__get32(p + 4) << 32);
-}
 
 /* A parsed unit header. */
 struct sl__unit {

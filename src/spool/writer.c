@@ -40,6 +40,7 @@
 #include "sluice/clock.h"
 #include "sluice/crc32c.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 #define DELAY_BASE_MS 1024u
 #define DELAY_LOOKAHEAD_MS 1000u
@@ -189,11 +190,11 @@ static void seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
   }
   if (seg->wfd >= 0 && footer && seg->store != SL__STORE_DELAY) {
     uint8_t *p = f + SL__UNIT_HDR;
-    sl__put32(p, seg->wnrec);
-    sl__put32(p + 4, seg->wunits);
-    sl__put64(p + 8, seg->wsize);
-    sl__put64(p + 16, seg->wmin_enq == UINT64_MAX ? 0 : seg->wmin_enq);
-    sl__put64(p + 24, seg->wmax_enq);
+    sl_le_put32(p, seg->wnrec);
+    sl_le_put32(p + 4, seg->wunits);
+    sl_le_put64(p + 8, seg->wsize);
+    sl_le_put64(p + 16, seg->wmin_enq == UINT64_MAX ? 0 : seg->wmin_enq);
+    sl_le_put64(p + 24, seg->wmax_enq);
     u.type = SL__UNIT_FOOTER;
     u.payload_len = SL__FOOTER_PAYLOAD;
     u.raw_len = SL__FOOTER_PAYLOAD;
@@ -315,7 +316,7 @@ static void *preparer_main(void *arg) {
 
   if (err != 0 && err != -ECANCELED)
     sl_log_warn("spool %s: preparing the next segment failed (%s): it will be created when needed",
-                spool->name, sl_spool_strerror(err));
+                spool->name, sl_strerror(err));
   pthread_mutex_lock(&spool->mu);
   if (err == 0)
     sl__seg_account_zeros(spool, seg);
@@ -523,7 +524,7 @@ static int stage_add(struct sl_spool *spool, struct stage *st, struct sl__op *op
     if (err != 0)
       return err;
   }
-  sl__put32(lenbuf, (uint32_t)op->len);
+  sl_le_put32(lenbuf, (uint32_t)op->len);
   if (sl_buf_append(&st->raw, lenbuf, 4) != 0 || sl_buf_append(&st->raw, op->data, op->len) != 0)
     return -ENOMEM;
   op->seg = st->seg;
@@ -584,7 +585,7 @@ static void buf_get(struct sl_spool *spool, struct sl_buf *b) {
 }
 
 static void buf_put(struct sl_spool *spool, struct sl_buf *b) {
-  if (spool->nwpool < sizeof(spool->wpool) / sizeof(spool->wpool[0]) && b->cap <= (4u << 20))
+  if (spool->nwpool < sl_countof(spool->wpool) && b->cap <= (4u << 20))
     spool->wpool[spool->nwpool++] = *b;
   else
     sl_buf_dispose(b);
@@ -609,7 +610,7 @@ static size_t group_build(struct sl_spool *spool, struct group *g, struct sl__op
       for (size_t i = 0; i < g->nst; i++)
         if (g->stages[i].seg == seg)
           st = &g->stages[i];
-      if (st == NULL && g->nst == sizeof(g->stages) / sizeof(g->stages[0]))
+      if (st == NULL && g->nst == sl_countof(g->stages))
         break; /* many targets: the rest goes into the next group */
       if (st == NULL) {
         st = &g->stages[g->nst++];
@@ -655,7 +656,7 @@ static void stage_fail(struct sl_spool *spool, struct stage *st, int err) {
 
   st->err = err;
   sl_log_error("spool %s: writing %zu bytes to %s failed: %s", spool->name, st->out.len, seg->path,
-               sl_spool_strerror(err));
+               sl_strerror(err));
   if (seg->wfd >= 0) {
     cut = spool->io.ftruncate(seg->wfd, (off_t)st->off) == 0;
     if (cut)
@@ -1061,7 +1062,7 @@ static void dict_step(struct sl_spool *spool) {
                   spool->name, id, spool->trained_len, spool->nsamples);
   } else {
     sl_log_warn("spool %s: cannot store the dictionary: %s; compressing without one", spool->name,
-                sl_spool_strerror(err));
+                sl_strerror(err));
   }
   free(spool->trained);
   spool->trained = NULL;
@@ -1297,8 +1298,7 @@ static void gc_step(struct sl_spool *spool) {
       seg->wfd = -1;
     }
     if (spool->io.unlink(seg->path) != 0 && errno != ENOENT) {
-      sl_log_warn("spool %s: cannot delete %s: %s", spool->name, seg->path,
-                  sl_spool_strerror(-errno));
+      sl_log_warn("spool %s: cannot delete %s: %s", spool->name, seg->path, sl_strerror(-errno));
       gone.v[i] = NULL;
       pthread_mutex_lock(&spool->mu);
       sl__seg_unref(seg);
@@ -1348,7 +1348,7 @@ static void ckpt_step(struct sl_spool *spool, bool force) {
   if (err != 0)
     sl_log_error("spool %s: writing the ack checkpoint failed: %s (acks stay in memory and "
                  "are written again)",
-                 spool->name, sl_spool_strerror(err));
+                 spool->name, sl_strerror(err));
   /* The list was built newest first: complete in the order the ops came. */
   waiters = NULL;
   while (spool->ack_waiters != NULL) {

@@ -6,6 +6,8 @@
  */
 #include "sluice/circuit.h"
 
+#include "sluice/util.h"
+
 static const char *const state_names[] = {"closed", "half-open", "open"};
 
 static void set_state(struct sl_circuit *c, enum sl_circuit_state s) {
@@ -131,5 +133,5 @@ bool sl_circuit_status_fails(unsigned status) {
 }
 
 const char *sl_circuit_state_name(enum sl_circuit_state s) {
-  return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
+  return (unsigned)s < sl_countof(state_names) ? state_names[s] : "?";
 }

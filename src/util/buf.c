@@ -3,11 +3,11 @@
  */
 #include "sluice/buf.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
 void sl_buf_init(struct sl_buf *b) {
   b->base = NULL;
@@ -31,7 +31,7 @@ int sl_buf_reserve(struct sl_buf *b, size_t extra) {
     cap *= 2;
   p = realloc(b->base, cap);
   if (p == NULL)
-    return UV_ENOMEM;
+    return -ENOMEM;
   b->base = p;
   b->cap = cap;
   return 0;
@@ -41,7 +41,7 @@ int sl_buf_append(struct sl_buf *b, const void *data, size_t len) {
   if (len == 0)
     return 0;
   if (sl_buf_reserve(b, len) != 0)
-    return UV_ENOMEM;
+    return -ENOMEM;
   memcpy(b->base + b->len, data, len);
   b->len += len;
   return 0;
@@ -57,9 +57,9 @@ int sl_buf_printf(struct sl_buf *b, const char *fmt, ...) {
   n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
   if (n < 0)
-    return UV_EINVAL;
+    return -EINVAL;
   if (sl_buf_reserve(b, (size_t)n + 1) != 0)
-    return UV_ENOMEM;
+    return -ENOMEM;
   va_start(ap, fmt);
   vsnprintf(b->base + b->len, (size_t)n + 1, fmt, ap);
   va_end(ap);

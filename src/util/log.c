@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sluice/util.h"
+
 static enum sl_log_level min_level = SL_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -19,7 +21,7 @@ void sl_log_set_level(enum sl_log_level level) { min_level = level; }
 enum sl_log_level sl_log_get_level(void) { return min_level; }
 
 int sl_log_level_parse(const char *name, enum sl_log_level *level) {
-  for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+  for (size_t i = 0; i < sl_countof(level_names); i++) {
     if (strcasecmp(name, level_names[i]) == 0) {
       *level = (enum sl_log_level)i;
       return 0;

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/util.h"
+
 /* 10^FRAC_DIGITS times the largest unit (1 TiB = 2^40 bytes, 1 d = 8.64e7 ms)
  * stays far below 2^64, so scaling a fraction by its unit cannot overflow. */
 #define FRAC_DIGITS 6
@@ -136,7 +138,7 @@ int sl_size_parse(const char *s, uint64_t *out) {
   unit_len = (size_t)(p - unit);
   if (*skip_blanks(p) != '\0')
     return -1;
-  for (size_t i = 0; i < sizeof(size_units) / sizeof(size_units[0]); i++) {
+  for (size_t i = 0; i < sl_countof(size_units); i++) {
     if (strlen(size_units[i].name) == unit_len &&
         strncasecmp(size_units[i].name, unit, unit_len) == 0)
       return scale(&n, size_units[i].factor, out);

@@ -125,7 +125,7 @@ static void check_spool(const char *dir, const char *what) {
   o.dict_train_records = 0;
   rc = sl_spool_open(path, &o, &s);
   if (rc != 0)
-    fail_msg("%s: the spool does not open: %s", what, sl_spool_strerror(rc));
+    fail_msg("%s: the spool does not open: %s", what, sl_strerror(rc));
   assert_int_equal(sl_spool_scan(s, scan_count, &found), 0);
   sl_spool_close(s);
   if (found != 1)

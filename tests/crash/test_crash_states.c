@@ -44,6 +44,7 @@
 
 #include "crashfs.h"
 #include "sluice/clock.h"
+#include "sluice/endian.h"
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/log.h"
@@ -141,8 +142,7 @@ static bool rec_equal(const struct sl_spool_record *a, const struct sl_spool_rec
 
 /* The record index in <id>, or -1 if it is not one of this run's. */
 static long idx_of(const uint8_t *id) {
-  uint32_t i =
-      (uint32_t)id[0] | (uint32_t)id[1] << 8 | (uint32_t)id[2] << 16 | (uint32_t)id[3] << 24;
+  uint32_t i = sl_le_get32(id);
   uint64_t s;
 
   memcpy(&s, id + 4, 8);
@@ -184,7 +184,7 @@ static void on_done(void *arg, int status) {
   if (status != 0) {
     fprintf(stderr,
             "crash: seed %" PRIu64 ": an operation on record %u failed in the workload: %s\n",
-            run_seed, a->idx, sl_spool_strerror(status));
+            run_seed, a->idx, sl_strerror(status));
     cb_failures++;
   } else if (a->many != NULL) {
     for (size_t i = 0; i < a->nmany; i++)
@@ -239,10 +239,7 @@ static void append_one(struct sl_spool *s) {
   d = &ids[nids++];
   memset(d, 0, sizeof(*d));
   memset(&r, 0, sizeof(r));
-  r.id[0] = (uint8_t)idx;
-  r.id[1] = (uint8_t)(idx >> 8);
-  r.id[2] = (uint8_t)(idx >> 16);
-  r.id[3] = (uint8_t)(idx >> 24);
+  sl_le_put32(r.id, idx);
   memcpy(r.id + 4, &run_seed, 8);
   r.enqueue_ms = clock_fn(NULL) - below(1000);
   if (below(5) == 0)
@@ -495,7 +492,7 @@ static void check_spool_state(const char *dir, char *err, size_t errlen) {
   o.now_ms = clock_fn;
   rc = sl_spool_open(path, &o, &s);
   if (rc != 0) {
-    snprintf(err, errlen, "recovery failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "recovery failed: %s", sl_strerror(rc));
     free(count);
     return;
   }
@@ -503,7 +500,7 @@ static void check_spool_state(const char *dir, char *err, size_t errlen) {
   sl_spool_stats(s, &st);
   sl_spool_close(s);
   if (err[0] == '\0' && rc != 0)
-    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_strerror(rc));
   if (err[0] == '\0' && (st.lost_records != 0 || st.corrupt_units != 0))
     snprintf(err, errlen,
              "recovery reports %" PRIu64 " record(s) lost, %" PRIu64 " corrupt unit(s)",
@@ -1008,13 +1005,13 @@ static void check_accept_state(const char *dir, char *err, size_t errlen) {
   snprintf(path, sizeof(path), "%s/acc/up", dir);
   rc = sl_spool_open(path, &o, &s);
   if (rc != 0) {
-    snprintf(err, errlen, "spool recovery failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "spool recovery failed: %s", sl_strerror(rc));
     goto out;
   }
   h->rec = unclean ? sl_recover_create() : NULL;
   rc = sl_spool_scan(s, on_held, h);
   if (rc != 0) {
-    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_spool_strerror(rc));
+    snprintf(err, errlen, "reading the recovered spool failed: %s", sl_strerror(rc));
     goto out;
   }
   if (h->stray) {

@@ -760,7 +760,7 @@ static void full_case(uint64_t segment_bytes) {
       settle(s);
   }
   assert_int_equal(err, SL_ESPOOL_FULL);
-  assert_string_equal(sl_spool_strerror(err), "spool full");
+  assert_string_equal(sl_strerror(err), "spool full");
   settle(s);
   assert_int_equal(d.fails, 0);
   /* Delivering frees whole segments, and appends succeed again. */
