@@ -83,8 +83,14 @@ static int seg_rfd(struct sl__seg *seg) {
   return seg->rfd < 0 ? -errno : seg->rfd;
 }
 
-/* Settles ordinals [from, to) of <seg> as lost (caller holds mu). */
+/* Settles ordinals [from, to) of <seg> as lost (caller holds mu). Only ordinals below
+ * seg->nrec count: in a damaged segment the reader can come upon the intact header of a
+ * unit whose payload is bad and that recovery, resyncing past it, never counted among the
+ * segment's records; settling its ordinals would take from counts they were never added
+ * to (the ready count wrapped around to 2^64 - 1). */
 static void lose_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t from, uint32_t to) {
+  if (to > seg->nrec)
+    to = seg->nrec;
   for (uint32_t o = from; o < to; o++) {
     if (sl__ack_set(seg, o)) {
       seg->nacked++;
