@@ -130,6 +130,12 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
   struct sl__due *found = NULL;
   size_t nfound = 0, cap = 0;
   uint64_t off = SL__SEG_HDR, end;
+  /* Ordinals only go forward, as recovery reads them: a valid unit whose ordinals go back
+   * (a stray copy of an earlier one) is skipped, and a damaged one loses only ordinals past
+   * those already read. Otherwise one record could be put in the heap twice, or be settled
+   * as lost while indexed, and the heap, whose entries hold no reference, would keep
+   * pointing at the segment after it was settled in full and deleted. */
+  uint32_t next_ord = 0;
   int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
 
   if (fd < 0)
@@ -153,14 +159,22 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
                    seg->path, off);
       pthread_mutex_lock(&spool->mu);
       spool->st.corrupt_units++;
-      if (u.type)
-        lose_locked(spool, seg, u.first_ord, u.first_ord + u.nrec);
+      if (u.type && u.first_ord + u.nrec > next_ord) {
+        lose_locked(spool, seg, u.first_ord > next_ord ? u.first_ord : next_ord,
+                    u.first_ord + u.nrec);
+        next_ord = u.first_ord + u.nrec;
+      }
       pthread_mutex_unlock(&spool->mu);
       if (next == 0 || next <= off)
         break;
       off = next;
       continue;
     }
+    if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
+      off += SL__UNIT_HDR + u.payload_len;
+      continue;
+    }
+    next_ord = u.first_ord + u.nrec;
     for (uint32_t k = 0; k < u.nrec; k++) {
       const uint8_t *rp;
       size_t rl;
