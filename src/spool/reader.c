@@ -83,8 +83,14 @@ static int seg_rfd(struct sl__seg *seg) {
   return seg->rfd < 0 ? -errno : seg->rfd;
 }
 
-/* Settles ordinals [from, to) of <seg> as lost (caller holds mu). */
+/* Settles ordinals [from, to) of <seg> as lost (caller holds mu). Only ordinals below
+ * seg->nrec count: in a damaged segment the reader can come upon the intact header of a
+ * unit whose payload is bad and that recovery, resyncing past it, never counted among the
+ * segment's records; settling its ordinals would take from counts they were never added
+ * to (the ready count wrapped around to 2^64 - 1). */
 static void lose_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t from, uint32_t to) {
+  if (to > seg->nrec)
+    to = seg->nrec;
   for (uint32_t o = from; o < to; o++) {
     if (sl__ack_set(seg, o)) {
       seg->nacked++;
@@ -124,6 +130,12 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
   struct sl__due *found = NULL;
   size_t nfound = 0, cap = 0;
   uint64_t off = SL__SEG_HDR, end;
+  /* Ordinals only go forward, as recovery reads them: a valid unit whose ordinals go back
+   * (a stray copy of an earlier one) is skipped, and a damaged one loses only ordinals past
+   * those already read. Otherwise one record could be put in the heap twice, or be settled
+   * as lost while indexed, and the heap, whose entries hold no reference, would keep
+   * pointing at the segment after it was settled in full and deleted. */
+  uint32_t next_ord = 0;
   int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
 
   if (fd < 0)
@@ -147,14 +159,22 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
                    seg->path, off);
       pthread_mutex_lock(&spool->mu);
       spool->st.corrupt_units++;
-      if (u.type)
-        lose_locked(spool, seg, u.first_ord, u.first_ord + u.nrec);
+      if (u.type && u.first_ord + u.nrec > next_ord) {
+        lose_locked(spool, seg, u.first_ord > next_ord ? u.first_ord : next_ord,
+                    u.first_ord + u.nrec);
+        next_ord = u.first_ord + u.nrec;
+      }
       pthread_mutex_unlock(&spool->mu);
       if (next == 0 || next <= off)
         break;
       off = next;
       continue;
     }
+    if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
+      off += SL__UNIT_HDR + u.payload_len;
+      continue;
+    }
+    next_ord = u.first_ord + u.nrec;
     for (uint32_t k = 0; k < u.nrec; k++) {
       const uint8_t *rp;
       size_t rl;
