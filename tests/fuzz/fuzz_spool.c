@@ -81,9 +81,9 @@ static int count_record(void *arg, const struct sl_spool_record *r) {
  * trusting what a valid CRC vouches for, not of damage, which a CRC catches.
  */
 static void bound_ordinals(uint8_t *unit, size_t avail) {
-  sl__put32(unit + 12, sl__get32(unit + 12) % MAX_ORD);
+  sl_le_put32(unit + 12, sl_le_get32(unit + 12) % MAX_ORD);
   if (unit[3] == SL__UNIT_FOOTER && avail >= SL__UNIT_HDR + 4)
-    sl__put32(unit + SL__UNIT_HDR, sl__get32(unit + SL__UNIT_HDR) % MAX_ORD);
+    sl_le_put32(unit + SL__UNIT_HDR, sl_le_get32(unit + SL__UNIT_HDR) % MAX_ORD);
 }
 
 /* Recomputes the header CRC of the segment and the CRCs of each unit found. */
@@ -93,7 +93,7 @@ static void resign(uint8_t *b, size_t len, int store) {
   if (len < SL__SEG_HDR)
     return;
   b[10] = (uint8_t)store;
-  sl__put32(b + 60, sl_crc32c(0, b, 60));
+  sl_le_put32(b + 60, sl_crc32c(0, b, 60));
   while (off + SL__UNIT_HDR <= len) {
     uint32_t plen;
 
@@ -101,11 +101,11 @@ static void resign(uint8_t *b, size_t len, int store) {
       off++; /* bytes that are no unit: look for the next one */
       continue;
     }
-    plen = sl__get32(b + off + 4);
+    plen = sl_le_get32(b + off + 4);
     bound_ordinals(b + off, len - off);
     if (plen <= len - off - SL__UNIT_HDR)
-      sl__put32(b + off + 36, sl_crc32c(0, b + off + SL__UNIT_HDR, plen));
-    sl__put32(b + off + 44, sl_crc32c(0, b + off, 44));
+      sl_le_put32(b + off + 36, sl_crc32c(0, b + off + SL__UNIT_HDR, plen));
+    sl_le_put32(b + off + 44, sl_crc32c(0, b + off, 44));
     if (plen > len - off - SL__UNIT_HDR)
       break;
     off += SL__UNIT_HDR + plen;
@@ -117,9 +117,9 @@ static void seg_name(const uint8_t *b, size_t len, int store, char *out, size_t 
   uint64_t seq = 1, start = 0, width = 1;
 
   if (len >= SL__SEG_HDR) {
-    seq = sl__get64(b + 16);
-    start = sl__get64(b + 24);
-    width = sl__get64(b + 32) ? sl__get64(b + 32) : 1;
+    seq = sl_le_get64(b + 16);
+    start = sl_le_get64(b + 24);
+    width = sl_le_get64(b + 32) ? sl_le_get64(b + 32) : 1;
   }
   if (store == SL__STORE_DELAY)
     snprintf(out, outlen, "delay-%016" PRIx64 "-%" PRIu64 "-%" PRIu64 ".seg", seq, start, width);

@@ -302,7 +302,7 @@ static void put(struct sl_ledger *l, unsigned i, enum sl_ledger_state state, uin
   e.updated_ms = SEED_NOW_MS + i;
   e.not_before_ms = i == 2 ? SEED_NOW_MS + 5000 : 0;
   snprintf(e.error, sizeof(e.error), "%s", error);
-  if (sl_ledger_journal_put(l, &e) != 0)
+  if (sl_ledger_put(l, &e) != 0)
     abort();
 }
 
@@ -335,9 +335,9 @@ static void gen_journal(void) {
   put(l, 4, SL_LEDGER_CANCELLED, SL_LEDGER_F_HELD, "");
   put(l, 5, SL_LEDGER_LOST, 0, "damaged unit in ready-0000000000000001.seg");
   put(l, 6, SL_LEDGER_PURGED, 0, "");
-  if (sl_ledger_journal_put_key(d, 0, "key-1", 5, id, SEED_NOW_MS - 1000) != 0 ||
-      sl_ledger_journal_put_key(d, 1, "key-2", 5, id, SEED_NOW_MS) != 0 ||
-      sl_ledger_journal_remove_key(d, 1, "key-2", 5) != 0)
+  if (sl_dedupe_put(d, 0, "key-1", 5, id, SEED_NOW_MS - 1000) != 0 ||
+      sl_dedupe_put(d, 1, "key-2", 5, id, SEED_NOW_MS) != 0 ||
+      sl_dedupe_remove(d, 1, "key-2", 5) != 0)
     abort();
   sl_ledger_journal_close(j);
   uv_run(&loop, UV_RUN_DEFAULT);
