@@ -226,7 +226,9 @@ void sl_http1_listener_abort(struct sl_http1_listener *l);
 /*
  * Stops listening, closes every connection (responses not yet sent are dropped), and frees
  * the listener once its handle is closed and its last connection freed; then calls
- * <cb>(<arg>) if <cb> is not NULL. The loop must run on. Accepts NULL.
+ * <cb>(<arg>) if <cb> is not NULL. That is from here when nothing is left to wait for
+ * (after a completed shutdown), else from a later callback: the loop must run on.
+ * Accepts NULL.
  */
 void sl_http1_listener_close(struct sl_http1_listener *l, sl_http1_closed_cb cb, void *arg);
 

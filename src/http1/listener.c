@@ -163,4 +163,5 @@ void sl_http1_listener_close(struct sl_http1_listener *l, sl_http1_closed_cb cb,
   l->closed_arg = arg;
   sl_http1_listener_abort(l);
   close_socket(l);
+  maybe_free(l); /* a shutdown may have closed the socket, and the connections gone, before */
 }
