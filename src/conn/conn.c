@@ -21,7 +21,7 @@
  */
 #include "conn_int.h"
 
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "sluice/clock.h"
