@@ -14,6 +14,7 @@
 #include "sluice/admin.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
+#include "sluice/loop.h"
 #include "sluice/metrics.h"
 #include "sluice/server.h"
 
@@ -91,6 +92,7 @@ int main(int argc, char **argv) {
   char err[512];
   bool test_only = false;
   uv_loop_t *loop = uv_default_loop();
+  struct sl_loop *lp; /* the loop's context: its read buffer (sluice/loop.h) */
   int c;
 
   while ((c = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
@@ -135,8 +137,15 @@ int main(int argc, char **argv) {
     sl_log_error("out of memory");
     return 1;
   }
-  server = sl_server_create(loop, cfg);
-  admin = sl_admin_create(loop, cfg, sl_metrics_default());
+  lp = malloc(sizeof(*lp));
+  if (lp == NULL) {
+    sl_log_error("out of memory");
+    sl_config_unref(cfg);
+    return 1;
+  }
+  sl_loop_init(lp, loop);
+  server = sl_server_create(lp, cfg);
+  admin = sl_admin_create(lp, cfg, sl_metrics_default());
   sl_config_unref(cfg);
   if (server == NULL || admin == NULL || sl_server_register_admin(server, admin) != 0 ||
       sl_server_register_reload_admin(server, admin) != 0 || sl_server_start(server) != 0 ||
@@ -145,6 +154,7 @@ int main(int argc, char **argv) {
     sl_admin_destroy(admin);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    free(lp);
     sl_metrics_default_destroy();
     return 1;
   }
@@ -158,6 +168,7 @@ int main(int argc, char **argv) {
 
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
+  free(lp);
   sl_metrics_default_destroy();
   return 0;
 }

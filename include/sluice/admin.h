@@ -19,7 +19,11 @@
  * of a connection at a time, responses in order.
  *
  * The admin server copies what it needs from the config (token, address), so
- * it holds no reference on it.
+ * it holds no reference on it. Its connections run on the HTTP/1 core
+ * (sluice/http1.h), as the client listener's do.
+ *
+ * Per loop: the admin listener and its connections belong to one loop; what
+ * its handlers report (metrics, drains, spools) is the process's.
  *
  * @thread loop
  */
@@ -33,6 +37,7 @@
 #include "sluice/buf.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
+#include "sluice/loop.h"
 #include "sluice/metrics.h"
 
 struct sl_admin;
@@ -68,11 +73,11 @@ typedef void (*sl_admin_close_cb)(void *arg);
 #define SL_ADMIN_PROTECTED 1u /* requires the bearer token when one is configured */
 
 /*
- * Creates an admin server on <loop> for cfg->admin (copied) that serves
- * <metrics> at /metrics (NULL: an empty exposition). <metrics> must outlive
- * the server. Returns NULL on ENOMEM.
+ * Creates an admin server on the loop of <lp> for cfg->admin (copied) that
+ * serves <metrics> at /metrics (NULL: an empty exposition). <lp> and <metrics>
+ * must outlive the server. Returns NULL on ENOMEM.
  */
-struct sl_admin *sl_admin_create(uv_loop_t *loop, const struct sl_config *cfg,
+struct sl_admin *sl_admin_create(struct sl_loop *lp, const struct sl_config *cfg,
                                  struct sl_metrics *metrics);
 
 /* Binds and listens on cfg->admin.listen and logs "admin listening on

@@ -23,6 +23,12 @@
  * The ledger (shared by all drains, owned by the caller) tracks every spilled
  * id for the status URL; the dedupe index answers Idempotency-Key repeats.
  *
+ * Per upstream and shared (sluice/loop.h): one drain per upstream however many
+ * loops serve it, holding what must stay one (the budget, the spool, the
+ * replay, the circuit); the pool it replays through is per loop. Today the
+ * drain runs on one loop and its budget is that loop's; issue 14 separates
+ * the two.
+ *
  * @thread loop
  */
 #ifndef SLUICE_DRAIN_H

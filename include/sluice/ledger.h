@@ -27,6 +27,9 @@
  * tests drive it. The only system call is getrandom(2) at creation, for hash
  * seeds.
  *
+ * Per process and shared (sluice/loop.h): one ledger and one key index for
+ * every upstream and every loop; the registry owns them.
+ *
  * @thread owner only: each object is used by one thread (the loop that owns
  * it); there is no locking.
  */

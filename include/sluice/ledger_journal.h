@@ -51,6 +51,8 @@
  * per entry, 32 plus the key per Idempotency-Key), so the file stays under 4
  * times that, and the bytes rewritten stay under a third of those appended.
  *
+ * Per process and shared (sluice/loop.h), as the ledger it journals.
+ *
  * @thread loop: everything runs on the loop given to sl_ledger_journal_open,
  * except the file I/O, which runs on libuv's threadpool. Open is blocking
  * and must run before the loop serves anything.

@@ -19,6 +19,12 @@
  * table indexed like cfg->upstreams, so that a request reaches its slot
  * without a string compare.
  *
+ * Per loop and shared: in a slot, the pool is per loop (one loop's connections,
+ * reading into that loop's buffer); the drain (budget, spool, replay) and the
+ * ledger, key index and journal are per upstream or per process and shared by
+ * every loop that serves them. Today one loop runs both kinds; a registry for
+ * several loops keeps the shared ones once and a pool per loop.
+ *
  * @thread loop: everything, on the loop given to sl_registry_create.
  */
 #ifndef SLUICE_REGISTRY_H
@@ -34,6 +40,7 @@
 #include "sluice/drain.h"
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
+#include "sluice/loop.h"
 #include "sluice/upstream.h"
 
 #define SL_REGISTRY_NO_ID UINT16_MAX
@@ -52,12 +59,12 @@ struct sl_registry_slot {
 };
 
 /*
- * Creates the registry for <cfg>: the ledger and key index and, if some route
- * of <cfg> spills, the journal in spool.dir, read back (blocking: before the
- * loop serves). Returns 0 and the registry in <out>, or a negative code
- * (logged).
+ * Creates the registry for <cfg> on the loop of <lp> (borrowed: outlives the
+ * registry): the ledger and key index and, if some route of <cfg> spills, the
+ * journal in spool.dir, read back (blocking: before the loop serves). Returns 0
+ * and the registry in <out>, or a negative code (logged).
  */
-int sl_registry_create(uv_loop_t *loop, const struct sl_config *cfg, struct sl_registry **out);
+int sl_registry_create(struct sl_loop *lp, const struct sl_config *cfg, struct sl_registry **out);
 
 /*
  * Destroys every drain (closing its spool: queued appends complete, their

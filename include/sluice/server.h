@@ -8,6 +8,11 @@
  * dropped. The listen address is bound once; a reload that changes it is
  * logged and ignored until a restart.
  *
+ * Per loop and shared: the listener, its connections, the access log and the
+ * grace timer are per loop (the loop of the struct sl_loop given at create);
+ * the registry it builds holds per-loop pools next to per-upstream drains,
+ * spools and the ledger (sluice/loop.h draws the line).
+ *
  * @thread loop
  */
 #ifndef SLUICE_SERVER_H
@@ -16,14 +21,16 @@
 #include <uv.h>
 
 #include "sluice/config.h"
+#include "sluice/loop.h"
 
 struct sl_server;
 
 /* Called once a graceful shutdown has finished: every client connection closed. */
 typedef void (*sl_server_shutdown_cb)(struct sl_server *srv);
 
-/* Creates a server for <cfg> (takes a reference). Returns NULL on ENOMEM. */
-struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg);
+/* Creates a server for <cfg> (takes a reference) on the loop of <lp> (borrowed: outlives the
+ * server). Returns NULL on ENOMEM. */
+struct sl_server *sl_server_create(struct sl_loop *lp, struct sl_config *cfg);
 
 /* Binds and listens on cfg->listen. Returns 0 or a UV_* error (logged). */
 int sl_server_start(struct sl_server *srv);

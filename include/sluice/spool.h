@@ -34,6 +34,9 @@
  * Memory does not grow with the backlog: per segment file a few hundred
  * bytes, per record in flight one item; only delayed records whose time
  * bucket has come due are indexed in memory.
+ *
+ * Per upstream and shared (sluice/loop.h): one spool per upstream, whichever
+ * loop spills to it; its owner thread is the drain's.
  */
 #ifndef SLUICE_SPOOL_H
 #define SLUICE_SPOOL_H

@@ -17,6 +17,11 @@
  * write has ended, never handed to another request. The request/response
  * exchange over a connection is include/sluice/exchange.h.
  *
+ * Per loop: a pool, its connections and their timers belong to one loop, and
+ * read into that loop's buffer (sluice/loop.h). With several loops each has
+ * its own pool of each upstream; what is per upstream and shared among them
+ * (budget, spool, ledger) is the drain's (sluice/drain.h).
+ *
  * @thread loop (one uv_loop_t owns an upstream and its connections)
  */
 #ifndef SLUICE_UPSTREAM_H
@@ -27,6 +32,7 @@
 #include <uv.h>
 
 #include "sluice/config.h"
+#include "sluice/loop.h"
 
 struct sl_upstream;
 struct sl_upconn;
@@ -39,8 +45,9 @@ typedef void (*sl_upconn_read_cb)(struct sl_upconn *uc, ssize_t nread, const cha
 typedef void (*sl_upconn_timer_cb)(struct sl_upconn *uc, void *user);
 
 /* Creates the run-time state of upstream <cfg> (borrowed: the caller keeps the
- * config alive and calls sl_upstream_update() before freeing it). */
-struct sl_upstream *sl_upstream_create(uv_loop_t *loop, const struct sl_upstream_config *cfg);
+ * config alive and calls sl_upstream_update() before freeing it) on the loop of
+ * <lp> (borrowed: outlives the pool), whose read buffer its connections read into. */
+struct sl_upstream *sl_upstream_create(struct sl_loop *lp, const struct sl_upstream_config *cfg);
 /* Switches to a new config of the same upstream. Idle connections to an old
  * address are closed. */
 void sl_upstream_update(struct sl_upstream *up, const struct sl_upstream_config *cfg);

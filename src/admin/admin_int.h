@@ -1,11 +1,12 @@
 /*
- * Layout shared by the admin module's files: the listener and connections
- * (server.c) and the routes, built-in handlers and token check (router.c).
+ * Layout shared by the admin module's files: the listener's dispatcher on the
+ * HTTP/1 core (server.c) and the routes, built-in handlers and token check
+ * (router.c).
  *
  * Lifetime: the server is freed by sl_admin_close() once its listener and
- * every connection have been closed; connections are freed in the close
- * callback of their last handle, so a connection pointer stays valid for the
- * whole call stack that closes it (a handler may call sl_admin_close()).
+ * every connection have been freed (sluice/http1.h); connections are freed in
+ * the close callback of their last handle, so a connection pointer stays valid
+ * for the whole call stack that closes it (a handler may call sl_admin_close()).
  *
  * @thread loop
  */
@@ -25,7 +26,6 @@
 #define SL_ADMIN_MAX_BODY (1024 * 1024)
 #define SL_ADMIN_TIMEOUT_MS 10000      /* to send a head, a body; to take a response */
 #define SL_ADMIN_IDLE_TIMEOUT_MS 60000 /* between requests on a kept-alive connection */
-#define SL_ADMIN_LINGER_MS 2000        /* reading what a closing client still sends */
 #define SL_ADMIN_MAX_CONNS 64
 
 struct sl_admin_route {
@@ -46,11 +46,10 @@ struct sl_admin_endpoint {
   char *what;
 };
 
-struct sl_admin_conn;
+struct sl_http1_listener;
 
 struct sl_admin {
-  uv_loop_t *loop;
-  uv_tcp_t listener;
+  struct sl_http1_listener *listener; /* the socket and the connections (sluice/http1.h) */
   struct sl_metrics *metrics;
   char *listen_text; /* as configured, to notice a change on reload */
   struct sockaddr_storage listen_sa;
@@ -61,13 +60,9 @@ struct sl_admin {
   size_t n_routes;
   struct sl_admin_endpoint *endpoints; /* for GET /, in the order described */
   size_t n_endpoints;
-  struct sl_admin_conn *conns; /* open connections */
-  unsigned n_conns;            /* open connections */
-  unsigned n_alive;            /* connections not yet freed (closing ones too) */
   unsigned port;
-  uint64_t timeout_ms;      /* SL_ADMIN_TIMEOUT_MS; tests shorten these */
+  uint64_t timeout_ms;      /* SL_ADMIN_TIMEOUT_MS; tests shorten these before the start */
   uint64_t idle_timeout_ms; /* SL_ADMIN_IDLE_TIMEOUT_MS */
-  bool listener_closed;
   bool closing;
   sl_admin_close_cb close_cb;
   void *close_arg;

@@ -120,7 +120,7 @@ static const char *format_time(struct sl_access_log *log) {
 }
 
 void sl__access_log_write(struct sl_access_log *log, const struct sl_conn *c) {
-  const struct sl_http_msg *m = &c->parser.msg;
+  const struct sl_http_msg *m = &c->h1.parser.msg;
   uint64_t total_ns = sl_clock_mono_ns() - c->t_start_ns;
   const char *method = "-", *target = "-";
   int target_len = 1;
@@ -131,14 +131,14 @@ void sl__access_log_write(struct sl_access_log *log, const struct sl_conn *c) {
     log->dropped++;
     return;
   }
-  if (c->parser.head_done) {
+  if (c->h1.parser.head_done) {
     method = llhttp_method_name((llhttp_method_t)m->method);
     target = m->raw.base + m->target_off;
     target_len = (int)m->target_len;
   }
   sl_buf_printf(&log->filling, "%s %s \"%s %.*s HTTP/%u.%u\" %u %llu %.3f %.3f\n", format_time(log),
-                c->client_addr, method, target_len, target, m->http_major, m->http_minor, c->status,
-                (unsigned long long)c->bytes_out, (double)c->t_upstream_ns / 1e9,
+                c->h1.client_addr, method, target_len, target, m->http_major, m->http_minor,
+                c->status, (unsigned long long)c->bytes_out, (double)c->t_upstream_ns / 1e9,
                 (double)total_ns / 1e9);
   if (log->filling.len >= FLUSH_BYTES)
     start_write(log);

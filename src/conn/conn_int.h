@@ -1,11 +1,17 @@
 /*
  * Layout shared by the conn module's files: the server (server.c), the client
- * connection state machine (conn.c) and the forwarding of one request to its
- * upstream (proxy.c).
+ * listener's dispatcher on the HTTP/1 core (conn.c), shaping (shape.c), the
+ * forwarding of one request to its upstream (proxy.c), the status of the admin
+ * API (admin_api.c), metrics (stats.c) and the access log (access_log.c).
  *
- * A client connection handles one request at a time: while a request is being
- * proxied, reading from the client stops (pipelined requests wait in the
- * kernel or in <pending>), which is also the backpressure toward the client.
+ * A client connection is the core's (sluice/http1.h) with the proxy's request
+ * state around it. It answers one request at a time: pipelined requests wait
+ * in the core's pending buffer, then in the kernel, which is also the
+ * backpressure toward the client.
+ *
+ * Per loop and shared: a server, its listener, connections and access log are
+ * per loop; the registry's slots lend each request a per-loop pool and a
+ * per-upstream drain (sluice/loop.h says which state is which).
  *
  * @thread loop
  */
@@ -23,6 +29,8 @@
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/http.h"
+#include "sluice/http1.h"
+#include "sluice/loop.h"
 #include "sluice/registry.h"
 #include "sluice/server.h"
 #include "sluice/upstream.h"
@@ -57,15 +65,6 @@ struct sl_upstream_stats {
   struct sl_upstream_stats *next;
 };
 
-enum conn_state {
-  CONN_IDLE,     /* between requests, waiting for the first byte */
-  CONN_HEAD,     /* reading a request head */
-  CONN_BODY,     /* reading a request body */
-  CONN_PROXY,    /* the request is complete and being answered */
-  CONN_DRAINING, /* last response written, closing once it is flushed */
-  CONN_CLOSED,
-};
-
 /* Run-time upstreams by name (server.c). */
 struct upstream_slot;
 
@@ -80,16 +79,11 @@ struct sl_server_reload_info {
 
 struct sl_server {
   uv_loop_t *loop;
-  uv_tcp_t listener;
+  struct sl_http1_listener *listener; /* the client listener and its connections */
   uv_timer_t grace_timer;
   struct sl_config *cfg;
   struct sl_registry *registry;    /* upstreams, their ids, statuses and keys */
   struct sl_registry_slot **slots; /* of cfg's upstreams, parallel to cfg->upstreams */
-  struct sl_conn *conns;           /* every open client connection */
-  unsigned n_conns;
-  bool listening;
-  bool listener_closed;
-  int open_handles; /* while being destroyed */
   bool shutting_down;
   sl_server_shutdown_cb shutdown_cb;
   struct sl_access_log *access_log;
@@ -106,30 +100,18 @@ struct sl_server {
   struct sl_metric *reloads_ok, *reloads_failed;
 };
 
+/*
+ * A client connection: the core's connection (first, so that the core allocates the whole),
+ * whose <body> is lent to the exchange while the request is forwarded, and the request's
+ * state around it.
+ */
 struct sl_conn {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uint64_t deadline; /* loop time (ms) the timeout is for; UINT64_MAX: none (see arm_timer) */
+  struct sl_http1_conn h1;
   struct sl_server *srv;
-  struct sl_conn *prev, *next;
-  enum conn_state state;
-  int open_handles;
-  unsigned writes_in_flight;
-  size_t write_bytes_in_flight;
-  bool processing;  /* inside conn_process(): finishing must not recurse */
-  bool keep_alive;  /* after the current response */
-  bool read_paused; /* client reads stopped: too many pipelined bytes */
-
-  struct sl_http_parser parser;
-  struct sl_buf pending; /* client bytes read but not parsed yet */
-  struct sl_buf body;    /* the current request's body (lent to the exchange while forwarded) */
-  struct sl_buf out;     /* response bytes not yet handed to the socket */
-  char client_addr[46];
 
   /* The current request. */
   struct sl_config *cfg; /* referenced for the request's lifetime */
   const struct sl_route_config *route;
-  unsigned error_status; /* sluice answers this itself once the request is read */
   enum sl_outcome outcome;
   struct sl_route_stats *rstats;
   uint64_t t_start_ns;
@@ -168,31 +150,16 @@ struct sl_conn {
 };
 
 /* conn.c */
-void sl__conn_accept(struct sl_server *srv);
-/* Queues <len> bytes for the client. */
-int sl__conn_write(struct sl_conn *c, const void *data, size_t len);
-/* Hands queued bytes to the socket. Returns 0 or a UV_* error. */
-int sl__conn_flush(struct sl_conn *c);
-/* The current request is fully answered: log it and move on to the next one. */
-void sl__conn_request_done(struct sl_conn *c);
-/* Whether the client is too far behind for more response bytes to be read. */
-bool sl__conn_client_congested(const struct sl_conn *c);
+/* The client listener's settings and handler table on the HTTP/1 core. */
+extern const struct sl_http1_settings sl__conn_settings;
+/* The core's limits for the client listener under <cfg>, into <lim>. */
+void sl__conn_limits(const struct sl_config *cfg, struct sl_http1_limits *lim);
 /* Answers the current request with sluice's own <status> and a short body. */
 void sl__conn_respond_error(struct sl_conn *c, unsigned status, bool close_after);
-/* Closes at once, dropping anything unsent (a truncated response must not
- * look complete). */
-void sl__conn_abort(struct sl_conn *c);
-/* Arms the connection's timer; in state PROXY it calls sl__shape_timeout(). */
-void sl__conn_arm(struct sl_conn *c, uint64_t ms);
-void sl__conn_disarm(struct sl_conn *c); /* no timeout until the next arm */
-/* Drops a reference (a handle, or a pending spool callback); frees at zero. */
-void sl__conn_unref(struct sl_conn *c);
 /* Answers with <status>, extra header lines <headers> ("Name: v\r\n"...) and a
  * JSON <body>. */
 void sl__conn_respond_json(struct sl_conn *c, unsigned status, const char *headers,
                            const char *body, size_t body_len);
-/* Starts a graceful close: idle connections close now, busy ones after their response. */
-void sl__conn_shutdown(struct sl_conn *c);
 
 /* shape.c */
 /* Forwards, spills or queues the complete request according to its drain. */
@@ -242,7 +209,6 @@ const char *sl__server_upstream_name(const struct sl_server *srv, uint16_t id);
 /* The series of route <r> of config <cfg> (NULL <r>: requests no route matched). */
 struct sl_route_stats *sl__server_route_stats(struct sl_server *srv, const struct sl_config *cfg,
                                               const struct sl_route_config *r);
-void sl__server_conn_closed(struct sl_server *srv, struct sl_conn *c);
 
 /* stats.c */
 struct sl_proxy_stats *sl__stats_create(struct sl_metrics *reg);

@@ -42,9 +42,9 @@ static void fail(struct sl_conn *c, const struct sl_upx_result *res) {
 
   sl_log_warn("upstream %s: %s%s%s: %s (client %s)", upstream_name(c), res->what,
               res->detail ? ": " : "", res->detail ? res->detail : "", uv_strerror(res->error),
-              c->client_addr);
+              c->h1.client_addr);
   if (c->head_sent) {
-    sl__conn_abort(c);
+    sl_http1_conn_close(&c->h1);
     return;
   }
   sl__conn_respond_error(c, status, false);
@@ -54,7 +54,7 @@ static void fail(struct sl_conn *c, const struct sl_upx_result *res) {
 static void complete(struct sl_conn *c) {
   if (c->ustats != NULL)
     sl_metrics_observe(c->ustats->duration, (double)c->t_upstream_ns / 1e9);
-  sl__conn_request_done(c);
+  sl_http1_conn_done(&c->h1);
 }
 
 static void on_upx_end(struct sl_upx *x, const struct sl_upx_result *res, void *user) {
@@ -72,18 +72,18 @@ static void on_upx_end(struct sl_upx *x, const struct sl_upx_result *res, void *
     fail(c, res);
     return;
   }
-  if (c->framing == SL_FRAME_CHUNKED && sl_buf_append(&c->out, "0\r\n\r\n", 5) != 0) {
-    sl__conn_abort(c); /* the body cannot be ended: it must not look complete */
+  if (c->framing == SL_FRAME_CHUNKED && sl_buf_append(&c->h1.out, "0\r\n\r\n", 5) != 0) {
+    sl_http1_conn_close(&c->h1); /* the body cannot be ended: it must not look complete */
     return;
   }
-  if (sl__conn_flush(c) != 0)
+  if (sl_http1_conn_flush(&c->h1) != 0)
     return; /* the client is gone */
   complete(c);
 }
 
 static int on_upx_head(struct sl_upx *x, const struct sl_http_msg *m, void *user) {
   struct sl_conn *c = user;
-  const struct sl_http_msg *req = &c->parser.msg;
+  const struct sl_http_msg *req = &c->h1.parser.msg;
   bool client_11 = req->http_major == 1 && req->http_minor >= 1;
 
   (void)x;
@@ -100,11 +100,11 @@ static int on_upx_head(struct sl_upx *x, const struct sl_http_msg *m, void *user
   else
     c->framing = SL_FRAME_CLOSE;
   if (c->framing == SL_FRAME_CLOSE)
-    c->keep_alive = false;
+    c->h1.keep_alive = false;
   c->status = m->status;
   c->outcome = SL_OUTCOME_FORWARDED;
   sl__shape_forward_answered(c, m->status); /* the circuit hears how the backend answered */
-  if (sl_http_write_response_head(&c->out, m, req, c->framing, c->keep_alive) != 0)
+  if (sl_http_write_response_head(&c->h1.out, m, req, c->framing, c->h1.keep_alive) != 0)
     return UV_ENOMEM;
   c->head_sent = true;
   return 0;
@@ -116,11 +116,11 @@ static int on_upx_body(struct sl_upx *x, const char *data, size_t len, void *use
 
   (void)x;
   if (c->framing == SL_FRAME_CHUNKED) {
-    r |= sl_buf_printf(&c->out, "%zx\r\n", len);
-    r |= sl_buf_append(&c->out, data, len);
-    r |= sl_buf_append(&c->out, "\r\n", 2);
+    r |= sl_buf_printf(&c->h1.out, "%zx\r\n", len);
+    r |= sl_buf_append(&c->h1.out, data, len);
+    r |= sl_buf_append(&c->h1.out, "\r\n", 2);
   } else {
-    r = sl_buf_append(&c->out, data, len);
+    r = sl_buf_append(&c->h1.out, data, len);
   }
   c->bytes_out += len;
   return r != 0 ? UV_ENOMEM : 0;
@@ -131,9 +131,9 @@ static int on_upx_body(struct sl_upx *x, const char *data, size_t len, void *use
 static void on_upx_read(struct sl_upx *x, void *user) {
   struct sl_conn *c = user;
 
-  if (sl__conn_flush(c) != 0)
+  if (sl_http1_conn_flush(&c->h1) != 0)
     return; /* the client is gone; closing it cancelled the exchange */
-  if (sl__conn_client_congested(c)) {
+  if (sl_http1_conn_congested(&c->h1)) {
     sl_upx_pause(x);
     c->upstream_paused = true;
   }
@@ -149,15 +149,15 @@ static const struct sl_upx_callbacks upx_callbacks = {
 void sl__proxy_start(struct sl_conn *c) {
   const struct sl_upstream_config *ucfg = &c->cfg->upstreams[c->route->upstream];
   struct sl_http_forward fwd = {
-      .client_addr = c->client_addr,
+      .client_addr = c->h1.client_addr,
       .proto = "http",
       .upstream_host = ucfg->address.text,
-      .body_len = c->body.len,
+      .body_len = c->h1.body.len,
   };
   struct sl_upx_request req = {
-      .method = c->parser.msg.method,
+      .method = c->h1.parser.msg.method,
       .head = &c->upreq,
-      .body = &c->body,
+      .body = &c->h1.body,
       .timeout_ms = ucfg->response_timeout_ms,
   };
 
@@ -169,7 +169,7 @@ void sl__proxy_start(struct sl_conn *c) {
   if (c->upx == NULL)
     c->upx = sl_upx_create(&upx_callbacks, c); /* once per connection */
   if (c->upstream == NULL || c->upx == NULL ||
-      sl_http_write_request_head(&c->upreq, &c->parser.msg, &fwd) != 0) {
+      sl_http_write_request_head(&c->upreq, &c->h1.parser.msg, &fwd) != 0) {
     sl__conn_respond_error(c, 503, true);
     return;
   }

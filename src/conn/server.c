@@ -132,6 +132,14 @@ struct sl_server_reload_job {
   void *arg;
 };
 
+/* The client listener takes the limits of the running config. */
+static void set_limits(struct sl_server *srv) {
+  struct sl_http1_limits lim;
+
+  sl__conn_limits(srv->cfg, &lim);
+  sl_http1_listener_set_limits(srv->listener, &lim);
+}
+
 static int register_reload_metrics(struct sl_server *srv) {
   static const char *const result[] = {"result", NULL};
   struct sl_metric_family *f =
@@ -228,6 +236,7 @@ static int reload_commit(struct sl_server *srv, struct sl_server_reload_job *job
   srv->slots = slots;
   sl_config_unref(srv->cfg);
   srv->cfg = sl_config_ref(cfg);
+  set_limits(srv);
   return 0;
 }
 
@@ -414,22 +423,23 @@ int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admi
                         srv);
 }
 
-struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
+struct sl_server *sl_server_create(struct sl_loop *lp, struct sl_config *cfg) {
   struct sl_server *srv = calloc(1, sizeof(*srv));
+  struct sl_http1_limits lim;
 
   if (srv == NULL)
     return NULL;
-  srv->loop = loop;
+  srv->loop = lp->uv;
   srv->cfg = sl_config_ref(cfg);
-  srv->access_log = sl__access_log_create(loop);
+  srv->access_log = sl__access_log_create(srv->loop);
   srv->stats = sl__stats_create(sl_metrics_default());
-  uv_tcp_init(loop, &srv->listener);
-  uv_timer_init(loop, &srv->grace_timer);
-  srv->listener.data = srv;
+  sl__conn_limits(cfg, &lim);
+  srv->listener = sl_http1_listener_create(lp, &sl__conn_settings, &lim, srv);
+  uv_timer_init(srv->loop, &srv->grace_timer);
   srv->grace_timer.data = srv;
-  if (srv->access_log == NULL || srv->stats == NULL || register_reload_metrics(srv) != 0 ||
-      sl_registry_create(loop, cfg, &srv->registry) != 0 || bind_upstreams(srv, cfg) != 0 ||
-      (srv->route_stats = route_stats_of(srv, cfg)) == NULL ||
+  if (srv->listener == NULL || srv->access_log == NULL || srv->stats == NULL ||
+      register_reload_metrics(srv) != 0 || sl_registry_create(lp, cfg, &srv->registry) != 0 ||
+      bind_upstreams(srv, cfg) != 0 || (srv->route_stats = route_stats_of(srv, cfg)) == NULL ||
       (srv->unrouted_stats = sl__stats_route(srv->stats, NULL)) == NULL) {
     sl_log_error("cannot start the server (see above)");
     sl_server_destroy(srv);
@@ -438,38 +448,17 @@ struct sl_server *sl_server_create(uv_loop_t *loop, struct sl_config *cfg) {
   return srv;
 }
 
-static void on_connection(uv_stream_t *listener, int status) {
-  struct sl_server *srv = listener->data;
-
-  if (status < 0) {
-    sl_log_warn("accept: %s", uv_strerror(status));
-    return;
-  }
-  sl__conn_accept(srv);
-}
-
 int sl_server_start(struct sl_server *srv) {
-  struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  char host[64];
-  int r;
+  char addr[80];
+  unsigned port;
+  int r = sl_http1_listener_start(srv->listener, (const struct sockaddr *)&srv->cfg->listen.sa, 511,
+                                  addr, sizeof(addr), &port);
 
-  r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&srv->cfg->listen.sa, 0);
-  if (r == 0)
-    r = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
   if (r != 0) {
     sl_log_error("listen on %s: %s", srv->cfg->listen.text, uv_strerror(r));
     return r;
   }
-  srv->listening = true;
-  uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
-  if (ss.ss_family == AF_INET6) {
-    uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
-    sl_log_info("listening on [%s]:%u", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-  } else {
-    uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
-    sl_log_info("listening on %s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-  }
+  sl_log_info("listening on %s", addr);
   return 0;
 }
 
@@ -486,89 +475,47 @@ static void on_shutdown_complete(uv_timer_t *t) {
 
 /* The last connection closed. The callback may destroy the server, so it runs
  * from a fresh loop turn, not from inside the connection code that got here. */
-static void finish_shutdown(struct sl_server *srv) {
-  uv_timer_start(&srv->grace_timer, on_shutdown_complete, 0, 0);
-}
+static void finish_shutdown(struct sl_http1_listener *l, void *arg) {
+  struct sl_server *srv = arg;
 
-void sl__server_conn_closed(struct sl_server *srv, struct sl_conn *c) {
-  if (c->prev)
-    c->prev->next = c->next;
-  else if (srv->conns == c)
-    srv->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->prev = c->next = NULL;
-  srv->n_conns--;
-  if (srv->shutting_down && srv->n_conns == 0)
-    finish_shutdown(srv);
+  (void)l;
+  uv_timer_start(&srv->grace_timer, on_shutdown_complete, 0, 0);
 }
 
 static void on_grace_expired(uv_timer_t *t) {
   struct sl_server *srv = t->data;
 
   sl_log_warn("shutdown: %u connection(s) still busy after the grace period, closing them",
-              srv->n_conns);
-  while (srv->conns != NULL)
-    sl__conn_abort(srv->conns);
-}
-
-static void on_server_handle_closed(uv_handle_t *h);
-
-static void on_listener_closed(uv_handle_t *h) {
-  struct sl_server *srv = h->data;
-
-  srv->listener_closed = true;
-  if (srv->open_handles > 0)
-    on_server_handle_closed(h);
+              sl_http1_listener_conns(srv->listener));
+  sl_http1_listener_abort(srv->listener);
 }
 
 void sl_server_shutdown(struct sl_server *srv, sl_server_shutdown_cb cb) {
-  struct sl_conn *c, *next;
-
   if (srv->shutting_down)
     return;
   srv->shutting_down = true;
   srv->shutdown_cb = cb;
-  if (srv->listening) {
-    uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
-    srv->listening = false;
-  }
-  sl_log_info("shutting down: %u connection(s) open", srv->n_conns);
-  for (c = srv->conns; c != NULL; c = next) {
-    next = c->next;
-    sl__conn_shutdown(c);
-  }
-  if (srv->n_conns == 0) {
-    finish_shutdown(srv);
-    return;
-  }
-  uv_timer_start(&srv->grace_timer, on_grace_expired, srv->cfg->limits.shutdown_timeout_ms, 0);
+  sl_log_info("shutting down: %u connection(s) open", sl_http1_listener_conns(srv->listener));
+  sl_http1_listener_shutdown(srv->listener, finish_shutdown, srv);
+  if (sl_http1_listener_conns(srv->listener) > 0)
+    uv_timer_start(&srv->grace_timer, on_grace_expired, srv->cfg->limits.shutdown_timeout_ms, 0);
 }
 
-static void on_server_handle_closed(uv_handle_t *h) {
-  struct sl_server *srv = h->data;
-
-  if (--srv->open_handles == 0)
-    free(srv);
-}
+static void on_server_handle_closed(uv_handle_t *h) { free(h->data); }
 
 void sl_server_destroy(struct sl_server *srv) {
   if (srv == NULL)
     return;
   if (srv->reload != NULL)
     srv->reload->srv = NULL; /* its threadpool step finishes on its own, then frees it */
+  /* Connections still open (none after a shutdown) close before what they use goes; the
+   * listener frees itself once the last of them is freed. */
+  sl_http1_listener_close(srv->listener, NULL, NULL);
   sl_registry_destroy(srv->registry);
   free(srv->slots);
   free(srv->route_stats);
   sl__stats_destroy(srv->stats);
   sl__access_log_destroy(srv->access_log);
   sl_config_unref(srv->cfg);
-  srv->open_handles = 1;
-  if (!uv_is_closing((uv_handle_t *)&srv->listener)) {
-    srv->open_handles++;
-    uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
-  } else if (!srv->listener_closed) {
-    srv->open_handles++; /* closed by shutdown: its callback is still to come */
-  }
   uv_close((uv_handle_t *)&srv->grace_timer, on_server_handle_closed);
 }

@@ -32,14 +32,14 @@
 #include "sluice/util.h"
 
 static const struct sl_http_header *header(struct sl_conn *c, const char *name) {
-  return sl_http_msg_header(&c->parser.msg, name);
+  return sl_http_msg_header(&c->h1.parser.msg, name);
 }
 
 /* Copies the value of <h> into <out> (NUL-terminated); -1 if it does not fit. */
 static int header_value(struct sl_conn *c, const struct sl_http_header *h, char *out, size_t len) {
   if (h->value_len >= len)
     return -1;
-  memcpy(out, sl_http_msg_str(&c->parser.msg, h->value_off), h->value_len);
+  memcpy(out, sl_http_msg_str(&c->h1.parser.msg, h->value_off), h->value_len);
   out[h->value_len] = '\0';
   return 0;
 }
@@ -287,7 +287,7 @@ static void cancel_request(struct sl_conn *c, struct sl_ledger_entry *e) {
   char body[512];
   int rc, n;
 
-  rc = sl_admin_check_token(c->cfg->admin.token, &c->parser.msg);
+  rc = sl_admin_check_token(c->cfg->admin.token, &c->h1.parser.msg);
   if (rc != 0) {
     static const char missing[] = "{\"error\":\"missing bearer token\"}\n";
     static const char invalid[] = "{\"error\":\"invalid bearer token\"}\n";
@@ -327,7 +327,7 @@ static void cancel_request(struct sl_conn *c, struct sl_ledger_entry *e) {
 }
 
 void sl__shape_status(struct sl_conn *c) {
-  const struct sl_http_msg *m = &c->parser.msg;
+  const struct sl_http_msg *m = &c->h1.parser.msg;
   const char *target = sl_http_msg_str(m, m->target_off);
   size_t plen = strlen(c->cfg->status_prefix);
   const char *q = memchr(target, '?', m->target_len);
@@ -374,21 +374,21 @@ static void on_replayed(const struct sl_http_msg *head, const struct sl_buf *bod
   struct sl_conn *c = arg;
   struct sl_http_msg resp = *head;
 
-  sl__conn_disarm(c);
+  sl_http1_conn_disarm(&c->h1);
   c->shape = SHAPE_NONE;
   c->status = head->status;
   c->outcome = SL_OUTCOME_SPILLED;
   resp.content_length = (int64_t)body->len;
-  if (sl_http_write_response_head(&c->out, &resp, &c->parser.msg,
+  if (sl_http_write_response_head(&c->h1.out, &resp, &c->h1.parser.msg,
                                   head->no_body ? SL_FRAME_NONE : SL_FRAME_LENGTH,
-                                  c->keep_alive) != 0 ||
-      (!head->no_body && c->parser.msg.method != HTTP_HEAD &&
-       sl__conn_write(c, body->base, body->len) != 0)) {
-    sl__conn_abort(c);
+                                  c->h1.keep_alive) != 0 ||
+      (!head->no_body && c->h1.parser.msg.method != HTTP_HEAD &&
+       sl_http1_conn_write(&c->h1, body->base, body->len) != 0)) {
+    sl_http1_conn_close(&c->h1);
     return;
   }
   c->bytes_out = body->len;
-  sl__conn_request_done(c);
+  sl_http1_conn_done(&c->h1);
 }
 
 /* ---- spill ------------------------------------------------------------- */
@@ -398,17 +398,17 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
   const struct sl_http_header *key;
 
   c->spill_pending = false;
-  if (c->state == CONN_CLOSED) {
-    sl__conn_unref(c);
+  if (c->h1.state == SL_HTTP1_CLOSED) {
+    sl_http1_conn_release(&c->h1);
     return;
   }
-  sl__conn_unref(c);
+  sl_http1_conn_release(&c->h1);
   c->shape = SHAPE_NONE;
   if (res->status != 0) {
     key = header(c, "idempotency-key");
     if (key != NULL)
       sl_dedupe_remove(c->srv->dedupe, key_scope(c),
-                       sl_http_msg_str(&c->parser.msg, key->value_off), key->value_len);
+                       sl_http_msg_str(&c->h1.parser.msg, key->value_off), key->value_len);
     sl_log_warn("spool %s: request not stored: %s", sl_drain_name(c->drain),
                 sl_strerror(res->status));
     respond_unavailable(c, res->status == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
@@ -420,22 +420,22 @@ static void on_spilled(const struct sl_drain_spilled *res, void *arg) {
     c->watch.arg = c;
     sl_drain_watch(c->drain, &c->watch);
     c->shape = SHAPE_WATCHING;
-    sl__conn_arm(c, c->route->wait_timeout_ms);
+    sl_http1_conn_arm(&c->h1, c->route->wait_timeout_ms);
     return;
   }
   respond_accepted(c, res->id);
 }
 
 static void spill(struct sl_conn *c, uint64_t not_before_ms) {
-  const struct sl_http_msg *m = &c->parser.msg;
+  const struct sl_http_msg *m = &c->h1.parser.msg;
   const char *method = llhttp_method_name((llhttp_method_t)m->method);
   const struct sl_upstream_config *ucfg = &c->cfg->upstreams[c->route->upstream];
   const struct sl_http_header *key = header(c, "idempotency-key");
   struct sl_http_forward fwd = {
-      .client_addr = c->client_addr,
+      .client_addr = c->h1.client_addr,
       .proto = "http",
       .upstream_host = ucfg->address.text,
-      .body_len = c->body.len,
+      .body_len = c->h1.body.len,
   };
   int rc;
 
@@ -444,9 +444,9 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
     respond_unavailable(c, "out of memory");
     return;
   }
-  rc =
-      sl_drain_spill(c->drain, method, strlen(method), sl_http_msg_str(m, m->target_off),
-                     m->target_len, &c->upreq, &c->body, not_before_ms, on_spilled, c, c->spill_id);
+  rc = sl_drain_spill(c->drain, method, strlen(method), sl_http_msg_str(m, m->target_off),
+                      m->target_len, &c->upreq, &c->h1.body, not_before_ms, on_spilled, c,
+                      c->spill_id);
   if (rc != 0) {
     sl_log_warn("spool %s: request refused: %s", sl_drain_name(c->drain), sl_strerror(rc));
     respond_unavailable(c, rc == SL_ESPOOL_FULL ? "spool full" : "spool unavailable");
@@ -459,7 +459,7 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
                   c->spill_id, sl_clock_wall_ms());
   c->shape = SHAPE_SPILLING;
   c->spill_pending = true;
-  c->open_handles++; /* the append's callback holds the connection */
+  sl_http1_conn_hold(&c->h1); /* the append's callback holds the connection */
 }
 
 /* ---- forward ----------------------------------------------------------- */
@@ -477,7 +477,7 @@ static void forward(struct sl_conn *c) {
 static void on_granted(struct sl_drain_waiter *w) {
   struct sl_conn *c = sl_container_of(w, struct sl_conn, waiter);
 
-  sl__conn_disarm(c);
+  sl_http1_conn_disarm(&c->h1);
   c->shape = SHAPE_NONE;
   c->holds_slot = true;
   if (!sl_drain_circuit_allow(c->drain)) {
@@ -528,7 +528,7 @@ void sl__shape_finish(struct sl_conn *c) {
 
 void sl__shape_start(struct sl_conn *c) {
   const struct sl_route_config *route = c->route;
-  const struct sl_http_msg *m = &c->parser.msg;
+  const struct sl_http_msg *m = &c->h1.parser.msg;
   const char *method = llhttp_method_name((llhttp_method_t)m->method);
   const struct sl_http_header *key;
   bool spillable;
@@ -627,7 +627,7 @@ void sl__shape_start(struct sl_conn *c) {
     }
     c->shape = SHAPE_QUEUED;
     c->waiter.granted = on_granted;
-    sl__conn_arm(c, route->queue_timeout_ms);
+    sl_http1_conn_arm(&c->h1, route->queue_timeout_ms);
     sl_drain_wait(c->drain, &c->waiter);
     break;
   }
@@ -635,7 +635,7 @@ void sl__shape_start(struct sl_conn *c) {
 
 /* Whether the current request may be spilled to its drain. */
 static bool can_spill(struct sl_conn *c) {
-  const char *method = llhttp_method_name((llhttp_method_t)c->parser.msg.method);
+  const char *method = llhttp_method_name((llhttp_method_t)c->h1.parser.msg.method);
 
   return c->drain != NULL && c->route->spill &&
          (c->route->spill_methods & sl_method_bit(method, strlen(method))) &&
@@ -649,7 +649,7 @@ bool sl__shape_spill_unsent(struct sl_conn *c, int err) {
   if (!can_spill(c) || c->head_sent)
     return false;
   sl_log_warn("upstream %s: connect failed: %s; nothing was sent, request spilled (client %s)",
-              sl_drain_name(c->drain), uv_strerror(err), c->client_addr);
+              sl_drain_name(c->drain), uv_strerror(err), c->h1.client_addr);
   if (c->holds_slot) {
     /* The slot was for the live forward; the record takes its turn in the drain. */
     c->holds_slot = false;

@@ -17,6 +17,7 @@
 
 struct sl_registry {
   uv_loop_t *loop;
+  struct sl_loop *lp;              /* the per-loop context its pools read with */
   struct sl_registry_slot **slots; /* one per upstream name ever configured, never moved */
   size_t n_slots;
   char **names_by_id; /* upstream name by id (ledger entries, key scopes); NULL: unused id */
@@ -91,14 +92,15 @@ static int load_ids(struct sl_registry *reg) {
   return 0;
 }
 
-int sl_registry_create(uv_loop_t *loop, const struct sl_config *cfg, struct sl_registry **out) {
+int sl_registry_create(struct sl_loop *lp, const struct sl_config *cfg, struct sl_registry **out) {
   struct sl_registry *reg = calloc(1, sizeof(*reg));
   int rc;
 
   *out = NULL;
   if (reg == NULL)
     return UV_ENOMEM;
-  reg->loop = loop;
+  reg->loop = lp->uv;
+  reg->lp = lp;
   reg->ledger = sl_ledger_create(LEDGER_CAPACITY);
   reg->keys = sl_dedupe_create(KEYS_CAPACITY, cfg->dedupe_window_ms);
   rc = reg->ledger == NULL || reg->keys == NULL ? UV_ENOMEM : 0;
@@ -215,7 +217,7 @@ static struct sl_registry_slot *new_slot(struct sl_registry *reg, struct sl_conf
   if (grown != NULL)
     reg->slots = grown;
   if (grown == NULL || s == NULL || (s->name = strdup(ucfg->name)) == NULL ||
-      (s->pool = sl_upstream_create(reg->loop, ucfg)) == NULL) {
+      (s->pool = sl_upstream_create(reg->lp, ucfg)) == NULL) {
     if (s != NULL)
       free(s->name);
     free(s);

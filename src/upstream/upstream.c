@@ -44,6 +44,7 @@ struct sl_upconn {
 };
 
 struct sl_upstream {
+  struct sl_loop *lp; /* its read buffer serves every connection */
   uv_loop_t *loop;
   const struct sl_upstream_config *cfg;
   struct sl_upconn *idle;
@@ -52,10 +53,6 @@ struct sl_upstream {
   unsigned n_conns;           /* every connection not yet freed */
   bool destroying;
 };
-
-/* Reads land here; the loop is single-threaded and every read is consumed
- * before the callback returns, so one buffer serves all connections. */
-static char read_buf[64 * 1024];
 
 static void list_push(struct sl_upconn **head, struct sl_upconn *c) {
   c->prev = NULL;
@@ -116,12 +113,13 @@ static void upconn_close(struct sl_upconn *c) {
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
-struct sl_upstream *sl_upstream_create(uv_loop_t *loop, const struct sl_upstream_config *cfg) {
+struct sl_upstream *sl_upstream_create(struct sl_loop *lp, const struct sl_upstream_config *cfg) {
   struct sl_upstream *up = calloc(1, sizeof(*up));
 
   if (up == NULL)
     return NULL;
-  up->loop = loop;
+  up->lp = lp;
+  up->loop = lp->uv;
   up->cfg = cfg;
   return up;
 }
@@ -159,11 +157,14 @@ void sl_upstream_destroy(struct sl_upstream *up) {
   maybe_free_upstream(up);
 }
 
+/* Reads land in the loop's read buffer: every read is consumed before the callback returns
+ * (sluice/loop.h), so one buffer serves all connections of the loop. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
+  struct sl_upconn *c = h->data;
+
   (void)suggested;
-  buf->base = read_buf;
-  buf->len = sizeof(read_buf);
+  buf->base = c->up->lp->read_buf;
+  buf->len = sizeof(c->up->lp->read_buf);
 }
 
 static void on_timer(uv_timer_t *t) {

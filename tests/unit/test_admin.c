@@ -50,6 +50,7 @@ typedef void (*loop_fn)(struct fixture *fx, void *arg);
 
 struct fixture {
   uv_loop_t loop;
+  struct sl_loop lp; /* its context: the read buffer */
   uv_thread_t thread;
   uv_timer_t deadline;
   uv_async_t call;
@@ -153,11 +154,12 @@ static int setup_with(void **state, const char *config_text, uint64_t timeout_ms
 
   assert_non_null(fx);
   assert_int_equal(uv_loop_init(&fx->loop), 0);
+  sl_loop_init(&fx->lp, &fx->loop);
   fx->cfg = load_config(config_text);
   fx->reg = sl_metrics_create();
   f = sl_metrics_family(fx->reg, SL_METRIC_COUNTER, "sluice_requests_total", "Requests.", labels);
   sl_metrics_add(sl_metrics_series(f, (const char *[]){"orders"}), 3);
-  fx->admin = sl_admin_create(&fx->loop, fx->cfg, fx->reg);
+  fx->admin = sl_admin_create(&fx->lp, fx->cfg, fx->reg);
   assert_non_null(fx->admin);
   if (timeout_ms != 0)
     fx->admin->timeout_ms = fx->admin->idle_timeout_ms = timeout_ms;
@@ -788,6 +790,7 @@ static void on_closed_flag(void *arg) { *(bool *)arg = true; }
 
 static void test_bind_failure(void **state) {
   uv_loop_t loop;
+  struct sl_loop lp; /* its context: the read buffer */
   struct sl_config *cfg =
       load_config("admin = { listen = \"192.0.2.1:1\"; };\n" UPSTREAMS_AND_ROUTES); /* not ours */
   struct sl_admin *a;
@@ -795,7 +798,8 @@ static void test_bind_failure(void **state) {
 
   (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
-  a = sl_admin_create(&loop, cfg, NULL);
+  sl_loop_init(&lp, &loop);
+  a = sl_admin_create(&lp, cfg, NULL);
   assert_non_null(a);
   assert_true(sl_admin_start(a) < 0);
   assert_int_equal(sl_admin_port(a), 0);

@@ -184,6 +184,7 @@ static void backend_close(struct backend *b) {
 
 struct fixture {
   uv_loop_t loop;
+  struct sl_loop lp; /* its context: the read buffer */
   char dir[64];
   struct backend backend;
   struct sl_config *cfg;
@@ -215,6 +216,7 @@ static void fixture_open(struct fixture *f, unsigned status, const char *upstrea
 
   memset(f, 0, sizeof(*f));
   assert_int_equal(uv_loop_init(&f->loop), 0);
+  sl_loop_init(&f->lp, &f->loop);
   uv_timer_init(&f->loop, &f->guard);
   f->guard.data = f;
   snprintf(f->dir, sizeof(f->dir), "/tmp/sluice-test-drain.XXXXXX");
@@ -226,7 +228,7 @@ static void fixture_open(struct fixture *f, unsigned status, const char *upstrea
            "routes = ( { prefix = \"/\"; upstream = \"b\"; spill = true; } );\n",
            f->dir, f->backend.port, upstream_opts);
   assert_int_equal(sl_config_load_string(text, "test.conf", &f->cfg, err, sizeof(err)), 0);
-  f->pool = sl_upstream_create(&f->loop, &f->cfg->upstreams[0]);
+  f->pool = sl_upstream_create(&f->lp, &f->cfg->upstreams[0]);
   f->reg = sl_metrics_create();
   f->ledger = sl_ledger_create(64);
   assert_non_null(f->pool);

@@ -175,6 +175,7 @@ static void backend_free(struct backend *b) {
 
 struct fixture {
   uv_loop_t loop;
+  struct sl_loop lp; /* its context: the read buffer */
   uv_timer_t watchdog;
   uv_timer_t poll; /* waits for the first backend connection to close, then cleans up */
   struct backend backend;
@@ -199,6 +200,7 @@ static void fixture_init(struct fixture *f, int port) {
 
   memset(f, 0, sizeof(*f));
   assert_int_equal(uv_loop_init(&f->loop), 0);
+  sl_loop_init(&f->lp, &f->loop);
   uv_timer_init(&f->loop, &f->watchdog);
   uv_timer_start(&f->watchdog, on_watchdog, 20000, 0);
   uv_unref((uv_handle_t *)&f->watchdog);
@@ -295,7 +297,7 @@ static void test_early_answer_keeps_bytes_and_connection_not_pooled(void **state
   b = &f->backend;
   backend_start(&f->loop, b, true, true);
   uv_ip4_addr("127.0.0.1", b->port, (struct sockaddr_in *)&f->cfg.address.sa);
-  f->up = sl_upstream_create(&f->loop, &f->cfg);
+  f->up = sl_upstream_create(&f->lp, &f->cfg);
   f->x = sl_upx_create(&callbacks, f);
   assert_non_null(f->up);
   assert_non_null(f->x);
@@ -339,7 +341,7 @@ static void test_refused_connect_nothing_sent(void **state) {
   backend_stop(b, false); /* now nothing listens there */
   uv_run(&f->loop, UV_RUN_NOWAIT);
   uv_ip4_addr("127.0.0.1", port, (struct sockaddr_in *)&f->cfg.address.sa);
-  f->up = sl_upstream_create(&f->loop, &f->cfg);
+  f->up = sl_upstream_create(&f->lp, &f->cfg);
   f->x = sl_upx_create(&callbacks, f);
   make_post(f, 1000);
   sl_upx_start(f->x, f->up,
@@ -388,7 +390,7 @@ static void test_destroy_with_pending_write(void **state) {
   backend_start(&f->loop, &f->backend, false, false);
   f->backend.mute = true;
   uv_ip4_addr("127.0.0.1", f->backend.port, (struct sockaddr_in *)&f->cfg.address.sa);
-  f->up = sl_upstream_create(&f->loop, &f->cfg);
+  f->up = sl_upstream_create(&f->lp, &f->cfg);
   f->x = sl_upx_create(&callbacks, f);
   make_post(f, BODY_BYTES);
   sl_upx_start(f->x, f->up,
