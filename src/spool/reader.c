@@ -89,10 +89,13 @@ static int seg_rfd(struct sl__seg *seg) {
  * segment's records; settling its ordinals would take from counts they were never added
  * to (the ready count wrapped around to 2^64 - 1). */
 static void lose_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t from, uint32_t to) {
+  bool any = false;
+
   if (to > seg->nrec)
     to = seg->nrec;
   for (uint32_t o = from; o < to; o++) {
     if (sl__ack_set(seg, o)) {
+      any = true;
       seg->nacked++;
       spool->st.lost_records++;
       if (seg->store == SL__STORE_READY)
@@ -103,6 +106,8 @@ static void lose_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t fr
         spool->dead_unacked--;
     }
   }
+  if (!any)
+    return; /* all settled already: nothing for the checkpoint (the cursor passes such ranges) */
   spool->ack_dirty = true;
   sl__seg_account_done(spool, seg);
 }
@@ -134,14 +139,16 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
    * (a stray copy of an earlier one) is skipped, and a damaged one loses only ordinals past
    * those already read. Otherwise one record could be put in the heap twice, or be settled
    * as lost while indexed, and the heap, whose entries hold no reference, would keep
-   * pointing at the segment after it was settled in full and deleted. */
-  uint32_t next_ord = 0;
+   * pointing at the segment after it was settled in full and deleted. The ordinals it passes
+   * without indexing them are lost, as the ready cursor settles them (cursor_pass_locked). */
+  uint32_t next_ord = 0, nrec;
   int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
 
   if (fd < 0)
     return -errno;
   pthread_mutex_lock(&spool->mu);
   end = seg->committed;
+  nrec = seg->nrec; /* the ordinals of the units below <end> */
   pthread_mutex_unlock(&spool->mu);
   while (off < end) {
     struct sl__unit u;
@@ -160,8 +167,7 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
       pthread_mutex_lock(&spool->mu);
       spool->st.corrupt_units++;
       if (u.type && u.first_ord + u.nrec > next_ord) {
-        lose_locked(spool, seg, u.first_ord > next_ord ? u.first_ord : next_ord,
-                    u.first_ord + u.nrec);
+        lose_locked(spool, seg, next_ord, u.first_ord + u.nrec);
         next_ord = u.first_ord + u.nrec;
       }
       pthread_mutex_unlock(&spool->mu);
@@ -173,6 +179,11 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
     if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
       off += SL__UNIT_HDR + u.payload_len;
       continue;
+    }
+    if (u.first_ord > next_ord) {
+      pthread_mutex_lock(&spool->mu);
+      lose_locked(spool, seg, next_ord, u.first_ord);
+      pthread_mutex_unlock(&spool->mu);
     }
     next_ord = u.first_ord + u.nrec;
     for (uint32_t k = 0; k < u.nrec; k++) {
@@ -211,6 +222,7 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
   }
   close(fd);
   pthread_mutex_lock(&spool->mu);
+  lose_locked(spool, seg, next_ord, nrec); /* what the walk did not reach (none of <found>) */
   for (size_t i = 0; i < nfound; i++)
     sl__heap_push(spool, &found[i]);
   seg->indexed = true;
@@ -329,12 +341,31 @@ static bool cursor_next_seg(struct sl_spool *spool) {
   return next != NULL;
 }
 
+/* Moves the cursor's next ordinal forward to <to>, settling as lost those it passes without
+ * having handed them out (caller holds mu). Ordinals only go forward, and every one below
+ * seg->nrec that recovery did not mark lost is counted as unacked: the cursor must hand it
+ * out or settle it. Its walk, trusting a damaged unit's header for its extent, can step
+ * over a unit that recovery counted (one inside that extent, which recovery resyncs into);
+ * left unsettled, such a record would stay "ready" with no take ever returning it. <nrec>:
+ * the ordinals of the units below the committed end walked; the next ordinal stays at most
+ * there, since the writer's next unit starts there (going past it would skip that unit). */
+static void cursor_pass_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t to,
+                               uint32_t nrec) {
+  if (to > nrec)
+    to = nrec;
+  if (to > spool->blk_first) {
+    lose_locked(spool, seg, spool->blk_first, to);
+    spool->blk_first = to;
+  }
+}
+
 /* Loads the next unit at the cursor. Returns 1 if loaded, 0 if nothing more now, or <0. */
 static int cursor_load(struct sl_spool *spool) {
   for (;;) {
     struct sl__seg *seg;
     struct sl__unit u;
     uint64_t end;
+    uint32_t nrec;
     bool sealed, all_acked;
     uint8_t h[SL__UNIT_HDR];
     int fd, r;
@@ -344,9 +375,14 @@ static int cursor_load(struct sl_spool *spool) {
     seg = spool->cur;
     pthread_mutex_lock(&spool->mu);
     end = seg->committed;
+    nrec = seg->nrec; /* the ordinals of the units below <end>, which the writer sets with it */
     sealed = seg->sealed;
     pthread_mutex_unlock(&spool->mu);
     if (spool->cur_off >= end) {
+      /* Walked to the end of what is committed: what it did not reach is lost. */
+      pthread_mutex_lock(&spool->mu);
+      cursor_pass_locked(spool, seg, nrec, nrec);
+      pthread_mutex_unlock(&spool->mu);
       if (sealed && cursor_next_seg(spool) && spool->cur != seg)
         continue;
       return 0;
@@ -369,12 +405,19 @@ static int cursor_load(struct sl_spool *spool) {
       pthread_mutex_unlock(&spool->mu);
       if (all_acked) {
         spool->cur_off += SL__UNIT_HDR + u.payload_len;
-        spool->blk_first = u.first_ord + u.nrec;
+        pthread_mutex_lock(&spool->mu);
+        cursor_pass_locked(spool, seg, u.first_ord + u.nrec, nrec);
+        pthread_mutex_unlock(&spool->mu);
         continue;
       }
     }
     r = sl__unit_read(spool, spool->dctx, fd, spool->cur_off, end, &u, &spool->rbuf, &spool->blk);
-    if (r == 0 && u.type == SL__UNIT_BLOCK) {
+    if (r == 0 && u.type == SL__UNIT_BLOCK && u.first_ord >= spool->blk_first) {
+      if (u.first_ord > spool->blk_first) {
+        pthread_mutex_lock(&spool->mu);
+        cursor_pass_locked(spool, seg, u.first_ord, nrec);
+        pthread_mutex_unlock(&spool->mu);
+      }
       spool->blk_first = u.first_ord;
       spool->blk_n = u.nrec;
       spool->blk_pos = 0;
@@ -382,8 +425,13 @@ static int cursor_load(struct sl_spool *spool) {
       spool->cur_off += SL__UNIT_HDR + u.payload_len;
       return 1;
     }
-    if (r == 0) { /* a footer inside the data: stop here */
-      spool->cur_off = end;
+    if (r == 0) {
+      /* A valid unit with nothing to hand out: a footer amid the data (damage put it there:
+       * a sealed segment's data ends before its own footer) or a stray copy of a unit already
+       * read, its ordinals going back (handing them out again would deliver records twice).
+       * Recovery resyncs past both and counts the units after them, as sl__bucket_index and
+       * the scan step over them: so does the cursor. */
+      spool->cur_off += SL__UNIT_HDR + u.payload_len;
       continue;
     }
     if (r != SL_ESPOOL_CORRUPT)
@@ -400,9 +448,9 @@ static int cursor_load(struct sl_spool *spool) {
     }
     if (next == 0 || next > end)
       next = end;
+    if ((next == end && lost_to == 0) || lost_to > nrec)
+      lost_to = nrec; /* see cursor_pass_locked */
     pthread_mutex_lock(&spool->mu);
-    if (next == end && lost_to == 0)
-      lost_to = seg->nrec;
     spool->st.corrupt_units++;
     if (lost_to > spool->blk_first)
       lose_locked(spool, seg, spool->blk_first, lost_to);

@@ -160,7 +160,8 @@ int sl__unit_read(struct sl_spool *spool, ZSTD_DCtx *dctx, int fd, uint64_t off,
   if (sl_buf_reserve(tmp, u->payload_len) != 0)
     return -ENOMEM;
   have = want - SL__UNIT_HDR < u->payload_len ? want - SL__UNIT_HDR : u->payload_len;
-  memcpy(tmp->base, first + SL__UNIT_HDR, have);
+  if (have > 0) /* an empty payload (its CRC then decides) leaves a new buffer's base NULL */
+    memcpy(tmp->base, first + SL__UNIT_HDR, have);
   if (have < u->payload_len) {
     err = pread_full(fd, tmp->base + have, u->payload_len - have, off + SL__UNIT_HDR + have);
     if (err != 0)

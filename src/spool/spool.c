@@ -689,11 +689,16 @@ static int scan_segs(struct sl_spool *spool, ZSTD_DCtx *dctx, struct sl__segvec 
   for (size_t i = 0; i < segs->n && !stop; i++) {
     struct sl__seg *seg = segs->v[i];
     uint64_t off = SL__SEG_HDR, end;
+    /* Ordinals only go forward, as the readers walk them (the ready cursor, sl__bucket_index):
+     * a footer amid the data and a stray copy of a unit already read (ordinals going back)
+     * are stepped over, so that a record listed is one a take can hand out, and only once. */
+    uint32_t next_ord = 0, nrec;
     int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
       continue; /* deleted meanwhile: everything in it settled */
     pthread_mutex_lock(&spool->mu);
     end = seg->committed;
+    nrec = seg->nrec; /* the ordinals of the units below <end> */
     pthread_mutex_unlock(&spool->mu);
     while (off < end && !stop) {
       struct sl__unit u;
@@ -705,9 +710,17 @@ static int scan_segs(struct sl_spool *spool, ZSTD_DCtx *dctx, struct sl__segvec 
           err = r;
         if (r != SL_ESPOOL_CORRUPT || next == 0 || next <= off)
           break;
+        /* Lost, as the readers settle them: up to <nrec> at most (cursor_pass_locked). */
+        if (u.type && u.first_ord + u.nrec > next_ord && next_ord < nrec)
+          next_ord = u.first_ord + u.nrec < nrec ? u.first_ord + u.nrec : nrec;
         off = next;
         continue;
       }
+      if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
+        off += SL__UNIT_HDR + u.payload_len;
+        continue;
+      }
+      next_ord = u.first_ord + u.nrec;
       for (uint32_t k = 0; k < u.nrec && !stop; k++) {
         const uint8_t *rp;
         size_t rl;

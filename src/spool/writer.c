@@ -1088,12 +1088,16 @@ static int dead_move(struct sl_spool *spool, struct sl__op *op) {
     struct sl__op **copies = NULL;
     size_t ncopies = 0;
     uint64_t off = SL__SEG_HDR, end;
+    /* Ordinals only go forward, as sl_spool_dead_list lists them: a stray copy of a unit
+     * already read is stepped over, or its records would be redriven twice. */
+    uint32_t next_ord = 0, nrec;
     int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0)
       continue;
     pthread_mutex_lock(&spool->mu);
     end = seg->committed;
+    nrec = seg->nrec; /* the ordinals of the units below <end>: appends start there */
     pthread_mutex_unlock(&spool->mu);
     while (off < end && err == 0) {
       struct sl__unit u;
@@ -1103,9 +1107,16 @@ static int dead_move(struct sl_spool *spool, struct sl__op *op) {
         uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
         if (next == 0 || next <= off)
           break;
+        if (u.type && u.first_ord + u.nrec > next_ord && next_ord < nrec)
+          next_ord = u.first_ord + u.nrec < nrec ? u.first_ord + u.nrec : nrec;
         off = next;
         continue;
       }
+      if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
+        off += SL__UNIT_HDR + u.payload_len;
+        continue;
+      }
+      next_ord = u.first_ord + u.nrec;
       for (uint32_t k = 0; k < u.nrec; k++) {
         const uint8_t *rp;
         size_t rl;

@@ -21,10 +21,12 @@
  * record view points at bytes that can be read. For a file that was not
  * re-signed, whose CRCs therefore came from the spool itself (so the input is
  * a real segment with damage), also: once the takes run dry nothing is ready
- * or in flight, and after everything taken was acked and the spool closed
- * cleanly, a second open hands none of it out again. A re-signed file can
- * vouch for anything (a footer counting records its units do not hold), and
- * the spool trusts what its CRCs vouch for; there only the sanitizers judge.
+ * or in flight, nor delayed without a due time to come (sl_spool_next_due_ms);
+ * a record appended then is the next one taken; and after everything taken was
+ * acked and the spool closed cleanly, a second open hands none of it out
+ * again. A re-signed file can vouch for anything (a footer counting records
+ * its units do not hold), and the spool trusts what its CRCs vouch for; there
+ * only the sanitizers judge.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -163,6 +165,38 @@ static size_t take_all(struct sl_spool *s, struct sl_spool_item **items, bool *d
   return n;
 }
 
+static void append_done(void *arg, int status) { *(int *)arg = status; }
+
+/* Appends a record once the takes ran dry and takes it: the writer goes on in the
+ * recovered segment, and the next take must hand that record out (the reader's place
+ * in a damaged segment must not pass the ordinals the writer gives next). Returns 1 with
+ * the item in <out>, or 0 if the append itself failed. */
+static size_t append_take(struct sl_spool *s, uint64_t now, struct sl_spool_item **out) {
+  static const uint8_t id[16] = "appended-by-fuzz";
+  struct sl_spool_record rec;
+  struct sl_spool_item *it = NULL;
+  int status = 1;
+
+  memset(&rec, 0, sizeof(rec));
+  memcpy(rec.id, id, sizeof(id));
+  rec.method = "POST";
+  rec.method_len = 4;
+  rec.target = "/fuzz";
+  rec.target_len = 5;
+  rec.enqueue_ms = now;
+  if (sl_spool_append(s, &rec, append_done, &status) != 0)
+    return 0;
+  sl_spool_wait_idle(s);
+  sl_spool_poll_completions(s);
+  if (status != 0)
+    return 0;
+  if (sl_spool_take(s, &it) != 0 || it == NULL ||
+      memcmp(sl_spool_item_record(it)->id, id, sizeof(id)) != 0)
+    fail("a record appended after the takes ran dry is not the next one handed out", it != NULL);
+  *out = it;
+  return 1;
+}
+
 /* Opens the spool again after a clean close: nothing acked may come back. */
 static void reopen_check(const char *dir, uint64_t *now) {
   struct sl_spool *s = NULL;
@@ -201,6 +235,10 @@ static void run(const char *dir, unsigned mode, uint64_t *now) {
   sl_spool_stats(s, &st);
   if (strict && dry && (st.ready != 0 || st.inflight != n))
     fail("the takes ran dry with records still ready, or in flight uncounted", st.ready);
+  if (strict && dry && st.delayed != 0 && sl_spool_next_due_ms(s) == UINT64_MAX)
+    fail("delayed records that nothing will make due", st.delayed);
+  if (strict && dry)
+    n += append_take(s, *now, items + n);
   for (size_t i = 0; i < n; i++) {
     if (mode & MODE_RELEASE)
       sl_spool_release(s, items[i]);

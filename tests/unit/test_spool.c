@@ -24,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "sluice/crc32c.h"
 #include "sluice/log.h"
 #include "sluice/spool.h"
 #include "spool/spool_int.h"
@@ -674,6 +675,139 @@ static void test_flipped_bits(void **state) {
     }
   }
   unlink(saved);
+}
+
+static int count_cb(void *arg, const struct sl_spool_record *r) {
+  (void)r;
+  (*(unsigned *)arg)++;
+  return 0;
+}
+
+/*
+ * Opens a spool holding one damaged segment, scans it and takes everything: the records
+ * listed are those handed out, each ordinal once; nothing is left ready or in flight
+ * uncounted but the <lost> records, and after the acks nothing comes back. Returns how many
+ * were handed out.
+ */
+static unsigned drain_damaged(uint64_t lost) {
+  struct sl_spool_opts o = layout_opts();
+  struct sl_spool_stats st;
+  struct sl_spool_item *it;
+  unsigned char taken[8] = {0};
+  unsigned scanned = 0, n = 0;
+
+  struct sl_spool *s = open_spool(&o);
+  assert_int_equal(sl_spool_scan(s, count_cb, &scanned), 0);
+  while (sl_spool_take(s, &it) == 0 && it != NULL) {
+    assert_true(it->ord < sizeof(taken));
+    assert_int_equal(taken[it->ord]++, 0);
+    n++;
+    sl_spool_ack(s, it, NULL, NULL);
+  }
+  assert_int_equal(scanned, n);
+  assert_int_equal(sl_spool_lost_records(s), lost);
+  sl_spool_stats(s, &st);
+  assert_int_equal(st.ready, 0);
+  assert_int_equal(st.inflight, 0);
+  sl_spool_close(s);
+  s = open_spool(&o);
+  sl_spool_stats(s, &st);
+  assert_int_equal(st.ready, 0);
+  assert_int_equal(drain(s, NULL, 0, true), 0);
+  sl_spool_close(s);
+  return n;
+}
+
+/*
+ * Damage that leaves valid units where recovery does not expect them (found by
+ * fuzz_spool): recovery counts records that the ready cursor and the scan must
+ * then reach, or settle as lost, the same way.
+ */
+static void test_units_out_of_place(void **state) {
+  struct sl_spool_opts o = layout_opts();
+  struct sl_spool *s;
+  struct done d = {0};
+  struct stat sb;
+  char seg[512];
+  off_t uo[4];
+  uint8_t *b, *out, f[SL__FOOTER_SIZE];
+  struct sl__unit u = {0};
+  size_t n;
+  int fd;
+  (void)state;
+
+  three_units(seg, sizeof(seg), uo);
+  b = malloc((size_t)uo[3]);
+  out = malloc((size_t)uo[3] * 2);
+  assert_non_null(b);
+  assert_non_null(out);
+  fd = open(seg, O_RDONLY);
+  assert_int_equal(pread(fd, b, (size_t)uo[3], 0), uo[3]);
+  close(fd);
+  /* A footer, as the writer seals a segment with, but amid the data: the cursor stopped
+   * there (leaving records 1 and 2 ready forever) while recovery and the scan went on. */
+  memset(f, 0, sizeof(f));
+  u.type = SL__UNIT_FOOTER;
+  u.payload_len = u.raw_len = SL__FOOTER_PAYLOAD;
+  u.payload_crc = sl_crc32c(0, f + SL__UNIT_HDR, SL__FOOTER_PAYLOAD);
+  sl__unit_encode(f, &u);
+  n = 0;
+  memcpy(out, b, (size_t)uo[1]);
+  n += (size_t)uo[1];
+  memcpy(out + n, f, sizeof(f));
+  n += sizeof(f);
+  memcpy(out + n, b + uo[1], (size_t)(uo[3] - uo[1]));
+  n += (size_t)(uo[3] - uo[1]);
+  fd = open(seg, O_WRONLY | O_TRUNC);
+  assert_int_equal(write(fd, out, n), (ssize_t)n);
+  close(fd);
+  assert_int_equal(drain_damaged(0), 3);
+
+  /* A stray copy of the first unit after the second: ordinal 0 was handed out twice. */
+  rm_rf(dir);
+  mkdir(dir, 0755);
+  n = (size_t)uo[2];
+  memcpy(out, b, n);
+  memcpy(out + n, b + uo[0], (size_t)(uo[1] - uo[0]));
+  n += (size_t)(uo[1] - uo[0]);
+  memcpy(out + n, b + uo[2], (size_t)(uo[3] - uo[2]));
+  n += (size_t)(uo[3] - uo[2]);
+  fd = open(seg, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  assert_int_equal(write(fd, out, n), (ssize_t)n);
+  close(fd);
+  assert_int_equal(drain_damaged(0), 3);
+
+  /* The header of a unit with the next one at the end of its payload, the rest of it
+   * garbage: recovery resyncs into that unit and counts it; the cursor and the scan skip
+   * the damaged unit by its header's extent, so that record is settled as lost. Units
+   * stored uncompressed, the middle one large enough to hold the last. */
+  rm_rf(dir);
+  mkdir(dir, 0755);
+  o.compression_level = 0;
+  s = open_spool(&o);
+  for (unsigned i = 0; i < 3; i++) {
+    struct sl_spool_record r = make_rec(i == 1 ? 7 : i); /* 7: a 259-byte pad */
+    assert_int_equal(sl_spool_append(s, &r, done_cb, &d), 0);
+    settle(s);
+    seg_file("ready-", seg, sizeof(seg));
+    assert_int_equal(stat(seg, &sb), 0);
+    uo[i + 1] = sb.st_size;
+  }
+  sl_spool_close(s);
+  assert_int_equal(d.fails, 0);
+  assert_true(uo[3] - uo[2] <= uo[2] - uo[1] - SL__UNIT_HDR);
+  fd = open(seg, O_RDWR);
+  assert_int_equal(pread(fd, out, (size_t)(uo[3] - uo[2]), uo[2]), uo[3] - uo[2]);
+  assert_int_equal(pwrite(fd, out, (size_t)(uo[3] - uo[2]), uo[2] - (uo[3] - uo[2])),
+                   uo[3] - uo[2]);
+  memset(out, 0xab, (size_t)(uo[2] - uo[1]));
+  n = (size_t)(uo[2] - (uo[3] - uo[2]) - (uo[1] + SL__UNIT_HDR)); /* garbage before it */
+  assert_int_equal(pwrite(fd, out, n, uo[1] + SL__UNIT_HDR), (ssize_t)n);
+  assert_int_equal(ftruncate(fd, uo[2]), 0);
+  close(fd);
+  assert_int_equal(drain_damaged(2), 1);
+  free(b);
+  free(out);
 }
 
 static void test_out_of_order_acks_restart(void **state) {
@@ -1397,6 +1531,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_torn_tail_every_offset, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flipped_bits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_units_out_of_place, setup, teardown),
       cmocka_unit_test_setup_teardown(test_out_of_order_acks_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_gc_deletes_segments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_full, setup, teardown),
