@@ -1,6 +1,6 @@
 /*
  * One request/response exchange with an upstream, the single implementation
- * of it: the live proxy (conn/proxy.c) streams the response to its client
+ * of it: the live proxy (server/proxy.c) streams the response to its client
  * through it, the replayer (drain/replay.c) keeps the response in memory.
  *
  * An exchange gets a connection (a pooled one, else a new connect), writes

@@ -1,6 +1,6 @@
 /*
  * HTTP/1.x server connections over libuv: the one connection core that both listeners run on.
- * The client listener (conn/: routes, shapes and proxies) and the admin listener (admin/: its
+ * The client listener (server/: routes, shapes and proxies) and the admin listener (admin/: its
  * own small API) are two dispatchers on it; each fills in a handler table and never touches a
  * socket, a timer or the parser's feeding itself.
  *

@@ -4,7 +4,7 @@
  * The log is one of the two process-wide singletons (with the metrics
  * registry). Lines are short and written with one write(2) each, so lines
  * from several threads never interleave. Errors are rare by design; the
- * per-request access log lives in conn/access_log.c and never blocks the loop.
+ * per-request access log lives in server/access_log.c and never blocks the loop.
  *
  * @thread any
  */

@@ -17,7 +17,7 @@
  * outcome is logged, counted in sluice_config_reloads_total{result} and shown
  * at GET /admin/reload.
  */
-#include "conn_int.h"
+#include "server_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
  * long as the server, so a reload that keeps a route keeps its series, and a
  * request that started under an old config still has valid handles.
  */
-#include "conn_int.h"
+#include "server_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>

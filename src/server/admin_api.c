@@ -16,7 +16,7 @@
  * dead-letter id is a 404, and a known action asked with the wrong method a
  * 405 with an Allow header. The table "describe" is what GET / lists.
  */
-#include "conn_int.h"
+#include "server_int.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -17,7 +17,7 @@
  * head already sent -> the client connection is closed, so that a truncated
  * body is never passed off as complete.
  */
-#include "conn_int.h"
+#include "server_int.h"
 
 #include <stdlib.h>
 

@@ -16,7 +16,7 @@
  * if the client goes away meanwhile, the record is still stored and the
  * connection is freed when the callback comes.
  */
-#include "conn_int.h"
+#include "server_int.h"
 
 #include <stddef.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
  * Format (space-separated, one request per line):
  *   time client "METHOD target HTTP/x.y" status bytes upstream_seconds total_seconds
  */
-#include "conn_int.h"
+#include "server_int.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * Layout shared by the conn module's files: the server (server.c), the client
+ * Layout shared by the server module's files: the server (server.c), the client
  * listener's dispatcher on the HTTP/1 core (conn.c), shaping (shape.c), the
  * forwarding of one request to its upstream (proxy.c), the status of the admin
  * API (admin_api.c), metrics (stats.c) and the access log (access_log.c).
@@ -15,8 +15,8 @@
  *
  * @thread loop
  */
-#ifndef SLUICE_CONN_INT_H
-#define SLUICE_CONN_INT_H
+#ifndef SLUICE_SERVER_INT_H
+#define SLUICE_SERVER_INT_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -19,7 +19,7 @@
  *
  * @thread loop
  */
-#include "conn_int.h"
+#include "server_int.h"
 
 #include <stdio.h>
 #include <string.h>
