@@ -61,12 +61,6 @@ struct stage {
   int sync_err; /* fdatasync failed */
 };
 
-void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg) {
-  (void)spool;
-  if (!seg->done && seg->sealed && seg->nacked >= seg->nrec && seg->committed == seg->wsize)
-    seg->done = true;
-}
-
 static void complete_locked(struct sl_spool *spool, struct sl__op *op) {
   op->next = NULL;
   if (spool->c_tail)
@@ -96,22 +90,6 @@ void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs) {
     sl__segvec_push(segs, spool->dead.v[i]);
   }
   pthread_mutex_unlock(&spool->mu);
-}
-
-void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
-  if (sl__ack_set(seg, ord)) {
-    seg->nacked++;
-    if (seg->store == SL__STORE_READY)
-      spool->main_unacked--;
-    else if (seg->store == SL__STORE_DELAY)
-      spool->delay_unacked--;
-    else
-      spool->dead_unacked--;
-  }
-  if (!spool->ack_dirty)
-    spool->ack_dirty_ns = sl_clock_mono_ns();
-  spool->ack_dirty = true;
-  sl__seg_account_done(spool, seg);
 }
 
 static int sys_err(int fallback) { return errno ? -errno : fallback; }
@@ -1087,83 +1065,51 @@ static int dead_move(struct sl_spool *spool, struct sl__op *op) {
     struct sl__seg *seg = segs.v[i];
     struct sl__op **copies = NULL;
     size_t ncopies = 0;
-    uint64_t off = SL__SEG_HDR, end;
-    /* Ordinals only go forward, as sl_spool_dead_list lists them: a stray copy of a unit
-     * already read is stepped over, or its records would be redriven twice. */
-    uint32_t next_ord = 0, nrec;
+    struct sl__walk w;
+    const uint8_t *rp;
+    size_t rl;
+    struct sl_spool_record rec;
+    uint32_t ord;
     int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0)
       continue;
-    pthread_mutex_lock(&spool->mu);
-    end = seg->committed;
-    nrec = seg->nrec; /* the ordinals of the units below <end>: appends start there */
-    pthread_mutex_unlock(&spool->mu);
-    while (off < end && err == 0) {
-      struct sl__unit u;
-      size_t at = 0;
-      int r = sl__unit_read(spool, spool->wdctx, fd, off, end, &u, &tmp, &blk);
-      if (r != 0) {
-        uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
-        if (next == 0 || next <= off)
-          break;
-        if (u.type && u.first_ord + u.nrec > next_ord && next_ord < nrec)
-          next_ord = u.first_ord + u.nrec < nrec ? u.first_ord + u.nrec : nrec;
-        off = next;
+    /* The walk lists what sl_spool_dead_list lists: a stray copy of a unit already read is
+     * stepped over, or its records would be redriven twice. An I/O error ends this file. */
+    sl__walk_init(&w, spool, seg, fd, spool->wdctx, &tmp, &blk, 0);
+    while (err == 0 && sl__walk_next(&w, &ord, &rp, &rl, &rec) > 0) {
+      if (!op->all && memcmp(rec.id, op->id, 16) != 0)
         continue;
-      }
-      if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
-        off += SL__UNIT_HDR + u.payload_len;
-        continue;
-      }
-      next_ord = u.first_ord + u.nrec;
-      for (uint32_t k = 0; k < u.nrec; k++) {
-        const uint8_t *rp;
-        size_t rl;
-        struct sl_spool_record rec;
-        uint32_t ord = u.first_ord + k;
-        bool acked;
-
-        if (sl__block_next((const uint8_t *)blk.base, blk.len, &at, &rp, &rl) != 0 ||
-            sl__record_decode(rp, rl, &rec) != 0)
-          break;
+      found++;
+      if (op->type == SL__OP_PURGE) {
         pthread_mutex_lock(&spool->mu);
-        acked = sl__ack_test(seg, ord);
+        sl__settle_locked(spool, seg, ord);
         pthread_mutex_unlock(&spool->mu);
-        if (acked || (!op->all && memcmp(rec.id, op->id, 16) != 0))
-          continue;
-        found++;
-        if (op->type == SL__OP_PURGE) {
-          pthread_mutex_lock(&spool->mu);
-          sl__settle_locked(spool, seg, ord);
-          pthread_mutex_unlock(&spool->mu);
-          continue;
-        }
-        rec.attempts = 0;
-        rec.not_before_ms = 0;
-        rec.error_len = 0;
-        size_t len = sl__record_size(&rec);
-        struct sl__op *c = calloc(1, sizeof(*c) + len);
-        struct sl__op **nv = realloc(copies, (ncopies + 1) * sizeof(*nv));
-        if (c == NULL || nv == NULL) {
-          free(c);
-          if (nv != NULL)
-            copies = nv;
-          err = -ENOMEM;
-          break;
-        }
-        copies = nv;
-        c->type = SL__OP_APPEND;
-        c->store = SL__STORE_READY;
-        c->enqueue_ms = rec.enqueue_ms;
-        c->data = (uint8_t *)(c + 1);
-        c->len = len;
-        sl__record_encode(&rec, c->data);
-        c->origin = seg;
-        c->origin_ord = ord;
-        copies[ncopies++] = c;
+        continue;
       }
-      off += SL__UNIT_HDR + u.payload_len;
+      rec.attempts = 0;
+      rec.not_before_ms = 0;
+      rec.error_len = 0;
+      size_t len = sl__record_size(&rec);
+      struct sl__op *c = calloc(1, sizeof(*c) + len);
+      struct sl__op **nv = realloc(copies, (ncopies + 1) * sizeof(*nv));
+      if (c == NULL || nv == NULL) {
+        free(c);
+        if (nv != NULL)
+          copies = nv;
+        err = -ENOMEM;
+        break;
+      }
+      copies = nv;
+      c->type = SL__OP_APPEND;
+      c->store = SL__STORE_READY;
+      c->enqueue_ms = rec.enqueue_ms;
+      c->data = (uint8_t *)(c + 1);
+      c->len = len;
+      sl__record_encode(&rec, c->data);
+      c->origin = seg;
+      c->origin_ord = ord;
+      copies[ncopies++] = c;
     }
     close(fd);
     if (ncopies > 0)
