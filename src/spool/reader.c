@@ -23,58 +23,6 @@
 
 #include "sluice/log.h"
 
-/* ---- due heap (caller holds mu) ------------------------------------------------------ */
-
-static bool due_less(const struct sl__due *a, const struct sl__due *b) {
-  if (a->due_ms != b->due_ms)
-    return a->due_ms < b->due_ms;
-  if (a->seg->seq != b->seg->seq)
-    return a->seg->seq < b->seg->seq;
-  return a->ord < b->ord;
-}
-
-void sl__heap_push(struct sl_spool *spool, const struct sl__due *d) {
-  size_t i;
-
-  if (spool->heap_n == spool->heap_cap) {
-    size_t cap = spool->heap_cap ? spool->heap_cap * 2 : 256;
-    struct sl__due *h = realloc(spool->heap, cap * sizeof(*h));
-    if (h == NULL) {
-      /* Not indexed now; the record is delivered after the next open. */
-      sl_log_error("spool %s: out of memory for the delayed index", spool->name);
-      return;
-    }
-    spool->heap = h;
-    spool->heap_cap = cap;
-  }
-  i = spool->heap_n++;
-  while (i > 0 && due_less(d, &spool->heap[(i - 1) / 2])) {
-    spool->heap[i] = spool->heap[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  spool->heap[i] = *d;
-}
-
-static struct sl__due heap_pop(struct sl_spool *spool) {
-  struct sl__due top = spool->heap[0], last = spool->heap[--spool->heap_n];
-  size_t i = 0, n = spool->heap_n;
-
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= n)
-      break;
-    if (c + 1 < n && due_less(&spool->heap[c + 1], &spool->heap[c]))
-      c++;
-    if (!due_less(&spool->heap[c], &last))
-      break;
-    spool->heap[i] = spool->heap[c];
-    i = c;
-  }
-  if (n > 0)
-    spool->heap[i] = last;
-  return top;
-}
-
 /* ---- shared helpers ------------------------------------------------------------------ */
 
 static int seg_rfd(struct sl__seg *seg) {
@@ -198,7 +146,7 @@ static int take_due(struct sl_spool *spool, uint64_t now, struct sl_spool_item *
       pthread_mutex_unlock(&spool->mu);
       return 0;
     }
-    d = heap_pop(spool);
+    d = sl__heap_pop(spool);
     d.seg->refs++;
     spool->inflight_delay++;
     pthread_mutex_unlock(&spool->mu);

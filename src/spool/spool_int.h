@@ -399,6 +399,10 @@ int sl__ckpt_load(struct sl_spool *spool);
 /* writer.c */
 void *sl__writer_main(void *arg);
 void *sl__syncer_main(void *arg);
+/* Writes the append ops <ops> (<nops>) as group commits; with <wait>, returns once they are
+ * durable (or failed: ops[i]->status); with <complete_ops>, completes them to the owner. */
+void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
+                      bool complete_ops);
 /* Installs the compression dictionary <dict> (<len> bytes, id <id>) for both unit sizes. */
 int sl__cdicts_set(struct sl_spool *spool, const void *dict, size_t len, uint32_t id);
 /* Brings <seg>'s count of preallocated zeros (zero_end past file_bytes) into
@@ -410,9 +414,14 @@ static inline void sl__seg_account_zeros(struct sl_spool *spool, struct sl__seg 
   spool->prealloc_bytes = spool->prealloc_bytes - seg->zeros + z;
   seg->zeros = z;
 }
-/* reader.c */
-/* Adds a due delayed record to the heap (caller holds mu). */
+/* heap.c (the caller holds mu) */
+/* Adds a due delayed record to the heap; without memory it is left out (logged), to be
+ * indexed again after the next open. */
 void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
+/* Removes and returns the entry due first; the heap must not be empty. */
+struct sl__due sl__heap_pop(struct sl_spool *spool);
+
+/* reader.c */
 /* Takes <it> off the owner's in-flight list. Owner thread. */
 void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
 /* Enqueue time of the next record the ready cursor would return; 0 if none. Owner. */
@@ -428,9 +437,13 @@ void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg);
 /* The wall clock used for due times: opts.now_ms or sl_clock_wall_ms(). */
 uint64_t sl__now_ms(struct sl_spool *spool);
 
-/* Takes a reference on every dead-letter segment and lists them in <segs>, so
- * that a walk over them (listing, redrive, purge) can run without holding mu;
- * the caller drops the references. writer.c */
+/* dead.c */
+/* Takes a reference on every dead-letter segment and lists them in <segs>, so that a walk
+ * over them (listing, redrive, purge) can run without holding mu; the caller drops the
+ * references. */
 void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs);
+/* Redrives or purges the dead letters matching <op>; 0, SL_ESPOOL_NOTFOUND or an error.
+ * Writer thread. */
+int sl__dead_move(struct sl_spool *spool, struct sl__op *op);
 
 #endif
