@@ -64,3 +64,25 @@ struct sl__due sl__heap_pop(struct sl_spool *spool) {
     spool->heap[i] = last;
   return top;
 }
+
+/* Counts the entries of the subtree at <i> due by <now> into <n>, their oldest enqueue time
+ * into <oldest>. An entry not yet due has none due below it (the heap property), so the walk
+ * stops there: depth log2(heap_n), cost O(due). */
+static void due_walk(const struct sl_spool *spool, size_t i, uint64_t now, uint64_t *n,
+                     uint64_t *oldest) {
+  if (i >= spool->heap_n || spool->heap[i].due_ms > now)
+    return;
+  ++*n;
+  if (spool->heap[i].enqueue_ms < *oldest)
+    *oldest = spool->heap[i].enqueue_ms;
+  due_walk(spool, 2 * i + 1, now, n, oldest);
+  due_walk(spool, 2 * i + 2, now, n, oldest);
+}
+
+uint64_t sl__heap_due(const struct sl_spool *spool, uint64_t now, uint64_t *oldest) {
+  uint64_t n = 0;
+
+  *oldest = UINT64_MAX;
+  due_walk(spool, 0, now, &n, oldest);
+  return n;
+}

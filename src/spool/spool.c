@@ -808,17 +808,14 @@ static uint64_t backlog_bytes_locked(const struct sl_spool *spool) {
 }
 
 void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
-  uint64_t now = sl__now_ms(spool), due = 0, oldest, main_ready;
+  uint64_t now = sl__now_ms(spool), due, due_oldest, oldest, main_ready;
 
   oldest = sl__peek_oldest(spool);
   pthread_mutex_lock(&spool->mu);
   *st = spool->st;
-  for (size_t i = 0; i < spool->heap_n; i++)
-    if (spool->heap[i].due_ms <= now) {
-      due++;
-      if (oldest == 0 || spool->heap[i].enqueue_ms < oldest)
-        oldest = spool->heap[i].enqueue_ms;
-    }
+  due = sl__heap_due(spool, now, &due_oldest);
+  if (due > 0 && (oldest == 0 || due_oldest < oldest))
+    oldest = due_oldest;
   main_ready =
       spool->main_unacked -
       (spool->inflight_main < spool->main_unacked ? spool->inflight_main : spool->main_unacked);

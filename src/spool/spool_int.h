@@ -420,6 +420,9 @@ static inline void sl__seg_account_zeros(struct sl_spool *spool, struct sl__seg 
 void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
 /* Removes and returns the entry due first; the heap must not be empty. */
 struct sl__due sl__heap_pop(struct sl_spool *spool);
+/* The number of entries due by <now>, and in <oldest> their oldest enqueue time (UINT64_MAX
+ * if none), visiting those entries only: O(due), not O(heap). */
+uint64_t sl__heap_due(const struct sl_spool *spool, uint64_t now, uint64_t *oldest);
 
 /* reader.c */
 /* Takes <it> off the owner's in-flight list. Owner thread. */
