@@ -352,7 +352,16 @@ struct sl_spool_stats {
 };
 
 /*
- * Fills <st>. May read one unit header to find the oldest ready record.
+ * Fills <st>. Cost, under the spool's mutex: O(1) for the counters, plus a walk of the due
+ * delayed records only (those due by now and not yet taken: the heap is pruned below any
+ * entry not yet due, so records delayed into the future cost nothing), plus the records
+ * released (sl_spool_release) or returned by a failed write and not taken again.
+ *
+ * I/O: none while the ready cursor holds a decompressed unit with records left, which is
+ * the usual state under a drain. When the cursor has used up its unit (and at the start),
+ * the enqueue time of the next ready record is not known without reading: then, as before,
+ * this reads and decompresses the next unit on the owner's thread (the take that follows
+ * uses it, so the read is not repeated).
  * @thread owner
  */
 void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st);

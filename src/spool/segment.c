@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sluice/clock.h"
 #include "sluice/crc32c.h"
 #include "sluice/log.h"
 
@@ -451,4 +452,265 @@ fail:
   spool->io.close(fd);
   sl_buf_dispose(&tmp);
   return err;
+}
+
+/* ---- accounting of settled records (caller holds mu) --------------------------------- */
+
+void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg) {
+  (void)spool;
+  if (!seg->done && seg->sealed && seg->nacked >= seg->nrec && seg->committed == seg->wsize)
+    seg->done = true;
+}
+
+/* Sets the ack bit of <ord> and, if it was clear, counts the record settled: true then. */
+static bool settle_one_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
+  if (!sl__ack_set(seg, ord))
+    return false;
+  seg->nacked++;
+  if (seg->store == SL__STORE_READY)
+    spool->main_unacked--;
+  else if (seg->store == SL__STORE_DELAY)
+    spool->delay_unacked--;
+  else
+    spool->dead_unacked--;
+  return true;
+}
+
+void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
+  settle_one_locked(spool, seg, ord);
+  if (!spool->ack_dirty)
+    spool->ack_dirty_ns = sl_clock_mono_ns();
+  spool->ack_dirty = true;
+  sl__seg_account_done(spool, seg);
+}
+
+/* Only ordinals below seg->nrec count: in a damaged segment a reader can come upon the intact
+ * header of a unit whose payload is bad and that recovery, resyncing past it, never counted
+ * among the segment's records; settling its ordinals would take from counts they were never
+ * added to (the ready count wrapped around to 2^64 - 1). */
+void sl__seg_lose_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t from, uint32_t to) {
+  bool any = false;
+
+  if (to > seg->nrec)
+    to = seg->nrec;
+  for (uint32_t o = from; o < to; o++) {
+    if (settle_one_locked(spool, seg, o)) {
+      any = true;
+      spool->st.lost_records++;
+    }
+  }
+  if (!any)
+    return; /* all settled already: nothing for the checkpoint (the cursor passes such ranges) */
+  spool->ack_dirty = true;
+  sl__seg_account_done(spool, seg);
+}
+
+/* ---- the record walk ----------------------------------------------------------------- */
+
+void sl__walk_init(struct sl__walk *w, struct sl_spool *spool, struct sl__seg *seg, int fd,
+                   ZSTD_DCtx *dctx, struct sl_buf *tmp, struct sl_buf *blk, unsigned flags) {
+  *w = (struct sl__walk){.spool = spool,
+                         .seg = seg,
+                         .dctx = dctx,
+                         .fd = fd,
+                         .flags = flags,
+                         .tmp = tmp,
+                         .blk = blk,
+                         .off = SL__SEG_HDR};
+  pthread_mutex_lock(&spool->mu);
+  w->end = seg->committed;
+  w->nrec = seg->nrec; /* the ordinals of the units below <end>, which the writer sets with it */
+  w->sealed = seg->sealed;
+  pthread_mutex_unlock(&spool->mu);
+}
+
+void sl__walk_dispose(struct sl__walk *w) {
+  if (w->own_fd && w->fd >= 0)
+    close(w->fd);
+  w->fd = -1;
+  w->own_fd = false;
+}
+
+/* Moves the next ordinal forward to <to> (at most <nrec>: the writer's next unit starts
+ * there, and going past it would skip that unit), settling what it passes as lost with
+ * SL__WALK_SETTLE. Ordinals recovery counted but the walk never hands out (it can step over
+ * a unit recovery counted, trusting a damaged unit's header for its extent) would otherwise
+ * stay unsettled with no take ever returning them. */
+static void walk_pass(struct sl__walk *w, uint32_t to) {
+  if (to > w->nrec)
+    to = w->nrec;
+  if (to <= w->next_ord)
+    return;
+  if (w->flags & SL__WALK_SETTLE) {
+    pthread_mutex_lock(&w->spool->mu);
+    sl__seg_lose_locked(w->spool, w->seg, w->next_ord, to);
+    pthread_mutex_unlock(&w->spool->mu);
+  }
+  w->next_ord = to;
+}
+
+/* With SL__WALK_SKIP_SETTLED: whether the unit at the walk's offset has only settled
+ * records, read from its header alone (worth a read only when the segment has settled
+ * records: after a restart, or out-of-order acks). Sets <u>. */
+static bool walk_unit_settled(struct sl__walk *w, struct sl__unit *u) {
+  uint8_t h[SL__UNIT_HDR];
+  bool all = true;
+
+  if (pread(w->fd, h, sizeof(h), (off_t)w->off) != (ssize_t)sizeof(h) ||
+      sl__unit_decode(h, u) != 0 || u->type != SL__UNIT_BLOCK ||
+      w->off + SL__UNIT_HDR + u->payload_len > w->end)
+    return false;
+  pthread_mutex_lock(&w->spool->mu);
+  for (uint32_t o = u->first_ord; o < u->first_ord + u->nrec && all; o++)
+    all = sl__ack_test(w->seg, o);
+  pthread_mutex_unlock(&w->spool->mu);
+  return all;
+}
+
+/* Steps over the damaged unit at the walk's offset (<u> as sl__unit_read left it): by its
+ * header's extent if that checks out, else to the next valid header; the ordinals up to the
+ * next unit's first are lost. */
+static void walk_skip_damaged(struct sl__walk *w, const struct sl__unit *u) {
+  struct sl_spool *spool = w->spool;
+  uint64_t next =
+      u->type ? w->off + SL__UNIT_HDR + u->payload_len : sl__unit_resync(w->fd, w->off, w->end);
+  uint32_t lost_to = u->type ? u->first_ord + u->nrec : 0;
+  uint32_t from = w->next_ord;
+
+  if (!u->type && next != 0) {
+    uint8_t h[SL__UNIT_HDR];
+    struct sl__unit nu;
+    if (pread(w->fd, h, sizeof(h), (off_t)next) == (ssize_t)sizeof(h) &&
+        sl__unit_decode(h, &nu) == 0)
+      lost_to = nu.first_ord;
+  }
+  if (next == 0 || next > w->end)
+    next = w->end;
+  if ((next == w->end && lost_to == 0) || lost_to > w->nrec)
+    lost_to = w->nrec;
+  if (w->flags & SL__WALK_SETTLE) {
+    pthread_mutex_lock(&spool->mu);
+    spool->st.corrupt_units++;
+    pthread_mutex_unlock(&spool->mu);
+    walk_pass(w, lost_to);
+    sl_log_error("spool %s: CORRUPT unit in %s at offset %" PRIu64 ": skipped %" PRIu64
+                 " bytes, records %" PRIu32 "..%" PRIu32 " lost",
+                 spool->name, w->seg->path, w->off, next - w->off, from, lost_to);
+  } else {
+    walk_pass(w, lost_to);
+  }
+  w->off = next;
+}
+
+int sl__walk_unit(struct sl__walk *w) {
+  struct sl_spool *spool = w->spool;
+  bool some_settled = false;
+
+  for (;;) {
+    struct sl__unit u;
+    int r;
+
+    if (w->flags & (SL__WALK_FOLLOW | SL__WALK_SKIP_SETTLED)) {
+      pthread_mutex_lock(&spool->mu);
+      if (w->flags & SL__WALK_FOLLOW) {
+        w->end = w->seg->committed;
+        w->nrec = w->seg->nrec;
+        w->sealed = w->seg->sealed;
+      }
+      some_settled = w->seg->nacked > 0;
+      pthread_mutex_unlock(&spool->mu);
+    }
+    if (w->off >= w->end) {
+      /* Walked to the end of what is committed: what it did not reach is lost. */
+      walk_pass(w, w->nrec);
+      return 0;
+    }
+    if (w->fd < 0) {
+      w->fd = open(w->seg->path, O_RDONLY | O_CLOEXEC);
+      if (w->fd < 0)
+        return -errno;
+      w->own_fd = true;
+    }
+    if ((w->flags & SL__WALK_SKIP_SETTLED) && some_settled && walk_unit_settled(w, &u)) {
+      w->off += SL__UNIT_HDR + u.payload_len;
+      walk_pass(w, u.first_ord + u.nrec);
+      continue;
+    }
+    r = sl__unit_read(spool, w->dctx, w->fd, w->off, w->end, &u, w->tmp, w->blk);
+    if (r == 0 && u.type == SL__UNIT_BLOCK && u.first_ord >= w->next_ord) {
+      walk_pass(w, u.first_ord);
+      w->u = u;
+      w->unit_off = w->off;
+      w->k = 0;
+      w->at = 0;
+      w->next_ord = u.first_ord + u.nrec;
+      w->off += SL__UNIT_HDR + u.payload_len;
+      return 1;
+    }
+    if (r == 0) {
+      /* A valid unit with nothing to hand out: a footer amid the data (damage put it there:
+       * a sealed segment's data ends before its own footer) or a stray copy of a unit already
+       * read, its ordinals going back (handing them out again would deliver records twice).
+       * Recovery resyncs past both and counts the units after them. */
+      w->off += SL__UNIT_HDR + u.payload_len;
+      continue;
+    }
+    if (r != SL_ESPOOL_CORRUPT)
+      return r;
+    walk_skip_damaged(w, &u);
+  }
+}
+
+/* Settles the records [from, to) of the loaded unit as lost and counts a corrupt unit,
+ * with SL__WALK_SETTLE. */
+static void walk_lose_records(struct sl__walk *w, uint32_t from, uint32_t to) {
+  if (!(w->flags & SL__WALK_SETTLE))
+    return;
+  pthread_mutex_lock(&w->spool->mu);
+  w->spool->st.corrupt_units++;
+  sl__seg_lose_locked(w->spool, w->seg, from, to);
+  pthread_mutex_unlock(&w->spool->mu);
+}
+
+int sl__walk_record(struct sl__walk *w, uint32_t *ord, const uint8_t **rp, size_t *rl,
+                    struct sl_spool_record *rec) {
+  struct sl_spool_record scratch;
+
+  if (rec == NULL)
+    rec = &scratch;
+  while (w->k < w->u.nrec) {
+    uint32_t o = w->u.first_ord + w->k;
+    bool settled;
+
+    if (sl__block_next((const uint8_t *)w->blk->base, w->blk->len, &w->at, rp, rl) != 0) {
+      walk_lose_records(w, o, w->u.first_ord + w->u.nrec);
+      w->k = w->u.nrec;
+      return 0;
+    }
+    w->k++;
+    if (sl__record_decode(*rp, *rl, rec) != 0) {
+      walk_lose_records(w, o, o + 1);
+      continue;
+    }
+    pthread_mutex_lock(&w->spool->mu);
+    settled = sl__ack_test(w->seg, o);
+    pthread_mutex_unlock(&w->spool->mu);
+    if (settled)
+      continue;
+    *ord = o;
+    return 1;
+  }
+  return 0;
+}
+
+int sl__walk_next(struct sl__walk *w, uint32_t *ord, const uint8_t **rp, size_t *rl,
+                  struct sl_spool_record *rec) {
+  for (;;) {
+    int r = sl__walk_record(w, ord, rp, rl, rec);
+    if (r != 0)
+      return r;
+    r = sl__walk_unit(w);
+    if (r <= 0)
+      return r;
+  }
 }

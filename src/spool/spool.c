@@ -356,6 +356,7 @@ void sl_spool_close(struct sl_spool *spool) {
     sl__seg_unref(it->seg);
     free(it);
   }
+  sl__walk_dispose(&spool->cwalk);
   sl__seg_unref(spool->cur);
   sl__seg_unref(spool->cache_seg);
   free_vec(&spool->ready);
@@ -687,56 +688,21 @@ static int scan_segs(struct sl_spool *spool, ZSTD_DCtx *dctx, struct sl__segvec 
   sl_buf_init(&tmp);
   sl_buf_init(&blk);
   for (size_t i = 0; i < segs->n && !stop; i++) {
-    struct sl__seg *seg = segs->v[i];
-    uint64_t off = SL__SEG_HDR, end;
-    /* Ordinals only go forward, as the readers walk them (the ready cursor, sl__bucket_index):
-     * a footer amid the data and a stray copy of a unit already read (ordinals going back)
-     * are stepped over, so that a record listed is one a take can hand out, and only once. */
-    uint32_t next_ord = 0, nrec;
-    int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+    /* The walk the readers take: a record listed is one a take can hand out, and only once. */
+    struct sl__walk w;
+    const uint8_t *rp;
+    size_t rl;
+    struct sl_spool_record rec;
+    uint32_t ord;
+    int r = 0, fd = open(segs->v[i]->path, O_RDONLY | O_CLOEXEC);
+
     if (fd < 0)
       continue; /* deleted meanwhile: everything in it settled */
-    pthread_mutex_lock(&spool->mu);
-    end = seg->committed;
-    nrec = seg->nrec; /* the ordinals of the units below <end> */
-    pthread_mutex_unlock(&spool->mu);
-    while (off < end && !stop) {
-      struct sl__unit u;
-      size_t at = 0;
-      int r = sl__unit_read(spool, dctx, fd, off, end, &u, &tmp, &blk);
-      if (r != 0) {
-        uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
-        if (r != SL_ESPOOL_CORRUPT)
-          err = r;
-        if (r != SL_ESPOOL_CORRUPT || next == 0 || next <= off)
-          break;
-        /* Lost, as the readers settle them: up to <nrec> at most (cursor_pass_locked). */
-        if (u.type && u.first_ord + u.nrec > next_ord && next_ord < nrec)
-          next_ord = u.first_ord + u.nrec < nrec ? u.first_ord + u.nrec : nrec;
-        off = next;
-        continue;
-      }
-      if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
-        off += SL__UNIT_HDR + u.payload_len;
-        continue;
-      }
-      next_ord = u.first_ord + u.nrec;
-      for (uint32_t k = 0; k < u.nrec && !stop; k++) {
-        const uint8_t *rp;
-        size_t rl;
-        struct sl_spool_record rec;
-        bool acked;
-        if (sl__block_next((const uint8_t *)blk.base, blk.len, &at, &rp, &rl) != 0 ||
-            sl__record_decode(rp, rl, &rec) != 0)
-          break;
-        pthread_mutex_lock(&spool->mu);
-        acked = sl__ack_test(seg, u.first_ord + k);
-        pthread_mutex_unlock(&spool->mu);
-        if (!acked)
-          stop = cb(arg, &rec);
-      }
-      off += SL__UNIT_HDR + u.payload_len;
-    }
+    sl__walk_init(&w, spool, segs->v[i], fd, dctx, &tmp, &blk, 0);
+    while (!stop && (r = sl__walk_next(&w, &ord, &rp, &rl, &rec)) > 0)
+      stop = cb(arg, &rec);
+    if (!stop && r < 0)
+      err = r;
     close(fd);
   }
   pthread_mutex_lock(&spool->mu);
@@ -842,17 +808,14 @@ static uint64_t backlog_bytes_locked(const struct sl_spool *spool) {
 }
 
 void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
-  uint64_t now = sl__now_ms(spool), due = 0, oldest, main_ready;
+  uint64_t now = sl__now_ms(spool), due, due_oldest, oldest, main_ready;
 
   oldest = sl__peek_oldest(spool);
   pthread_mutex_lock(&spool->mu);
   *st = spool->st;
-  for (size_t i = 0; i < spool->heap_n; i++)
-    if (spool->heap[i].due_ms <= now) {
-      due++;
-      if (oldest == 0 || spool->heap[i].enqueue_ms < oldest)
-        oldest = spool->heap[i].enqueue_ms;
-    }
+  due = sl__heap_due(spool, now, &due_oldest);
+  if (due > 0 && (oldest == 0 || due_oldest < oldest))
+    oldest = due_oldest;
   main_ready =
       spool->main_unacked -
       (spool->inflight_main < spool->main_unacked ? spool->inflight_main : spool->main_unacked);

@@ -166,6 +166,46 @@ struct sl__op {
   uint8_t *data; /* encoded record, owned */
 };
 
+/*
+ * One walk over the units and records of a segment, the only one: the ready cursor, the
+ * delay-bucket indexer, the dead-letter moves and the scans all read a segment through it,
+ * so they agree on which records a segment holds (segment.c).
+ *
+ * Its rules, those of recovery: a unit counts if its header and payload check out; a damaged
+ * unit is stepped over (by its header's extent if that header checks out, else by a resync
+ * to the next valid header); ordinals only go forward, so a valid unit whose first ordinal
+ * is below the next expected one (a stray copy of a unit already read) or a footer amid the
+ * data is stepped over; ordinals passed without being handed out are lost, never beyond
+ * <nrec>, the ordinals of the units below the committed end walked (the writer's next unit
+ * starts there). With SL__WALK_SETTLE the walk settles what it passes as lost, counts and
+ * logs damage (readers); without, it only steps past (listings, moves).
+ */
+enum {
+  SL__WALK_SETTLE = 1,       /* settle passed ordinals as lost, count corrupt units, log */
+  SL__WALK_FOLLOW = 2,       /* take the committed end again before each unit (live log) */
+  SL__WALK_SKIP_SETTLED = 4, /* step over a unit whose records are all settled on its header */
+};
+
+struct sl__walk {
+  struct sl_spool *spool;
+  struct sl__seg *seg;
+  ZSTD_DCtx *dctx;
+  int fd;      /* -1: opened on demand and closed by sl__walk_dispose */
+  bool own_fd; /* the walk opened <fd> */
+  unsigned flags;
+  struct sl_buf *tmp, *blk; /* the caller's: a unit's payload, its decompressed records */
+  uint64_t off;             /* the next unit */
+  uint64_t end;             /* the committed end walked to */
+  uint32_t nrec;            /* the ordinals of the units below <end> */
+  bool sealed;              /* <seg> was sealed when <end> was taken */
+  uint32_t next_ord;        /* ordinals below it are handed out, stepped over or lost */
+  /* the unit loaded by sl__walk_unit */
+  struct sl__unit u;
+  uint64_t unit_off;
+  uint32_t k; /* records of <u> already passed */
+  size_t at;  /* byte offset of record <k> in <blk> */
+};
+
 struct sl__dict {
   uint32_t id;
   ZSTD_DDict *ddict;
@@ -255,11 +295,9 @@ struct sl_spool {
   ZSTD_DCtx *dctx;
   struct sl_spool_item *inflight; /* list head */
   struct sl_spool_item *returned_head, *returned_tail;
-  struct sl__seg *cur; /* ready-log read cursor */
-  uint64_t cur_off;    /* next unit to load */
-  struct sl_buf blk;   /* decompressed unit at the cursor */
-  uint32_t blk_first, blk_n, blk_pos;
-  size_t blk_at;             /* byte offset of record blk_pos in blk */
+  struct sl__seg *cur;       /* ready-log read cursor: the segment */
+  struct sl__walk cwalk;     /* and the walk over it (valid while cur is set) */
+  struct sl_buf blk;         /* decompressed unit at the cursor */
   struct sl__seg *cache_seg; /* delayed reads: last unit decompressed */
   uint64_t cache_off;
   struct sl_buf cache;
@@ -314,6 +352,34 @@ int sl__unit_read(struct sl_spool *spool, ZSTD_DCtx *dctx, int fd, uint64_t off,
                   struct sl__unit *u, struct sl_buf *tmp, struct sl_buf *out);
 /* Finds the next offset > <off> where a valid unit header starts, below <end>; 0 if none. */
 uint64_t sl__unit_resync(int fd, uint64_t off, uint64_t end);
+/* Starts a walk over <seg> (whose reference the caller holds) from its first unit, up to
+ * its committed end as of now (takes spool->mu). <fd>: the caller's descriptor, or -1 to
+ * open one on demand. <tmp>, <blk>: the caller's buffers. <dctx> belongs to the calling
+ * thread. <flags>: SL__WALK_*. */
+void sl__walk_init(struct sl__walk *w, struct sl_spool *spool, struct sl__seg *seg, int fd,
+                   ZSTD_DCtx *dctx, struct sl_buf *tmp, struct sl_buf *blk, unsigned flags);
+/* Closes what the walk opened. Accepts a walk never started (seg NULL). */
+void sl__walk_dispose(struct sl__walk *w);
+/* Loads the next unit with records to hand out. Returns 1, 0 at the end walked to (with
+ * SL__WALK_SETTLE the ordinals up to <nrec> not reached are settled as lost), or a
+ * negative errno on an I/O error (the walk stays before that unit: retry later). */
+int sl__walk_unit(struct sl__walk *w);
+/* The next unsettled record of the loaded unit: 1 with its ordinal in <ord> and its
+ * encoded bytes in <rp>/<rl> (inside the walk's <blk>, valid until the next unit), decoded
+ * into <rec> if not NULL; 0 when the unit has no more. A record that cannot be decoded is
+ * passed (with SL__WALK_SETTLE, lost), and so is the rest of a unit whose framing breaks. */
+int sl__walk_record(struct sl__walk *w, uint32_t *ord, const uint8_t **rp, size_t *rl,
+                    struct sl_spool_record *rec);
+/* sl__walk_record, loading units as needed: 1 with a record, 0 at the end, or <0. */
+int sl__walk_next(struct sl__walk *w, uint32_t *ord, const uint8_t **rp, size_t *rl,
+                  struct sl_spool_record *rec);
+/* Settles ordinal <ord> of <seg>: marks it acked, updates the counts and the checkpoint's
+ * dirty state (caller holds mu). */
+void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord);
+/* Settles ordinals [from, to) of <seg> as lost, those below seg->nrec only (caller holds mu). */
+void sl__seg_lose_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t from, uint32_t to);
+/* Marks <seg> done if it is sealed and every record is settled (caller holds mu). */
+void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg);
 /* Ack bitmap of a segment; the caller holds spool->mu once the threads run. */
 int sl__ack_grow(struct sl__seg *seg, uint32_t nbits);
 bool sl__ack_test(const struct sl__seg *seg, uint32_t ord);
@@ -333,6 +399,10 @@ int sl__ckpt_load(struct sl_spool *spool);
 /* writer.c */
 void *sl__writer_main(void *arg);
 void *sl__syncer_main(void *arg);
+/* Writes the append ops <ops> (<nops>) as group commits; with <wait>, returns once they are
+ * durable (or failed: ops[i]->status); with <complete_ops>, completes them to the owner. */
+void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
+                      bool complete_ops);
 /* Installs the compression dictionary <dict> (<len> bytes, id <id>) for both unit sizes. */
 int sl__cdicts_set(struct sl_spool *spool, const void *dict, size_t len, uint32_t id);
 /* Brings <seg>'s count of preallocated zeros (zero_end past file_bytes) into
@@ -344,12 +414,17 @@ static inline void sl__seg_account_zeros(struct sl_spool *spool, struct sl__seg 
   spool->prealloc_bytes = spool->prealloc_bytes - seg->zeros + z;
   seg->zeros = z;
 }
-/* Marks <seg> done if it is sealed and every record is settled (caller holds mu). */
-void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg);
+/* heap.c (the caller holds mu) */
+/* Adds a due delayed record to the heap; without memory it is left out (logged), to be
+ * indexed again after the next open. */
+void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
+/* Removes and returns the entry due first; the heap must not be empty. */
+struct sl__due sl__heap_pop(struct sl_spool *spool);
+/* The number of entries due by <now>, and in <oldest> their oldest enqueue time (UINT64_MAX
+ * if none), visiting those entries only: O(due), not O(heap). */
+uint64_t sl__heap_due(const struct sl_spool *spool, uint64_t now, uint64_t *oldest);
 
 /* reader.c */
-/* Adds a due delayed record to the heap (caller holds mu). */
-void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
 /* Takes <it> off the owner's in-flight list. Owner thread. */
 void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
 /* Enqueue time of the next record the ready cursor would return; 0 if none. Owner. */
@@ -365,13 +440,13 @@ void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg);
 /* The wall clock used for due times: opts.now_ms or sl_clock_wall_ms(). */
 uint64_t sl__now_ms(struct sl_spool *spool);
 
-/* Settles ordinal <ord> of <seg>: marks it acked, updates the counts and the
- * checkpoint's dirty state (caller holds mu). writer.c */
-void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord);
-
-/* Takes a reference on every dead-letter segment and lists them in <segs>, so
- * that a walk over them (listing, redrive, purge) can run without holding mu;
- * the caller drops the references. writer.c */
+/* dead.c */
+/* Takes a reference on every dead-letter segment and lists them in <segs>, so that a walk
+ * over them (listing, redrive, purge) can run without holding mu; the caller drops the
+ * references. */
 void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs);
+/* Redrives or purges the dead letters matching <op>; 0, SL_ESPOOL_NOTFOUND or an error.
+ * Writer thread. */
+int sl__dead_move(struct sl_spool *spool, struct sl__op *op);
 
 #endif

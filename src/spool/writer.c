@@ -61,12 +61,6 @@ struct stage {
   int sync_err; /* fdatasync failed */
 };
 
-void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg) {
-  (void)spool;
-  if (!seg->done && seg->sealed && seg->nacked >= seg->nrec && seg->committed == seg->wsize)
-    seg->done = true;
-}
-
 static void complete_locked(struct sl_spool *spool, struct sl__op *op) {
   op->next = NULL;
   if (spool->c_tail)
@@ -87,31 +81,6 @@ static void notify(struct sl_spool *spool) {
   pthread_cond_broadcast(&spool->icond);
   if (cb)
     cb(arg);
-}
-
-void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs) {
-  pthread_mutex_lock(&spool->mu);
-  for (size_t i = 0; i < spool->dead.n; i++) {
-    spool->dead.v[i]->refs++;
-    sl__segvec_push(segs, spool->dead.v[i]);
-  }
-  pthread_mutex_unlock(&spool->mu);
-}
-
-void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
-  if (sl__ack_set(seg, ord)) {
-    seg->nacked++;
-    if (seg->store == SL__STORE_READY)
-      spool->main_unacked--;
-    else if (seg->store == SL__STORE_DELAY)
-      spool->delay_unacked--;
-    else
-      spool->dead_unacked--;
-  }
-  if (!spool->ack_dirty)
-    spool->ack_dirty_ns = sl_clock_mono_ns();
-  spool->ack_dirty = true;
-  sl__seg_account_done(spool, seg);
 }
 
 static int sys_err(int fallback) { return errno ? -errno : fallback; }
@@ -874,8 +843,8 @@ void *sl__syncer_main(void *arg) {
  * the caller reads each op's status; otherwise the last group's fdatasync is left running
  * on the syncer (spool->pending) and its ops complete when it is flushed.
  */
-static void write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
-                         bool complete_ops) {
+void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
+                      bool complete_ops) {
   size_t at = 0;
 
   while (at < nops) {
@@ -1066,129 +1035,6 @@ static void dict_step(struct sl_spool *spool) {
   }
   free(spool->trained);
   spool->trained = NULL;
-}
-
-/* ---- dead letters: redrive and purge ------------------------------------------------- */
-
-/*
- * Redrives or purges the dead letters matching <op> (all, or by id). Redriven
- * copies are written to the ready log first; the dead originals are settled
- * only once the copies are durable. Returns 0, SL_ESPOOL_NOTFOUND or an error.
- */
-static int dead_move(struct sl_spool *spool, struct sl__op *op) {
-  struct sl_buf tmp, blk;
-  struct sl__segvec segs = {0};
-  int err = 0, found = 0;
-
-  sl_buf_init(&tmp);
-  sl_buf_init(&blk);
-  sl__dead_pin(spool, &segs);
-  for (size_t i = 0; i < segs.n && err == 0; i++) {
-    struct sl__seg *seg = segs.v[i];
-    struct sl__op **copies = NULL;
-    size_t ncopies = 0;
-    uint64_t off = SL__SEG_HDR, end;
-    /* Ordinals only go forward, as sl_spool_dead_list lists them: a stray copy of a unit
-     * already read is stepped over, or its records would be redriven twice. */
-    uint32_t next_ord = 0, nrec;
-    int fd = open(seg->path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0)
-      continue;
-    pthread_mutex_lock(&spool->mu);
-    end = seg->committed;
-    nrec = seg->nrec; /* the ordinals of the units below <end>: appends start there */
-    pthread_mutex_unlock(&spool->mu);
-    while (off < end && err == 0) {
-      struct sl__unit u;
-      size_t at = 0;
-      int r = sl__unit_read(spool, spool->wdctx, fd, off, end, &u, &tmp, &blk);
-      if (r != 0) {
-        uint64_t next = u.type ? off + SL__UNIT_HDR + u.payload_len : sl__unit_resync(fd, off, end);
-        if (next == 0 || next <= off)
-          break;
-        if (u.type && u.first_ord + u.nrec > next_ord && next_ord < nrec)
-          next_ord = u.first_ord + u.nrec < nrec ? u.first_ord + u.nrec : nrec;
-        off = next;
-        continue;
-      }
-      if (u.type != SL__UNIT_BLOCK || u.first_ord < next_ord) {
-        off += SL__UNIT_HDR + u.payload_len;
-        continue;
-      }
-      next_ord = u.first_ord + u.nrec;
-      for (uint32_t k = 0; k < u.nrec; k++) {
-        const uint8_t *rp;
-        size_t rl;
-        struct sl_spool_record rec;
-        uint32_t ord = u.first_ord + k;
-        bool acked;
-
-        if (sl__block_next((const uint8_t *)blk.base, blk.len, &at, &rp, &rl) != 0 ||
-            sl__record_decode(rp, rl, &rec) != 0)
-          break;
-        pthread_mutex_lock(&spool->mu);
-        acked = sl__ack_test(seg, ord);
-        pthread_mutex_unlock(&spool->mu);
-        if (acked || (!op->all && memcmp(rec.id, op->id, 16) != 0))
-          continue;
-        found++;
-        if (op->type == SL__OP_PURGE) {
-          pthread_mutex_lock(&spool->mu);
-          sl__settle_locked(spool, seg, ord);
-          pthread_mutex_unlock(&spool->mu);
-          continue;
-        }
-        rec.attempts = 0;
-        rec.not_before_ms = 0;
-        rec.error_len = 0;
-        size_t len = sl__record_size(&rec);
-        struct sl__op *c = calloc(1, sizeof(*c) + len);
-        struct sl__op **nv = realloc(copies, (ncopies + 1) * sizeof(*nv));
-        if (c == NULL || nv == NULL) {
-          free(c);
-          if (nv != NULL)
-            copies = nv;
-          err = -ENOMEM;
-          break;
-        }
-        copies = nv;
-        c->type = SL__OP_APPEND;
-        c->store = SL__STORE_READY;
-        c->enqueue_ms = rec.enqueue_ms;
-        c->data = (uint8_t *)(c + 1);
-        c->len = len;
-        sl__record_encode(&rec, c->data);
-        c->origin = seg;
-        c->origin_ord = ord;
-        copies[ncopies++] = c;
-      }
-      off += SL__UNIT_HDR + u.payload_len;
-    }
-    close(fd);
-    if (ncopies > 0)
-      write_copies(spool, copies, ncopies, true, false);
-    pthread_mutex_lock(&spool->mu);
-    for (size_t k = 0; k < ncopies; k++) {
-      if (copies[k]->status == 0)
-        sl__settle_locked(spool, seg, copies[k]->origin_ord);
-      else if (err == 0)
-        err = copies[k]->status;
-      free(copies[k]);
-    }
-    pthread_mutex_unlock(&spool->mu);
-    free(copies);
-  }
-  pthread_mutex_lock(&spool->mu);
-  for (size_t i = 0; i < segs.n; i++)
-    sl__seg_unref(segs.v[i]);
-  pthread_mutex_unlock(&spool->mu);
-  free(segs.v);
-  sl_buf_dispose(&tmp);
-  sl_buf_dispose(&blk);
-  if (err == 0 && found == 0 && !op->all)
-    err = SL_ESPOOL_NOTFOUND;
-  return err;
 }
 
 /* ---- housekeeping: buckets, checkpoint, deletion ------------------------------------- */
@@ -1467,12 +1313,12 @@ static void run_ops(struct sl_spool *spool, struct sl__op *list) {
   if (spool->opts.fsync == SL_SPOOL_FSYNC_ALWAYS) {
     /* Each append alone, completed as soon as its own fdatasync returned. */
     for (size_t i = 0; i < ncopies; i++) {
-      write_copies(spool, &copies[i], 1, true, true);
+      sl__write_copies(spool, &copies[i], 1, true, true);
       if (i % 64 == 63)
         dict_step(spool); /* a long run of single appends must not hold the dictionary up */
     }
   } else if (ncopies > 0) {
-    write_copies(spool, copies, ncopies, false, true);
+    sl__write_copies(spool, copies, ncopies, false, true);
   }
   if (ndone > 0)
     pipeline_flush(spool); /* barriers and dead-letter moves come after every append */
@@ -1483,7 +1329,7 @@ static void run_ops(struct sl_spool *spool, struct sl__op *list) {
       add_waiter(spool, o);
       continue;
     }
-    o->status = dead_move(spool, o);
+    o->status = sl__dead_move(spool, o);
     add_waiter(spool, o);
   }
   free(copies);
