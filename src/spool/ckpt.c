@@ -15,6 +15,8 @@
  * stays until the segment file's unlink is durable, so a file that comes
  * back after a crash is recognised and deleted again.
  *
+ * Layer: above segment.c; called by the writer and at open.
+ *
  * @thread sl__ckpt_write on the writer thread; sl__ckpt_load in sl_spool_open
  */
 #include "spool_int.h"

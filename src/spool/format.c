@@ -7,6 +7,8 @@
  * corrupted file can make a decode fail but never read out of bounds.
  *
  * @thread any
+ *
+ * Layer: the bottom; depends on nothing else of the spool.
  */
 #include "spool_int.h"
 

@@ -4,7 +4,7 @@
  * The writer pushes (sl__bucket_index, appends to an indexed bucket), the owner pops
  * (take) and pushes back a record it could not read.
  *
- * Layer: the bottom, beside format.h; depends on nothing else of the spool. Entries hold
+ * Layer: the bottom, beside format.c; depends on nothing else of the spool. Entries hold
  * no reference on their segment: a record in the heap is unsettled, so its segment stays.
  *
  * @thread any, the caller holds spool->mu

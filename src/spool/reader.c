@@ -11,6 +11,8 @@
  * they become ready in due order, and take() serves due delayed records
  * before the ready log, so neither kind waits behind the other.
  *
+ * Layer: above segment.c and heap.c; called by spool.c (the owner's API).
+ *
  * @thread owner (the heap is shared with the writer under spool->mu)
  */
 #include "spool_int.h"
@@ -47,52 +49,6 @@ static struct sl_spool_item *make_item(const uint8_t *p, size_t len, struct sl__
   it->ord = ord;
   it->next = it->prev = NULL;
   return it;
-}
-
-int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dctx,
-                     struct sl_buf *tmp, struct sl_buf *blk) {
-  struct sl__due *found = NULL;
-  size_t nfound = 0, cap = 0;
-  struct sl__walk w;
-  /* The walk settles as lost what it passes without handing out, as the ready cursor does:
-   * a record is either in the heap once or settled, never both, or the heap, whose entries
-   * hold no reference, would keep pointing at the segment after it was settled in full and
-   * deleted. */
-  const uint8_t *rp;
-  size_t rl;
-  struct sl_spool_record rec;
-  uint32_t ord;
-  int r, fd = open(seg->path, O_RDONLY | O_CLOEXEC);
-
-  if (fd < 0)
-    return -errno;
-  sl__walk_init(&w, spool, seg, fd, dctx, tmp, blk, SL__WALK_SETTLE);
-  while ((r = sl__walk_next(&w, &ord, &rp, &rl, &rec)) > 0) {
-    if (nfound == cap) {
-      size_t ncap = cap ? cap * 2 : 64;
-      struct sl__due *v = realloc(found, ncap * sizeof(*v));
-      if (v == NULL) {
-        r = -ENOMEM;
-        break;
-      }
-      found = v;
-      cap = ncap;
-    }
-    found[nfound++] = (struct sl__due){rec.not_before_ms, rec.enqueue_ms, seg, w.unit_off, ord};
-  }
-  close(fd);
-  if (r < 0) {
-    /* An I/O error is not damage: leave the bucket unindexed and try again later. */
-    free(found);
-    return r;
-  }
-  pthread_mutex_lock(&spool->mu);
-  for (size_t i = 0; i < nfound; i++)
-    sl__heap_push(spool, &found[i]);
-  seg->indexed = true;
-  pthread_mutex_unlock(&spool->mu);
-  free(found);
-  return 0;
 }
 
 /* ---- delayed records ----------------------------------------------------------------- */

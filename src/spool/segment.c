@@ -9,6 +9,14 @@
  * valid is a torn tail (a crash in the middle of a write): the file is cut
  * there with a loud log line.
  *
+ * Also here, for every file above: the record walk (struct sl__walk) that each reader of
+ * a segment uses, settling, the sets of segments (segvecs), the spool's clock, and the
+ * indexing of a delay bucket that has come due into the due heap.
+ *
+ * Layer: above format.c and heap.c, below everything else of the spool. The spool's
+ * files call one way: format, heap < segment < ckpt < reader, writer (with dead.c, its
+ * dead-letter jobs: the two call each other, as one layer) < spool.c (the public API).
+ *
  * @thread sl__seg_recover runs in sl_spool_open before the writer starts;
  *         sl__unit_read on whichever thread owns <fd>; ack bits under spool->mu.
  */
@@ -713,4 +721,79 @@ int sl__walk_next(struct sl__walk *w, uint32_t *ord, const uint8_t **rp, size_t 
     if (r <= 0)
       return r;
   }
+}
+
+/* ---- sets of segments, the clock ------------------------------------------------ */
+
+uint64_t sl__now_ms(struct sl_spool *spool) {
+  return spool->opts.now_ms ? spool->opts.now_ms(spool->opts.clock_arg) : sl_clock_wall_ms();
+}
+
+void sl__segvec_push(struct sl__segvec *v, struct sl__seg *seg) {
+  if (v->n == v->cap) {
+    size_t cap = v->cap ? v->cap * 2 : 16;
+    struct sl__seg **p = realloc(v->v, cap * sizeof(*p));
+    if (p == NULL)
+      abort(); /* a few pointers per segment file: no sane way on without them */
+    v->v = p;
+    v->cap = cap;
+  }
+  v->v[v->n++] = seg;
+}
+
+void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg) {
+  for (size_t i = 0; i < v->n; i++)
+    if (v->v[i] == seg) {
+      memmove(v->v + i, v->v + i + 1, (v->n - i - 1) * sizeof(*v->v));
+      v->n--;
+      return;
+    }
+}
+
+/* ---- delay buckets -------------------------------------------------------------- */
+
+int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dctx,
+                     struct sl_buf *tmp, struct sl_buf *blk) {
+  struct sl__due *found = NULL;
+  size_t nfound = 0, cap = 0;
+  struct sl__walk w;
+  /* The walk settles as lost what it passes without handing out, as the ready cursor does:
+   * a record is either in the heap once or settled, never both, or the heap, whose entries
+   * hold no reference, would keep pointing at the segment after it was settled in full and
+   * deleted. */
+  const uint8_t *rp;
+  size_t rl;
+  struct sl_spool_record rec;
+  uint32_t ord;
+  int r, fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0)
+    return -errno;
+  sl__walk_init(&w, spool, seg, fd, dctx, tmp, blk, SL__WALK_SETTLE);
+  while ((r = sl__walk_next(&w, &ord, &rp, &rl, &rec)) > 0) {
+    if (nfound == cap) {
+      size_t ncap = cap ? cap * 2 : 64;
+      struct sl__due *v = realloc(found, ncap * sizeof(*v));
+      if (v == NULL) {
+        r = -ENOMEM;
+        break;
+      }
+      found = v;
+      cap = ncap;
+    }
+    found[nfound++] = (struct sl__due){rec.not_before_ms, rec.enqueue_ms, seg, w.unit_off, ord};
+  }
+  close(fd);
+  if (r < 0) {
+    /* An I/O error is not damage: leave the bucket unindexed and try again later. */
+    free(found);
+    return r;
+  }
+  pthread_mutex_lock(&spool->mu);
+  for (size_t i = 0; i < nfound; i++)
+    sl__heap_push(spool, &found[i]);
+  seg->indexed = true;
+  pthread_mutex_unlock(&spool->mu);
+  free(found);
+  return 0;
 }

@@ -8,6 +8,8 @@
  * when its reference count drops to zero (the list, the cursor, the delayed
  * cache and items each hold one), always under spool->mu.
  *
+ * Layer: the top, the public API (sluice/spool.h); calls every file below, none calls it.
+ *
  * @thread owner, except the notify callback (writer thread)
  */
 #include "spool_int.h"
@@ -40,31 +42,6 @@ void sl_spool_opts_init(struct sl_spool_opts *o) {
   o->dict_train_records = 2000;
   o->dict_bytes = 32u << 10;
   o->ack_interval_us = 2000;
-}
-
-uint64_t sl__now_ms(struct sl_spool *spool) {
-  return spool->opts.now_ms ? spool->opts.now_ms(spool->opts.clock_arg) : sl_clock_wall_ms();
-}
-
-void sl__segvec_push(struct sl__segvec *v, struct sl__seg *seg) {
-  if (v->n == v->cap) {
-    size_t cap = v->cap ? v->cap * 2 : 16;
-    struct sl__seg **p = realloc(v->v, cap * sizeof(*p));
-    if (p == NULL)
-      abort(); /* a few pointers per segment file: no sane way on without them */
-    v->v = p;
-    v->cap = cap;
-  }
-  v->v[v->n++] = seg;
-}
-
-void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg) {
-  for (size_t i = 0; i < v->n; i++)
-    if (v->v[i] == seg) {
-      memmove(v->v + i, v->v + i + 1, (v->n - i - 1) * sizeof(*v->v));
-      v->n--;
-      return;
-    }
 }
 
 static int seg_cmp(const void *a, const void *b) {

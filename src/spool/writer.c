@@ -16,6 +16,9 @@
  * they come due, and trains the compression dictionary (on a helper
  * thread, so a training run never holds up a group commit).
  *
+ * Layer: above segment.c, heap.c and ckpt.c; with dead.c (its dead-letter jobs, which
+ * write through sl__write_copies) one layer; called by spool.c.
+ *
  * Errors: a failed write or fdatasync fails only the operations of that
  * group (and of a group already built behind it for the same file); the
  * file is cut back to its last good unit (or, if that fails too, sealed and
