@@ -325,8 +325,16 @@ void *sl__syncer_main(void *arg);
  * durable (or failed: ops[i]->status); with <complete_ops>, completes them to the owner. */
 void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
                       bool complete_ops);
+
+/* dict.c */
 /* Installs the compression dictionary <dict> (<len> bytes, id <id>) for both unit sizes. */
 int sl__cdicts_set(struct sl_spool *spool, const void *dict, size_t len, uint32_t id);
+/* The compression level of small units (quiet times): two above the configured one. */
+int sl__small_level(const struct sl_spool *spool);
+/* Keeps a sample of an appended record while the dictionary still wants samples. */
+void sl__dict_add_sample(struct sl_spool *spool, const uint8_t *data, size_t len);
+/* Starts a training run once enough samples are in, or installs a finished one. */
+void sl__dict_step(struct sl_spool *spool);
 /* Brings <seg>'s count of preallocated zeros (zero_end past file_bytes) into
  * spool->prealloc_bytes after either changed. The caller holds mu, or the threads have not
  * started; it is the thread that owns <seg>'s zero_end (writer, preparer for the spare). */

@@ -13,7 +13,7 @@
  * rewriting the checkpoint at most once per ack_interval; fully settled
  * segments are unlinked only after a checkpoint that calls them done is on
  * disk. The writer also seals and rolls segments, indexes delay buckets as
- * they come due, and trains the compression dictionary (on a helper
+ * they come due, and has the compression dictionary trained (dict.c, on a helper
  * thread, so a training run never holds up a group commit).
  *
  * Layer: above segment.c, heap.c and ckpt.c; with dead.c (its dead-letter jobs, which
@@ -38,7 +38,6 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-#include <zdict.h>
 
 #include "sluice/clock.h"
 #include "sluice/crc32c.h"
@@ -435,7 +434,6 @@ static int target_seg(struct sl_spool *spool, struct sl__op *op, struct sl__seg 
 }
 
 #define SMALL_UNIT_BYTES 16384
-static int small_level(const struct sl_spool *spool);
 
 static int flush_block(struct sl_spool *spool, struct stage *st) {
   struct sl__unit u = {0};
@@ -462,7 +460,7 @@ static int flush_block(struct sl_spool *spool, struct stage *st) {
                                    small ? spool->cdict_small : spool->cdict);
     else
       n = ZSTD_compressCCtx(spool->cctx, dst, bound, st->raw.base, st->raw.len,
-                            small ? small_level(spool) : level);
+                            small ? sl__small_level(spool) : level);
     if (ZSTD_isError(n) || n >= st->raw.len)
       n = 0;
   }
@@ -484,8 +482,6 @@ static int flush_block(struct sl_spool *spool, struct stage *st) {
   st->blk_min = UINT64_MAX;
   return 0;
 }
-
-static void add_sample(struct sl_spool *spool, const uint8_t *data, size_t len);
 
 static int stage_add(struct sl_spool *spool, struct stage *st, struct sl__op *op) {
   uint8_t lenbuf[4];
@@ -510,7 +506,7 @@ static int stage_add(struct sl_spool *spool, struct stage *st, struct sl__op *op
     st->min_enq = op->enqueue_ms;
   if (op->enqueue_ms > st->max_enq)
     st->max_enq = op->enqueue_ms;
-  add_sample(spool, op->data, op->len);
+  sl__dict_add_sample(spool, op->data, op->len);
   return 0;
 }
 
@@ -897,149 +893,6 @@ void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, 
   }
 }
 
-/* ---- compression dictionary ---------------------------------------------------------- */
-
-/*
- * Small units (quiet times: a group of a few records, or `always`) are compressed two levels
- * higher than full ones: the writer has CPU to spare exactly when units are small, and small
- * units are where the ratio suffers. Full units under load keep the configured level.
- */
-static int small_level(const struct sl_spool *spool) {
-  int l = spool->opts.compression_level + 2;
-  return l > 19 ? 19 : l;
-}
-
-int sl__cdicts_set(struct sl_spool *spool, const void *dict, size_t len, uint32_t id) {
-  int level = spool->opts.compression_level > 0 ? spool->opts.compression_level : 1;
-  ZSTD_CDict *cd = ZSTD_createCDict(dict, len, level);
-  ZSTD_CDict *cds = ZSTD_createCDict(dict, len, small_level(spool));
-
-  if (cd == NULL || cds == NULL) {
-    ZSTD_freeCDict(cd);
-    ZSTD_freeCDict(cds);
-    return -ENOMEM;
-  }
-  ZSTD_freeCDict(spool->cdict);
-  ZSTD_freeCDict(spool->cdict_small);
-  spool->cdict = cd;
-  spool->cdict_small = cds;
-  spool->cdict_id = id;
-  return 0;
-}
-
-static void add_sample(struct sl_spool *spool, const uint8_t *data, size_t len) {
-  size_t *sz;
-
-  if (spool->dict_done || spool->trainer_running || spool->opts.dict_train_records == 0 ||
-      spool->opts.compression_level <= 0)
-    return;
-  if (len > 16384)
-    len = 16384; /* a huge body teaches little beyond its first bytes */
-  sz = realloc(spool->sample_sizes, (spool->nsamples + 1) * sizeof(*sz));
-  if (sz == NULL)
-    return;
-  spool->sample_sizes = sz;
-  if (sl_buf_append(&spool->samples, data, len) != 0)
-    return;
-  sz[spool->nsamples++] = len;
-}
-
-static void *trainer_main(void *arg) {
-  struct sl_spool *spool = arg;
-  size_t cap = spool->opts.dict_bytes;
-  void *dict = malloc(cap);
-  size_t n = 0;
-
-  if (dict != NULL) {
-    n = ZDICT_trainFromBuffer(dict, cap, spool->samples.base, spool->sample_sizes, spool->nsamples);
-    if (ZDICT_isError(n)) {
-      sl_log_warn("spool %s: dictionary training failed: %s; compressing without one", spool->name,
-                  ZDICT_getErrorName(n));
-      free(dict);
-      dict = NULL;
-      n = 0;
-    }
-  }
-  pthread_mutex_lock(&spool->mu);
-  spool->trained = dict;
-  spool->trained_len = n;
-  spool->trained_ready = true;
-  pthread_cond_signal(&spool->wcond);
-  pthread_mutex_unlock(&spool->mu);
-  return NULL;
-}
-
-/* Starts training once enough samples are in; installs the dictionary once trained. */
-static void dict_step(struct sl_spool *spool) {
-  bool ready;
-  char name[64];
-  uint32_t id;
-  int err;
-
-  if (spool->dict_done)
-    return;
-  if (spool->opts.dict_train_records == 0 || spool->opts.compression_level <= 0) {
-    spool->dict_done = true;
-    return;
-  }
-  if (!spool->trainer_running) {
-    if (spool->nsamples < spool->opts.dict_train_records)
-      return;
-    if (pthread_create(&spool->trainer, NULL, trainer_main, spool) != 0) {
-      spool->dict_done = true;
-      return;
-    }
-    spool->trainer_running = true;
-    return;
-  }
-  pthread_mutex_lock(&spool->mu);
-  ready = spool->trained_ready;
-  pthread_mutex_unlock(&spool->mu);
-  if (!ready)
-    return;
-  pthread_join(spool->trainer, NULL);
-  spool->trainer_running = false;
-  spool->dict_done = true;
-  sl_buf_dispose(&spool->samples);
-  free(spool->sample_sizes);
-  spool->sample_sizes = NULL;
-  if (spool->trained == NULL)
-    return;
-  id = ZDICT_getDictID(spool->trained, spool->trained_len);
-  snprintf(name, sizeof(name), "dict-%08x.zdict", id);
-  /* The dictionary must be on disk before any unit that needs it. */
-  err = id == 0 ? SL_ESPOOL_CORRUPT
-                : sl__write_file_atomic(spool, name, spool->trained, spool->trained_len);
-  if (err == 0) {
-    ZSTD_DDict *dd = ZSTD_createDDict(spool->trained, spool->trained_len);
-    struct sl__dict *v;
-    pthread_mutex_lock(&spool->mu);
-    v = realloc(spool->dicts, (spool->ndicts + 1) * sizeof(*v));
-    if (v != NULL)
-      spool->dicts = v;
-    /* The decompression side first: no unit may use a dictionary readers cannot find. */
-    if (dd != NULL && v != NULL) {
-      v[spool->ndicts].id = id;
-      v[spool->ndicts].ddict = dd;
-      spool->ndicts++;
-      spool->disk_bytes += spool->trained_len;
-      dd = NULL;
-    }
-    pthread_mutex_unlock(&spool->mu);
-    if (dd == NULL && v != NULL)
-      sl__cdicts_set(spool, spool->trained, spool->trained_len, id);
-    ZSTD_freeDDict(dd);
-    if (spool->cdict != NULL)
-      sl_log_info("spool %s: trained compression dictionary %08x (%zu bytes) on %u records",
-                  spool->name, id, spool->trained_len, spool->nsamples);
-  } else {
-    sl_log_warn("spool %s: cannot store the dictionary: %s; compressing without one", spool->name,
-                sl_strerror(err));
-  }
-  free(spool->trained);
-  spool->trained = NULL;
-}
-
 /* ---- housekeeping: buckets, checkpoint, deletion ------------------------------------- */
 
 /* Seals delay buckets whose window has passed and indexes those coming due. */
@@ -1318,7 +1171,7 @@ static void run_ops(struct sl_spool *spool, struct sl__op *list) {
     for (size_t i = 0; i < ncopies; i++) {
       sl__write_copies(spool, &copies[i], 1, true, true);
       if (i % 64 == 63)
-        dict_step(spool); /* a long run of single appends must not hold the dictionary up */
+        sl__dict_step(spool); /* a long run of single appends must not hold the dictionary up */
     }
   } else if (ncopies > 0) {
     sl__write_copies(spool, copies, ncopies, false, true);
@@ -1415,7 +1268,7 @@ void *sl__writer_main(void *arg) {
       run_ops(spool, list);
     else
       pipeline_flush(spool);
-    dict_step(spool);
+    sl__dict_step(spool);
     buckets_step(spool, sl__now_ms(spool));
     roll_settled_step(spool);
     ckpt_step(spool, stopping);
