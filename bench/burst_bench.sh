@@ -74,16 +74,6 @@ log() { echo "burst_bench: $*" >&2; }
 
 . "$repo/bench/lib.sh" # CPU pinning, descriptor limit, free_port
 
-# wait_port PORT: until something accepts connections on PORT (5 s).
-wait_port() {
-  local i
-  for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
-
 # stop PID: SIGTERM and wait.
 stop() {
   kill -TERM "$1" 2>/dev/null || true

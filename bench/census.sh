@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-body=$(python3 -c 'import json; print(json.dumps({"event": "order.created", "pad": "x" * 980}))')
+body=$(order_body)
 cat >"$tmp/post.lua" <<EOF
 wrk.method = "POST"
 wrk.body = '$body'
@@ -42,14 +42,6 @@ request = function()
   return wrk.format()
 end
 EOF
-
-wait_port() { # PORT
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
 
 free_port; sport=$REPLY
 free_port; aport=$REPLY
@@ -67,7 +59,7 @@ EOF
 
 "${pin_proxy[@]}" "$bin" -c "$tmp/sluice.conf" 2>"$tmp/first.log" &
 spid=$!
-wait_port "$sport" || { log "sluice did not start"; exit 1; }
+wait_port "$sport" 200 || { log "sluice did not start"; exit 1; }
 "${pin_load[@]}" wrk -t1 -c400 -d"${SECS}s" -s "$tmp/post.lua" "http://127.0.0.1:$sport/orders" >"$tmp/wrk.out" || true
 records=$(curl -s -m 5 "http://127.0.0.1:$aport/admin/upstreams" |
   python3 -c 'import json,sys; u = json.load(sys.stdin)["upstreams"][0]; print(u.get("ready", 0) + u.get("delayed", 0))')
@@ -83,7 +75,7 @@ t0=$(date +%s.%N)
 "${pin_proxy[@]}" "$bin" -c "$tmp/sluice.conf" 2>"$tmp/second.log" &
 spid=$!
 line=
-for _ in $(seq 6000); do
+for _ in $(seq 6000); do # 60 s
   line=$(grep -m1 "read after an unclean stop" "$tmp/second.log" || true)
   [ -n "$line" ] && break
   sleep 0.01

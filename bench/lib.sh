@@ -27,3 +27,19 @@ free_port() {
     fi
   done
 }
+
+# wait_port PORT [TRIES]: until something accepts connections on 127.0.0.1:PORT, polling every
+# 50 ms, TRIES times (100: 5 s). Returns 1 if nothing did.
+wait_port() {
+  local i
+  for i in $(seq "${2:-100}"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# The spill benchmarks' request body: a 1 KiB JSON event.
+order_body() {
+  python3 -c 'import json; print(json.dumps({"event": "order.created", "pad": "x" * 980}))'
+}

@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-body=$(python3 -c 'import json; print(json.dumps({"event": "order.created", "pad": "x" * 980}))')
+body=$(order_body)
 cat >"$tmp/post.lua" <<EOF
 wrk.method = "POST"
 wrk.body = '$body'
@@ -66,13 +66,6 @@ EOF
 "${pin_load[@]}" nginx -p "$tmp/fast" -c "$tmp/fast.conf" -e "$tmp/fast/error.log" &
 pids+=($!)
 
-wait_port() { # PORT
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
 wait_port "$fport" || { log "fast backend did not start"; exit 1; }
 
 hz=$(getconf CLK_TCK)

@@ -160,37 +160,36 @@ static const struct sl_spool_stats *shown_stats(struct sl_drain *d) {
 }
 
 static double stat_of(struct sl_drain *d, size_t field) {
-  const struct sl_spool_stats *sp;
+  const struct sl_spool_stats *st;
 
   if (d->spool == NULL)
     return 0;
-  sp = shown_stats(d);
-  const struct sl_spool_stats st = *sp;
+  st = shown_stats(d);
   switch (field) {
   case 0:
-    return (double)st.ready;
+    return (double)st->ready;
   case 1:
-    return (double)st.delayed;
+    return (double)st->delayed;
   case 2:
-    return (double)st.inflight;
+    return (double)st->inflight;
   case 3:
-    return (double)st.dead;
+    return (double)st->dead;
   case 4:
-    return (double)st.disk_bytes;
+    return (double)st->disk_bytes;
   case 5:
-    return st.oldest_ready_ms ? (double)(sl_clock_wall_ms() - st.oldest_ready_ms) / 1e3 : 0;
+    return st->oldest_ready_ms ? (double)(sl_clock_wall_ms() - st->oldest_ready_ms) / 1e3 : 0;
   case 6:
-    return (double)st.raw_bytes_written;
+    return (double)st->raw_bytes_written;
   case 7:
-    return (double)st.compressed_bytes_written;
+    return (double)st->compressed_bytes_written;
   case 8:
-    return (double)st.corrupt_units;
+    return (double)st->corrupt_units;
   case 9:
-    return (double)st.backlog_bytes;
+    return (double)st->backlog_bytes;
   case 10:
-    return (double)st.prealloc_bytes;
+    return (double)st->prealloc_bytes;
   case 11:
-    return (double)st.lost_records;
+    return (double)st->lost_records;
   default:
     return 0;
   }
