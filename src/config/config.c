@@ -784,30 +784,44 @@ static int parse_spool(struct ctx *c, const config_setting_t *root, struct sl_co
  */
 /* The list <key> of <root>, which must hold at least one <what>, and room for its <*n>
  * elements of <size> bytes, zeroed, in <*elems>. Returns 0 or -1 (the error is in <c>). */
-static int get_list(struct ctx *c, const config_setting_t *root, const char *key, const char *what,
-                    size_t size, const config_setting_t **list, void **elems, size_t *n) {
+/* The list <key> of <root>, checked to hold at least one <what>; NULL (after fail()) if not. */
+static const config_setting_t *get_list(struct ctx *c, const config_setting_t *root,
+                                        const char *key, const char *what) {
   const config_setting_t *s = config_setting_get_member(root, key);
 
-  if (s == NULL)
-    return fail(c, NULL, "no %s: define at least one in \"%s = ( { ... } );\"", key, key);
-  if (config_setting_length(s) == 0 && (config_setting_is_list(s) || config_setting_is_array(s)))
-    return fail(c, s, "%s: empty; define at least one %s", key, what);
-  if (!config_setting_is_list(s))
-    return fail_type(c, s, key, "a list ( { ... }, ... )");
-  *n = (size_t)config_setting_length(s);
-  if ((*elems = calloc(*n, size)) == NULL)
-    return fail(c, s, "out of memory");
-  *list = s;
-  return 0;
+  if (s == NULL) {
+    fail(c, NULL, "no %s: define at least one in \"%s = ( { ... } );\"", key, key);
+    return NULL;
+  }
+  if (config_setting_length(s) == 0 && (config_setting_is_list(s) || config_setting_is_array(s))) {
+    fail(c, s, "%s: empty; define at least one %s", key, what);
+    return NULL;
+  }
+  if (!config_setting_is_list(s)) {
+    fail_type(c, s, key, "a list ( { ... }, ... )");
+    return NULL;
+  }
+  return s;
+}
+
+/* Zeroed room for the elements of <list>, <size> bytes each; NULL (after fail()) if none. */
+static void *alloc_elems(struct ctx *c, const config_setting_t *list, size_t size) {
+  void *elems = calloc((size_t)config_setting_length(list), size);
+
+  if (elems == NULL)
+    fail(c, list, "out of memory");
+  return elems;
 }
 
 typedef int (*elem_parser)(struct ctx *c, const config_setting_t *g, size_t idx,
                            struct sl_config *cfg);
 
-/* Parses the <n> elements of <list> with <parse>. <*count> grows with each element begun,
+/* Parses the elements of <list> with <parse>. <*count> grows with each element begun,
  * so that unref frees what a failed one got. Returns 0 or -1. */
-static int parse_elems(struct ctx *c, const config_setting_t *list, size_t n, size_t *count,
+static int parse_elems(struct ctx *c, const config_setting_t *list, size_t *count,
                        elem_parser parse, struct sl_config *cfg) {
+  size_t n = (size_t)config_setting_length(list);
+
   for (size_t i = 0; i < n; i++) {
     *count = i + 1;
     if (parse(c, config_setting_get_elem(list, (unsigned)i), i, cfg) != 0)
@@ -929,14 +943,11 @@ static int parse_upstream(struct ctx *c, const config_setting_t *g, size_t idx,
 }
 
 static int parse_upstreams(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
-  const config_setting_t *list;
-  void *elems;
-  size_t n;
+  const config_setting_t *list = get_list(c, root, "upstreams", "upstream");
 
-  if (get_list(c, root, "upstreams", "upstream", sizeof(*cfg->upstreams), &list, &elems, &n) != 0)
+  if (list == NULL || (cfg->upstreams = alloc_elems(c, list, sizeof(*cfg->upstreams))) == NULL)
     return -1;
-  cfg->upstreams = elems;
-  return parse_elems(c, list, n, &cfg->n_upstreams, parse_upstream, cfg);
+  return parse_elems(c, list, &cfg->n_upstreams, parse_upstream, cfg);
 }
 
 static int parse_methods(struct ctx *c, const config_setting_t *g, const char *where,
@@ -1083,16 +1094,12 @@ static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
 }
 
 static int parse_routes(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
-  const config_setting_t *list;
-  void *elems;
-  size_t n;
+  const config_setting_t *list = get_list(c, root, "routes", "route");
 
-  if (get_list(c, root, "routes", "route", sizeof(*cfg->routes), &list, &elems, &n) != 0)
+  if (list == NULL || (cfg->routes = alloc_elems(c, list, sizeof(*cfg->routes))) == NULL ||
+      parse_elems(c, list, &cfg->n_routes, parse_route, cfg) != 0)
     return -1;
-  cfg->routes = elems;
-  if (parse_elems(c, list, n, &cfg->n_routes, parse_route, cfg) != 0)
-    return -1;
-  sl__routes_sort(cfg->routes, n);
+  sl__routes_sort(cfg->routes, cfg->n_routes);
   return 0;
 }
 

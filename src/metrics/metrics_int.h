@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "sluice/buf.h"
 #include "sluice/metrics.h"
@@ -26,16 +27,16 @@
 
 struct sl_metric {
   struct sl_metric_family *family;
-  struct sl_metric *next;
-  char *labels;           /* rendered label pairs, "" when the family has no labels */
-  sl_metrics_value_fn fn; /* counters and gauges computed at scrape time */
+  STAILQ_ENTRY(sl_metric) link; /* in the family, in creation order */
+  char *labels;                 /* rendered label pairs, "" when the family has no labels */
+  sl_metrics_value_fn fn;       /* counters and gauges computed at scrape time */
   void *arg;
   _Atomic double value;     /* counters and gauges; histograms: the sum */
   _Atomic uint64_t *counts; /* histograms: per bucket (not cumulative), +Inf last */
 };
 
 struct sl_metric_family {
-  struct sl_metric_family *next;
+  STAILQ_ENTRY(sl_metric_family) link; /* in the registry, in registration order */
   enum sl_metric_type type;
   char *name;
   char *help;
@@ -44,11 +45,11 @@ struct sl_metric_family {
   double *bounds; /* histograms: bucket upper bounds, +Inf not included */
   size_t n_bounds;
   char (*le)[SL_METRICS_NUM_MAX + 8]; /* histograms: `le="<bound>"` for each, then +Inf */
-  struct sl_metric *series, *series_tail;
+  STAILQ_HEAD(, sl_metric) series;
 };
 
 struct sl_metrics {
-  struct sl_metric_family *families, *families_tail;
+  STAILQ_HEAD(, sl_metric_family) families;
 };
 
 /* render.c: writes <v> into <out> (SL_METRICS_NUM_MAX bytes) the way the

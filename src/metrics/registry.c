@@ -30,7 +30,11 @@ const size_t sl_metrics_duration_buckets_len = sl_countof(sl_metrics_duration_bu
 static struct sl_metrics *default_reg;
 
 struct sl_metrics *sl_metrics_create(void) {
-  return calloc(1, sizeof(struct sl_metrics));
+  struct sl_metrics *reg = calloc(1, sizeof(*reg));
+
+  if (reg != NULL)
+    STAILQ_INIT(&reg->families);
+  return reg;
 }
 
 static void series_free(struct sl_metric *s) {
@@ -40,10 +44,10 @@ static void series_free(struct sl_metric *s) {
 }
 
 static void family_free(struct sl_metric_family *f) {
-  struct sl_metric *s, *next;
+  struct sl_metric *s;
 
-  for (s = f->series; s != NULL; s = next) {
-    next = s->next;
+  while ((s = STAILQ_FIRST(&f->series)) != NULL) {
+    STAILQ_REMOVE_HEAD(&f->series, link);
     series_free(s);
   }
   for (size_t i = 0; i < f->n_labels; i++)
@@ -57,12 +61,12 @@ static void family_free(struct sl_metric_family *f) {
 }
 
 void sl_metrics_destroy(struct sl_metrics *reg) {
-  struct sl_metric_family *f, *next;
+  struct sl_metric_family *f;
 
   if (reg == NULL)
     return;
-  for (f = reg->families; f != NULL; f = next) {
-    next = f->next;
+  while ((f = STAILQ_FIRST(&reg->families)) != NULL) {
+    STAILQ_REMOVE_HEAD(&reg->families, link);
     family_free(f);
   }
   free(reg);
@@ -212,7 +216,9 @@ static struct sl_metric_family *family_register(struct sl_metrics *reg, enum sl_
     if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1]))
       why = "bucket bounds must be finite and increasing";
   }
-  for (f = reg->families; why == NULL && f != NULL; f = f->next) {
+  STAILQ_FOREACH(f, &reg->families, link) {
+    if (why != NULL)
+      break;
     if (strcmp(f->name, name) == 0 && same_family(f, type, labels, bounds, n_bounds))
       return f;
     if (strcmp(f->name, name) == 0)
@@ -228,6 +234,7 @@ static struct sl_metric_family *family_register(struct sl_metrics *reg, enum sl_
   f = calloc(1, sizeof(*f));
   if (f == NULL)
     return NULL;
+  STAILQ_INIT(&f->series);
   f->type = type;
   f->n_labels = count_labels(labels);
   f->n_bounds = n_bounds;
@@ -251,11 +258,7 @@ static struct sl_metric_family *family_register(struct sl_metrics *reg, enum sl_
     sl__metrics_format_double(num, i < n_bounds ? bounds[i] : INFINITY);
     snprintf(f->le[i], sizeof(f->le[i]), "le=\"%s\"", num);
   }
-  if (reg->families_tail != NULL)
-    reg->families_tail->next = f;
-  else
-    reg->families = f;
-  reg->families_tail = f;
+  STAILQ_INSERT_TAIL(&reg->families, f, link);
   return f;
 
 fail:
@@ -316,7 +319,7 @@ static struct sl_metric *series_get(struct sl_metric_family *f, const char *cons
     goto fail;
   if (render_labels(f, values, &labels) != 0)
     goto fail;
-  for (s = f->series; s != NULL; s = s->next) {
+  STAILQ_FOREACH(s, &f->series, link) {
     if (strcmp(s->labels, labels.base) == 0) {
       sl_buf_dispose(&labels);
       return s;
@@ -337,11 +340,7 @@ static struct sl_metric *series_get(struct sl_metric_family *f, const char *cons
     for (size_t i = 0; i <= f->n_bounds; i++)
       atomic_init(&s->counts[i], 0);
   }
-  if (f->series_tail != NULL)
-    f->series_tail->next = s;
-  else
-    f->series = s;
-  f->series_tail = s;
+  STAILQ_INSERT_TAIL(&f->series, s, link);
   *created = true;
   return s;
 
@@ -378,20 +377,9 @@ struct sl_metric *sl_metrics_series_fn(struct sl_metric_family *f, const char *c
 }
 
 void sl_metrics_series_remove(struct sl_metric *s) {
-  struct sl_metric_family *f;
-  struct sl_metric **pp, *prev = NULL;
-
   if (s == NULL)
     return;
-  f = s->family;
-  for (pp = &f->series; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
-    if (*pp != s)
-      continue;
-    *pp = s->next;
-    if (f->series_tail == s)
-      f->series_tail = prev;
-    break;
-  }
+  STAILQ_REMOVE(&s->family->series, s, sl_metric, link);
   series_free(s);
 }
 

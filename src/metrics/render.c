@@ -140,15 +140,21 @@ static int render_histogram(struct sl_buf *out, const struct sl_metric *s) {
 }
 
 int sl_metrics_render(struct sl_metrics *reg, struct sl_buf *out) {
+  const struct sl_metric_family *f;
+  const struct sl_metric *s;
   int r = 0;
 
-  for (const struct sl_metric_family *f = reg->families; f != NULL && r == 0; f = f->next) {
-    if (f->series == NULL)
+  STAILQ_FOREACH(f, &reg->families, link) {
+    if (r != 0)
+      break;
+    if (STAILQ_EMPTY(&f->series))
       continue;
     r |= sl_buf_printf(out, "# HELP %s ", f->name);
     r |= sl__metrics_append_escaped(out, f->help, true);
     r |= sl_buf_printf(out, "\n# TYPE %s %s\n", f->name, type_name(f->type));
-    for (const struct sl_metric *s = f->series; s != NULL && r == 0; s = s->next) {
+    STAILQ_FOREACH(s, &f->series, link) {
+      if (r != 0)
+        break;
       if (f->type == SL_METRIC_HISTOGRAM) {
         r |= render_histogram(out, s);
         continue;
