@@ -20,6 +20,7 @@
 #define SLUICE_IO_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct sl_io {
@@ -41,5 +42,13 @@ extern const struct sl_io sl_io_posix;
 /* Copies <src> into <dst>, taking the POSIX call for each member <src> leaves
  * NULL (and for all of them if <src> is NULL). */
 void sl_io_fill(struct sl_io *dst, const struct sl_io *src);
+
+/* Writes all <len> bytes of <buf> at <off> of <fd> through <io>->pwrite,
+ * going on after a short write or EINTR. Returns 0, or -errno (-EIO for a
+ * write that wrote nothing and set no errno). */
+int sl_io_pwrite_all(const struct sl_io *io, int fd, const void *buf, size_t len, uint64_t off);
+
+/* Writes zeros over [<from>, <to>) of <fd>, as sl_io_pwrite_all(). */
+int sl_io_pwrite_zeros(const struct sl_io *io, int fd, uint64_t from, uint64_t to);
 
 #endif

@@ -537,23 +537,6 @@ done:
 
 /* ---- writing a snapshot (startup and threadpool) ------------------------ */
 
-/* Writes <len> bytes at <off> of <fd>. */
-static int write_all(const struct sl_io *io, int fd, const void *data, size_t len, uint64_t off) {
-  const char *p = data;
-
-  while (len > 0) {
-    ssize_t r = io->pwrite(fd, p, len, (off_t)off);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return r < 0 ? -errno : -EIO;
-    p += r;
-    off += (uint64_t)r;
-    len -= (size_t)r;
-  }
-  return 0;
-}
-
 struct snap {
   const struct sl_io *io;
   int fd;
@@ -566,7 +549,7 @@ static void snap_add(struct snap *s, const uint8_t *frame, size_t len) {
   if (s->rc != 0)
     return;
   if (s->buf.len + len > IO_CHUNK) {
-    s->rc = write_all(s->io, s->fd, s->buf.base, s->buf.len, s->size - s->buf.len);
+    s->rc = sl_io_pwrite_all(s->io, s->fd, s->buf.base, s->buf.len, s->size - s->buf.len);
     sl_buf_reset(&s->buf);
   }
   if (s->rc == 0 && sl_buf_append(&s->buf, frame, len) != 0)
@@ -605,7 +588,7 @@ static int write_snapshot(const struct sl_io *io, int fd, const struct names *na
       snap_add(&s, frame, encode_key(frame, k->scope, k->key, k->key_len, k->id, k->t_ms));
   }
   if (s.rc == 0 && s.buf.len > 0)
-    s.rc = write_all(io, fd, s.buf.base, s.buf.len, s.size - s.buf.len);
+    s.rc = sl_io_pwrite_all(io, fd, s.buf.base, s.buf.len, s.size - s.buf.len);
   sl_buf_dispose(&s.buf);
   *size = s.size;
   return s.rc;
@@ -972,36 +955,16 @@ static void on_written(uv_work_t *w, int status);
 /* threadpool: writes the whole group at its offset, then fdatasyncs it if asked. */
 static void write_work(uv_work_t *w) {
   struct write_job *job = (struct write_job *)w;
-  size_t done = 0;
 
-  job->rc = 0;
   job->synced = false;
-  while (done < job->len) {
-    ssize_t r =
-        job->io->pwrite(job->fd, job->buf + done, job->len - done, (off_t)(job->off + done));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      job->rc = r < 0 ? -errno : -EIO;
-      return;
-    }
-    done += (size_t)r;
-  }
+  job->rc = sl_io_pwrite_all(job->io, job->fd, job->buf, job->len, job->off);
   /* Zeros ahead of the frames, synced with this group: the groups after it
    * overwrite blocks the file has, so their fdatasync writes data only, not
    * the inode's new size too (as the spool's preallocated segments do). */
-  for (uint64_t at = job->zero_from; at < job->zero_to;) {
-    static const uint8_t zeros[64 * 1024];
-    size_t n = job->zero_to - at < sizeof(zeros) ? (size_t)(job->zero_to - at) : sizeof(zeros);
-    ssize_t r = job->io->pwrite(job->fd, zeros, n, (off_t)at);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      job->rc = r < 0 ? -errno : -EIO;
-      return;
-    }
-    at += (uint64_t)r;
-  }
+  if (job->rc == 0)
+    job->rc = sl_io_pwrite_zeros(job->io, job->fd, job->zero_from, job->zero_to);
+  if (job->rc != 0)
+    return;
   if (job->sync) {
     int r = job->io->fdatasync(job->fd);
     if (r != 0) {

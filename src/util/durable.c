@@ -153,7 +153,6 @@ int sl_durable_rename(const struct sl_io *io, int dirfd, const char *from, const
 int sl_durable_replace(const struct sl_io *io, int dirfd, const char *path, const void *data,
                        size_t len, mode_t mode) {
   char tmp[PATH_MAX];
-  size_t done = 0;
   int fd, rc = 0;
 
   if (io == NULL)
@@ -163,18 +162,8 @@ int sl_durable_replace(const struct sl_io *io, int dirfd, const char *path, cons
   fd = io->open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0)
     return -errno;
-  while (done < len) {
-    ssize_t n;
-    errno = 0;
-    n = io->pwrite(fd, (const char *)data + done, len - done, (off_t)done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      rc = n < 0 && errno ? -errno : -EIO;
-      goto fail;
-    }
-    done += (size_t)n;
-  }
+  if ((rc = sl_io_pwrite_all(io, fd, data, len, 0)) != 0)
+    goto fail;
   errno = 0;
   if (io->fdatasync(fd) != 0) {
     rc = errno ? -errno : -EIO;

@@ -6,6 +6,7 @@
  */
 #include "sluice/io.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -56,4 +57,33 @@ void sl_io_fill(struct sl_io *dst, const struct sl_io *src) {
   dst->rename = src->rename ? src->rename : p->rename;
   dst->unlink = src->unlink ? src->unlink : p->unlink;
   dst->mkdir = src->mkdir ? src->mkdir : p->mkdir;
+}
+
+int sl_io_pwrite_all(const struct sl_io *io, int fd, const void *buf, size_t len, uint64_t off) {
+  const char *p = buf;
+
+  while (len > 0) {
+    errno = 0;
+    ssize_t n = io->pwrite(fd, p, len, (off_t)off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return n < 0 && errno != 0 ? -errno : -EIO;
+    p += n;
+    off += (uint64_t)n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int sl_io_pwrite_zeros(const struct sl_io *io, int fd, uint64_t from, uint64_t to) {
+  static const char zeros[64 * 1024];
+  int rc = 0;
+
+  for (uint64_t at = from; at < to && rc == 0; at += sizeof(zeros)) {
+    size_t n = to - at < sizeof(zeros) ? (size_t)(to - at) : sizeof(zeros);
+
+    rc = sl_io_pwrite_all(io, fd, zeros, n, at);
+  }
+  return rc;
 }
