@@ -18,6 +18,8 @@
 #                         busy), and a run during which processes other than the benchmark's
 #                         used more than MAX_OTHER % of the CPUs is repeated, up to TRIES times
 #   SLUICE=build/sluice   the sluice binary; a sluice that does not proxy shows as n/a
+#   SLUICE_BEFORE=FILE    another sluice binary (a build from before a change), run as the
+#                         proxy "before" in the same rounds: a before/after pair with the peers
 #   PROXIES="sluice nginx haproxy"   which proxies to run
 #   RESULTS=FILE          also keep the per-run figures (tab-separated) in FILE
 set -euo pipefail
@@ -29,10 +31,12 @@ WARMUP=${WARMUP:-2}
 MAX_OTHER=${MAX_OTHER:-5}
 TRIES=${TRIES:-3}
 QUIET_WAIT=${QUIET_WAIT:-60}
-PROXIES=${PROXIES:-sluice nginx haproxy}
+PROXIES=${PROXIES:-${SLUICE_BEFORE:+before }sluice nginx haproxy}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 SLUICE=${SLUICE:-$repo/build/sluice}
 case "$SLUICE" in /*) ;; *) SLUICE=$PWD/$SLUICE ;; esac
+SLUICE_BEFORE=${SLUICE_BEFORE:-}
+case "$SLUICE_BEFORE" in /* | "") ;; *) SLUICE_BEFORE=$PWD/$SLUICE_BEFORE ;; esac
 
 for tool in wrk nginx haproxy curl taskset awk pgrep; do
   command -v "$tool" >/dev/null || { echo "proxy_bench: $tool not found (scripts/install-deps bench)" >&2; exit 1; }
@@ -198,27 +202,30 @@ EOF
   pids+=("${pid[haproxy]}")
 }
 
-start_sluice() {
-  local dir=$tmp/sluice admin
+# Runs sluice binary <bin> as proxy <name>.
+start_sluice_as() {
+  local name=$1 bin=$2 dir=$tmp/$1 admin
   free_port
-  port[sluice]=$REPLY
+  port[$name]=$REPLY
   free_port
   admin=$REPLY
   mkdir -p "$dir"
   cat >"$dir/sluice.conf" <<EOF
-listen = "127.0.0.1:${port[sluice]}"; admin = { listen = "127.0.0.1:$admin"; };
+listen = "127.0.0.1:${port[$name]}"; admin = { listen = "127.0.0.1:$admin"; };
 log = { level = "warn"; access = false; };
 upstreams = ( { name = "backend"; address = "127.0.0.1:$bport"; keepalive = 64; } );
 routes = ( { prefix = "/"; upstream = "backend"; } );
 EOF
-  if [ ! -x "$SLUICE" ]; then
-    log "sluice: $SLUICE not found; build it first (cmake --build build)"
+  if [ ! -x "$bin" ]; then
+    log "$name: $bin not found; build it first (cmake --build build)"
     return 1
   fi
-  (cd "$dir" && exec "${pin_proxy[@]}" "$SLUICE" -c "$dir/sluice.conf") 2>"$dir/error.log" &
-  pid[sluice]=$!
-  pids+=("${pid[sluice]}")
+  (cd "$dir" && exec "${pin_proxy[@]}" "$bin" -c "$dir/sluice.conf") 2>"$dir/error.log" &
+  pid[$name]=$!
+  pids+=("${pid[$name]}")
 }
+start_sluice() { start_sluice_as sluice "$SLUICE"; }
+start_before() { start_sluice_as before "$SLUICE_BEFORE"; }
 
 active=()
 for p in $PROXIES; do
@@ -334,7 +341,7 @@ echo "medians are over (those with other% <= $MAX_OTHER, or all when none is)"
 printf '%-5s %-8s %10s %9s %9s %12s %7s %7s %5s\n' workload proxy "req/s" "p50 us" "p99 us" \
   "CPU us/req" errors "other%" runs
 for w in get post; do
-  for p in sluice nginx haproxy; do
+  for p in before sluice nginx haproxy; do
     case " $PROXIES " in *" $p "*) ;; *) continue ;; esac
     printf '%-5s %-8s %10s %9s %9s %12s %7s %7s %5s\n' "$w" "$p" "$(median "$p" "$w" 4)" \
       "$(median "$p" "$w" 5)" "$(median "$p" "$w" 6)" "$(median "$p" "$w" 7)" \
@@ -345,4 +352,10 @@ echo
 for w in get post; do
   echo "$w: sluice/nginx req/s $(ratio "$(median sluice "$w" 4)" "$(median nginx "$w" 4)")," \
     "CPU/req $(ratio "$(median sluice "$w" 7)" "$(median nginx "$w" 7)")"
+  case " $PROXIES " in
+  *" before "*)
+    echo "$w: sluice/before req/s $(ratio "$(median sluice "$w" 4)" "$(median before "$w" 4)")," \
+      "CPU/req $(ratio "$(median sluice "$w" 7)" "$(median before "$w" 7)")"
+    ;;
+  esac
 done
