@@ -183,7 +183,7 @@ struct sl_spool {
   uint64_t ops_queued, ops_done;
   bool stopping;
   bool sync_stop;
-  void *sync_job; /* the group the syncer is syncing (struct group in writer.c) */
+  void *sync_job; /* the group the syncer is syncing (struct group in commit.c) */
   struct sl__segvec ready, dead, delay;
   uint64_t next_seq;
   struct sl__due *heap;
@@ -199,7 +199,7 @@ struct sl_spool {
   uint64_t ack_dirty_ns;
   struct sl_spool_stats st;    /* counters part */
   struct sl__segvec graveyard; /* removed segments still referenced */
-  /* Between sl_spool_track_begin and _end: the ids of the records committed (writer.c,
+  /* Between sl_spool_track_begin and _end: the ids of the records committed (commit.c,
    * group_finish). */
   bool tracking;
   bool track_oom; /* some could not be kept */
@@ -318,13 +318,47 @@ int sl__ckpt_write(struct sl_spool *spool);
 /* Applies the checkpoint to the recovered segments (open, before the threads start). */
 int sl__ckpt_load(struct sl_spool *spool);
 
-/* writer.c */
-void *sl__writer_main(void *arg);
+/* alloc.c (writer thread; sl__sys_err and sl__write_all on any) */
+/* -errno, or <fallback> when the call that failed did not set errno. */
+int sl__sys_err(int fallback);
+/* Writes the <len> bytes of <buf> at <off> of <fd> through spool->io, going on after short
+ * writes and EINTR. Returns 0 or a negative errno. */
+int sl__write_all(struct sl_spool *spool, int fd, const void *buf, size_t len, uint64_t off);
+/* Creates a segment of <store> (a delay bucket: [<start>, <start> + <width>)) and adds it to
+ * its list, which holds its reference; a ready segment is the prepared spare when there is a
+ * usable one, and the next spare is started. Returns 0 with the segment in <out>, or a
+ * negative errno. */
+int sl__create_seg(struct sl_spool *spool, int store, uint64_t start, uint64_t width,
+                   struct sl__seg **out);
+/* Starts preparing the next ready segment on the preparer thread, unless one is being
+ * prepared or waits, preallocation is off, free space is short or the spool is stopping. */
+void sl__prepare_spare(struct sl_spool *spool);
+/* Joins a preparer that finished, or with <wait> waits for it; returns its spare (in no list:
+ * the caller adds or drops it), or NULL if none or if it is still busy. */
+struct sl__seg *sl__collect_spare(struct sl_spool *spool, bool wait);
+/* Deletes a spare that was never used and drops the caller's reference. */
+void sl__drop_spare(struct sl_spool *spool, struct sl__seg *seg);
+
+/* commit.c (writer thread, except the syncer's main) */
 void *sl__syncer_main(void *arg);
 /* Writes the append ops <ops> (<nops>) as group commits; with <wait>, returns once they are
  * durable (or failed: ops[i]->status); with <complete_ops>, completes them to the owner. */
 void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
                       bool complete_ops);
+/* Finishes the group whose fdatasync is running on the syncer, waiting for it. Call it before
+ * closing or cutting a segment's descriptor, and before anything that must come after every
+ * append written so far. */
+void sl__pipeline_flush(struct sl_spool *spool);
+/* Seals <seg> (flushing the pipeline first): cuts its preallocated zeros, writes the footer
+ * if <footer> (never for a delay bucket), closes its descriptor and takes no more appends. */
+void sl__seal(struct sl_spool *spool, struct sl__seg *seg, bool footer);
+/* Puts <op> on the owner's completion queue; the caller holds mu, then calls sl__notify. */
+void sl__complete_locked(struct sl_spool *spool, struct sl__op *op);
+/* Wakes the owner (its notify callback) and sl_spool_wait_idle. Takes mu: call without it. */
+void sl__notify(struct sl_spool *spool);
+
+/* writer.c */
+void *sl__writer_main(void *arg);
 
 /* dict.c */
 /* Installs the compression dictionary <dict> (<len> bytes, id <id>) for both unit sizes. */
