@@ -2,8 +2,9 @@
  * Dead letters on the writer thread: redrive (copy to the ready log, then settle the
  * dead original once the copy is durable) and purge (settle), by id or all.
  *
- * Layer: above segment.c (it reads dead segments through the record walk) and the group
- * commit of writer.c (sl__write_copies); called by the writer's op loop.
+ * Layer: above segment.c (it reads dead segments through the record walk) and commit.c (it
+ * writes the copies through sl__write_copies); called by writer.c's op loop (sl__dead_move)
+ * and by spool.c (sl__dead_pin, for listings). Nothing below calls it back.
  *
  * @thread writer (sl__dead_pin: any, takes spool->mu)
  */

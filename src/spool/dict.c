@@ -3,9 +3,10 @@
  * trained from them on a helper thread (so that a training run never holds up a group
  * commit), written beside the segments and handed to the compressor.
  *
- * Layer: a part of the writer (writer.c calls sl__dict_add_sample as it stages records and
- * sl__dict_step between groups); above segment.c and ckpt.c (sl__write_file_atomic);
- * spool.c loads the dictionaries found at open with sl__cdicts_set.
+ * Layer: a part of the write side, above segment.c and ckpt.c (sl__write_file_atomic) and
+ * below commit.c (which calls sl__dict_add_sample as it stages records, and
+ * sl__small_level) and writer.c (sl__dict_step between groups); spool.c loads the
+ * dictionaries found at open with sl__cdicts_set.
  *
  * @thread writer (the trainer thread touches only the samples it was given)
  */

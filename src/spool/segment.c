@@ -14,8 +14,10 @@
  * indexing of a delay bucket that has come due into the due heap.
  *
  * Layer: above format.c and heap.c, below everything else of the spool. The spool's
- * files call one way: format, heap < segment < ckpt < reader, writer (with dead.c, its
- * dead-letter jobs: the two call each other, as one layer) < spool.c (the public API).
+ * files call one way: format, heap < segment < ckpt, alloc (new segment files) < dict <
+ * commit (the group commit) < dead (dead-letter moves) < writer (the writer's loop) <
+ * spool.c (the public API); reader sits beside the write side, above segment and heap,
+ * and only spool.c calls it.
  *
  * @thread sl__seg_recover runs in sl_spool_open before the writer starts;
  *         sl__unit_read on whichever thread owns <fd>; ack bits under spool->mu.

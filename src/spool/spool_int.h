@@ -183,7 +183,7 @@ struct sl_spool {
   uint64_t ops_queued, ops_done;
   bool stopping;
   bool sync_stop;
-  void *sync_job; /* the group the syncer is syncing (struct group in writer.c) */
+  void *sync_job; /* the group the syncer is syncing (struct group in commit.c) */
   struct sl__segvec ready, dead, delay;
   uint64_t next_seq;
   struct sl__due *heap;
@@ -199,7 +199,7 @@ struct sl_spool {
   uint64_t ack_dirty_ns;
   struct sl_spool_stats st;    /* counters part */
   struct sl__segvec graveyard; /* removed segments still referenced */
-  /* Between sl_spool_track_begin and _end: the ids of the records committed (writer.c,
+  /* Between sl_spool_track_begin and _end: the ids of the records committed (commit.c,
    * group_finish). */
   bool tracking;
   bool track_oom; /* some could not be kept */
@@ -248,6 +248,19 @@ struct sl_spool {
   uint32_t cache_first, cache_n;
   struct sl_buf rbuf;
 };
+
+/* The functions shared by the spool's files, under the file that defines each, bottom layer
+ * first: a file calls only those of the blocks above its own. */
+
+/* heap.c (the caller holds mu) */
+/* Adds a due delayed record to the heap; without memory it is left out (logged), to be
+ * indexed again after the next open. */
+void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
+/* Removes and returns the entry due first; the heap must not be empty. */
+struct sl__due sl__heap_pop(struct sl_spool *spool);
+/* The number of entries due by <now>, and in <oldest> their oldest enqueue time (UINT64_MAX
+ * if none), visiting those entries only: O(due), not O(heap). */
+uint64_t sl__heap_due(const struct sl_spool *spool, uint64_t now, uint64_t *oldest);
 
 /* segment.c */
 /* Returns the malloc'd path of a segment file in <dir> (NULL without memory). */
@@ -309,6 +322,23 @@ bool sl__ack_test(const struct sl__seg *seg, uint32_t ord);
 bool sl__ack_set(struct sl__seg *seg, uint32_t ord);
 /* The decompression dictionary with id <id>, or NULL. Takes spool->mu: call without it. */
 ZSTD_DDict *sl__dict_find(struct sl_spool *spool, uint32_t id);
+/* Reads delay bucket <seg> and puts its unsettled records in the due heap, then marks it
+ * indexed. On an I/O error leaves it unindexed (retried later). Writer thread. */
+int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dctx,
+                     struct sl_buf *tmp, struct sl_buf *blk);
+void sl__segvec_push(struct sl__segvec *v, struct sl__seg *seg);
+void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg);
+/* The wall clock used for due times: opts.now_ms or sl_clock_wall_ms(). */
+uint64_t sl__now_ms(struct sl_spool *spool);
+/* Brings <seg>'s count of preallocated zeros (zero_end past file_bytes) into
+ * spool->prealloc_bytes after either changed. The caller holds mu, or the threads have not
+ * started; it is the thread that owns <seg>'s zero_end (writer, preparer for the spare). */
+static inline void sl__seg_account_zeros(struct sl_spool *spool, struct sl__seg *seg) {
+  uint64_t z = seg->zero_end > seg->file_bytes ? seg->zero_end - seg->file_bytes : 0;
+
+  spool->prealloc_bytes = spool->prealloc_bytes - seg->zeros + z;
+  seg->zeros = z;
+}
 
 /* ckpt.c */
 /* Replaces <dir>/<name> with <len> bytes: temp file, fdatasync, rename, directory fsync. */
@@ -318,13 +348,26 @@ int sl__ckpt_write(struct sl_spool *spool);
 /* Applies the checkpoint to the recovered segments (open, before the threads start). */
 int sl__ckpt_load(struct sl_spool *spool);
 
-/* writer.c */
-void *sl__writer_main(void *arg);
-void *sl__syncer_main(void *arg);
-/* Writes the append ops <ops> (<nops>) as group commits; with <wait>, returns once they are
- * durable (or failed: ops[i]->status); with <complete_ops>, completes them to the owner. */
-void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
-                      bool complete_ops);
+/* alloc.c (writer thread; sl__sys_err and sl__write_all on any) */
+/* -errno, or <fallback> when the call that failed did not set errno. */
+int sl__sys_err(int fallback);
+/* Writes the <len> bytes of <buf> at <off> of <fd> through spool->io, going on after short
+ * writes and EINTR. Returns 0 or a negative errno. */
+int sl__write_all(struct sl_spool *spool, int fd, const void *buf, size_t len, uint64_t off);
+/* Creates a segment of <store> (a delay bucket: [<start>, <start> + <width>)) and adds it to
+ * its list, which holds its reference; a ready segment is the prepared spare when there is a
+ * usable one, and the next spare is started. Returns 0 with the segment in <out>, or a
+ * negative errno. */
+int sl__create_seg(struct sl_spool *spool, int store, uint64_t start, uint64_t width,
+                   struct sl__seg **out);
+/* Starts preparing the next ready segment on the preparer thread, unless one is being
+ * prepared or waits, preallocation is off, free space is short or the spool is stopping. */
+void sl__prepare_spare(struct sl_spool *spool);
+/* Joins a preparer that finished, or with <wait> waits for it; returns its spare (in no list:
+ * the caller adds or drops it), or NULL if none or if it is still busy. */
+struct sl__seg *sl__collect_spare(struct sl_spool *spool, bool wait);
+/* Deletes a spare that was never used and drops the caller's reference. */
+void sl__drop_spare(struct sl_spool *spool, struct sl__seg *seg);
 
 /* dict.c */
 /* Installs the compression dictionary <dict> (<len> bytes, id <id>) for both unit sizes. */
@@ -335,40 +378,24 @@ int sl__small_level(const struct sl_spool *spool);
 void sl__dict_add_sample(struct sl_spool *spool, const uint8_t *data, size_t len);
 /* Starts a training run once enough samples are in, or installs a finished one. */
 void sl__dict_step(struct sl_spool *spool);
-/* Brings <seg>'s count of preallocated zeros (zero_end past file_bytes) into
- * spool->prealloc_bytes after either changed. The caller holds mu, or the threads have not
- * started; it is the thread that owns <seg>'s zero_end (writer, preparer for the spare). */
-static inline void sl__seg_account_zeros(struct sl_spool *spool, struct sl__seg *seg) {
-  uint64_t z = seg->zero_end > seg->file_bytes ? seg->zero_end - seg->file_bytes : 0;
 
-  spool->prealloc_bytes = spool->prealloc_bytes - seg->zeros + z;
-  seg->zeros = z;
-}
-/* heap.c (the caller holds mu) */
-/* Adds a due delayed record to the heap; without memory it is left out (logged), to be
- * indexed again after the next open. */
-void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
-/* Removes and returns the entry due first; the heap must not be empty. */
-struct sl__due sl__heap_pop(struct sl_spool *spool);
-/* The number of entries due by <now>, and in <oldest> their oldest enqueue time (UINT64_MAX
- * if none), visiting those entries only: O(due), not O(heap). */
-uint64_t sl__heap_due(const struct sl_spool *spool, uint64_t now, uint64_t *oldest);
-
-/* reader.c */
-/* Takes <it> off the owner's in-flight list. Owner thread. */
-void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
-/* Enqueue time of the next record the ready cursor would return; 0 if none. Owner. */
-uint64_t sl__peek_oldest(struct sl_spool *spool);
-/* Reads delay bucket <seg> and puts its unsettled records in the due heap, then marks it
- * indexed. On an I/O error leaves it unindexed (retried later). Writer thread. */
-int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dctx,
-                     struct sl_buf *tmp, struct sl_buf *blk);
-
-/* spool.c */
-void sl__segvec_push(struct sl__segvec *v, struct sl__seg *seg);
-void sl__segvec_remove(struct sl__segvec *v, struct sl__seg *seg);
-/* The wall clock used for due times: opts.now_ms or sl_clock_wall_ms(). */
-uint64_t sl__now_ms(struct sl_spool *spool);
+/* commit.c (writer thread, except the syncer's main) */
+void *sl__syncer_main(void *arg);
+/* Writes the append ops <ops> (<nops>) as group commits; with <wait>, returns once they are
+ * durable (or failed: ops[i]->status); with <complete_ops>, completes them to the owner. */
+void sl__write_copies(struct sl_spool *spool, struct sl__op **ops, size_t nops, bool wait,
+                      bool complete_ops);
+/* Finishes the group whose fdatasync is running on the syncer, waiting for it. Call it before
+ * closing or cutting a segment's descriptor, and before anything that must come after every
+ * append written so far. */
+void sl__pipeline_flush(struct sl_spool *spool);
+/* Seals <seg> (flushing the pipeline first): cuts its preallocated zeros, writes the footer
+ * if <footer> (never for a delay bucket), closes its descriptor and takes no more appends. */
+void sl__seal(struct sl_spool *spool, struct sl__seg *seg, bool footer);
+/* Puts <op> on the owner's completion queue; the caller holds mu, then calls sl__notify. */
+void sl__complete_locked(struct sl_spool *spool, struct sl__op *op);
+/* Wakes the owner (its notify callback) and sl_spool_wait_idle. Takes mu: call without it. */
+void sl__notify(struct sl_spool *spool);
 
 /* dead.c */
 /* Takes a reference on every dead-letter segment and lists them in <segs>, so that a walk
@@ -378,5 +405,14 @@ void sl__dead_pin(struct sl_spool *spool, struct sl__segvec *segs);
 /* Redrives or purges the dead letters matching <op>; 0, SL_ESPOOL_NOTFOUND or an error.
  * Writer thread. */
 int sl__dead_move(struct sl_spool *spool, struct sl__op *op);
+
+/* reader.c */
+/* Takes <it> off the owner's in-flight list. Owner thread. */
+void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
+/* Enqueue time of the next record the ready cursor would return; 0 if none. Owner. */
+uint64_t sl__peek_oldest(struct sl_spool *spool);
+
+/* writer.c */
+void *sl__writer_main(void *arg);
 
 #endif
