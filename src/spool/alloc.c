@@ -2,8 +2,8 @@
  * New segment files: sequence numbers, creating a segment (its header written, its name made
  * durable) and adding it to its store's list, and the preallocated spare of the ready log,
  * zero-filled on a helper thread while the current segment fills, so that a roll finds its
- * next file ready. Also the write side's one pwrite loop (sl__write_all), which the group
- * commit uses too: it lives at the lowest layer that writes.
+ * next file ready. (Every write of the spool goes through sl_io_pwrite_all(), sluice/io.h:
+ * one pwrite loop for the spool, the journal and the durable-file helper.)
  *
  * Layer: above segment.c (and format.c); below commit.c, which asks it for a segment to
  * write into (sl__create_seg), and writer.c, which starts the first spare and drops the last
@@ -27,24 +27,6 @@
 
 int sl__sys_err(int fallback) { return errno ? -errno : fallback; }
 
-int sl__write_all(struct sl_spool *spool, int fd, const void *buf, size_t len, uint64_t off) {
-  size_t done = 0;
-
-  while (done < len) {
-    errno = 0;
-    ssize_t n = spool->io.pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return sl__sys_err(-EIO);
-    }
-    if (n == 0)
-      return -EIO;
-    done += (size_t)n;
-  }
-  return 0;
-}
-
 /*
  * Writes zeros over [from, to) of <fd> and syncs them, for a spare segment. It goes in small
  * synced steps with pauses, about 100 MB/s at most: one big write and fdatasync would fill
@@ -55,7 +37,6 @@ int sl__write_all(struct sl_spool *spool, int fd, const void *buf, size_t len, u
 #define ZERO_PAUSE_NS 2000000L
 
 static int zero_fill(struct sl_spool *spool, int fd, uint64_t from, uint64_t to) {
-  static const uint8_t zeros[1u << 16];
   const struct timespec pause = {0, ZERO_PAUSE_NS};
   int err = 0;
 
@@ -63,10 +44,7 @@ static int zero_fill(struct sl_spool *spool, int fd, uint64_t from, uint64_t to)
     uint64_t end = to - step < ZERO_STEP ? to : step + ZERO_STEP;
     bool stopping;
 
-    for (uint64_t off = step; off < end && err == 0; off += sizeof(zeros)) {
-      size_t n = end - off < sizeof(zeros) ? (size_t)(end - off) : sizeof(zeros);
-      err = sl__write_all(spool, fd, zeros, n, off);
-    }
+    err = sl_io_pwrite_zeros(&spool->io, fd, step, end);
     if (err == 0 && spool->io.fdatasync(fd) != 0)
       err = sl__sys_err(-EIO);
     pthread_mutex_lock(&spool->mu);
@@ -108,7 +86,7 @@ static int open_seg_file(struct sl_spool *spool, int store, uint64_t seq, uint64
     goto fail;
   }
   sl__seg_header_encode(h, store, seq, start, width);
-  err = sl__write_all(spool, seg->wfd, h, sizeof(h), 0);
+  err = sl_io_pwrite_all(&spool->io, seg->wfd, h, sizeof(h), 0);
   if (err == 0 && prealloc > SL__SEG_HDR)
     err = zero_fill(spool, seg->wfd, SL__SEG_HDR, prealloc);
   if (err != 0)

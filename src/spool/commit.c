@@ -135,7 +135,7 @@ void sl__seal(struct sl_spool *spool, struct sl__seg *seg, bool footer) {
     u.payload_crc = sl_crc32c(0, p, SL__FOOTER_PAYLOAD);
     sl__unit_encode(f, &u);
     /* A footer that does not make it is harmless: recovery scans the file. */
-    if (sl__write_all(spool, seg->wfd, f, sizeof(f), seg->wsize) == 0 &&
+    if (sl_io_pwrite_all(&spool->io, seg->wfd, f, sizeof(f), seg->wsize) == 0 &&
         spool->io.fdatasync(seg->wfd) == 0) {
       pthread_mutex_lock(&spool->mu);
       seg->file_bytes += sizeof(f);
@@ -444,7 +444,7 @@ static void group_write(struct sl_spool *spool, struct group *g) {
       pthread_mutex_unlock(&spool->mu);
       continue;
     }
-    err = sl__write_all(spool, seg->wfd, st->out.base, st->out.len, st->off);
+    err = sl_io_pwrite_all(&spool->io, seg->wfd, st->out.base, st->out.len, st->off);
     if (err != 0) {
       stage_fail(spool, st, err);
       continue;

@@ -348,12 +348,9 @@ int sl__ckpt_write(struct sl_spool *spool);
 /* Applies the checkpoint to the recovered segments (open, before the threads start). */
 int sl__ckpt_load(struct sl_spool *spool);
 
-/* alloc.c (writer thread; sl__sys_err and sl__write_all on any) */
+/* alloc.c (writer thread; sl__sys_err on any) */
 /* -errno, or <fallback> when the call that failed did not set errno. */
 int sl__sys_err(int fallback);
-/* Writes the <len> bytes of <buf> at <off> of <fd> through spool->io, going on after short
- * writes and EINTR. Returns 0 or a negative errno. */
-int sl__write_all(struct sl_spool *spool, int fd, const void *buf, size_t len, uint64_t off);
 /* Creates a segment of <store> (a delay bucket: [<start>, <start> + <width>)) and adds it to
  * its list, which holds its reference; a ready segment is the prepared spare when there is a
  * usable one, and the next spare is started. Returns 0 with the segment in <out>, or a
