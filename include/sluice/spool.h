@@ -131,7 +131,8 @@ struct sl_spool_item;
 /*
  * Opens (creating if needed) the spool in directory <dir> and recovers it:
  * cuts a torn tail at the last valid unit, skips corrupted units (logged and
- * counted), rebuilds counts and sizes, applies the ack checkpoint and starts
+ * counted), rebuilds counts and sizes, applies the ack checkpoint, reads the
+ * first unit of the ready log still to deliver (for the stats) and starts
  * the writer thread. <opts> is copied. On success stores the spool in <out>
  * and returns 0; otherwise a negative code (SL_ESPOOL_LOCKED if another
  * process holds the directory). It blocks for as long as recovery takes, so
@@ -352,16 +353,23 @@ struct sl_spool_stats {
 };
 
 /*
- * Fills <st>. Cost, under the spool's mutex: O(1) for the counters, plus a walk of the due
- * delayed records only (those due by now and not yet taken: the heap is pruned below any
- * entry not yet due, so records delayed into the future cost nothing), plus the records
- * released (sl_spool_release) or returned by a failed write and not taken again.
+ * Fills <st>. Cost: O(1) under the spool's mutex, and no I/O. The figures are kept up to date
+ * as the writer commits and the owner takes and settles: backlog_bytes by each segment's share
+ * as it changes, the due delayed records in a set of their own (counted, with their oldest
+ * enqueue time). A call only moves into that set the delayed records that came due since the
+ * last call or take, O(log n) for each, once.
  *
- * I/O: none while the ready cursor holds a decompressed unit with records left, which is
- * the usual state under a drain. When the cursor has used up its unit (and at the start),
- * the enqueue time of the next ready record is not known without reading: then, as before,
- * this reads and decompresses the next unit on the owner's thread (the take that follows
- * uses it, so the read is not repeated).
+ * oldest_ready_ms is the oldest of three enqueue times: that of the next record the ready
+ * cursor hands out (the ready log is read in append order), the oldest among the due delayed
+ * records, and the oldest among the records given back (sl_spool_release, a failed retry or
+ * dead-letter move). The first is known without reading: the take that uses up a unit of the
+ * ready log reads the next one, and once the cursor has read all that is committed, the writer
+ * tells it the time of the first record it commits after. After a reopen it is the same: the
+ * open reads the cursor's first unit, the first one holding a record not yet settled, and the
+ * figure is that unit's first record (which may itself have been delivered before: units are
+ * skipped whole). Only after an error reading the ready log, until a take reads it, does the
+ * figure stand at the oldest enqueue time recorded for the segment the cursor reads (its
+ * settled records included): a lower bound there.
  * @thread owner
  */
 void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st);

@@ -411,6 +411,7 @@ static void stage_fail(struct sl_spool *spool, struct stage *st, int err) {
     for (uint32_t o = st->ord0; o < st->ord0 + st->nrec; o++)
       if (sl__ack_set(seg, o))
         seg->nacked++;
+    sl__seg_account_backlog(spool, seg);
     if (!spool->ack_dirty)
       spool->ack_dirty_ns = sl_clock_mono_ns();
     spool->ack_dirty = true;
@@ -524,6 +525,7 @@ static void group_finish(struct sl_spool *spool, struct group *g) {
     sl__seg_account_zeros(spool, seg);
     seg->committed = end;
     seg->nrec = st->ord0 + st->nrec;
+    sl__seg_commit_locked(spool, seg, st, g->ops, g->nops);
     if (st->min_enq < seg->min_enqueue_ms)
       seg->min_enqueue_ms = st->min_enq;
     if (seg->store == SL__STORE_READY)

@@ -1,5 +1,5 @@
 /*
- * Reading the spool: the ready-log cursor, the due heap of delayed records,
+ * Reading the spool: the ready-log cursor, the due index of delayed records,
  * and the items handed to the caller.
  *
  * The ready log is read by one cursor (segment, offset of the next unit, the
@@ -7,13 +7,19 @@
  * does not grow with the backlog. Records already settled (acked before a
  * restart) are skipped by their ack bit; a unit whose records are all settled
  * is skipped without being decompressed. Delayed records are indexed only
- * once their time bucket comes due; the heap orders them by due time so
+ * once their time bucket comes due; the index orders them by due time so
  * they become ready in due order, and take() serves due delayed records
  * before the ready log, so neither kind waits behind the other.
  *
+ * The cursor holds a unit with records to hand out whenever the log has one
+ * (the open reads the first, the take that uses one up reads the next); when
+ * it has read all that is committed, the writer's next commit tells it the
+ * enqueue time of the record it will hand out next. So the stats know the
+ * next ready record without reading.
+ *
  * Layer: above segment.c and heap.c; called by spool.c (the owner's API).
  *
- * @thread owner (the heap is shared with the writer under spool->mu)
+ * @thread owner (the due index is shared with the writer under spool->mu)
  */
 #include "spool_int.h"
 
@@ -98,11 +104,10 @@ static int take_due(struct sl_spool *spool, uint64_t now, struct sl_spool_item *
     int r;
 
     pthread_mutex_lock(&spool->mu);
-    if (spool->heap_n == 0 || spool->heap[0].due_ms > now) {
+    if (!sl__due_take(spool, now, &d)) {
       pthread_mutex_unlock(&spool->mu);
       return 0;
     }
-    d = sl__heap_pop(spool);
     d.seg->refs++;
     spool->inflight_delay++;
     pthread_mutex_unlock(&spool->mu);
@@ -158,24 +163,66 @@ static bool cursor_next_seg(struct sl_spool *spool) {
   return true;
 }
 
+/*
+ * Whether the cursor has read everything committed to the ready log, decided under mu, where
+ * the writer commits: if so the cursor waits, and the writer's next commit to the ready log
+ * keeps the enqueue time of its first record (sl__seg_commit_locked) for the stats. False if
+ * more was committed since the walk looked: the caller reads on.
+ */
+static bool cursor_wait(struct sl_spool *spool) {
+  const struct sl__seg *cur = spool->cur;
+  const struct sl__segvec *v = &spool->ready;
+  bool end;
+
+  pthread_mutex_lock(&spool->mu);
+  if (cur == NULL)
+    end = v->n == 0;
+  else /* at the committed end of a segment still written, or of the last one */
+    end = cur->committed <= spool->cwalk.off &&
+          (!cur->sealed || v->n == 0 || v->v[v->n - 1]->seq <= cur->seq);
+  if (end && !spool->rtail_wait) {
+    spool->rtail_wait = true;
+    spool->rtail_set = false;
+  }
+  pthread_mutex_unlock(&spool->mu);
+  return end;
+}
+
+/* The cursor read a unit, or failed to: it no longer waits at the end of the ready log. */
+static void cursor_unwait(struct sl_spool *spool) {
+  if (!spool->rtail_wait) /* only the owner writes it */
+    return;
+  pthread_mutex_lock(&spool->mu);
+  spool->rtail_wait = false;
+  pthread_mutex_unlock(&spool->mu);
+}
+
 /* Loads the next unit at the cursor, going on to the next segment once the current one is
- * sealed and walked. Returns 1 if loaded, 0 if nothing more now, or <0. */
+ * sealed and walked. Returns 1 if loaded, 0 if nothing more now (the cursor waits), or <0. */
 static int cursor_load(struct sl_spool *spool) {
   for (;;) {
     struct sl__seg *seg;
     int r;
 
-    if (spool->cur == NULL && !cursor_next_seg(spool))
-      return 0;
+    if (spool->cur == NULL && !cursor_next_seg(spool)) {
+      if (cursor_wait(spool))
+        return 0;
+      continue;
+    }
     seg = spool->cur;
     r = sl__walk_unit(&spool->cwalk);
-    if (r != 0)
+    if (r != 0) {
+      cursor_unwait(spool);
       return r;
+    }
     if (spool->cwalk.sealed && cursor_next_seg(spool) && spool->cur != seg)
       continue;
-    return 0;
+    if (cursor_wait(spool))
+      return 0;
   }
 }
+
+void sl__cursor_start(struct sl_spool *spool) { (void)cursor_load(spool); }
 
 static int take_main(struct sl_spool *spool, struct sl_spool_item **out) {
   for (;;) {
@@ -194,8 +241,13 @@ static int take_main(struct sl_spool *spool, struct sl_spool_item **out) {
         spool->inflight_main++;
       }
       pthread_mutex_unlock(&spool->mu);
-      if (*out != NULL)
-        return 0;
+      if (*out == NULL)
+        continue;
+      /* The unit is used up: read the next one now, as the next take would, so that stats
+       * know its first record without reading. An error here is the next take's. */
+      if (spool->cwalk.k >= spool->cwalk.u.nrec)
+        (void)cursor_load(spool);
+      return 0;
     }
     int r = cursor_load(spool);
     if (r <= 0)
@@ -221,16 +273,42 @@ void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it) {
   it->next = it->prev = NULL;
 }
 
+void sl__returned_push(struct sl_spool *spool, struct sl_spool_item *it) {
+  it->next = NULL;
+  if (spool->returned_tail)
+    spool->returned_tail->next = it;
+  else
+    spool->returned_head = it;
+  spool->returned_tail = it;
+  if (it->seg->store != SL__STORE_READY)
+    spool->returned_delayed++;
+  /* Without memory for its time, the stats leave it out of the oldest ready record. */
+  it->in_returned_enq = sl__minset_reserve(&spool->returned_enq, 1) == 0;
+  if (it->in_returned_enq)
+    sl__minset_add(&spool->returned_enq, it->rec.enqueue_ms);
+}
+
+/* Takes the first item given back off the list. */
+static struct sl_spool_item *returned_pop(struct sl_spool *spool) {
+  struct sl_spool_item *it = spool->returned_head;
+
+  spool->returned_head = it->next;
+  if (spool->returned_head == NULL)
+    spool->returned_tail = NULL;
+  if (it->seg->store != SL__STORE_READY)
+    spool->returned_delayed--;
+  if (it->in_returned_enq)
+    sl__minset_del(&spool->returned_enq, it->rec.enqueue_ms);
+  return it;
+}
+
 int sl_spool_take(struct sl_spool *spool, struct sl_spool_item **out) {
   struct sl_spool_item *it = NULL;
   int r;
 
   *out = NULL;
   if (spool->returned_head != NULL) {
-    it = spool->returned_head;
-    spool->returned_head = it->next;
-    if (spool->returned_head == NULL)
-      spool->returned_tail = NULL;
+    it = returned_pop(spool);
     pthread_mutex_lock(&spool->mu);
     if (it->seg->store == SL__STORE_READY)
       spool->inflight_main++;
@@ -258,8 +336,7 @@ uint64_t sl_spool_next_due_ms(struct sl_spool *spool) {
   uint64_t due = UINT64_MAX;
 
   pthread_mutex_lock(&spool->mu);
-  if (spool->heap_n > 0)
-    due = spool->heap[0].due_ms;
+  due = sl__due_next_ms(spool);
   for (size_t i = 0; i < spool->delay.n; i++) {
     struct sl__seg *s = spool->delay.v[i];
     if (!s->indexed && s->nacked < s->nrec && s->start_ms < due)
@@ -269,19 +346,28 @@ uint64_t sl_spool_next_due_ms(struct sl_spool *spool) {
   return due;
 }
 
-/* The enqueue time of the next record the ready cursor would return; 0 if none. */
-uint64_t sl__peek_oldest(struct sl_spool *spool) {
+/*
+ * The cursor holds a unit with records left while it has any to hand out (the take that uses
+ * one up reads the next: take_main), or waits at the end of the ready log, where the writer
+ * tells it the next record's time; only after an error reading the log does it hold neither.
+ * Then the next record is normally in the segment the cursor reads (an error leaves the
+ * cursor before the unit it could not read), so the oldest enqueue time recorded for that
+ * segment (its settled records included) stands in: a lower bound for its records.
+ */
+uint64_t sl__ready_oldest_locked(struct sl_spool *spool) {
   struct sl__walk *w = &spool->cwalk;
   const uint8_t *rp;
-  size_t rl, at;
+  size_t rl, at = w->at;
 
-  if (spool->cur == NULL || w->k >= w->u.nrec) {
-    if (cursor_load(spool) <= 0)
-      return 0;
+  if (spool->cur != NULL && w->k < w->u.nrec) {
+    if (sl__block_next((const uint8_t *)w->blk->base, w->blk->len, &at, &rp, &rl) == 0 &&
+        rl >= SL__REC_HDR)
+      return sl_le_get64(rp + 24);
+    return 0;
   }
-  at = w->at;
-  if (sl__block_next((const uint8_t *)w->blk->base, w->blk->len, &at, &rp, &rl) == 0 &&
-      rl >= SL__REC_HDR)
-    return sl_le_get64(rp + 24);
+  if (spool->rtail_wait)
+    return spool->rtail_set ? spool->rtail_enq : 0;
+  if (spool->cur != NULL && spool->cur->min_enqueue_ms != UINT64_MAX)
+    return spool->cur->min_enqueue_ms;
   return 0;
 }

@@ -10,8 +10,9 @@
  * there with a loud log line.
  *
  * Also here, for every file above: the record walk (struct sl__walk) that each reader of
- * a segment uses, settling, the sets of segments (segvecs), the spool's clock, and the
- * indexing of a delay bucket that has come due into the due heap.
+ * a segment uses, settling and the accounting of commits (the backlog bytes), the sets of
+ * segments (segvecs), the spool's clock, and the indexing of a delay bucket that has come
+ * due into the due index.
  *
  * Layer: above format.c and heap.c, below everything else of the spool. The spool's
  * files call one way: format, heap < segment < ckpt, alloc (new segment files) < dict <
@@ -464,7 +465,7 @@ fail:
   return err;
 }
 
-/* ---- accounting of settled records (caller holds mu) --------------------------------- */
+/* ---- accounting of settled and committed records (caller holds mu) -------------------- */
 
 void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg) {
   (void)spool;
@@ -472,11 +473,53 @@ void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg) {
     seg->done = true;
 }
 
+/*
+ * A segment's data bytes (units after the header, up to what is committed) times the share of
+ * its records still unsettled, rounded down. A unit is one zstd frame for many records, so a
+ * record's own compressed size is not known; the even share is exact for a segment that is
+ * all unsettled or all settled, and is 0 once its last record settles. Integers, so that the
+ * spool's sum, kept up to date by differences, never drifts from the sum of the shares.
+ */
+static uint64_t backlog_share(const struct sl__seg *seg) {
+  uint64_t data = seg->committed > SL__SEG_HDR ? seg->committed - SL__SEG_HDR : 0;
+  uint64_t left = seg->nrec > seg->nacked ? seg->nrec - seg->nacked : 0;
+
+  if (left == 0)
+    return 0;
+  /* data * left / nrec without overflow: data = q * nrec + r, and r * left < 2^64. */
+  return data / seg->nrec * left + data % seg->nrec * left / seg->nrec;
+}
+
+void sl__seg_account_backlog(struct sl_spool *spool, struct sl__seg *seg) {
+  uint64_t b = backlog_share(seg);
+
+  spool->backlog_bytes = spool->backlog_bytes - seg->backlog + b;
+  seg->backlog = b;
+}
+
+void sl__seg_commit_locked(struct sl_spool *spool, struct sl__seg *seg, const void *stage,
+                           struct sl__op **ops, size_t nops) {
+  sl__seg_account_backlog(spool, seg);
+  /* The first commit to the ready log since the cursor found it read to its end holds the
+   * next record the cursor hands out: cursor_wait (reader.c) decided "the end" under mu, and
+   * the writer commits the ready log in its order (each commit to the newest segment, where
+   * the last one ended). */
+  if (seg->store != SL__STORE_READY || !spool->rtail_wait || spool->rtail_set)
+    return;
+  for (size_t i = 0; i < nops; i++)
+    if (ops[i]->stage == stage) {
+      spool->rtail_enq = ops[i]->enqueue_ms;
+      spool->rtail_set = true;
+      return;
+    }
+}
+
 /* Sets the ack bit of <ord> and, if it was clear, counts the record settled: true then. */
 static bool settle_one_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord) {
   if (!sl__ack_set(seg, ord))
     return false;
   seg->nacked++;
+  sl__seg_account_backlog(spool, seg);
   if (seg->store == SL__STORE_READY)
     spool->main_unacked--;
   else if (seg->store == SL__STORE_DELAY)
@@ -760,7 +803,7 @@ int sl__bucket_index(struct sl_spool *spool, struct sl__seg *seg, ZSTD_DCtx *dct
   size_t nfound = 0, cap = 0;
   struct sl__walk w;
   /* The walk settles as lost what it passes without handing out, as the ready cursor does:
-   * a record is either in the heap once or settled, never both, or the heap, whose entries
+   * a record is either in the index once or settled, never both, or the index, whose entries
    * hold no reference, would keep pointing at the segment after it was settled in full and
    * deleted. */
   const uint8_t *rp;

@@ -252,6 +252,7 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
           spool->dead_unacked += unacked;
         spool->disk_bytes += seg->file_bytes;
         sl__seg_account_zeros(spool, seg); /* the zeros of the one the writer goes on with */
+        sl__seg_account_backlog(spool, seg);
         spool->st.segments++;
         if (seg->store == SL__STORE_DELAY && seg->start_ms + seg->width_ms <= sl__now_ms(spool))
           seg->sealed = true; /* its window has passed: no append can target it */
@@ -273,6 +274,8 @@ int sl_spool_open(const char *dir, const struct sl_spool_opts *opts, struct sl_s
            " bytes in %" PRIu64 " segments",
            (double)(sl_clock_mono_ns() - t0) / 1e6, spool->main_unacked, spool->delay_unacked,
            spool->dead_unacked, spool->disk_bytes, spool->st.segments);
+  /* Reads the first ready unit now, as the first take would: stats never read. */
+  sl__cursor_start(spool);
   if (pthread_create(&spool->syncer, NULL, sl__syncer_main, spool) != 0) {
     err = -EAGAIN;
     goto fail;
@@ -339,7 +342,8 @@ void sl_spool_close(struct sl_spool *spool) {
   free_vec(&spool->ready);
   free_vec(&spool->dead);
   free_vec(&spool->delay);
-  free(spool->heap);
+  sl__due_dispose(spool);
+  sl__minset_dispose(&spool->returned_enq);
   free(spool->tracked);
   for (size_t i = 0; i < spool->ndicts; i++)
     ZSTD_freeDDict(spool->dicts[i].ddict);
@@ -498,12 +502,7 @@ int sl_spool_poll_completions(struct sl_spool *spool) {
         pthread_mutex_lock(&spool->mu);
         uncount_inflight_locked(spool, it);
         pthread_mutex_unlock(&spool->mu);
-        it->next = NULL;
-        if (spool->returned_tail)
-          spool->returned_tail->next = it;
-        else
-          spool->returned_head = it;
-        spool->returned_tail = it;
+        sl__returned_push(spool, it);
       }
     }
     if (op->cb)
@@ -606,12 +605,7 @@ void sl_spool_release(struct sl_spool *spool, struct sl_spool_item *item) {
   pthread_mutex_lock(&spool->mu);
   uncount_inflight_locked(spool, item);
   pthread_mutex_unlock(&spool->mu);
-  item->next = NULL;
-  if (spool->returned_tail)
-    spool->returned_tail->next = item;
-  else
-    spool->returned_head = item;
-  spool->returned_tail = item;
+  sl__returned_push(spool, item);
 }
 
 static int dead_op(struct sl_spool *spool, int type, const uint8_t *id, sl_spool_done_cb cb,
@@ -761,38 +755,18 @@ uint64_t sl_spool_lost_records(struct sl_spool *spool) {
   return n;
 }
 
-/*
- * Bytes of the records not yet settled: per segment, its data bytes (units after the header,
- * up to what is committed) times the share of its records still unsettled. A unit is one zstd
- * frame for many records, so a record's own compressed size is not known; the even share is
- * exact for a segment that is all unsettled or all settled, and the backlog drops to 0 as the
- * last record of each segment settles. The caller holds mu. Per segment file a few
- * arithmetic steps: a spool has tens to hundreds of them.
- */
-static uint64_t backlog_bytes_locked(const struct sl_spool *spool) {
-  const struct sl__segvec *vecs[3] = {&spool->ready, &spool->delay, &spool->dead};
-  double bytes = 0;
-
-  for (int v = 0; v < 3; v++)
-    for (size_t i = 0; i < vecs[v]->n; i++) {
-      const struct sl__seg *seg = vecs[v]->v[i];
-      uint64_t data = seg->committed > SL__SEG_HDR ? seg->committed - SL__SEG_HDR : 0;
-
-      if (seg->nrec > seg->nacked)
-        bytes += (double)data * (double)(seg->nrec - seg->nacked) / (double)seg->nrec;
-    }
-  return (uint64_t)bytes;
-}
+/* The older of two enqueue times, 0 standing for none. */
+static uint64_t older(uint64_t a, uint64_t b) { return a == 0 || (b != 0 && b < a) ? b : a; }
 
 void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
-  uint64_t now = sl__now_ms(spool), due, due_oldest, oldest, main_ready;
+  uint64_t now = sl__now_ms(spool), due, due_oldest, oldest, main_ready, moved;
 
-  oldest = sl__peek_oldest(spool);
   pthread_mutex_lock(&spool->mu);
   *st = spool->st;
-  due = sl__heap_due(spool, now, &due_oldest);
-  if (due > 0 && (oldest == 0 || due_oldest < oldest))
-    oldest = due_oldest;
+  oldest = sl__ready_oldest_locked(spool);
+  due = sl__due_count(spool, now, &due_oldest);
+  if (due > 0)
+    oldest = older(oldest, due_oldest);
   main_ready =
       spool->main_unacked -
       (spool->inflight_main < spool->main_unacked ? spool->inflight_main : spool->main_unacked);
@@ -802,17 +776,14 @@ void sl_spool_stats(struct sl_spool *spool, struct sl_spool_stats *st) {
   st->dead = spool->dead_unacked;
   st->disk_bytes = spool->disk_bytes;
   st->prealloc_bytes = spool->prealloc_bytes;
-  st->backlog_bytes = backlog_bytes_locked(spool);
+  st->backlog_bytes = spool->backlog_bytes;
   pthread_mutex_unlock(&spool->mu);
   /* Given-back items are not in flight: a ready-log one is already counted as ready, a
    * delayed one (taken once due) still sits among the delayed ones and moves over. */
-  for (struct sl_spool_item *it = spool->returned_head; it != NULL; it = it->next) {
-    if (it->seg->store != SL__STORE_READY && st->delayed > 0) {
-      st->delayed--;
-      st->ready++;
-    }
-    if (oldest == 0 || it->rec.enqueue_ms < oldest)
-      oldest = it->rec.enqueue_ms;
-  }
-  st->oldest_ready_ms = st->ready > 0 ? oldest : 0;
+  moved = spool->returned_delayed < st->delayed ? spool->returned_delayed : st->delayed;
+  st->delayed -= moved;
+  st->ready += moved;
+  if (spool->returned_head != NULL)
+    oldest = older(oldest, sl__minset_min(&spool->returned_enq));
+  st->oldest_ready_ms = st->ready > 0 && oldest != UINT64_MAX ? oldest : 0;
 }

@@ -46,8 +46,10 @@ struct sl__seg {
   uint64_t file_bytes;
   uint64_t zeros; /* preallocated zeros beyond file_bytes, as counted in spool->prealloc_bytes */
   uint64_t min_enqueue_ms;
+  /* Its share of spool->backlog_bytes (sl__seg_account_backlog). */
+  uint64_t backlog;
   bool sealed;    /* takes no more appends */
-  bool indexed;   /* delay bucket: its records are in the due heap */
+  bool indexed;   /* delay bucket: its records are in the due index */
   bool done;      /* fully acked and sealed: will be deleted */
   bool done_ckpt; /* "done" is durable in a checkpoint: may be unlinked */
   bool removed;   /* unlinked; no longer in the spool's lists */
@@ -71,6 +73,7 @@ struct sl_spool_item {
   struct sl_spool_record rec;
   struct sl__seg *seg;
   uint32_t ord;
+  bool in_returned_enq; /* given back, and its enqueue time is in spool->returned_enq */
   struct sl_spool_item *next, *prev; /* in-flight list (owner) */
   size_t len;
   uint8_t data[]; /* the encoded record; rec points into it */
@@ -160,6 +163,18 @@ struct sl__segvec {
   size_t n, cap;
 };
 
+/* A binary min-heap of fixed-size elements (heap.c). */
+struct sl__heap {
+  void *v;
+  size_t n, cap;
+};
+
+/* A multiset of times that gives its minimum in O(1) (heap.c). */
+struct sl__minset {
+  struct sl__heap live; /* the times added */
+  struct sl__heap gone; /* the times removed, still in <live> below its top */
+};
+
 struct sl_spool {
   struct sl_spool_opts opts;
   struct sl_io io; /* opts.io completed with the POSIX calls */
@@ -186,19 +201,28 @@ struct sl_spool {
   void *sync_job; /* the group the syncer is syncing (struct group in commit.c) */
   struct sl__segvec ready, dead, delay;
   uint64_t next_seq;
-  struct sl__due *heap;
-  size_t heap_n, heap_cap;
+  /* The due index (heap.c): delayed records of due buckets, by due time; <due_set> holds those
+   * found due, the enqueue times of which are in <due_enq>. */
+  struct sl__heap due_pending, due_set;
+  struct sl__minset due_enq;
   struct sl__dict *dicts;
   size_t ndicts;
   uint64_t disk_bytes;     /* segment (up to their data end), dictionary and checkpoint files */
   uint64_t prealloc_bytes; /* zero-filled tails of preallocated segment files, the spare's too */
   uint64_t ckpt_bytes;     /* the checkpoint file, counted in disk_bytes */
+  uint64_t backlog_bytes;  /* the segments' shares of their data for unsettled records */
   uint64_t main_unacked, delay_unacked, dead_unacked;
   uint64_t inflight_main, inflight_delay;
   bool ack_dirty;
   uint64_t ack_dirty_ns;
   struct sl_spool_stats st;    /* counters part */
   struct sl__segvec graveyard; /* removed segments still referenced */
+  /* The ready cursor has read all that was committed to the ready log and waits (reader.c,
+   * cursor_wait); the writer's next commit to it sets <rtail_enq> to the enqueue time of its
+   * first record, the next the cursor hands out (sl__seg_commit_locked). */
+  bool rtail_wait;
+  bool rtail_set;
+  uint64_t rtail_enq;
   /* Between sl_spool_track_begin and _end: the ids of the records committed (commit.c,
    * group_finish). */
   bool tracking;
@@ -239,6 +263,9 @@ struct sl_spool {
   ZSTD_DCtx *dctx;
   struct sl_spool_item *inflight; /* list head */
   struct sl_spool_item *returned_head, *returned_tail;
+  /* Of the items given back: how many are of the delay store, and their enqueue times. */
+  uint64_t returned_delayed;
+  struct sl__minset returned_enq;
   struct sl__seg *cur;       /* ready-log read cursor: the segment */
   struct sl__walk cwalk;     /* and the walk over it (valid while cur is set) */
   struct sl_buf blk;         /* decompressed unit at the cursor */
@@ -252,15 +279,28 @@ struct sl_spool {
 /* The functions shared by the spool's files, under the file that defines each, bottom layer
  * first: a file calls only those of the blocks above its own. */
 
-/* heap.c (the caller holds mu) */
-/* Adds a due delayed record to the heap; without memory it is left out (logged), to be
- * indexed again after the next open. */
+/* heap.c: the due index (the caller holds mu) */
+/* Adds a delayed record of a due bucket to the index; without memory it is left out
+ * (logged), to be indexed again after the next open. */
 void sl__heap_push(struct sl_spool *spool, const struct sl__due *d);
-/* Removes and returns the entry due first; the heap must not be empty. */
-struct sl__due sl__heap_pop(struct sl_spool *spool);
-/* The number of entries due by <now>, and in <oldest> their oldest enqueue time (UINT64_MAX
- * if none), visiting those entries only: O(due), not O(heap). */
-uint64_t sl__heap_due(const struct sl_spool *spool, uint64_t now, uint64_t *oldest);
+/* Removes the record due first into <out> if one is due by <now>: true then. */
+bool sl__due_take(struct sl_spool *spool, uint64_t now, struct sl__due *out);
+/* The number of records due by <now>, and in <oldest> their oldest enqueue time (UINT64_MAX
+ * if none): O(1), plus O(log n) for each record found due since the last call or take. */
+uint64_t sl__due_count(struct sl_spool *spool, uint64_t now, uint64_t *oldest);
+/* The due time of the record due first; UINT64_MAX if none. */
+uint64_t sl__due_next_ms(const struct sl_spool *spool);
+void sl__due_dispose(struct sl_spool *spool);
+/* heap.c: minsets (the caller owns the set) */
+/* Makes room to add <more> times; 0 or -ENOMEM. */
+int sl__minset_reserve(struct sl__minset *s, size_t more);
+/* Adds <t>, for which room was made. */
+void sl__minset_add(struct sl__minset *s, uint64_t t);
+/* Removes one <t>, which was added. */
+void sl__minset_del(struct sl__minset *s, uint64_t t);
+/* The least time; UINT64_MAX if none. */
+uint64_t sl__minset_min(const struct sl__minset *s);
+void sl__minset_dispose(struct sl__minset *s);
 
 /* segment.c */
 /* Returns the malloc'd path of a segment file in <dir> (NULL without memory). */
@@ -315,6 +355,16 @@ void sl__settle_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t ord
 void sl__seg_lose_locked(struct sl_spool *spool, struct sl__seg *seg, uint32_t from, uint32_t to);
 /* Marks <seg> done if it is sealed and every record is settled (caller holds mu). */
 void sl__seg_account_done(struct sl_spool *spool, struct sl__seg *seg);
+/* Brings <seg>'s share of its data bytes for its unsettled records into
+ * spool->backlog_bytes after its nrec, nacked or committed end changed (caller holds mu, or
+ * the threads have not started). A done segment's share is 0, so removing it changes
+ * nothing. */
+void sl__seg_account_backlog(struct sl_spool *spool, struct sl__seg *seg);
+/* The writer committed units of a group to <seg>: the ops of <ops> (<nops>) whose stage is
+ * <stage>, in order. Accounts the backlog and, if the ready cursor waits at the end of the
+ * ready log, keeps the enqueue time of the first of them for it (caller holds mu). */
+void sl__seg_commit_locked(struct sl_spool *spool, struct sl__seg *seg, const void *stage,
+                           struct sl__op **ops, size_t nops);
 /* Ack bitmap of a segment; the caller holds spool->mu once the threads run. */
 int sl__ack_grow(struct sl__seg *seg, uint32_t nbits);
 bool sl__ack_test(const struct sl__seg *seg, uint32_t ord);
@@ -406,8 +456,14 @@ int sl__dead_move(struct sl_spool *spool, struct sl__op *op);
 /* reader.c */
 /* Takes <it> off the owner's in-flight list. Owner thread. */
 void sl__inflight_unlink(struct sl_spool *spool, struct sl_spool_item *it);
-/* Enqueue time of the next record the ready cursor would return; 0 if none. Owner. */
-uint64_t sl__peek_oldest(struct sl_spool *spool);
+/* Loads the ready cursor's first unit (at open, before the threads start), so that stats
+ * know the next ready record without reading; after an error the first take reads it. */
+void sl__cursor_start(struct sl_spool *spool);
+/* Enqueue time of the next record the ready cursor would return, without reading; 0 if
+ * none. Owner thread, holding mu. */
+uint64_t sl__ready_oldest_locked(struct sl_spool *spool);
+/* Appends <it> to the items given back, which the next takes return first. Owner. */
+void sl__returned_push(struct sl_spool *spool, struct sl_spool_item *it);
 
 /* writer.c */
 void *sl__writer_main(void *arg);

@@ -1524,6 +1524,251 @@ static void test_corrupt_checkpoint(void **state) {
   sl_spool_close(s);
 }
 
+/* ---- stats: kept up to date, read without I/O ------------------------------------------ */
+
+/* Read system calls this thread has made (/proc/thread-self/io), or -1 where the kernel does
+ * not count them. Each call makes one read itself. */
+static long long thread_reads(void) {
+  char buf[1024];
+  const char *p;
+  int fd = open("/proc/thread-self/io", O_RDONLY);
+  ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+  if (fd >= 0)
+    close(fd);
+  if (n <= 0)
+    return -1;
+  buf[n] = 0;
+  p = strstr(buf, "syscr: ");
+  return p != NULL ? strtoll(p + 7, NULL, 10) : -1;
+}
+
+/* sl_spool_stats into <st>, checking that it reads nothing: the reads of this thread go up
+ * by the one read of thread_reads() only. */
+static void stats_no_read(struct sl_spool *s, struct sl_spool_stats *st) {
+  long long a = thread_reads(), b = thread_reads();
+
+  sl_spool_stats(s, st);
+  long long c = thread_reads();
+  if (a >= 0)
+    assert_int_equal(c - b, b - a);
+}
+
+/* Appends record <i>, accepted at <enq> and due at <due> (0: ready). */
+static void append_at(struct sl_spool *s, unsigned i, uint64_t enq, uint64_t due, struct done *d) {
+  struct sl_spool_record r = make_rec(i);
+
+  r.enqueue_ms = enq;
+  r.not_before_ms = due;
+  assert_int_equal(sl_spool_append(s, &r, done_cb, d), 0);
+}
+
+static struct sl_spool_item *take_index(struct sl_spool *s, unsigned want) {
+  struct sl_spool_item *it = NULL;
+
+  assert_int_equal(sl_spool_take(s, &it), 0);
+  assert_non_null(it);
+  assert_int_equal(rec_index(sl_spool_item_record(it)), want);
+  return it;
+}
+
+/* Stats without reading: the ready and delayed counts and the oldest ready record. */
+static void expect_ready(struct sl_spool *s, uint64_t ready, uint64_t delayed, uint64_t oldest) {
+  struct sl_spool_stats st;
+
+  stats_no_read(s, &st);
+  assert_int_equal(st.ready, ready);
+  assert_int_equal(st.delayed, delayed);
+  assert_int_equal(st.oldest_ready_ms, oldest);
+}
+
+/*
+ * Regression: a stats call read and decompressed the next unit of the ready log on the
+ * owner's thread whenever the cursor had used up its unit, to learn the oldest ready record.
+ * Now the take that uses a unit up reads the next one, and when the cursor has read the log
+ * to its end, the writer's next commit tells it the time of its first record: the figure is
+ * exact, across segment rolls and a reopen, and stats never read.
+ */
+static void test_stats_oldest_ready_without_reading(void **state) {
+  struct sl_spool_opts o = layout_opts();
+  struct sl_spool_item *it[6];
+  struct done d = {0};
+  uint64_t t0 = fake_now;
+  (void)state;
+
+  o.segment_bytes = 128; /* any group fills one: each group rolls */
+  struct sl_spool *s = open_spool(&o);
+  expect_ready(s, 0, 0, 0);
+  /* Two units of three records, one group each, accepted at t0 + 0..2 and t0 + 10..12. */
+  for (unsigned u = 0; u < 2; u++) {
+    for (unsigned i = 0; i < 3; i++)
+      append_at(s, 3 * u + i, t0 + 10 * u + i, 0, &d);
+    settle(s);
+  }
+  assert_int_equal(d.fails, 0);
+  assert_true(count_files("ready-") >= 2);
+  expect_ready(s, 6, 0, t0);
+  for (unsigned i = 0; i < 3; i++)
+    it[i] = take_index(s, i);
+  /* The first unit is used up: the next ready record is the first of the second. */
+  expect_ready(s, 3, 0, t0 + 10);
+  it[3] = take_index(s, 3);
+  expect_ready(s, 2, 0, t0 + 11);
+  /* Given back, a record is the oldest ready one again. */
+  sl_spool_release(s, it[0]);
+  expect_ready(s, 3, 0, t0);
+  it[0] = take_index(s, 0);
+  it[4] = take_index(s, 4);
+  it[5] = take_index(s, 5);
+  for (unsigned i = 0; i < 6; i++)
+    sl_spool_ack(s, it[i], NULL, NULL);
+  expect_ready(s, 0, 0, 0);
+  /* Read to its end, the cursor waits: the groups written after that roll the segment. */
+  append_at(s, 6, t0 + 20, 0, &d);
+  append_at(s, 7, t0 + 21, 0, &d);
+  settle(s);
+  append_at(s, 8, t0 + 30, 0, &d);
+  settle(s);
+  expect_ready(s, 3, 0, t0 + 20);
+  sl_spool_ack(s, take_index(s, 6), NULL, NULL);
+  sl_spool_ack(s, take_index(s, 7), NULL, NULL);
+  expect_ready(s, 1, 0, t0 + 30);
+  settle(s);
+  sl_spool_close(s);
+  /* Reopened, with its first segments delivered: the open reads the first unit left. */
+  s = open_spool(&o);
+  expect_ready(s, 1, 0, t0 + 30);
+  sl_spool_ack(s, take_index(s, 8), NULL, NULL);
+  expect_ready(s, 0, 0, 0);
+  sl_spool_close(s);
+}
+
+/* Delayed records move to ready as their time comes, counted and dated without reading,
+ * and are taken in due-time order before the ready log. */
+static void test_stats_due_as_time_passes(void **state) {
+  struct sl_spool_opts o = base_opts();
+  struct sl_spool_item *it;
+  struct done d = {0};
+  uint64_t t0 = fake_now;
+  (void)state;
+
+  struct sl_spool *s = open_spool(&o);
+  append_at(s, 0, t0 - 50, t0 + 2000, &d);
+  append_at(s, 1, t0 - 40, t0 + 3000, &d);
+  append_at(s, 2, t0 - 60, t0 + 5000, &d);
+  append_at(s, 3, t0, 0, &d);
+  append_at(s, 4, t0 + 1, 0, &d);
+  settle(s);
+  assert_int_equal(d.fails, 0);
+  expect_ready(s, 2, 3, t0);
+  assert_true(sl_spool_next_due_ms(s) <= t0 + 2000); /* its bucket's start, not yet indexed */
+  advance(2000);
+  settle(s); /* the writer indexes the buckets coming due */
+  expect_ready(s, 3, 2, t0 - 50);
+  advance(1000);
+  settle(s);
+  expect_ready(s, 4, 1, t0 - 50);
+  it = take_index(s, 0);
+  expect_ready(s, 3, 1, t0 - 40);
+  /* Given back, a delayed record counts as ready, not as delayed. */
+  sl_spool_release(s, it);
+  expect_ready(s, 4, 1, t0 - 50);
+  sl_spool_ack(s, take_index(s, 0), NULL, NULL);
+  sl_spool_ack(s, take_index(s, 1), NULL, NULL);
+  expect_ready(s, 2, 1, t0);
+  assert_true(sl_spool_next_due_ms(s) > fake_now && sl_spool_next_due_ms(s) <= t0 + 5000);
+  advance(2000);
+  settle(s);
+  expect_ready(s, 3, 0, t0 - 60);
+  assert_int_equal(sl_spool_next_due_ms(s), t0 + 5000);
+  for (unsigned i = 2; i < 5; i++)
+    sl_spool_ack(s, take_index(s, i), NULL, NULL);
+  expect_ready(s, 0, 0, 0);
+  assert_int_equal(sl_spool_next_due_ms(s), UINT64_MAX);
+  sl_spool_close(s);
+}
+
+/* Checks the stats' backlog_bytes against the segments: the sum of their integer shares, and
+ * within a byte per segment of the sum of real shares stats used to compute at each call. */
+static void check_backlog(struct sl_spool *s) {
+  const struct sl__segvec *vecs[3] = {&s->ready, &s->delay, &s->dead};
+  struct sl_spool_stats st;
+  uint64_t sum = 0, n = 0;
+  double real = 0;
+
+  settle(s);
+  sl_spool_stats(s, &st);
+  pthread_mutex_lock(&s->mu);
+  for (int v = 0; v < 3; v++)
+    for (size_t i = 0; i < vecs[v]->n; i++, n++) {
+      const struct sl__seg *seg = vecs[v]->v[i];
+      uint64_t data = seg->committed > SL__SEG_HDR ? seg->committed - SL__SEG_HDR : 0;
+
+      if (seg->nrec > seg->nacked) {
+        sum += data * (seg->nrec - seg->nacked) / seg->nrec;
+        real += (double)data * (double)(seg->nrec - seg->nacked) / (double)seg->nrec;
+      }
+    }
+  pthread_mutex_unlock(&s->mu);
+  assert_int_equal(st.backlog_bytes, sum);
+  assert_true((double)sum <= real + 1e-6 && real < (double)(sum + n) + 1e-6);
+}
+
+/* backlog_bytes, kept up to date as records are appended and settled, never drifts from the
+ * segments it sums: appends, acks, retries, dead letters, a failed write, a redrive and a
+ * reopen. */
+static void test_stats_backlog_bytes_kept(void **state) {
+  struct sl_spool_opts o = layout_opts(); /* no spare: the failures below hit the group */
+  struct sl_spool_item *it[60];
+  struct done d = {0};
+  (void)state;
+
+  o.segment_bytes = 16384;
+  o.block_bytes = 1024;
+  struct sl_spool *s = open_spool(&o);
+  append_n(s, 0, 200, &d);
+  check_backlog(s);
+  for (unsigned i = 0; i < 60; i++)
+    it[i] = take_index(s, i);
+  for (unsigned i = 0; i < 30; i++)
+    sl_spool_ack(s, it[i], NULL, NULL);
+  check_backlog(s);
+  for (unsigned i = 30; i < 35; i++)
+    assert_int_equal(sl_spool_retry(s, it[i], fake_now + 5000, NULL, NULL), 0);
+  for (unsigned i = 35; i < 40; i++)
+    assert_int_equal(sl_spool_retry(s, it[i], 0, NULL, NULL), 0);
+  for (unsigned i = 40; i < 45; i++)
+    assert_int_equal(sl_spool_dead(s, it[i], "gone", NULL, NULL), 0);
+  for (unsigned i = 45; i < 50; i++)
+    sl_spool_release(s, it[i]);
+  check_backlog(s);
+  /* A failed fdatasync whose cut fails too: the group's records are settled in place. */
+  set_failures(&fail_sync_n, 1);
+  __atomic_store_n(&fail_sync_err, EIO, __ATOMIC_RELEASE);
+  set_failures(&fail_trunc_n, 1);
+  append_n(s, 500, 10, &d);
+  check_backlog(s);
+  assert_true(d.fails > 0); /* the first group (the others may go to a new segment) */
+  set_failures(&fail_sync_n, 0);
+  set_failures(&fail_trunc_n, 0);
+  assert_int_equal(sl_spool_dead_redrive(s, NULL, NULL, NULL), 0);
+  check_backlog(s);
+  sl_spool_close(s); /* the items still out are given back */
+  s = open_spool(&o);
+  check_backlog(s);
+  advance(6000);
+  settle(s); /* the writer indexes the retries' bucket, now due */
+  struct sl_spool_item *one;
+  while (sl_spool_take(s, &one) == 0 && one != NULL)
+    sl_spool_ack(s, one, NULL, NULL);
+  check_backlog(s);
+  struct sl_spool_stats st;
+  sl_spool_stats(s, &st);
+  assert_int_equal(st.ready + st.delayed + st.inflight, 0);
+  assert_int_equal(st.backlog_bytes, 0);
+  sl_spool_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -1550,6 +1795,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_byte_counts_match_files, setup, teardown),
       cmocka_unit_test_setup_teardown(test_late_spare_is_not_used, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_buckets, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stats_oldest_ready_without_reading, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stats_due_as_time_passes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stats_backlog_bytes_kept, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
