@@ -101,3 +101,12 @@ wait_lines "$logs/access2.log" e 1
 e2e_assert_eq 0 "$(count "$logs/access.log" e)" "e-lines in the old access.log"
 e2e_sluice_stop
 e2e_assert_file_match "shutdown complete" "$E2E_WORK/sluice.err" "the shutdown, on stderr again"
+
+# A log file that cannot be opened at start-up: sluice says so on stderr and exits 1.
+config "file = \"$E2E_WORK/no/such/dir/error.log\";" >"$conf"
+e2e_spawn broken "$SLUICE" -c "$conf"
+e2e_expect_exit broken
+st=$(e2e_wait_exit broken 10) || e2e_fail "sluice with an unopenable log.file did not exit"
+e2e_assert_eq 1 "$st" "exit status with an unopenable log.file"
+e2e_assert_file_match "^sluice: cannot open a log file: $E2E_WORK/no/such/dir/error.log: No such file or directory\$" \
+  "$E2E_WORK/broken.err" "the message of an unopenable log.file"

@@ -97,3 +97,12 @@ e2e_assert_eq "$(e2e_pid again)" "$(cat "$pidfile")" "the pid file over a stale 
 e2e_assert_eq 200 "$(admin_status tok-three)" "the token read at start-up"
 e2e_sluice_stop again
 [ ! -e "$pidfile" ] || e2e_fail "$pidfile is still there after the second SIGTERM"
+
+# A pid file that cannot be written: sluice logs why, stops again and exits 1.
+config "$E2E_WORK/no/such/dir/sluice.pid" >"$conf"
+e2e_spawn nopid "$SLUICE" -c "$conf"
+e2e_expect_exit nopid
+st=$(e2e_wait_exit nopid 15) || e2e_fail "sluice with an unwritable pid_file did not exit"
+e2e_assert_eq 1 "$st" "exit status with an unwritable pid_file"
+e2e_assert_file_match "pid_file $E2E_WORK/no/such/dir/sluice.pid: cannot write: No such file or directory" \
+  "$E2E_WORK/nopid.err" "the message of an unwritable pid_file"
