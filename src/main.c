@@ -45,18 +45,26 @@ struct log_job {
 static char *log_paths[2]; /* those of the running config */
 static bool log_job_busy, log_job_again;
 
-static int set_log_paths(const struct sl_config *cfg) {
-  const char *want[2] = {cfg->log.file, cfg->log.access_file};
+/* Replaces the two paths <dst> by copies of <src> (NULL stays NULL). Returns 0, or -1 when
+ * out of memory, leaving <dst> as it was. */
+static int copy_paths(char *dst[2], char *const src[2]) {
+  char *copy[2] = {NULL, NULL};
 
   for (int i = 0; i < 2; i++) {
-    char *copy = want[i] != NULL ? strdup(want[i]) : NULL;
-
-    if (want[i] != NULL && copy == NULL)
+    if (src[i] != NULL && (copy[i] = strdup(src[i])) == NULL) {
+      free(copy[0]);
       return -1;
-    free(log_paths[i]);
-    log_paths[i] = copy;
+    }
+  }
+  for (int i = 0; i < 2; i++) {
+    free(dst[i]);
+    dst[i] = copy[i];
   }
   return 0;
+}
+
+static int set_log_paths(const struct sl_config *cfg) {
+  return copy_paths(log_paths, (char *const[2]){cfg->log.file, cfg->log.access_file});
 }
 
 static void log_job_free(struct log_job *job) {
@@ -101,8 +109,7 @@ static void reopen_logs(void) {
     return;
   }
   job = calloc(1, sizeof(*job));
-  if (job == NULL || (log_paths[0] != NULL && (job->paths[0] = strdup(log_paths[0])) == NULL) ||
-      (log_paths[1] != NULL && (job->paths[1] = strdup(log_paths[1])) == NULL)) {
+  if (job == NULL || copy_paths(job->paths, log_paths) != 0) {
     sl_log_error("cannot reopen the log files: out of memory");
     if (job != NULL)
       log_job_free(job);
@@ -171,8 +178,6 @@ static void free_files(void) {
   free(log_paths[1]);
 }
 
-/* ---- signals ------------------------------------------------------------ */
-
 static void usage(FILE *out) {
   fprintf(out, "usage: sluice [-t] [-c FILE]\n"
                "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
@@ -182,6 +187,8 @@ static void usage(FILE *out) {
                "signals: TERM/INT graceful shutdown, HUP reload the configuration,\n"
                "         USR1 reopen the log files\n");
 }
+
+/* ---- signals ------------------------------------------------------------ */
 
 static void close_signals(void) {
   uv_close((uv_handle_t *)&sig_term, NULL);
