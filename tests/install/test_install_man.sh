@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every installed man page renders with man-db without a single warning (groff's warnings,
-# man's own), and sluice.conf(5) names every setting the config loader knows, as
+# Every installed man page renders without a single warning (man-db's man --warnings, and
+# groff -ww), and sluice.conf(5) names every setting the config loader knows, as
 # docs/configuration.md does: the three stay one description.
 . "$(dirname "$0")/lib.sh"
 
@@ -8,13 +8,15 @@ command -v man >/dev/null || t_fail "man not found (Debian package 'man-db')"
 prefix=$T_WORK/prefix
 t_install "$prefix"
 
-# render FILE: man -l with warnings on; prints the warnings, true when there were none.
+# render FILE: man -l with warnings on, then groff with every warning (-ww, through preconv
+# as man does); prints the warnings, true when there were none.
 render() {
   local err
   err=$(MANROFFSEQ='' MANWIDTH=80 timeout 30 man --warnings -E UTF-8 -l "$1" 2>&1 >"$T_WORK/page.txt") || {
     printf 'man exited non-zero: %s' "$err"
     return 1
   }
+  err+=$(timeout 30 groff -k -man -ww -z -Tutf8 "$1" 2>&1) || err+=" (groff failed)"
   printf '%s' "$err"
   [ -z "$err" ] && [ -s "$T_WORK/page.txt" ]
 }
