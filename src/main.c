@@ -334,6 +334,10 @@ int main(int argc, char **argv) {
   sl_loop_init(lp, loop);
   server = sl_server_create(lp, cfg);
   admin = sl_admin_create(lp, cfg, sl_metrics_default());
+  if (cfg->admin.token[0] == '\0')
+    sl_log_warn("admin.token is empty: every local process may use the admin API on %s "
+                "(set admin.token or admin.token_file)",
+                cfg->admin.listen.text);
   sl_config_unref(cfg);
   if (server == NULL || admin == NULL || sl_server_register_admin(server, admin) != 0 ||
       sl_server_register_reload_admin(server, admin) != 0 || sl_server_start(server) != 0 ||

@@ -60,7 +60,6 @@ e2e_assert_file_match "pid_file $pidfile: sluice is already running as pid $(e2e
 e2e_assert_eq "$(e2e_pid sluice)" "$(cat "$pidfile")" "the pid file after the second sluice gave up"
 
 # Reload: a new token from the file; a changed pid_file is a warning.
-reloads() { grep -c "$1" "$E2E_WORK/sluice.err" || true; }
 printf 'tok-two' >"$tokfile"
 config "$E2E_WORK/run/other.pid" >"$conf"
 e2e_signal sluice HUP
