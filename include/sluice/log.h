@@ -10,7 +10,7 @@
  * here, so that every loop's access log writes into the same file and a
  * SIGUSR1 (logrotate) reopens both in one place. An output is a descriptor
  * whose number never changes once a file was given to it: a reopen opens the
- * new file and dup2()s it over that number, which is atomic, so a writer on
+ * new file and dup3()s it over that number, which is atomic, so a writer on
  * any thread (a threadpool write of the access log in flight, a spool thread
  * logging an error) writes into either the old file or the new one, never
  * into a closed or reused descriptor.

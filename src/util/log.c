@@ -26,7 +26,7 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
  * dup3()ed. Atomic because writers on other threads read it while main sets it. */
 static const int standard_fd[] = {STDERR_FILENO, STDOUT_FILENO};
 static _Atomic int output_fd[] = {STDERR_FILENO, STDOUT_FILENO};
-static bool output_owned[2]; /* output_fd is ours (not a standard stream); main's only */
+static bool output_owned[2]; /* output_fd is ours, not a standard stream (one setter at a time) */
 
 int sl_log_output_fd(enum sl_log_output out) {
   return atomic_load_explicit(&output_fd[out], memory_order_relaxed);
