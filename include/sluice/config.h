@@ -95,14 +95,19 @@ struct sl_config {
 
   struct sl_listen_addr listen; /* default "0.0.0.0:8080" */
 
+  char *pid_file; /* NULL: none (pid_file absent) */
+
   struct {
     struct sl_listen_addr listen; /* default "127.0.0.1:9464" */
-    char *token;                  /* "" = none */
+    char *token;                  /* "" = none; the file's content when token_file is set */
+    char *token_file;             /* NULL: the token is the token setting */
   } admin;
 
   struct {
     enum sl_log_level level; /* default info */
     bool access;             /* default true */
+    char *file;              /* the error log; NULL: stderr */
+    char *access_file;       /* the access log; NULL: stdout */
   } log;
 
   struct {

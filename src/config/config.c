@@ -239,6 +239,23 @@ static int set_string(struct ctx *c, const config_setting_t *s, char **dst, cons
   return 0;
 }
 
+/* A path: a string that is not empty. When <key> is present, replaces <*out> (NULL, or a
+ * default) by a copy of it; when absent, leaves <*out> as it is. */
+static int get_path(struct ctx *c, const config_setting_t *grp, const char *where, const char *key,
+                    char **out) {
+  const config_setting_t *s = config_setting_get_member(grp, key);
+  const char *text = NULL;
+  char path[KEY_PATH_MAX];
+
+  if (get_string(c, grp, where, key, &text) != 0)
+    return -1;
+  if (text == NULL)
+    return 0;
+  if (text[0] == '\0')
+    return fail(c, s, "%s: must not be empty", key_path(path, where, key));
+  return set_string(c, s, out, text);
+}
+
 static int get_bool(struct ctx *c, const config_setting_t *grp, const char *where, const char *key,
                     bool *out) {
   const config_setting_t *s = config_setting_get_member(grp, key);
@@ -617,9 +634,9 @@ static int check_int_literals(struct ctx *c, const char *text) {
 
 static const char *const top_keys[] = {"listen",        "admin",     "log",    "limits",
                                        "spool",         "upstreams", "routes", "status_prefix",
-                                       "dedupe_window", NULL};
-static const char *const admin_keys[] = {"listen", "token", NULL};
-static const char *const log_keys[] = {"level", "access", NULL};
+                                       "dedupe_window", "pid_file",  NULL};
+static const char *const admin_keys[] = {"listen", "token", "token_file", NULL};
+static const char *const log_keys[] = {"level", "access", "file", "access_file", NULL};
 static const char *const limits_keys[] = {"max_header_bytes", "max_body_bytes", "header_timeout",
                                           "body_timeout",     "idle_timeout",   "max_connections",
                                           "shutdown_timeout", "max_delay",      NULL};
@@ -688,6 +705,56 @@ static int parse_spill_keys(struct ctx *c, const config_setting_t *root, struct 
   return set_string(c, s, &cfg->status_prefix, prefix);
 }
 
+#define MAX_TOKEN_BYTES 4096
+
+/*
+ * Reads the admin token from the file <path> (the setting <s>): the file's content without
+ * the blanks and line ends around it, which must be one non-empty word of visible characters
+ * (a bearer token cannot hold a blank). Stores a copy in <*out>. Blocks on the file: a
+ * reload loads its config on the threadpool.
+ */
+static int read_token_file(struct ctx *c, const config_setting_t *s, const char *path, char **out) {
+  char buf[MAX_TOKEN_BYTES + 1];
+  FILE *f = fopen(path, "rb");
+  char *start = buf, *end;
+  size_t n;
+  int rc = -1;
+
+  if (f == NULL)
+    return fail(c, s, "admin.token_file: cannot open %s: %s", path, strerror(errno));
+  n = fread(buf, 1, sizeof(buf), f);
+  if (ferror(f)) {
+    fail(c, s, "admin.token_file: cannot read %s: %s", path, strerror(errno));
+    goto done;
+  }
+  if (n > MAX_TOKEN_BYTES) {
+    fail(c, s, "admin.token_file: %s is larger than %d bytes: it must hold the token alone", path,
+         MAX_TOKEN_BYTES);
+    goto done;
+  }
+  end = buf + n;
+  while (start < end && isspace((unsigned char)*start))
+    start++;
+  while (end > start && isspace((unsigned char)end[-1]))
+    end--;
+  if (start == end) {
+    fail(c, s, "admin.token_file: %s is empty", path);
+    goto done;
+  }
+  for (const char *p = start; p < end; p++) {
+    if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+      fail(c, s, "admin.token_file: the token in %s holds a blank or control character", path);
+      goto done;
+    }
+  }
+  *end = '\0';
+  rc = set_string(c, s, out, start);
+done:
+  fclose(f);
+  explicit_bzero(buf, sizeof(buf)); /* no copy of the secret left on the stack */
+  return rc;
+}
+
 static int parse_admin(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
   const config_setting_t *g;
   const char *token = NULL;
@@ -698,8 +765,15 @@ static int parse_admin(struct ctx *c, const config_setting_t *root, struct sl_co
     return 0;
   if (check_keys(c, g, "admin", admin_keys) != 0 ||
       get_addr(c, g, "admin", "listen", true, &cfg->admin.listen) != 0 ||
-      get_string(c, g, "admin", "token", &token) != 0)
+      get_string(c, g, "admin", "token", &token) != 0 ||
+      get_path(c, g, "admin", "token_file", &cfg->admin.token_file) != 0)
     return -1;
+  if (token != NULL && cfg->admin.token_file != NULL)
+    return fail(c, config_setting_get_member(g, "token_file"),
+                "admin.token_file: set either token or token_file, not both");
+  if (cfg->admin.token_file != NULL)
+    return read_token_file(c, config_setting_get_member(g, "token_file"), cfg->admin.token_file,
+                           &cfg->admin.token);
   if (token != NULL && set_string(c, g, &cfg->admin.token, token) != 0)
     return -1;
   return 0;
@@ -714,7 +788,9 @@ static int parse_log(struct ctx *c, const config_setting_t *root, struct sl_conf
   if (g == NULL)
     return 0;
   if (check_keys(c, g, "log", log_keys) != 0 || get_string(c, g, "log", "level", &level) != 0 ||
-      get_bool(c, g, "log", "access", &cfg->log.access) != 0)
+      get_bool(c, g, "log", "access", &cfg->log.access) != 0 ||
+      get_path(c, g, "log", "file", &cfg->log.file) != 0 ||
+      get_path(c, g, "log", "access_file", &cfg->log.access_file) != 0)
     return -1;
   if (level != NULL && sl_log_level_parse(level, &cfg->log.level) != 0)
     return fail(c, config_setting_get_member(g, "level"),
@@ -744,25 +820,20 @@ static int parse_limits(struct ctx *c, const config_setting_t *root, struct sl_c
 
 static int parse_spool(struct ctx *c, const config_setting_t *root, struct sl_config *cfg) {
   const config_setting_t *g;
-  const char *dir = NULL, *fsync = NULL;
+  const char *fsync = NULL;
   long long level = cfg->spool.compression_level;
 
   if (get_group(c, root, "", "spool", &g) != 0)
     return -1;
   if (g == NULL)
     return 0;
-  if (check_keys(c, g, "spool", spool_keys) != 0 || get_string(c, g, "spool", "dir", &dir) != 0 ||
+  if (check_keys(c, g, "spool", spool_keys) != 0 ||
+      get_path(c, g, "spool", "dir", &cfg->spool.dir) != 0 ||
       get_string(c, g, "spool", "fsync", &fsync) != 0 ||
       get_duration(c, g, "spool", "fsync_interval", 0, &cfg->spool.fsync_interval_ms) != 0 ||
       get_int(c, g, "spool", "compression_level", 1, 19, &level) != 0)
     return -1;
   cfg->spool.compression_level = (int)level;
-  if (dir != NULL) {
-    if (dir[0] == '\0')
-      return fail(c, config_setting_get_member(g, "dir"), "spool.dir: must not be empty");
-    if (set_string(c, g, &cfg->spool.dir, dir) != 0)
-      return -1;
-  }
   if (fsync != NULL) {
     if (strcmp(fsync, "always") == 0)
       cfg->spool.fsync = SL_FSYNC_ALWAYS;
@@ -1108,8 +1179,12 @@ static int parse_routes(struct ctx *c, const config_setting_t *root, struct sl_c
 static void config_free(struct sl_config *cfg) {
   free(cfg->path);
   free(cfg->listen.text);
+  free(cfg->pid_file);
   free(cfg->admin.listen.text);
   free(cfg->admin.token);
+  free(cfg->admin.token_file);
+  free(cfg->log.file);
+  free(cfg->log.access_file);
   free(cfg->spool.dir);
   free(cfg->status_prefix);
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -1143,7 +1218,8 @@ static int build(struct ctx *c, config_t *lc, const char *text, struct sl_config
   cfg->refs = 1;
   if (set_string(c, NULL, &cfg->path, c->name) != 0 || set_defaults(c, cfg) != 0 ||
       check_keys(c, root, "", top_keys) != 0 ||
-      get_addr(c, root, "", "listen", true, &cfg->listen) != 0 || parse_admin(c, root, cfg) != 0 ||
+      get_addr(c, root, "", "listen", true, &cfg->listen) != 0 ||
+      get_path(c, root, "", "pid_file", &cfg->pid_file) != 0 || parse_admin(c, root, cfg) != 0 ||
       parse_log(c, root, cfg) != 0 || parse_limits(c, root, cfg) != 0 ||
       parse_spool(c, root, cfg) != 0 || parse_upstreams(c, root, cfg) != 0 ||
       parse_routes(c, root, cfg) != 0 || parse_spill_keys(c, root, cfg) != 0)

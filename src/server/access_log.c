@@ -1,5 +1,6 @@
 /*
- * Access log: one line per request on stdout, written off the loop.
+ * Access log: one line per request on stdout (or log.access_file), written off
+ * the loop.
  *
  * Lines collect in a buffer that goes to the threadpool with uv_fs_write when
  * it passes a threshold or when a short timer fires, so a slow terminal or a
@@ -15,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "sluice/clock.h"
 #include "sluice/log.h"
@@ -77,7 +77,9 @@ static void start_write(struct sl_access_log *log) {
   log->filling = tmp;
   b = uv_buf_init(log->writing.base, (unsigned)log->writing.len);
   log->req.data = log;
-  if (uv_fs_write(log->loop, &log->req, STDOUT_FILENO, &b, 1, -1, on_written) == 0)
+  /* The output's descriptor is stable: a reopen (SIGUSR1) swaps the file under it. */
+  if (uv_fs_write(log->loop, &log->req, sl_log_output_fd(SL_LOG_OUTPUT_ACCESS), &b, 1, -1,
+                  on_written) == 0)
     log->write_in_flight = true;
   else
     sl_buf_reset(&log->writing);

@@ -97,8 +97,12 @@ static void test_defaults(void **state) {
   assert_ipv4(&cfg->listen, "0.0.0.0:8080", "0.0.0.0", 8080);
   assert_ipv4(&cfg->admin.listen, "127.0.0.1:9464", "127.0.0.1", 9464);
   assert_string_equal(cfg->admin.token, "");
+  assert_null(cfg->admin.token_file);
+  assert_null(cfg->pid_file);
   assert_int_equal(cfg->log.level, SL_LOG_INFO);
   assert_true(cfg->log.access);
+  assert_null(cfg->log.file);
+  assert_null(cfg->log.access_file);
   assert_int_equal(cfg->limits.max_header_bytes, 16 * 1024);
   assert_int_equal(cfg->limits.max_body_bytes, 8 * 1024 * 1024);
   assert_int_equal(cfg->limits.header_timeout_ms, 10000);
@@ -202,7 +206,9 @@ static void test_every_setting(void **state) {
   struct sl_config *cfg =
       load_ok("listen = \"[::1]:0\";\n"
               "admin = { listen = \"localhost:9465\"; token = \"s3cret\"; };\n"
-              "log = { level = \"debug\"; access = false; };\n"
+              "log = { level = \"debug\"; access = false; file = \"/var/log/s/e.log\";\n"
+              "  access_file = \"a.log\"; };\n"
+              "pid_file = \"/run/s.pid\";\n"
               "limits = { max_header_bytes = 8192; max_body_bytes = \"1.5MiB\";\n"
               "  header_timeout = 5; body_timeout = 2.5; idle_timeout = \"1m30s\";\n"
               "  max_connections = 7; shutdown_timeout = \"0s\"; max_delay = \"1d12h\"; };\n"
@@ -235,6 +241,9 @@ static void test_every_setting(void **state) {
   assert_string_equal(cfg->admin.token, "s3cret");
   assert_int_equal(cfg->log.level, SL_LOG_DEBUG);
   assert_false(cfg->log.access);
+  assert_string_equal(cfg->log.file, "/var/log/s/e.log");
+  assert_string_equal(cfg->log.access_file, "a.log");
+  assert_string_equal(cfg->pid_file, "/run/s.pid");
   assert_int_equal(cfg->limits.max_header_bytes, 8192);
   assert_int_equal(cfg->limits.max_body_bytes, 1572864);
   assert_int_equal(cfg->limits.header_timeout_ms, 5000);
@@ -328,8 +337,12 @@ static void test_docs_defaults_block(void **state) {
   assert_string_equal(d->listen.text, m->listen.text);
   assert_string_equal(d->admin.listen.text, m->admin.listen.text);
   assert_string_equal(d->admin.token, m->admin.token);
+  assert_null(d->admin.token_file);
+  assert_null(d->pid_file);
   assert_int_equal(d->log.level, m->log.level);
   assert_int_equal(d->log.access, m->log.access);
+  assert_null(d->log.file);
+  assert_null(d->log.access_file);
   assert_int_equal(d->limits.max_header_bytes, m->limits.max_header_bytes);
   assert_int_equal(d->limits.max_body_bytes, m->limits.max_body_bytes);
   assert_int_equal(d->limits.header_timeout_ms, m->limits.header_timeout_ms);
@@ -551,6 +564,23 @@ static const struct bad_case bad_cases[] = {
     {"spool = { compression_level = 0; };\n" MIN,
      "t.conf:1: spool.compression_level: must be at least 1, got 0"},
     {"spool = { dir = \"\"; };\n" MIN, "t.conf:1: spool.dir: must not be empty"},
+    /* the operator's files: pid, logs, token */
+    {MIN "pid_file = \"\";\n", "t.conf:3: pid_file: must not be empty"},
+    {MIN "\npid_file = 1;\n", "t.conf:4: pid_file: expected a string, got an integer"},
+    {MIN "pidfile = \"/run/s.pid\";\n",
+     "t.conf:3: pidfile: unknown setting (did you mean \"pid_file\"?)"},
+    {"log = {\n  file = \"\"; };\n" MIN, "t.conf:2: log.file: must not be empty"},
+    {"log = { access_file = true; };\n" MIN,
+     "t.conf:1: log.access_file: expected a string, got a boolean"},
+    {"log = { acces_file = \"a.log\"; };\n" MIN,
+     "t.conf:1: log.acces_file: unknown setting (did you mean \"access_file\"?)"},
+    {"admin = { token_file = \"\"; };\n" MIN, "t.conf:1: admin.token_file: must not be empty"},
+    {"admin = { token = \"x\";\n  token_file = \"/etc/passwd\"; };\n" MIN,
+     "t.conf:2: admin.token_file: set either token or token_file, not both"},
+    {"admin = { token_file = \"/nonexistent/token\"; };\n" MIN,
+     "t.conf:1: admin.token_file: cannot open /nonexistent/token: No such file or directory"},
+    {"admin = {\n  token_file = \"/\"; };\n" MIN,
+     "t.conf:2: admin.token_file: cannot read /: Is a directory"},
     {"spool = { fsync_interval = \"-1ms\"; };\n" MIN,
      "t.conf:1: spool.fsync_interval: bad duration \"-1ms\""},
 
@@ -738,6 +768,60 @@ static void test_int_literals(void **state) {
            "(-2147483649L) or, for a size, write it as a string with a unit (\"10GiB\")");
 }
 
+/* The config that reads its token from the file <path>, its text in <text> of <len> bytes. */
+static const char *token_file_config(char *text, size_t len, const char *path) {
+  snprintf(text, len, "admin = {\n  token_file = \"%s\"; };\n" MIN, path);
+  return text;
+}
+
+/* admin.token_file: the file's token without the blanks and line ends around it; read
+ * again on each load (a reload); an empty or blank file, a token with a blank inside or
+ * a file too large for a token are errors with the setting's line. */
+static void test_token_file(void **state) {
+  char path[512], text[1024], want[1024], big[5000];
+  struct sl_config *cfg;
+
+  (void)state;
+  write_temp(path, sizeof(path), "  s3cret-token\r\n\n");
+  cfg = load_ok(token_file_config(text, sizeof(text), path));
+  assert_string_equal(cfg->admin.token, "s3cret-token");
+  assert_string_equal(cfg->admin.token_file, path);
+  sl_config_unref(cfg);
+  unlink(path);
+
+  write_temp(path, sizeof(path), "next");
+  cfg = load_ok(token_file_config(text, sizeof(text), path));
+  assert_string_equal(cfg->admin.token, "next");
+  sl_config_unref(cfg);
+  unlink(path);
+
+  static const char *const bad[][2] = {
+      {"", "is empty"},
+      {" \n\t\n", "is empty"},
+      {"two words\n", "holds a blank or control character"},
+      {"nul\001byte", "holds a blank or control character"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    write_temp(path, sizeof(path), bad[i][0]);
+    if (strcmp(bad[i][1], "is empty") == 0)
+      snprintf(want, sizeof(want), "t.conf:2: admin.token_file: %s is empty", path);
+    else
+      snprintf(want, sizeof(want), "t.conf:2: admin.token_file: the token in %s %s", path,
+               bad[i][1]);
+    load_bad(token_file_config(text, sizeof(text), path), want);
+    unlink(path);
+  }
+  memset(big, 'x', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  write_temp(path, sizeof(path), big);
+  snprintf(want, sizeof(want),
+           "t.conf:2: admin.token_file: %s is larger than 4096 bytes: it must hold the token "
+           "alone",
+           path);
+  load_bad(token_file_config(text, sizeof(text), path), want);
+  unlink(path);
+}
+
 static void test_refcount(void **state) {
   struct sl_config *cfg = load_ok(MIN);
 
@@ -797,6 +881,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_not_duplicates),
       cmocka_unit_test(test_int_literals),
+      cmocka_unit_test(test_token_file),
       cmocka_unit_test(test_refcount),
       cmocka_unit_test(test_small_errbuf),
   };
