@@ -117,12 +117,12 @@ struct sl_drain {
   uint64_t hold_until_ms; /* replays wait until then after a spool read error */
   struct sl_circuit circuit;
   uint64_t circuit_opens;
-  uint64_t seq_accepted;   /* sequence of the last record accepted */
-  uint64_t seq_settled;    /* records delivered, dead-lettered, cancelled or lost */
+  uint64_t seq_accepted;     /* sequence of the last record accepted */
+  uint64_t seq_settled;      /* records delivered, dead-lettered, cancelled or lost */
   uint64_t settled_at_empty; /* seq_settled when the backlog last started from empty */
-  uint64_t lost_seen;      /* the spool's lost_records when the ledger was last reconciled */
-  struct census_job *scan; /* the spool's census, while one runs */
-  bool rebuilding;         /* ... for a rebuild after an unclean stop */
+  uint64_t lost_seen;        /* the spool's lost_records when the ledger was last reconciled */
+  struct census_job *scan;   /* the spool's census, while one runs */
+  bool rebuilding;           /* ... for a rebuild after an unclean stop */
   struct sl_recover_counts rebuilt; /* records rebuilt when taken during that census */
   double delivered_rate;            /* smoothed deliveries per second, for the ETA without a rate */
   uint64_t rate_window_ns;

@@ -55,14 +55,15 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
   sl_drain_info(d, &info);
   sl_buf_append_str(b, "{\"name\":");
   sl_json_append_string(b, sl_drain_name(d), strlen(sl_drain_name(d)));
-  sl_buf_printf(b,
-                ",\"rate\":%g,\"paused\":%s,\"ready\":%llu,\"delayed\":%llu,\"inflight\":%llu,"
-                "\"dead\":%llu,\"backlog_bytes\":%llu,\"state\":\"%s\",\"drained_since_empty\":%llu,"
-                "\"oldest_ready_at\":",
-                info.rate, info.paused ? "true" : "false", (unsigned long long)info.spool.ready,
-                (unsigned long long)info.spool.delayed, (unsigned long long)info.spool.inflight,
-                (unsigned long long)info.spool.dead, (unsigned long long)info.spool.backlog_bytes,
-                upstream_state(&info), (unsigned long long)info.drained_since_empty);
+  sl_buf_printf(
+      b,
+      ",\"rate\":%g,\"paused\":%s,\"ready\":%llu,\"delayed\":%llu,\"inflight\":%llu,"
+      "\"dead\":%llu,\"backlog_bytes\":%llu,\"state\":\"%s\",\"drained_since_empty\":%llu,"
+      "\"oldest_ready_at\":",
+      info.rate, info.paused ? "true" : "false", (unsigned long long)info.spool.ready,
+      (unsigned long long)info.spool.delayed, (unsigned long long)info.spool.inflight,
+      (unsigned long long)info.spool.dead, (unsigned long long)info.spool.backlog_bytes,
+      upstream_state(&info), (unsigned long long)info.drained_since_empty);
   /* The oldest ready record: when it was accepted, and how long it has waited. */
   if (info.spool.oldest_ready_ms > 0) {
     char when[SL_CLOCK_RFC3339_LEN];
@@ -214,8 +215,8 @@ struct dead_list {
   const uint8_t *one;       /* list this id only, in full; NULL: a page */
   bool skipping;            /* still before <after> */
   unsigned limit, n;
-  bool more;              /* a dead letter was left out by <limit> */
-  uint8_t last_id[16];    /* the last one listed: where the next page starts */
+  bool more;           /* a dead letter was left out by <limit> */
+  uint8_t last_id[16]; /* the last one listed: where the next page starts */
   uint64_t now_ms;
 };
 

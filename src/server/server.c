@@ -511,8 +511,8 @@ int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admi
   rc = sl_admin_route(admin, SL_METHOD_GET, "/admin/reload", SL_ADMIN_PROTECTED, on_reload_info,
                       srv);
   if (rc == 0)
-    rc = sl_admin_route(admin, SL_METHOD_POST, "/admin/reload", SL_ADMIN_PROTECTED,
-                        on_reload_post, srv);
+    rc = sl_admin_route(admin, SL_METHOD_POST, "/admin/reload", SL_ADMIN_PROTECTED, on_reload_post,
+                        srv);
   if (rc == 0)
     rc = sl_admin_describe(admin, SL_METHOD_GET, "/admin/reload", SL_ADMIN_PROTECTED,
                            "the last reload: result, time, error");
