@@ -63,6 +63,7 @@ struct sl_admin {
   unsigned port;
   uint64_t timeout_ms;      /* SL_ADMIN_TIMEOUT_MS; tests shorten these before the start */
   uint64_t idle_timeout_ms; /* SL_ADMIN_IDLE_TIMEOUT_MS */
+  uint64_t defer_timeout_ms; /* SL_ADMIN_DEFER_TIMEOUT_MS: how long a deferred answer may take */
   bool closing;
   sl_admin_close_cb close_cb;
   void *close_arg;

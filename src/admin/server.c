@@ -221,7 +221,7 @@ static void on_start(struct sl_http1_conn *c) {
       d->state = DEFER_WAITING;
       d->conn = ac;
       ac->deferred = d;
-      sl_http1_conn_arm(c, SL_ADMIN_DEFER_TIMEOUT_MS);
+      sl_http1_conn_arm(c, a->defer_timeout_ms);
     }
   } else if (c->state != SL_HTTP1_CLOSED) { /* the handler may have closed the server */
     conn_respond(c, d != NULL ? &d->resp : &resp);
@@ -292,6 +292,7 @@ struct sl_admin *sl_admin_create(struct sl_loop *lp, const struct sl_config *cfg
   a->ready = true;
   a->timeout_ms = SL_ADMIN_TIMEOUT_MS;
   a->idle_timeout_ms = SL_ADMIN_IDLE_TIMEOUT_MS;
+  a->defer_timeout_ms = SL_ADMIN_DEFER_TIMEOUT_MS;
   a->listen_sa = cfg->admin.listen.sa;
   a->listen_text = strdup(cfg->admin.listen.text ? cfg->admin.listen.text : "");
   a->token = strdup(cfg->admin.token ? cfg->admin.token : "");
