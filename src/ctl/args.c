@@ -135,6 +135,23 @@ static int duration_option(const char *name, const char *value, uint64_t *ms, ch
   return 0;
 }
 
+/* Where the options that only store their text (-c, --admin, --listen, --token) go; NULL for
+ * the others. */
+static const char **text_option(struct sl_ctl_args *out, int c) {
+  switch (c) {
+  case 'c':
+    return &out->config;
+  case OPT_ADMIN:
+    return &out->admin;
+  case OPT_LISTEN:
+    return &out->listen;
+  case OPT_TOKEN:
+    return &out->token;
+  default:
+    return NULL;
+  }
+}
+
 /* Reads the options; the other words are left in argv[optind..] for the command. */
 static int parse_options(int argc, char **argv, struct sl_ctl_args *out, struct seen *seen,
                          char *err, size_t errlen) {
@@ -144,20 +161,13 @@ static int parse_options(int argc, char **argv, struct sl_ctl_args *out, struct 
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":c:jwhV", long_options, NULL)) != -1) {
     const char *opt = argv[optind - 1];
+    const char **text = text_option(out, c);
 
+    if (text != NULL) {
+      *text = optarg;
+      continue;
+    }
     switch (c) {
-    case 'c':
-      out->config = optarg;
-      break;
-    case OPT_ADMIN:
-      out->admin = optarg;
-      break;
-    case OPT_LISTEN:
-      out->listen = optarg;
-      break;
-    case OPT_TOKEN:
-      out->token = optarg;
-      break;
     case OPT_TIMEOUT:
       if (duration_option("--timeout", optarg, &out->timeout_ms, err, errlen) != 0)
         return -1;
@@ -195,17 +205,16 @@ static int parse_options(int argc, char **argv, struct sl_ctl_args *out, struct 
       seen->dead_filter = "--status";
       break;
     case OPT_OLDER:
-      if (duration_option("--older-than", optarg, &out->filter.older_ms, err, errlen) != 0)
+    case OPT_NEWER: {
+      bool older = c == OPT_OLDER;
+
+      seen->dead_filter = older ? "--older-than" : "--newer-than";
+      if (duration_option(seen->dead_filter, optarg,
+                          older ? &out->filter.older_ms : &out->filter.newer_ms, err, errlen) != 0)
         return -1;
-      out->filter.has_older = true;
-      seen->dead_filter = "--older-than";
+      *(older ? &out->filter.has_older : &out->filter.has_newer) = true;
       break;
-    case OPT_NEWER:
-      if (duration_option("--newer-than", optarg, &out->filter.newer_ms, err, errlen) != 0)
-        return -1;
-      out->filter.has_newer = true;
-      seen->dead_filter = "--newer-than";
-      break;
+    }
     case OPT_REASON:
       if (optarg[0] == '\0')
         return fail(err, errlen, "--reason needs a text to look for");

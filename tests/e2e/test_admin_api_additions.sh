@@ -18,25 +18,26 @@ set -euo pipefail
 . "$E2E_DIR/shaping_lib.sh"
 
 sh_backend_start --status 500
-cat >"$E2E_WORK/sluice.conf" <<EOF
-listen = "127.0.0.1:0";
-admin = { listen = "127.0.0.1:0"; token = "t0k"; };
-log = { level = "info"; access = false; };
-spool = { dir = "$E2E_WORK/spool"; fsync = "off"; };
+# The usual base, with a token on the admin listener.
+{
+  e2e_config_base | sed 's/^admin = { listen = "127.0.0.1:0"; };$/admin = { listen = "127.0.0.1:0"; token = "t0k"; };/'
+  cat <<EOF
 upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = 1.0; burst = 1;
                 paused = true; retry = { max_attempts = 1; }; } );
 routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
 EOF
+} >"$E2E_WORK/sluice.conf"
+grep -q 'token = "t0k"' "$E2E_WORK/sluice.conf" || e2e_fail "the admin token is not in the config"
 e2e_sluice_start "$E2E_WORK/sluice.conf"
 sh_require_admin
 
-python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$E2E_WORK/sluice.conf" <<'EOF'
-import re, sys, time
+SLUICE_PORT=$SLUICE_PORT SLUICE_ADMIN_PORT=$SLUICE_ADMIN_PORT python3 - <<'EOF'
+import os, re, time
 from shaping import *
 
-port, aport, conf = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-tok = "t0k"
 c = Checks()
+port, aport = int(os.environ["SLUICE_PORT"]), int(os.environ["SLUICE_ADMIN_PORT"])
+conf, tok = os.path.join(os.environ["E2E_WORK"], "sluice.conf"), "t0k"
 
 def dead(query="", status=200):
     r = admin(aport, "GET", "/admin/upstreams/b/dead" + query, tok)

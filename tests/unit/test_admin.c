@@ -809,23 +809,7 @@ static void deferring_handler(const struct sl_admin_request *req, struct sl_admi
 
 static void do_route_deferring(struct fixture *fx, void *arg) {
   (void)arg;
-  assert_int_equal(sl_admin_route(fx->admin, SL_METHOD_POST, "/wait", 0, deferring_handler, fx),
-                   0);
-}
-
-/* Answers the deferred request, if the handler has run: *(bool *)arg says whether it had. */
-static void do_answer(struct fixture *fx, void *arg) {
-  struct sl_admin_response *resp;
-
-  *(bool *)arg = fx->deferred != NULL;
-  if (fx->deferred == NULL)
-    return;
-  resp = sl_admin_deferred_response(fx->deferred);
-  resp->status = 201;
-  resp->content_type = "application/json";
-  sl_buf_append_str(&resp->body, "{\"later\":true}\n");
-  sl_admin_deferred_answer(fx->deferred);
-  fx->deferred = NULL;
+  assert_int_equal(sl_admin_route(fx->admin, SL_METHOD_POST, "/wait", 0, deferring_handler, fx), 0);
 }
 
 static void do_peek(struct fixture *fx, void *arg) { *(bool *)arg = fx->deferred != NULL; }
@@ -843,17 +827,33 @@ static void wait_deferred(struct fixture *fx) {
   fail_msg("the handler never deferred its answer");
 }
 
+/* Answers the deferred request (the handler has deferred it). */
+static void do_answer(struct fixture *fx, void *arg) {
+  struct sl_admin_response *resp = sl_admin_deferred_response(fx->deferred);
+
+  (void)arg;
+  resp->status = 201;
+  resp->content_type = "application/json";
+  sl_buf_append_str(&resp->body, "{\"later\":true}\n");
+  sl_admin_deferred_answer(fx->deferred);
+  fx->deferred = NULL;
+}
+
 /* Answers the deferred request once its handler has run. */
 static void answer_when_deferred(struct fixture *fx) {
-  for (int i = 0; i < 200; i++) {
-    bool answered;
+  wait_deferred(fx);
+  on_loop(fx, do_answer, NULL);
+}
 
-    on_loop(fx, do_answer, &answered);
-    if (answered)
-      return;
-    usleep(10 * 1000);
-  }
-  fail_msg("the handler never deferred its answer");
+/* Reads the next response on <c> and checks its <status> and <body>. */
+static void read_expect(struct client *c, int status, const char *body) {
+  struct response r;
+
+  client_read(c, &r, false);
+  assert_int_equal(r.status, status);
+  if (strstr(r.body, body) == NULL)
+    fail_msg("the %d answer does not say '%s': %s", status, body, r.body);
+  free(r.body);
 }
 
 static void do_short_defer(struct fixture *fx, void *arg) {
@@ -865,7 +865,6 @@ static void test_deferred(void **state) {
   static const char wait_req[] = "POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
   struct fixture *fx = *state;
   struct client c;
-  struct response r;
   char buf[16];
 
   on_loop(fx, do_route_deferring, NULL);
@@ -876,16 +875,10 @@ static void test_deferred(void **state) {
   usleep(100 * 1000);
   assert_int_equal(recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT), -1);
   answer_when_deferred(fx);
-  client_read(&c, &r, false);
-  assert_int_equal(r.status, 201);
-  assert_string_equal(r.body, "{\"later\":true}\n");
-  free(r.body);
+  read_expect(&c, 201, "{\"later\":true}\n");
   /* Answered by the handler itself, as it returns. */
   client_send_str(&c, "POST /wait?now HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
-  client_read(&c, &r, false);
-  assert_int_equal(r.status, 200);
-  assert_string_equal(r.body, "now\n");
-  free(r.body);
+  read_expect(&c, 200, "now\n");
   client_close(&c);
 
   /* The client leaves first: the answer is dropped (and freed). */
@@ -900,16 +893,10 @@ static void test_deferred(void **state) {
   on_loop(fx, do_short_defer, NULL);
   client_open(&c, fx);
   client_send_str(&c, wait_req);
-  client_read(&c, &r, false);
-  assert_int_equal(r.status, 504);
-  assert_non_null(strstr(r.body, "no answer in time"));
-  free(r.body);
+  read_expect(&c, 504, "no answer in time");
   answer_when_deferred(fx);
   client_send_str(&c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-  client_read(&c, &r, false);
-  assert_int_equal(r.status, 200);
-  assert_string_equal(r.body, "ok\n");
-  free(r.body);
+  read_expect(&c, 200, "ok\n");
   client_close(&c);
 
   /* The server closes while an answer is put off (its owner answers it then: teardown). */

@@ -44,6 +44,16 @@ static int parse(const char *line, struct sl_ctl_args *a, char *err, size_t errl
   return sl_ctl_args_parse(argc, argv, a, err, errlen);
 }
 
+/* The arguments of <line>, which must parse (valid until the next parse). */
+static const struct sl_ctl_args *parsed(const char *line) {
+  static struct sl_ctl_args a;
+  char err[512];
+
+  if (parse(line, &a, err, sizeof(err)) != 0)
+    fail_msg("'%s' does not parse: %s", line, err);
+  return &a;
+}
+
 static void assert_parse_fails(const char *line, const char *want) {
   struct sl_ctl_args a;
   char err[512] = "";
@@ -55,88 +65,71 @@ static void assert_parse_fails(const char *line, const char *want) {
 }
 
 static void test_args_commands(void **state) {
-  struct sl_ctl_args a;
-  char err[512];
+  const struct sl_ctl_args *a;
 
   (void)state;
-  assert_int_equal(parse("status", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_STATUS);
-  assert_null(a.upstream);
-  assert_int_equal(a.timeout_ms, 5000);
-  assert_false(a.timeout_given);
+  a = parsed("status");
+  assert_int_equal(a->command, SL_CTL_STATUS);
+  assert_null(a->upstream);
+  assert_int_equal(a->timeout_ms, 5000);
+  assert_false(a->timeout_given);
 
-  assert_int_equal(parse("status orders --watch -j", &a, err, sizeof(err)), 0);
-  assert_string_equal(a.upstream, "orders");
-  assert_true(a.watch);
-  assert_true(a.json);
+  a = parsed("status orders --watch -j");
+  assert_string_equal(a->upstream, "orders");
+  assert_true(a->watch && a->json);
 
   /* options before or after the command */
-  assert_int_equal(parse("-c /tmp/x.conf --admin 127.0.0.1:1 pause b --token t", &a, err,
-                         sizeof(err)),
-                   0);
-  assert_int_equal(a.command, SL_CTL_PAUSE);
-  assert_string_equal(a.config, "/tmp/x.conf");
-  assert_string_equal(a.admin, "127.0.0.1:1");
-  assert_string_equal(a.token, "t");
-  assert_string_equal(a.upstream, "b");
+  a = parsed("-c /tmp/x.conf --admin 127.0.0.1:1 pause b --token t");
+  assert_int_equal(a->command, SL_CTL_PAUSE);
+  assert_string_equal(a->config, "/tmp/x.conf");
+  assert_string_equal(a->admin, "127.0.0.1:1");
+  assert_string_equal(a->token, "t");
+  assert_string_equal(a->upstream, "b");
 
-  assert_int_equal(parse("rate b 2.5 --timeout 250ms", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_RATE);
-  assert_true(a.rate == 2.5);
-  assert_int_equal(a.timeout_ms, 250);
-  assert_true(a.timeout_given);
+  a = parsed("rate b 2.5 --timeout 250ms");
+  assert_int_equal(a->command, SL_CTL_RATE);
+  assert_true(a->rate == 2.5);
+  assert_int_equal(a->timeout_ms, 250);
+  assert_true(a->timeout_given);
 
-  assert_int_equal(parse("reload", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_RELOAD);
-
-  assert_int_equal(parse("request 0123456789abcdef0123456789ABCDEF", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_REQUEST);
-  assert_string_equal(a.id, "0123456789abcdef0123456789ABCDEF");
-  assert_int_equal(parse("cancel 0123456789abcdef0123456789abcdef", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_CANCEL);
-
-  assert_int_equal(parse("--help", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_HELP);
-  assert_int_equal(parse("status -V", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_VERSION);
+  assert_int_equal(parsed("reload")->command, SL_CTL_RELOAD);
+  a = parsed("request 0123456789abcdef0123456789ABCDEF");
+  assert_int_equal(a->command, SL_CTL_REQUEST);
+  assert_string_equal(a->id, "0123456789abcdef0123456789ABCDEF");
+  assert_int_equal(parsed("cancel 0123456789abcdef0123456789abcdef")->command, SL_CTL_CANCEL);
+  assert_int_equal(parsed("--help")->command, SL_CTL_HELP);
+  assert_int_equal(parsed("status -V")->command, SL_CTL_VERSION);
 }
 
 static void test_args_dead(void **state) {
-  struct sl_ctl_args a;
-  char err[512];
+  const struct sl_ctl_args *a;
 
   (void)state;
-  assert_int_equal(parse("dead list", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_DEAD_LIST);
-  assert_false(sl_ctl_filter_narrows(&a.filter));
+  a = parsed("dead list");
+  assert_int_equal(a->command, SL_CTL_DEAD_LIST);
+  assert_false(sl_ctl_filter_narrows(&a->filter));
 
-  assert_int_equal(parse("dead list --upstream b --status 5xx --older-than 1h --newer-than 2d "
-                         "--reason timeout",
-                         &a, err, sizeof(err)),
-                   0);
-  assert_string_equal(a.filter.upstream, "b");
-  assert_true(a.filter.has_status);
-  assert_int_equal(a.filter.status_class, 5);
-  assert_int_equal(a.filter.older_ms, 3600000);
-  assert_int_equal(a.filter.newer_ms, 2 * 86400000);
-  assert_string_equal(a.filter.reason, "timeout");
+  a = parsed(
+      "dead list --upstream b --status 5xx --older-than 1h --newer-than 2d --reason timeout");
+  assert_string_equal(a->filter.upstream, "b");
+  assert_true(a->filter.has_status);
+  assert_int_equal(a->filter.status_class, 5);
+  assert_int_equal(a->filter.older_ms, 3600000);
+  assert_int_equal(a->filter.newer_ms, 2 * 86400000);
+  assert_string_equal(a->filter.reason, "timeout");
 
-  assert_int_equal(parse("dead show 0123456789abcdef0123456789abcdef --upstream b", &a, err,
-                         sizeof(err)),
-                   0);
-  assert_int_equal(a.command, SL_CTL_DEAD_SHOW);
-  assert_string_equal(a.id, "0123456789abcdef0123456789abcdef");
+  a = parsed("dead show 0123456789abcdef0123456789abcdef --upstream b");
+  assert_int_equal(a->command, SL_CTL_DEAD_SHOW);
+  assert_string_equal(a->id, "0123456789abcdef0123456789abcdef");
 
-  assert_int_equal(parse("dead redrive --status 503", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_DEAD_REDRIVE);
-  assert_int_equal(a.filter.status, 503);
-  assert_int_equal(parse("dead purge --all", &a, err, sizeof(err)), 0);
-  assert_int_equal(a.command, SL_CTL_DEAD_PURGE);
-  assert_true(a.all);
-  assert_int_equal(parse("dead purge --id 0123456789abcdef0123456789abcdef", &a, err,
-                         sizeof(err)),
-                   0);
-  assert_string_equal(a.filter.id, "0123456789abcdef0123456789abcdef");
+  a = parsed("dead redrive --status 503");
+  assert_int_equal(a->command, SL_CTL_DEAD_REDRIVE);
+  assert_int_equal(a->filter.status, 503);
+  a = parsed("dead purge --all");
+  assert_int_equal(a->command, SL_CTL_DEAD_PURGE);
+  assert_true(a->all);
+  a = parsed("dead purge --id 0123456789abcdef0123456789abcdef");
+  assert_string_equal(a->filter.id, "0123456789abcdef0123456789abcdef");
 }
 
 static void test_args_mistakes(void **state) {
@@ -359,16 +352,22 @@ static const char status_doc[] =
     "\"inflight\":0,\"dead\":1,\"state\":\"circuit_open\",\"drained_since_empty\":10,"
     "\"oldest_age_seconds\":null,\"eta_seconds\":null}]}";
 
+/* The status table of <doc> (only <only>, with <bars>) as a string in <out>. */
+static const char *status_text(struct sl_buf *out, const json_t *doc, const char *only, bool bars) {
+  sl_buf_reset(out);
+  assert_int_equal(sl_ctl_render_status(out, doc, only, bars), 0);
+  sl_buf_append(out, "", 1);
+  return out->base;
+}
+
 static void test_render_status(void **state) {
   json_t *doc = doc_of(status_doc);
   struct sl_buf out;
 
   (void)state;
   sl_buf_init(&out);
-  assert_int_equal(sl_ctl_render_status(&out, doc, NULL, false), 0);
-  sl_buf_append(&out, "", 1);
   assert_string_equal(
-      out.base,
+      status_text(&out, doc, NULL, false),
       "UPSTREAM         STATE              RATE  INFLIGHT     READY  DELAYED    DEAD   OLDEST "
       "     ETA\n"
       "orders           flowing            50/s         8      1200        3       4    2m10s "
@@ -379,25 +378,18 @@ static void test_render_status(void **state) {
       "       -\n");
 
   /* on a terminal, a bar under each upstream whose line has moved: 1808 of 1808 + 1208 */
-  sl_buf_reset(&out);
-  assert_int_equal(sl_ctl_render_status(&out, doc, "orders", true), 0);
-  sl_buf_append(&out, "", 1);
-  assert_string_equal(out.base,
+  assert_string_equal(status_text(&out, doc, "orders", true),
                       "UPSTREAM  STATE              RATE  INFLIGHT     READY  DELAYED    DEAD   "
                       "OLDEST      ETA\n"
                       "orders    flowing            50/s         8      1200        3       4    "
                       "2m10s      24s\n"
                       "          [########################----------------]  59%  1808 drained, "
                       "1208 left\n");
-  sl_buf_reset(&out);
-  assert_int_equal(sl_ctl_render_status(&out, doc, "billing-backend", true), 0);
-  sl_buf_append(&out, "", 1);
-  assert_non_null(strstr(out.base, "[########################################] 100%  10 drained, "
-                                   "0 left\n"));
-  sl_buf_reset(&out);
-  assert_int_equal(sl_ctl_render_status(&out, doc, "audit", true), 0);
-  sl_buf_append(&out, "", 1);
-  assert_null(strstr(out.base, "[")); /* nothing moved through it: no bar */
+  assert_non_null(strstr(status_text(&out, doc, "billing-backend", true),
+                         "[########################################] 100%  10 drained, "
+                         "0 left\n"));
+  assert_null(
+      strstr(status_text(&out, doc, "audit", true), "[")); /* nothing moved through it: no bar */
   sl_buf_reset(&out);
   assert_int_equal(sl_ctl_render_status(&out, doc, "nope", false), -1);
 
@@ -446,35 +438,49 @@ static void test_render_dead(void **state) {
 }
 
 static void test_render_request(void **state) {
-  json_t *queued = doc_of("{\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"queued\","
-                          "\"attempts\":0,\"position\":41,\"eta_seconds\":0.2}");
-  json_t *held = doc_of("{\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"queued\","
-                        "\"attempts\":1,\"position\":null,\"not_before\":\"2026-05-04T10:00:00Z\","
-                        "\"eta_seconds\":null,\"error\":\"HTTP 500\"}");
+  static const struct {
+    const char *doc, *want;
+  } cases[] = {
+      {"{\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"queued\",\"attempts\":0,"
+       "\"position\":41,\"eta_seconds\":0.2}",
+       "id:           0123456789abcdef0123456789abcdef\n"
+       "status:       queued\n"
+       "attempts:     0\n"
+       "position:     41\n"
+       "eta:          0.2s\n"},
+      /* delayed, or waiting for a retry, while the drain is held */
+      {"{\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"queued\",\"attempts\":1,"
+       "\"position\":null,\"not_before\":\"2026-05-04T10:00:00Z\",\"eta_seconds\":null,"
+       "\"error\":\"HTTP 500\"}",
+       "id:           0123456789abcdef0123456789abcdef\n"
+       "status:       queued\n"
+       "attempts:     1\n"
+       "position:     - (due at a time)\n"
+       "not before:   2026-05-04T10:00:00Z\n"
+       "eta:          - (the drain is held)\n"
+       "last error:   HTTP 500\n"},
+      {"{\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"delivered\",\"attempts\":2,"
+       "\"code\":201,\"delivered_at\":\"2026-05-04T10:00:01Z\"}",
+       "id:           0123456789abcdef0123456789abcdef\n"
+       "status:       delivered\n"
+       "attempts:     2\n"
+       "answer:       201\n"
+       "delivered at: 2026-05-04T10:00:01Z\n"},
+  };
   struct sl_buf out;
 
   (void)state;
   sl_buf_init(&out);
-  sl_ctl_render_request(&out, queued);
-  sl_buf_append(&out, "", 1);
-  assert_string_equal(out.base, "id:           0123456789abcdef0123456789abcdef\n"
-                                "status:       queued\n"
-                                "attempts:     0\n"
-                                "position:     41\n"
-                                "eta:          0.2s\n");
-  sl_buf_reset(&out);
-  sl_ctl_render_request(&out, held);
-  sl_buf_append(&out, "", 1);
-  assert_string_equal(out.base, "id:           0123456789abcdef0123456789abcdef\n"
-                                "status:       queued\n"
-                                "attempts:     1\n"
-                                "position:     - (due at a time)\n"
-                                "not before:   2026-05-04T10:00:00Z\n"
-                                "eta:          - (the drain is held)\n"
-                                "last error:   HTTP 500\n");
+  for (size_t i = 0; i < sl_countof(cases); i++) {
+    json_t *doc = doc_of(cases[i].doc);
+
+    sl_buf_reset(&out);
+    sl_ctl_render_request(&out, doc);
+    sl_buf_append(&out, "", 1);
+    assert_string_equal(out.base, cases[i].want);
+    json_decref(doc);
+  }
   sl_buf_dispose(&out);
-  json_decref(queued);
-  json_decref(held);
 }
 
 /* ---- the HTTP client against a scripted server ---- */
@@ -691,16 +697,11 @@ static void test_http_failures(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_args_commands),
-      cmocka_unit_test(test_args_dead),
-      cmocka_unit_test(test_args_mistakes),
-      cmocka_unit_test(test_filter),
-      cmocka_unit_test(test_target),
-      cmocka_unit_test(test_duration),
-      cmocka_unit_test(test_render_status),
-      cmocka_unit_test(test_render_dead),
-      cmocka_unit_test(test_render_request),
-      cmocka_unit_test(test_http_keepalive_and_reconnect),
+      cmocka_unit_test(test_args_commands),  cmocka_unit_test(test_args_dead),
+      cmocka_unit_test(test_args_mistakes),  cmocka_unit_test(test_filter),
+      cmocka_unit_test(test_target),         cmocka_unit_test(test_duration),
+      cmocka_unit_test(test_render_status),  cmocka_unit_test(test_render_dead),
+      cmocka_unit_test(test_render_request), cmocka_unit_test(test_http_keepalive_and_reconnect),
       cmocka_unit_test(test_http_failures),
   };
 
