@@ -95,6 +95,8 @@ int sl_ctl_cmd_status(struct sl_ctl *ctl) {
     rc = show(ctl);
     if (rc == SL_CTL_EINTERRUPTED || ctl->interrupted)
       return 0; /* Ctrl-C ends a watch: that is how it is meant to end */
+    if (ferror(stdout))
+      return 0; /* nobody reads any more (| head): nothing to say, and no one to say it to */
     if (rc != 0)
       return rc;
     /* Waits for the next round; Ctrl-C stops the timer and so ends the wait. */
