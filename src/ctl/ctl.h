@@ -158,7 +158,6 @@ struct sl_ctl_http {
   /* The exchange under way. */
   struct sl_ctl_response *resp;
   struct sl_http_parser parser;
-  bool parser_ready;
   bool done;
   int error;              /* 0, or why the exchange failed (UV_ECONNREFUSED, UV_ETIMEDOUT, ...) */
   const char *error_what; /* the step that failed: "connect", "send", "read" */

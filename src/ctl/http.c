@@ -231,7 +231,6 @@ static int exchange(struct sl_ctl_http *h, const char *method, const char *targe
   sl_buf_reset(&h->resp->body);
   sl_http_parser_init(&h->parser, HTTP_RESPONSE, MAX_HEAD_BYTES, MAX_BODY_BYTES, on_head, on_body,
                       on_done, h);
-  h->parser_ready = true;
   if (!reuse && (rc = open_conn(h)) != 0) {
     h->error = rc;
     h->error_what = "connect";
@@ -279,7 +278,6 @@ int sl_ctl_http_request(struct sl_ctl_http *h, const char *method, const char *t
     rc = exchange(h, method, target, token);
   }
   sl_http_parser_dispose(&h->parser);
-  h->parser_ready = false;
   h->resp = NULL;
   return rc;
 }
