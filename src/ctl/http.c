@@ -7,7 +7,7 @@
  * whole answer is in or the exchange failed, and returns. The connection is kept alive
  * between requests when the server allows it (bulk redrives and --watch send many), and a
  * request that meets a kept-alive connection the server has closed meanwhile is sent again
- * once on a new one: it had not reached the server.
+ * once on a new one.
  *
  * Every exchange is bounded by the timer (timeout_ms, from the connect to the last byte).
  * A failed or timed-out exchange gives its connection up: the connection's memory (and the
@@ -270,8 +270,10 @@ int sl_ctl_http_request(struct sl_ctl_http *h, const char *method, const char *t
 
   h->resp = resp;
   rc = exchange(h, method, target, token);
-  /* A kept-alive connection the server closed while it was idle: the request never reached
-   * it, so it goes once more on a new connection. */
+  /* A kept-alive connection the server closed while it was idle (its idle timeout): the
+   * request did not reach it, so it goes once more on a new connection. Should it have
+   * reached it after all, no harm is done: every call sluicectl makes may be repeated (a
+   * pause, a rate, a reload, a redrive or purge of one id, which then finds it gone). */
   if (rc != 0 && reused && !h->got_bytes &&
       (rc == UV_EOF || rc == UV_ECONNRESET || rc == UV_EPIPE)) {
     sl_http_parser_dispose(&h->parser);
