@@ -340,8 +340,8 @@ int main(int argc, char **argv) {
                 cfg->admin.listen.text);
   sl_config_unref(cfg);
   if (server == NULL || admin == NULL || sl_server_register_admin(server, admin) != 0 ||
-      sl_server_register_reload_admin(server, admin) != 0 || sl_server_start(server) != 0 ||
-      sl_admin_start(admin) != 0) {
+      sl_server_register_reload_admin(server, admin, config_path, on_reloaded, NULL) != 0 ||
+      sl_server_start(server) != 0 || sl_admin_start(admin) != 0) {
     sl_server_destroy(server);
     sl_admin_destroy(admin);
     uv_run(loop, UV_RUN_DEFAULT);

@@ -54,12 +54,15 @@ struct sl_admin_request {
   const struct sl_http_msg *msg; /* headers: sl_http_msg_header() */
 };
 
+struct sl_admin_deferred;
+
 /* The response a handler fills in. It starts as 200, text/plain, empty. */
 struct sl_admin_response {
   unsigned status;
   const char *content_type; /* static or outliving the handler */
   struct sl_buf headers;    /* extra header lines, see sl_admin_response_header() */
   struct sl_buf body;
+  struct sl_admin_deferred *deferred; /* the admin's: set by sl_admin_defer() */
 };
 
 /* Answers <req> by filling <resp>; <arg> is the one given to sl_admin_route(). */
@@ -131,6 +134,30 @@ int sl_admin_response_header(struct sl_admin_response *resp, const char *name, c
 
 /* Makes <resp> a JSON error: <status> and {"error":"<message>"}. */
 void sl_admin_response_error(struct sl_admin_response *resp, unsigned status, const char *message);
+
+/*
+ * An answer given later, for a handler that must wait for something before
+ * it can answer (POST /admin/reload waits for the reload). The handler calls
+ * sl_admin_defer(<resp>) and returns; what it put in <resp> is not sent. The
+ * request's connection then waits, reading no further request, until the
+ * owner of the returned handle fills sl_admin_deferred_response() and calls
+ * sl_admin_deferred_answer(), or until SL_ADMIN_DEFER_TIMEOUT_MS have passed
+ * (the client gets 504; the later answer is dropped). Answering inside the
+ * handler itself is allowed too (the answer goes out as it returns).
+ *
+ * The handle is the caller's until sl_admin_deferred_answer(), which must be
+ * called exactly once whatever happened to the connection (it then frees the
+ * handle, and sends nothing when the client has gone). Returns NULL on ENOMEM
+ * (the handler then answers at once, e.g. 500).
+ */
+#define SL_ADMIN_DEFER_TIMEOUT_MS 60000
+struct sl_admin_deferred *sl_admin_defer(struct sl_admin_response *resp);
+
+/* The response to fill in before sl_admin_deferred_answer(): 200, text/plain, empty at first. */
+struct sl_admin_response *sl_admin_deferred_response(struct sl_admin_deferred *d);
+
+/* Sends the response of <d> if its request still waits for it, and frees <d>. */
+void sl_admin_deferred_answer(struct sl_admin_deferred *d);
 
 /*
  * Stops listening, closes every connection (responses not yet sent are

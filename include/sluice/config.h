@@ -152,6 +152,15 @@ struct sl_config *sl_config_ref(struct sl_config *cfg);
 /* Drops a reference; the last one frees. Accepts NULL. */
 void sl_config_unref(struct sl_config *cfg);
 
+/*
+ * Parses "host:port" as the config reads every address: the host an IPv4
+ * literal, a bracketed IPv6 literal or "localhost" (names are not resolved),
+ * the port 1 to 65535, or 0 too when <allow_any_port>. Fills <sa> and returns
+ * 0, or returns -1 with <*why> set to the reason (static text).
+ */
+int sl_config_parse_addr(const char *text, bool allow_any_port, struct sockaddr_storage *sa,
+                         const char **why);
+
 /* Finds an upstream by name; NULL if none. */
 const struct sl_upstream_config *sl_config_upstream(const struct sl_config *cfg, const char *name);
 

@@ -238,7 +238,20 @@ struct sl_drain_info {
   enum sl_circuit_state circuit;
   unsigned circuit_failures; /* consecutive failure steps */
   uint64_t next_probe_ms;    /* wall clock; 0 when closed or a probe is out without end */
+  /* Records that left the line (delivered, dead-lettered, cancelled, lost) since it last
+   * started from empty, or since the start: with what is still queued, how far the drain of
+   * the current backlog has come. It stays at its count once the line is empty again, until
+   * the next record joins. */
+  uint64_t drained_since_empty;
 };
 void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info);
+
+/*
+ * The backend's HTTP status that a dead letter's last error <error> (<len>
+ * bytes) records: the drain writes an answer that failed ("HTTP 503") so that
+ * this reads it back. 0 when the last attempt got no answer (a connect error,
+ * a timeout, a reset).
+ */
+unsigned sl_drain_error_status(const char *error, size_t len);
 
 #endif

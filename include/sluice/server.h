@@ -78,9 +78,19 @@ int sl_server_register_admin(struct sl_server *srv, struct sl_admin *admin);
  * Adds GET /admin/reload to <admin>, behind the token: JSON with the last
  * reload's result ("none", "success", "failure"), its time (RFC 3339, UTC),
  * its error (null unless it failed), whether one is running, and the counts
- * of successes and failures. Returns 0 or a UV_* code.
+ * of successes and failures.
+ *
+ * And POST /admin/reload, behind the token too: the reload SIGHUP runs
+ * (sl_server_reload of <path> with <cb> and <arg>, which the caller gives
+ * SIGHUP's reload as well), answered once it has ended with the document GET
+ * gives: 200 when it applied; when it failed, 422 if the file has an error
+ * (its "file:line: message" in "error" and "last_error"), 503 if sluice is
+ * shutting down, 500 for anything else (a spool that cannot be opened). A
+ * POST while a reload runs is answered by the one that runs after it, which
+ * reads the file again. <path> is copied. Returns 0 or a UV_* code.
  */
-int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admin);
+int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admin, const char *path,
+                                    sl_server_reload_cb cb, void *arg);
 
 /* Frees the server after its shutdown completed. Accepts NULL. */
 void sl_server_destroy(struct sl_server *srv);

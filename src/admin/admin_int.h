@@ -61,8 +61,9 @@ struct sl_admin {
   struct sl_admin_endpoint *endpoints; /* for GET /, in the order described */
   size_t n_endpoints;
   unsigned port;
-  uint64_t timeout_ms;      /* SL_ADMIN_TIMEOUT_MS; tests shorten these before the start */
-  uint64_t idle_timeout_ms; /* SL_ADMIN_IDLE_TIMEOUT_MS */
+  uint64_t timeout_ms;       /* SL_ADMIN_TIMEOUT_MS; tests shorten these before the start */
+  uint64_t idle_timeout_ms;  /* SL_ADMIN_IDLE_TIMEOUT_MS */
+  uint64_t defer_timeout_ms; /* SL_ADMIN_DEFER_TIMEOUT_MS: how long a deferred answer may take */
   bool closing;
   sl_admin_close_cb close_cb;
   void *close_arg;

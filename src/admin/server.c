@@ -9,6 +9,9 @@
  * sluice/admin.h, and a body timeout that counts from the end of the head. Errors of sluice's
  * own (malformed, timed out, not origin-form) are JSON and close the connection.
  *
+ * A handler may defer its answer (sl_admin_defer): the connection then stays ANSWERING, its
+ * timer armed for SL_ADMIN_DEFER_TIMEOUT_MS, until the answer's owner sends it.
+ *
  * @thread loop
  */
 #include "sluice/admin.h"
@@ -19,6 +22,28 @@
 #include "admin_int.h"
 #include "sluice/http1.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
+
+/* An admin connection: the core's (first, so that the core allocates the whole) and the
+ * deferred answer its request waits for, if any. */
+struct admin_conn {
+  struct sl_http1_conn h1;
+  struct sl_admin_deferred *deferred;
+};
+
+/*
+ * A deferred answer (sl_admin_defer). IN_HANDLER while the handler that made it runs (an
+ * answer given then goes out as the handler returns), WAITING once its connection waits for
+ * it, GONE once nothing waits any more (the client left, or the wait timed out): the answer
+ * is then only freed. The connection and the answer point at each other while WAITING, and
+ * whichever ends first unlinks the other, so neither outlives a pointer to it.
+ */
+struct sl_admin_deferred {
+  enum { DEFER_IN_HANDLER, DEFER_WAITING, DEFER_GONE } state;
+  bool answered;                 /* answered while IN_HANDLER */
+  struct admin_conn *conn;       /* while WAITING */
+  struct sl_admin_response resp; /* what the owner fills in */
+};
 
 /* Serialises <resp> into c->out. A HEAD request (<head>) gets the head only,
  * with the Content-Length of the body it would have had. An HTTP/1.0 client
@@ -60,11 +85,79 @@ static void response_init(struct sl_admin_response *resp) {
   resp->content_type = "text/plain; charset=utf-8";
   sl_buf_init(&resp->headers);
   sl_buf_init(&resp->body);
+  resp->deferred = NULL;
 }
 
 static void response_dispose(struct sl_admin_response *resp) {
   sl_buf_dispose(&resp->headers);
   sl_buf_dispose(&resp->body);
+}
+
+/* ---- deferred answers ---------------------------------------------------- */
+
+struct sl_admin_deferred *sl_admin_defer(struct sl_admin_response *resp) {
+  struct sl_admin_deferred *d = calloc(1, sizeof(*d));
+
+  if (d == NULL)
+    return NULL;
+  d->state = DEFER_IN_HANDLER;
+  response_init(&d->resp);
+  resp->deferred = d;
+  return d;
+}
+
+struct sl_admin_response *sl_admin_deferred_response(struct sl_admin_deferred *d) {
+  return &d->resp;
+}
+
+static void deferred_free(struct sl_admin_deferred *d) {
+  response_dispose(&d->resp);
+  free(d);
+}
+
+/* Nothing waits for <d> any more: its connection forgets it, and it its connection. */
+static void deferred_unlink(struct sl_admin_deferred *d) {
+  if (d->conn != NULL)
+    d->conn->deferred = NULL;
+  d->conn = NULL;
+  d->state = DEFER_GONE;
+}
+
+void sl_admin_deferred_answer(struct sl_admin_deferred *d) {
+  struct admin_conn *ac = d->conn;
+
+  if (d->state == DEFER_IN_HANDLER) {
+    d->answered = true; /* on_start sends it as the handler returns */
+    return;
+  }
+  if (d->state == DEFER_WAITING) {
+    deferred_unlink(d);
+    sl_http1_conn_disarm(&ac->h1);
+    if (ac->h1.state == SL_HTTP1_ANSWERING)
+      conn_respond(&ac->h1, &d->resp);
+  }
+  deferred_free(d);
+}
+
+/* The wait of a deferred answer ran out: the client gets 504 now, the answer is dropped later. */
+static void on_timeout(struct sl_http1_conn *c) {
+  struct admin_conn *ac = sl_container_of(c, struct admin_conn, h1);
+  struct sl_admin_response resp;
+
+  if (ac->deferred == NULL)
+    return;
+  deferred_unlink(ac->deferred);
+  response_init(&resp);
+  sl_admin_response_error(&resp, 504, "no answer in time (the operation may still complete)");
+  conn_respond(c, &resp);
+  response_dispose(&resp);
+}
+
+static void on_dispose(struct sl_http1_conn *c) {
+  struct admin_conn *ac = sl_container_of(c, struct admin_conn, h1);
+
+  if (ac->deferred != NULL)
+    deferred_unlink(ac->deferred);
 }
 
 /* Answers with an error of sluice's own and closes: after a malformed or
@@ -85,6 +178,8 @@ static void on_refuse(struct sl_http1_conn *c, enum sl_http1_refusal why, unsign
 
 /* A complete request: route it, run its handler and answer. */
 static void on_start(struct sl_http1_conn *c) {
+  struct admin_conn *ac = sl_container_of(c, struct admin_conn, h1);
+  struct sl_admin_deferred *d;
   struct sl_admin *a = sl_http1_listener_data(c->listener);
   struct sl_http_msg *m = &c->parser.msg;
   const char *method = llhttp_method_name((llhttp_method_t)m->method);
@@ -117,8 +212,22 @@ static void on_start(struct sl_http1_conn *c) {
   response_init(&resp);
   sl__admin_dispatch(a, &req, &resp);
   free(target);
-  if (c->state != SL_HTTP1_CLOSED) /* the handler may have closed the server */
-    conn_respond(c, &resp);
+  d = resp.deferred;
+  if (d != NULL && !d->answered) {
+    /* The owner answers later; the connection waits, bounded in time. */
+    if (c->state == SL_HTTP1_CLOSED) { /* the handler closed the server */
+      d->state = DEFER_GONE;
+    } else {
+      d->state = DEFER_WAITING;
+      d->conn = ac;
+      ac->deferred = d;
+      sl_http1_conn_arm(c, a->defer_timeout_ms);
+    }
+  } else if (c->state != SL_HTTP1_CLOSED) { /* the handler may have closed the server */
+    conn_respond(c, d != NULL ? &d->resp : &resp);
+  }
+  if (d != NULL && d->answered)
+    deferred_free(d);
   response_dispose(&resp);
 }
 
@@ -144,6 +253,8 @@ static const struct sl_http1_handler handler = {
     .head = on_head,
     .start = on_start,
     .refuse = on_refuse,
+    .timeout = on_timeout,
+    .dispose = on_dispose,
 };
 
 /* One request at a time, as the header says: a response must be taken before the next
@@ -151,7 +262,7 @@ static const struct sl_http1_handler handler = {
  * server hold; the body timeout counts from the head. */
 static const struct sl_http1_settings settings = {
     .log_prefix = "admin ",
-    .conn_size = sizeof(struct sl_http1_conn),
+    .conn_size = sizeof(struct admin_conn),
     .serial = true,
     .body_timeout_total = true,
     .handler = &handler,
@@ -181,6 +292,7 @@ struct sl_admin *sl_admin_create(struct sl_loop *lp, const struct sl_config *cfg
   a->ready = true;
   a->timeout_ms = SL_ADMIN_TIMEOUT_MS;
   a->idle_timeout_ms = SL_ADMIN_IDLE_TIMEOUT_MS;
+  a->defer_timeout_ms = SL_ADMIN_DEFER_TIMEOUT_MS;
   a->listen_sa = cfg->admin.listen.sa;
   a->listen_text = strdup(cfg->admin.listen.text ? cfg->admin.listen.text : "");
   a->token = strdup(cfg->admin.token ? cfg->admin.token : "");

@@ -499,6 +499,11 @@ not_literal:
   return -1;
 }
 
+int sl_config_parse_addr(const char *text, bool allow_any_port, struct sockaddr_storage *sa,
+                         const char **why) {
+  return parse_addr(text, allow_any_port, sa, why);
+}
+
 static bool addr_unspecified(const struct sockaddr_storage *sa) {
   if (sa->ss_family == AF_INET)
     return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);

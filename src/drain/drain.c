@@ -117,11 +117,12 @@ struct sl_drain {
   uint64_t hold_until_ms; /* replays wait until then after a spool read error */
   struct sl_circuit circuit;
   uint64_t circuit_opens;
-  uint64_t seq_accepted;   /* sequence of the last record accepted */
-  uint64_t seq_settled;    /* records delivered, dead-lettered, cancelled or lost */
-  uint64_t lost_seen;      /* the spool's lost_records when the ledger was last reconciled */
-  struct census_job *scan; /* the spool's census, while one runs */
-  bool rebuilding;         /* ... for a rebuild after an unclean stop */
+  uint64_t seq_accepted;     /* sequence of the last record accepted */
+  uint64_t seq_settled;      /* records delivered, dead-lettered, cancelled or lost */
+  uint64_t settled_at_empty; /* seq_settled when the backlog last started from empty */
+  uint64_t lost_seen;        /* the spool's lost_records when the ledger was last reconciled */
+  struct census_job *scan;   /* the spool's census, while one runs */
+  bool rebuilding;           /* ... for a rebuild after an unclean stop */
   struct sl_recover_counts rebuilt; /* records rebuilt when taken during that census */
   double delivered_rate;            /* smoothed deliveries per second, for the ETA without a rate */
   uint64_t rate_window_ns;
@@ -378,6 +379,19 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
     }
   }
   return 0;
+}
+
+/* ---- the backlog's sequence numbers ---------------------------------------- */
+
+/*
+ * A record joins the line (a spill, a redrive): its sequence number. When the
+ * line was empty, a new drain starts here, and what sl_drain_info reports as
+ * drained_since_empty counts from zero again.
+ */
+static uint64_t accept_seq(struct sl_drain *d) {
+  if (d->seq_settled >= d->seq_accepted)
+    d->settled_at_empty = d->seq_settled;
+  return ++d->seq_accepted;
 }
 
 /* ---- the delivery-rate estimate (for the ETA when no rate is set) ------ */
@@ -765,6 +779,7 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
     circuit_failed(d, job->started_ns, error);
     replay_failed(d, job, error, 0, res->nothing_sent);
   } else if (res->status >= 500 || res->status == 408 || res->status == 429) {
+    /* The form sl_drain_error_status() reads back. */
     snprintf(error, sizeof(error), "HTTP %u", res->status);
     if (sl_circuit_status_fails(res->status))
       circuit_failed(d, job->started_ns, error);
@@ -1374,7 +1389,7 @@ static void finish_spill(struct spill_job *job, int status) {
   memcpy(res.id, job->id, 16);
   if (status == 0) {
     struct sl_ledger_entry e, seen;
-    uint64_t seq = ++d->seq_accepted;
+    uint64_t seq = accept_seq(d);
 
     memset(&e, 0, sizeof(e));
     memcpy(e.id, job->id, 16);
@@ -1583,6 +1598,7 @@ void sl_drain_adopt_spool(struct sl_drain *d, struct sl_spool *spool) {
 
   d->spool = spool;
   d->shown_valid = false;
+  d->settled_at_empty = d->seq_settled; /* the backlog found at the start is a drain of its own */
   sl_spool_set_notify(spool, spool_notify, &d->async, on_fsync, d);
   sl_spool_stats(d->spool, &st);
   /* Positions count from what survived the restart. */
@@ -1776,6 +1792,22 @@ void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
   info->circuit = d->circuit.state;
   info->circuit_failures = d->circuit.failures;
   info->next_probe_ms = next_probe_wall_ms(d, now_ns(), sl_clock_wall_ms());
+  info->drained_since_empty =
+      d->seq_settled > d->settled_at_empty ? d->seq_settled - d->settled_at_empty : 0;
+}
+
+unsigned sl_drain_error_status(const char *error, size_t len) {
+  unsigned status = 0;
+
+  /* on_replay_done writes an answer that failed as "HTTP <status>" and nothing else. */
+  if (error == NULL || len != 8 || memcmp(error, "HTTP ", 5) != 0)
+    return 0;
+  for (size_t i = 5; i < 8; i++) {
+    if (error[i] < '0' || error[i] > '9')
+      return 0;
+    status = status * 10 + (unsigned)(error[i] - '0');
+  }
+  return status >= 100 ? status : 0;
 }
 
 /* ---- dead letters ------------------------------------------------------- */
@@ -1807,7 +1839,7 @@ static void mark_dead_op(struct sl_drain *d, const struct sl_spool_record *rec, 
   if (redrive) {
     e.state = SL_LEDGER_QUEUED;
     e.attempts = 0; /* a redrive starts the count again, as the spool does */
-    e.seq = ++d->seq_accepted;
+    e.seq = accept_seq(d);
   } else {
     e.state = SL_LEDGER_PURGED;
   }

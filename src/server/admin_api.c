@@ -5,7 +5,9 @@
  *                                                  circuit: state, failures, next probe)
  *   POST /admin/upstreams/<name>/pause | resume    stop / restart replay
  *   POST /admin/upstreams/<name>/rate?value=<r>    set the rate until the next reload
- *   GET  /admin/upstreams/<name>/dead              list dead letters (oldest first)
+ *   GET  /admin/upstreams/<name>/dead[?after=<id>&limit=<n>|?id=<id>]
+ *                                                  list dead letters (oldest first), a
+ *                                                  page at a time, or one with its headers
  *   POST /admin/upstreams/<name>/dead/redrive[?id=<id>]   back to the queue
  *   POST /admin/upstreams/<name>/dead/purge[?id=<id>]     delete
  *
@@ -15,6 +17,10 @@
  * a rate must be a finite number above 0, an unknown upstream, action or
  * dead-letter id is a 404, and a known action asked with the wrong method a
  * 405 with an Allow header. The table "describe" is what GET / lists.
+ *
+ * Compatibility: other clients (sluicectl, the web console, scripts) read
+ * these documents, so a change only adds fields and query parameters; a
+ * request without the new parameters is answered as before.
  */
 #include "server_int.h"
 
@@ -29,20 +35,46 @@
 #include "sluice/log.h"
 #include "sluice/util.h"
 
+/* The most dead letters one GET lists (a page; ?limit= asks for fewer). */
 #define DEAD_LIST_MAX 1000
+
+/* What an upstream is doing, in one word: the drain held by an operator, held by its circuit
+ * (open, or half-open with a probe out), or replaying as the budget allows. */
+static const char *upstream_state(const struct sl_drain_info *info) {
+  if (info->paused)
+    return "paused";
+  if (info->circuit != SL_CIRCUIT_CLOSED)
+    return "circuit_open";
+  return "flowing";
+}
 
 static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
   struct sl_drain_info info;
+  uint64_t now_ms = sl_clock_wall_ms();
 
   sl_drain_info(d, &info);
   sl_buf_append_str(b, "{\"name\":");
   sl_json_append_string(b, sl_drain_name(d), strlen(sl_drain_name(d)));
-  sl_buf_printf(b,
-                ",\"rate\":%g,\"paused\":%s,\"ready\":%llu,\"delayed\":%llu,\"inflight\":%llu,"
-                "\"dead\":%llu,\"backlog_bytes\":%llu,\"eta_seconds\":",
-                info.rate, info.paused ? "true" : "false", (unsigned long long)info.spool.ready,
-                (unsigned long long)info.spool.delayed, (unsigned long long)info.spool.inflight,
-                (unsigned long long)info.spool.dead, (unsigned long long)info.spool.backlog_bytes);
+  sl_buf_printf(
+      b,
+      ",\"rate\":%g,\"paused\":%s,\"ready\":%llu,\"delayed\":%llu,\"inflight\":%llu,"
+      "\"dead\":%llu,\"backlog_bytes\":%llu,\"state\":\"%s\",\"drained_since_empty\":%llu,"
+      "\"oldest_ready_at\":",
+      info.rate, info.paused ? "true" : "false", (unsigned long long)info.spool.ready,
+      (unsigned long long)info.spool.delayed, (unsigned long long)info.spool.inflight,
+      (unsigned long long)info.spool.dead, (unsigned long long)info.spool.backlog_bytes,
+      upstream_state(&info), (unsigned long long)info.drained_since_empty);
+  /* The oldest ready record: when it was accepted, and how long it has waited. */
+  if (info.spool.oldest_ready_ms > 0) {
+    char when[SL_CLOCK_RFC3339_LEN];
+    uint64_t age = now_ms > info.spool.oldest_ready_ms ? now_ms - info.spool.oldest_ready_ms : 0;
+
+    sl_buf_printf(b, "\"%s\",\"oldest_age_seconds\":%.1f",
+                  sl_clock_format(info.spool.oldest_ready_ms, true, when), (double)age / 1e3);
+  } else {
+    sl_buf_append_str(b, "null,\"oldest_age_seconds\":null");
+  }
+  sl_buf_append_str(b, ",\"eta_seconds\":");
   /* eta_seconds is null while nothing drains: paused, or the circuit not closed. */
   if (info.eta_seconds >= 0)
     sl_buf_printf(b, "%.1f", info.eta_seconds);
@@ -137,6 +169,21 @@ static int query_param(const char *q, const char *name, char *out, size_t len) {
   return -1;
 }
 
+/* Whether query string <q> has parameter <name>, with a value or without. */
+static bool query_has(const char *q, const char *name) {
+  size_t n = strlen(name);
+
+  while (*q) {
+    const char *end = strchr(q, '&');
+    size_t part = end ? (size_t)(end - q) : strlen(q);
+
+    if (part >= n && strncmp(q, name, n) == 0 && (part == n || q[n] == '='))
+      return true;
+    q += part + (end ? 1 : 0);
+  }
+  return false;
+}
+
 /*
  * Parses an admin rate: a finite number of requests per second above 0 and
  * at most 1e9. Returns 0 and sets <*rate>, or -1. 0 is refused (it would
@@ -156,15 +203,70 @@ static int parse_rate(const char *value, double *rate) {
   return 0;
 }
 
+/*
+ * One listing of the dead store: every dead letter (<one> NULL), from the one
+ * after <after> (when not NULL) on, at most <limit>; or only the one whose id
+ * is <one>, with its headers.
+ */
 struct dead_list {
   struct sl_buf *b;
-  unsigned n;
+  struct sl_ledger *ledger; /* for the time each became dead; may be NULL */
+  const uint8_t *after;     /* list those after this id; NULL: from the first */
+  const uint8_t *one;       /* list this id only, in full; NULL: a page */
+  bool skipping;            /* still before <after> */
+  unsigned limit, n;
+  bool more;           /* a dead letter was left out by <limit> */
+  uint8_t last_id[16]; /* the last one listed: where the next page starts */
+  uint64_t now_ms;
 };
+
+/* Appends the header block <fields> (<len> bytes of "Name: value\r\n" lines, as the spool
+ * keeps them) to <b> as a JSON array of [name, value] pairs. */
+static void append_headers(struct sl_buf *b, const char *fields, size_t len) {
+  const char *p = fields, *end = fields + len;
+  bool first = true;
+
+  sl_buf_append_str(b, "[");
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *line_end = eol ? eol : end;
+    const char *colon = memchr(p, ':', (size_t)(line_end - p));
+    const char *v;
+
+    if (line_end > p && line_end[-1] == '\r')
+      line_end--;
+    if (colon != NULL) {
+      v = colon + 1;
+      while (v < line_end && (*v == ' ' || *v == '\t'))
+        v++;
+      sl_buf_append_str(b, first ? "[" : ",[");
+      sl_json_append_string(b, p, (size_t)(colon - p));
+      sl_buf_append_str(b, ",");
+      sl_json_append_string(b, v, (size_t)(line_end - v));
+      sl_buf_append_str(b, "]");
+      first = false;
+    }
+    p = eol ? eol + 1 : end;
+  }
+  sl_buf_append_str(b, "]");
+}
 
 static int add_dead(void *arg, const struct sl_spool_record *rec) {
   struct dead_list *l = arg;
   char id[SL_LEDGER_ID_HEX + 1], when[SL_CLOCK_RFC3339_LEN];
+  struct sl_ledger_entry e;
+  unsigned status = sl_drain_error_status(rec->error, rec->error_len);
 
+  if (l->one != NULL && memcmp(rec->id, l->one, 16) != 0)
+    return 0;
+  if (l->skipping) {
+    l->skipping = memcmp(rec->id, l->after, 16) != 0;
+    return 0;
+  }
+  if (l->n >= l->limit) {
+    l->more = true;
+    return 1;
+  }
   if (l->n > 0)
     sl_buf_append(l->b, ",", 1);
   sl_ledger_id_format(rec->id, id);
@@ -176,8 +278,113 @@ static int add_dead(void *arg, const struct sl_spool_record *rec) {
   sl_json_append_string(l->b, rec->target, rec->target_len);
   sl_buf_append_str(l->b, ",\"error\":");
   sl_json_append_string(l->b, rec->error ? rec->error : "", rec->error ? rec->error_len : 0);
+  /* Added for filters and the full view: the backend's last status (null when the last
+   * attempt got no answer), the age, when it became dead (known while the ledger holds its
+   * status), the body's size. */
+  if (status != 0)
+    sl_buf_printf(l->b, ",\"status\":%u", status);
+  else
+    sl_buf_append_str(l->b, ",\"status\":null");
+  sl_buf_printf(l->b, ",\"age_seconds\":%.1f,\"dead_at\":",
+                l->now_ms > rec->enqueue_ms ? (double)(l->now_ms - rec->enqueue_ms) / 1e3 : 0.0);
+  if (l->ledger != NULL && sl_ledger_get(l->ledger, rec->id, &e) == 1 &&
+      e.state == SL_LEDGER_DEAD && e.updated_ms > 0)
+    sl_buf_printf(l->b, "\"%s\"", sl_clock_format(e.updated_ms, true, when));
+  else
+    sl_buf_append_str(l->b, "null");
+  sl_buf_printf(l->b, ",\"body_bytes\":%zu", rec->body_len);
+  if (l->one != NULL) {
+    sl_buf_append_str(l->b, ",\"headers\":");
+    append_headers(l->b, rec->headers, rec->headers_len);
+  }
   sl_buf_append(l->b, "}", 1);
-  return ++l->n >= DEAD_LIST_MAX;
+  memcpy(l->last_id, rec->id, 16);
+  l->n++;
+  return l->one != NULL; /* one id: stop there */
+}
+
+/* Parses ?limit=: a whole number from 1 to DEAD_LIST_MAX. Returns 0 or -1. */
+static int parse_limit(const char *value, unsigned *limit) {
+  char *end;
+  unsigned long n;
+
+  if (value[0] < '0' || value[0] > '9')
+    return -1;
+  n = strtoul(value, &end, 10);
+  if (*end != '\0' || n < 1 || n > DEAD_LIST_MAX)
+    return -1;
+  *limit = (unsigned)n;
+  return 0;
+}
+
+/*
+ * GET /admin/upstreams/<name>/dead: a page of dead letters, oldest first, with
+ * "next" (the id to give as ?after= for the next page, null after the last),
+ * or with ?id= the one dead letter in full (404 if there is none).
+ */
+static void list_dead(struct sl_server *srv, struct sl_drain *d, const char *query,
+                      struct sl_admin_response *resp) {
+  struct dead_list l = {.b = &resp->body, .ledger = srv->ledger, .limit = DEAD_LIST_MAX};
+  uint8_t after[16], one[16];
+  char value[64], next[SL_LEDGER_ID_HEX + 1];
+  int rc = 0;
+
+  if (query_has(query, "id")) {
+    if (query_param(query, "id", value, sizeof(value)) != 0 ||
+        sl_ledger_id_parse(value, strlen(value), one) != 0) {
+      sl_admin_response_error(resp, 400, "id must be 32 hex digits");
+      return;
+    }
+    if (query_has(query, "after") || query_has(query, "limit")) {
+      sl_admin_response_error(resp, 400, "?id= lists one dead letter: give it alone");
+      return;
+    }
+    l.one = one;
+  }
+  if (query_has(query, "after")) {
+    if (query_param(query, "after", value, sizeof(value)) != 0 ||
+        sl_ledger_id_parse(value, strlen(value), after) != 0) {
+      sl_admin_response_error(resp, 400, "after must be 32 hex digits (the \"next\" of a page)");
+      return;
+    }
+    l.after = after;
+    l.skipping = true;
+  }
+  if (query_has(query, "limit") && (query_param(query, "limit", value, sizeof(value)) != 0 ||
+                                    parse_limit(value, &l.limit) != 0)) {
+    sl_admin_response_error(resp, 400, "limit must be a whole number from 1 to 1000");
+    return;
+  }
+  l.now_ms = sl_clock_wall_ms();
+  sl_buf_append_str(&resp->body, "{\"dead\":[");
+  if (sl_drain_spool(d) != NULL)
+    rc = sl_spool_dead_list(sl_drain_spool(d), add_dead, &l);
+  if (rc != 0) {
+    sl_buf_reset(&resp->body);
+    sl_admin_response_error(resp, 500, sl_strerror(rc));
+    return;
+  }
+  if (l.one != NULL && l.n == 0) {
+    sl_buf_reset(&resp->body);
+    sl_admin_response_error(resp, 404, "no dead letter with that id");
+    return;
+  }
+  if (l.skipping) {
+    /* The page before ended at a dead letter that has gone since (redriven, purged): where
+     * the next page starts is not known any more. */
+    sl_buf_reset(&resp->body);
+    sl_admin_response_error(resp, 404,
+                            "no dead letter with the id given as after (redriven or purged "
+                            "since): list again from the start");
+    return;
+  }
+  sl_buf_append_str(&resp->body, "],\"next\":");
+  if (l.more) {
+    sl_ledger_id_format(l.last_id, next);
+    sl_buf_printf(&resp->body, "\"%s\"}\n", next);
+  } else {
+    sl_buf_append_str(&resp->body, "null}\n");
+  }
 }
 
 /* The actions below /admin/upstreams/<name>/ and the methods each takes. */
@@ -192,6 +399,7 @@ static const struct {
 static const char *const no_params[] = {NULL};
 static const char *const rate_params[] = {"value", NULL};
 static const char *const id_params[] = {"id", NULL};
+static const char *const list_params[] = {"id", "after", "limit", NULL};
 
 /* 405 for <action>, with an Allow header naming <methods>. */
 static void wrong_method(struct sl_admin_response *resp, unsigned methods) {
@@ -235,6 +443,7 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
     return;
   }
   params = strcmp(action, "rate") == 0        ? rate_params
+           : strcmp(action, "dead") == 0      ? list_params
            : strncmp(action, "dead/", 5) == 0 ? id_params
                                               : no_params;
   if (query_check(req->query, params, bad, sizeof(bad)) != NULL) {
@@ -263,19 +472,7 @@ static void on_upstream(const struct sl_admin_request *req, struct sl_admin_resp
     }
     sl_drain_set_rate(d, rate);
   } else if (strcmp(action, "dead") == 0) {
-    struct dead_list l = {&resp->body, 0};
-
-    if (sl_drain_spool(d) == NULL) {
-      sl_buf_append_str(&resp->body, "{\"dead\":[]}\n");
-      return;
-    }
-    sl_buf_append_str(&resp->body, "{\"dead\":[");
-    rc = sl_spool_dead_list(sl_drain_spool(d), add_dead, &l);
-    sl_buf_append_str(&resp->body, "]}\n");
-    if (rc != 0) {
-      sl_buf_reset(&resp->body);
-      sl_admin_response_error(resp, 500, sl_strerror(rc));
-    }
+    list_dead(srv, d, req->query, resp);
     return;
   } else {
     /* The query passed query_check: if there is one, it is the id. */
@@ -319,7 +516,10 @@ static const struct {
     {SL_METHOD_POST, "/admin/upstreams/<name>/resume", "replay the backlog again"},
     {SL_METHOD_POST, "/admin/upstreams/<name>/rate?value=<r>",
      "set the rate (requests/s, finite, above 0) until the next reload"},
-    {SL_METHOD_GET, "/admin/upstreams/<name>/dead", "list dead letters, oldest first"},
+    {SL_METHOD_GET, "/admin/upstreams/<name>/dead[?after=<id>&limit=<n>]",
+     "list dead letters, oldest first, up to 1000 a page (\"next\": the after of the next page)"},
+    {SL_METHOD_GET, "/admin/upstreams/<name>/dead?id=<id>",
+     "one dead letter in full, with its request headers"},
     {SL_METHOD_POST, "/admin/upstreams/<name>/dead/redrive[?id=<id>]",
      "queue one dead letter, or all, again"},
     {SL_METHOD_POST, "/admin/upstreams/<name>/dead/purge[?id=<id>]",

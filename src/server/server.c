@@ -15,7 +15,10 @@
  * loop switch to the new config, in one turn; if anything failed, the spools
  * opened for it are closed and the running config stays as it was, whole. The
  * outcome is logged, counted in sluice_config_reloads_total{result} and shown
- * at GET /admin/reload.
+ * at GET /admin/reload. POST /admin/reload runs the same reload and answers
+ * when it has ended: each reload has a generation, and a POST waits for the
+ * first reload that starts after it came (one that was already running read
+ * the file before the POST, so it does not count).
  */
 #include "server_int.h"
 
@@ -122,11 +125,13 @@ struct reload_spool {
 struct sl_server_reload_job {
   uv_work_t req;
   struct sl_server *srv;
+  uint64_t gen; /* srv->reload_gen when it started */
   char *path;
   struct sl_config *cfg; /* the parsed file, NULL until then */
   struct reload_spool *spools;
   size_t n_spools;
   int status;
+  bool config_error; /* the file did not load: <err> is its "file:line: message" */
   char err[1024];
   sl_server_reload_cb cb;
   void *arg;
@@ -172,6 +177,60 @@ static void job_free(struct sl_server_reload_job *job) {
 static void reload_start(struct sl_server *srv, const char *path, sl_server_reload_cb cb,
                          void *arg);
 
+/* Appends the state of reloads (GET /admin/reload) to <b>, with "error": <error> first when
+ * <error> is not NULL. */
+static void reload_info_json(const struct sl_server *srv, struct sl_buf *b, const char *error) {
+  const struct sl_server_reload_info *r = &srv->last_reload;
+  static const char *const results[] = {"none", "success", "failure"};
+
+  sl_buf_append_str(b, "{");
+  if (error != NULL) {
+    sl_buf_append_str(b, "\"error\":");
+    sl_json_append_string(b, error, strlen(error));
+    sl_buf_append_str(b, ",");
+  }
+  sl_buf_printf(b, "\"last_result\":\"%s\",\"last_time\":", results[r->result]);
+  if (r->result == SL_RELOAD_NONE) {
+    sl_buf_append_str(b, "null");
+  } else {
+    char when[SL_CLOCK_RFC3339_LEN];
+
+    sl_buf_printf(b, "\"%s\"", sl_clock_format(r->wall_ms, true, when));
+  }
+  sl_buf_append_str(b, ",\"last_error\":");
+  if (r->result != SL_RELOAD_FAILURE)
+    sl_buf_append_str(b, "null");
+  else
+    sl_json_append_string(b, r->error, strlen(r->error));
+  sl_buf_printf(b, ",\"reloading\":%s,\"successes\":%llu,\"failures\":%llu}\n",
+                srv->reload != NULL ? "true" : "false", (unsigned long long)r->successes,
+                (unsigned long long)r->failures);
+}
+
+/*
+ * Answers every POST /admin/reload waiting for a reload of generation <gen> or
+ * older: <status> 200 for a reload that applied, else the status of its failure
+ * with <error>.
+ */
+static void answer_reload_waiters(struct sl_server *srv, uint64_t gen, unsigned status,
+                                  const char *error) {
+  struct sl_server_reload_waiter *w, *next;
+
+  for (w = LIST_FIRST(&srv->reload_waiters); w != NULL; w = next) {
+    struct sl_admin_response *resp = sl_admin_deferred_response(w->answer);
+
+    next = LIST_NEXT(w, link);
+    if (w->gen > gen)
+      continue;
+    LIST_REMOVE(w, link);
+    resp->status = status;
+    resp->content_type = "application/json";
+    reload_info_json(srv, &resp->body, status == 200 ? NULL : error);
+    sl_admin_deferred_answer(w->answer);
+    free(w);
+  }
+}
+
 /* Reports how <job> ended, lets the next reload start and frees the job. */
 static void reload_finish(struct sl_server_reload_job *job) {
   struct sl_server *srv = job->srv;
@@ -192,6 +251,12 @@ static void reload_finish(struct sl_server_reload_job *job) {
   }
   if (job->cb != NULL)
     job->cb(srv, ok ? job->cfg : NULL, job->status, ok ? NULL : job->err, job->arg);
+  answer_reload_waiters(srv, job->gen,
+                        ok                            ? 200
+                        : job->config_error           ? 422
+                        : job->status == UV_ECANCELED ? 503
+                                                      : 500,
+                        job->err);
   if (srv->reload_again && !srv->shutting_down && job->path != NULL) {
     srv->reload_again = false;
     reload_start(srv, job->path, job->cb, job->arg);
@@ -334,6 +399,7 @@ static void parse_work(uv_work_t *req) {
   if (sl_config_load(job->path, &job->cfg, job->err, sizeof(job->err)) != 0) {
     job->cfg = NULL;
     job->status = UV_EINVAL;
+    job->config_error = true;
   }
 }
 
@@ -358,10 +424,12 @@ static void parse_done(uv_work_t *req, int status) {
 static void reload_start(struct sl_server *srv, const char *path, sl_server_reload_cb cb,
                          void *arg) {
   struct sl_server_reload_job *job = calloc(1, sizeof(*job));
+  uint64_t gen = ++srv->reload_gen;
   int rc = UV_ENOMEM;
 
   if (job != NULL && (job->path = strdup(path)) != NULL) {
     job->srv = srv;
+    job->gen = gen;
     job->cb = cb;
     job->arg = arg;
     job->req.data = job;
@@ -373,9 +441,11 @@ static void reload_start(struct sl_server *srv, const char *path, sl_server_relo
   if (job == NULL) {
     sl_metrics_inc(srv->reloads_failed);
     sl_log_error("reload failed, keeping the running config: out of memory");
+    answer_reload_waiters(srv, gen, 500, "out of memory");
     return;
   }
   job->srv = srv;
+  job->gen = gen;
   job->status = rc;
   snprintf(job->err, sizeof(job->err), "%s", uv_strerror(rc));
   reload_finish(job);
@@ -394,33 +464,63 @@ void sl_server_reload(struct sl_server *srv, const char *path, sl_server_reload_
 static void on_reload_info(const struct sl_admin_request *req, struct sl_admin_response *resp,
                            void *arg) {
   const struct sl_server *srv = arg;
-  const struct sl_server_reload_info *r = &srv->last_reload;
-  static const char *const results[] = {"none", "success", "failure"};
 
   (void)req;
   resp->content_type = "application/json";
-  sl_buf_printf(&resp->body, "{\"last_result\":\"%s\",\"last_time\":", results[r->result]);
-  if (r->result == SL_RELOAD_NONE) {
-    sl_buf_append_str(&resp->body, "null");
-  } else {
-    char when[SL_CLOCK_RFC3339_LEN];
-
-    sl_buf_printf(&resp->body, "\"%s\"", sl_clock_format(r->wall_ms, true, when));
-  }
-  sl_buf_append_str(&resp->body, ",\"last_error\":");
-  if (r->result != SL_RELOAD_FAILURE) {
-    sl_buf_append_str(&resp->body, "null");
-  } else {
-    sl_json_append_string(&resp->body, r->error, strlen(r->error));
-  }
-  sl_buf_printf(&resp->body, ",\"reloading\":%s,\"successes\":%llu,\"failures\":%llu}\n",
-                srv->reload != NULL ? "true" : "false", (unsigned long long)r->successes,
-                (unsigned long long)r->failures);
+  reload_info_json(srv, &resp->body, NULL);
 }
 
-int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admin) {
-  return sl_admin_route(admin, SL_METHOD_GET, "/admin/reload", SL_ADMIN_PROTECTED, on_reload_info,
+/* POST /admin/reload: the reload SIGHUP runs, answered once it has ended (answer_reload_waiters);
+ * a reload already running read the file before this request, so the answer is the next one's. */
+static void on_reload_post(const struct sl_admin_request *req, struct sl_admin_response *resp,
+                           void *arg) {
+  struct sl_server *srv = arg;
+  struct sl_server_reload_waiter *w;
+
+  resp->content_type = "application/json";
+  if (req->query[0] != '\0') {
+    sl_admin_response_error(resp, 400, "POST /admin/reload takes no query parameter");
+    return;
+  }
+  if (srv->shutting_down) {
+    sl_admin_response_error(resp, 503, "shutting down");
+    return;
+  }
+  w = calloc(1, sizeof(*w));
+  if (w == NULL || (w->answer = sl_admin_defer(resp)) == NULL) {
+    free(w);
+    sl_admin_response_error(resp, 500, "out of memory");
+    return;
+  }
+  w->gen = srv->reload_gen + 1;
+  LIST_INSERT_HEAD(&srv->reload_waiters, w, link);
+  sl_log_info("admin: reloading %s", srv->reload_path);
+  sl_server_reload(srv, srv->reload_path, srv->reload_cb, srv->reload_arg);
+}
+
+int sl_server_register_reload_admin(struct sl_server *srv, struct sl_admin *admin, const char *path,
+                                    sl_server_reload_cb cb, void *arg) {
+  int rc;
+
+  free(srv->reload_path);
+  srv->reload_path = strdup(path);
+  if (srv->reload_path == NULL)
+    return UV_ENOMEM;
+  srv->reload_cb = cb;
+  srv->reload_arg = arg;
+  rc = sl_admin_route(admin, SL_METHOD_GET, "/admin/reload", SL_ADMIN_PROTECTED, on_reload_info,
+                      srv);
+  if (rc == 0)
+    rc = sl_admin_route(admin, SL_METHOD_POST, "/admin/reload", SL_ADMIN_PROTECTED, on_reload_post,
                         srv);
+  if (rc == 0)
+    rc = sl_admin_describe(admin, SL_METHOD_GET, "/admin/reload", SL_ADMIN_PROTECTED,
+                           "the last reload: result, time, error");
+  if (rc == 0)
+    rc = sl_admin_describe(admin, SL_METHOD_POST, "/admin/reload", SL_ADMIN_PROTECTED,
+                           "reload the config file as SIGHUP does; answers when it has ended "
+                           "(200, or 422 with the file's error)");
+  return rc;
 }
 
 struct sl_server *sl_server_create(struct sl_loop *lp, struct sl_config *cfg) {
@@ -508,6 +608,8 @@ void sl_server_destroy(struct sl_server *srv) {
     return;
   if (srv->reload != NULL)
     srv->reload->srv = NULL; /* its threadpool step finishes on its own, then frees it */
+  answer_reload_waiters(srv, UINT64_MAX, 503, "shutting down");
+  free(srv->reload_path);
   /* Connections still open (none after a shutdown) close before what they use goes; the
    * listener frees itself once the last of them is freed. */
   sl_http1_listener_close(srv->listener, NULL, NULL);

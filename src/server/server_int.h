@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <uv.h>
 
 #include "sluice/buf.h"
@@ -77,6 +78,13 @@ struct sl_server_reload_info {
   uint64_t successes, failures;
 };
 
+/* A POST /admin/reload waiting for the reload of generation <gen> to end (server.c). */
+struct sl_server_reload_waiter {
+  LIST_ENTRY(sl_server_reload_waiter) link;
+  struct sl_admin_deferred *answer;
+  uint64_t gen;
+};
+
 struct sl_server {
   uv_loop_t *loop;
   struct sl_http1_listener *listener; /* the client listener and its connections */
@@ -98,6 +106,12 @@ struct sl_server {
   bool reload_again;                   /* a reload was asked for meanwhile: run one more after */
   struct sl_server_reload_info last_reload;
   struct sl_metric *reloads_ok, *reloads_failed;
+  /* POST /admin/reload: what it reloads, and the requests waiting for their reload's end. */
+  char *reload_path;
+  sl_server_reload_cb reload_cb;
+  void *reload_arg;
+  uint64_t reload_gen; /* generation of the last reload started */
+  LIST_HEAD(, sl_server_reload_waiter) reload_waiters;
 };
 
 /*

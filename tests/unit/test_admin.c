@@ -2,7 +2,9 @@
  * Unit tests for the admin listener (src/admin): the built-in /metrics,
  * /healthz and /readyz, protected routes and the bearer token, 404 and 405,
  * keep-alive and pipelining, malformed and oversized requests, reload of the
- * token, and a handler that closes the server.
+ * token, a handler that closes the server, and answers deferred by their handler (given
+ * later, in the handler itself, after the client left, after the wait ran out, or never
+ * because the server closed).
  *
  * Each test runs the admin server in a libuv loop on a second thread and
  * talks to it from the test's thread over real loopback TCP with blocking
@@ -63,7 +65,8 @@ struct fixture {
   unsigned port;
   bool timed_out;
   bool closed;
-  char log[512]; /* what sl_admin_start() logged */
+  char log[512];                      /* what sl_admin_start() logged */
+  struct sl_admin_deferred *deferred; /* the answer deferring_handler put off */
 };
 
 static struct sl_config *load_config(const char *text) {
@@ -86,6 +89,10 @@ static void on_admin_closed(void *arg) {
 static void shutdown_loop(struct fixture *fx) {
   sl_admin_close(fx->admin, on_admin_closed, fx);
   fx->admin = NULL;
+  if (fx->deferred != NULL) { /* its owner must answer it whatever happened: nothing is sent */
+    sl_admin_deferred_answer(fx->deferred);
+    fx->deferred = NULL;
+  }
   uv_close((uv_handle_t *)&fx->deadline, NULL);
   uv_close((uv_handle_t *)&fx->call, NULL);
 }
@@ -784,6 +791,121 @@ static void test_handler_closes_server(void **state) {
   *state = NULL;
 }
 
+/* POST /wait puts its answer off (into fx->deferred); POST /wait?now answers it at once,
+ * from inside the handler. */
+static void deferring_handler(const struct sl_admin_request *req, struct sl_admin_response *resp,
+                              void *arg) {
+  struct fixture *fx = arg;
+  struct sl_admin_deferred *d = sl_admin_defer(resp);
+
+  sl_buf_append_str(&resp->body, "not sent\n"); /* what the handler's own response says */
+  if (strcmp(req->query, "now") == 0) {
+    sl_buf_append_str(&sl_admin_deferred_response(d)->body, "now\n");
+    sl_admin_deferred_answer(d);
+    return;
+  }
+  fx->deferred = d;
+}
+
+static void do_route_deferring(struct fixture *fx, void *arg) {
+  (void)arg;
+  assert_int_equal(sl_admin_route(fx->admin, SL_METHOD_POST, "/wait", 0, deferring_handler, fx), 0);
+}
+
+static void do_peek(struct fixture *fx, void *arg) { *(bool *)arg = fx->deferred != NULL; }
+
+/* Waits until the handler has deferred its answer. */
+static void wait_deferred(struct fixture *fx) {
+  for (int i = 0; i < 200; i++) {
+    bool deferred;
+
+    on_loop(fx, do_peek, &deferred);
+    if (deferred)
+      return;
+    usleep(10 * 1000);
+  }
+  fail_msg("the handler never deferred its answer");
+}
+
+/* Answers the deferred request (the handler has deferred it). */
+static void do_answer(struct fixture *fx, void *arg) {
+  struct sl_admin_response *resp = sl_admin_deferred_response(fx->deferred);
+
+  (void)arg;
+  resp->status = 201;
+  resp->content_type = "application/json";
+  sl_buf_append_str(&resp->body, "{\"later\":true}\n");
+  sl_admin_deferred_answer(fx->deferred);
+  fx->deferred = NULL;
+}
+
+/* Answers the deferred request once its handler has run. */
+static void answer_when_deferred(struct fixture *fx) {
+  wait_deferred(fx);
+  on_loop(fx, do_answer, NULL);
+}
+
+/* Reads the next response on <c> and checks its <status> and <body>. */
+static void read_expect(struct client *c, int status, const char *body) {
+  struct response r;
+
+  client_read(c, &r, false);
+  assert_int_equal(r.status, status);
+  if (strstr(r.body, body) == NULL)
+    fail_msg("the %d answer does not say '%s': %s", status, body, r.body);
+  free(r.body);
+}
+
+static void do_short_defer(struct fixture *fx, void *arg) {
+  (void)arg;
+  fx->admin->defer_timeout_ms = 200;
+}
+
+static void test_deferred(void **state) {
+  static const char wait_req[] = "POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+  struct fixture *fx = *state;
+  struct client c;
+  char buf[16];
+
+  on_loop(fx, do_route_deferring, NULL);
+
+  /* Answered later: nothing comes until then; the connection goes on after it. */
+  client_open(&c, fx);
+  client_send_str(&c, wait_req);
+  usleep(100 * 1000);
+  assert_int_equal(recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT), -1);
+  answer_when_deferred(fx);
+  read_expect(&c, 201, "{\"later\":true}\n");
+  /* Answered by the handler itself, as it returns. */
+  client_send_str(&c, "POST /wait?now HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  read_expect(&c, 200, "now\n");
+  client_close(&c);
+
+  /* The client leaves first: the answer is dropped (and freed). */
+  client_open(&c, fx);
+  client_send_str(&c, wait_req);
+  usleep(50 * 1000);
+  client_close(&c);
+  usleep(50 * 1000);
+  answer_when_deferred(fx);
+
+  /* The wait runs out: 504, the connection goes on, the late answer is dropped. */
+  on_loop(fx, do_short_defer, NULL);
+  client_open(&c, fx);
+  client_send_str(&c, wait_req);
+  read_expect(&c, 504, "no answer in time");
+  answer_when_deferred(fx);
+  client_send_str(&c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  read_expect(&c, 200, "ok\n");
+  client_close(&c);
+
+  /* The server closes while an answer is put off (its owner answers it then: teardown). */
+  client_open(&c, fx);
+  client_send_str(&c, wait_req);
+  wait_deferred(fx);
+  client_close(&c);
+}
+
 static int teardown_maybe(void **state) { return *state ? teardown(state) : 0; }
 
 static void on_closed_flag(void *arg) { *(bool *)arg = true; }
@@ -827,6 +949,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
       cmocka_unit_test_setup_teardown(test_handler_closes_server, setup, teardown_maybe),
+      cmocka_unit_test_setup_teardown(test_deferred, setup, teardown),
       cmocka_unit_test(test_bind_failure),
   };
 
