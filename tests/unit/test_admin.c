@@ -2,7 +2,7 @@
  * Unit tests for the admin listener (src/admin): the built-in /metrics,
  * /healthz and /readyz, protected routes and the bearer token, 404 and 405,
  * keep-alive and pipelining, malformed and oversized requests, reload of the
- * token, and a handler that closes the server.
+ * token, a handler that closes the server, and the web console's files (/ui).
  *
  * Each test runs the admin server in a libuv loop on a second thread and
  * talks to it from the test's thread over real loopback TCP with blocking
@@ -579,6 +579,80 @@ static void test_index(void **state) {
   free(r.body);
 }
 
+/* GET /ui and the files below it: the embedded bytes, each with its type, the console's
+ * security headers, never behind the token; anything else below /ui/ is a 404. */
+static void test_console(void **state) {
+  struct fixture *fx = *state;
+  struct response r;
+  char req[256], type[128];
+  bool page = false;
+
+  request(fx, "GET /ui HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 200);
+  assert_header(&r, "Content-Type", "text/html; charset=utf-8");
+  assert_header(&r, "Cache-Control", "no-store");
+  assert_header(&r, "X-Content-Type-Options", "nosniff");
+  assert_header(&r, "Referrer-Policy", "no-referrer");
+  assert_true(header(&r, "Content-Security-Policy", type, sizeof(type)));
+  assert_non_null(strstr(type, "default-src 'none'"));
+  assert_non_null(strstr(r.head, "script-src 'self';"));
+  assert_null(strstr(r.head, "unsafe-"));
+  assert_non_null(strstr(r.body, "<script type=\"module\" src=\"ui/console.js\">"));
+  free(r.body);
+
+  assert_true(sl__admin_n_files >= 4);
+  for (size_t i = 0; i < sl__admin_n_files; i++) {
+    const struct sl__admin_file *f = &sl__admin_files[i];
+    const char *dot = strrchr(f->name, '.');
+
+    page |= strcmp(f->name, "console.html") == 0;
+    snprintf(req, sizeof(req), "GET /ui/%s HTTP/1.1\r\nHost: x\r\n\r\n", f->name);
+    request(fx, req, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, f->len);
+    assert_memory_equal(r.body, f->data, f->len);
+    assert_true(header(&r, "Content-Type", type, sizeof(type)));
+    /* Every file of the console has a type of its own: a new kind needs a line in console.c. */
+    assert_non_null(dot);
+    assert_string_not_equal(type, "application/octet-stream");
+    if (strcmp(dot, ".js") == 0)
+      assert_string_equal(type, "text/javascript; charset=utf-8"); /* modules need it */
+    assert_true(header(&r, "Content-Security-Policy", type, sizeof(type)));
+    free(r.body);
+  }
+  assert_true(page);
+
+  request(fx, "HEAD /ui/console.js HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.body_len, 0);
+  free(r.body);
+  request(fx, "GET /ui/ HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 308);
+  assert_header(&r, "Location", "../ui");
+  free(r.body);
+  request(fx, "GET /ui/nope.js HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 404);
+  assert_string_equal(r.body, "{\"error\":\"no such console file\"}\n");
+  free(r.body);
+  request(fx, "GET /ui/../metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 404);
+  free(r.body);
+  request(fx, "GET /ui/console.js/x HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 404);
+  free(r.body);
+  request(fx, "GET /uix HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 404);
+  free(r.body);
+  request(fx, "POST /ui HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r);
+  assert_int_equal(r.status, 405);
+  assert_header(&r, "Allow", "GET, HEAD");
+  free(r.body);
+  request(fx, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_non_null(strstr(r.body, "{\"path\":\"/ui\",\"methods\":[\"GET\",\"HEAD\"],"
+                                 "\"token\":false,"));
+  free(r.body);
+}
+
 static void test_keep_alive(void **state) {
   struct fixture *fx = *state;
   struct client c;
@@ -821,6 +895,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_protected_route, setup, teardown),
       cmocka_unit_test_setup_teardown(test_not_found_and_method, setup, teardown),
       cmocka_unit_test_setup_teardown(test_index, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_console, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeouts, setup_short_timeouts, teardown),
