@@ -213,6 +213,7 @@ async function discover() {
   if (app.token) {
     try {
       const ok = await checkToken(app.token);
+      if (!ok) onTokenForget(); /* changed on the server since this tab kept it */
       setTokenState(ok ? 'ok' : 'bad', ok ? 'token accepted' : 'token refused');
     } catch (e) {
       setTokenState('none', '');
