@@ -327,6 +327,20 @@ static void assert_header(const struct response *r, const char *name, const char
   assert_string_equal(got, want);
 }
 
+/* One request on a new connection, which must answer <status> and, when <name> is not NULL,
+ * header <name> with value <want>; the body is dropped. */
+static void assert_answer(struct fixture *fx, const char *req, int status, const char *name,
+                          const char *want) {
+  struct response r;
+
+  request(fx, req, &r);
+  free(r.body);
+  if (r.status != status)
+    fail_msg("%s: status %d, not %d", req, r.status, status);
+  if (name != NULL)
+    assert_header(&r, name, want);
+}
+
 /* ---- tests ---- */
 
 static void test_start_logs_real_port(void **state) {
@@ -520,12 +534,8 @@ static void test_not_found_and_method(void **state) {
   free(r.body);
 
   /* Exact paths: no match below them or with a longer name. */
-  request(fx, "GET /metrics/ HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
-  request(fx, "GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
+  assert_answer(fx, "GET /metrics/ HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
 
   request(fx, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r);
   assert_int_equal(r.status, 405);
@@ -570,13 +580,9 @@ static void test_index(void **state) {
   assert_non_null(strstr(r.body, "{\"path\":\"/admin/x/<name>/go\",\"methods\":[\"POST\"],"
                                  "\"token\":true,\"what\":\"makes \\\"x\\\" go\"}"));
   free(r.body);
-  request(fx, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r);
-  assert_int_equal(r.status, 405);
-  assert_header(&r, "Allow", "GET, HEAD");
-  free(r.body);
-  request(fx, "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
+  assert_answer(fx, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "Allow",
+                "GET, HEAD");
+  assert_answer(fx, "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
 }
 
 /* GET /ui and the files below it: the embedded bytes, each with its type, the console's
@@ -626,27 +632,16 @@ static void test_console(void **state) {
   assert_int_equal(r.status, 200);
   assert_int_equal(r.body_len, 0);
   free(r.body);
-  request(fx, "GET /ui/ HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 308);
-  assert_header(&r, "Location", "../ui");
-  free(r.body);
+  assert_answer(fx, "GET /ui/ HTTP/1.1\r\nHost: x\r\n\r\n", 308, "Location", "../ui");
   request(fx, "GET /ui/nope.js HTTP/1.1\r\nHost: x\r\n\r\n", &r);
   assert_int_equal(r.status, 404);
   assert_string_equal(r.body, "{\"error\":\"no such console file\"}\n");
   free(r.body);
-  request(fx, "GET /ui/../metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
-  request(fx, "GET /ui/console.js/x HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
-  request(fx, "GET /uix HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
-  request(fx, "POST /ui HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r);
-  assert_int_equal(r.status, 405);
-  assert_header(&r, "Allow", "GET, HEAD");
-  free(r.body);
+  assert_answer(fx, "GET /ui/../metrics HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "GET /ui/console.js/x HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "GET /uix HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "POST /ui HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "Allow",
+                "GET, HEAD");
   request(fx, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &r);
   assert_non_null(strstr(r.body, "{\"path\":\"/ui\",\"methods\":[\"GET\",\"HEAD\"],"
                                  "\"token\":false,"));

@@ -585,22 +585,19 @@ function deadRow(card, d) {
   const req = `${d.method} ${d.target}`;
   cell('req', req, req);
   cell('err', d.error || '–');
-  const acts = cell('acts', '');
-  const redrive = document.createElement('button');
-  redrive.type = 'button';
-  redrive.className = 'btn quiet';
-  redrive.dataset.action = 'redrive-one';
-  redrive.textContent = 'Redrive';
-  redrive.setAttribute('aria-label', `Redrive ${d.id}`);
-  redrive.addEventListener('click', () => onSingle(card, 'redrive', d.id, redrive));
-  const purge = document.createElement('button');
-  purge.type = 'button';
-  purge.className = 'btn danger';
-  purge.dataset.action = 'purge-one';
-  purge.textContent = 'Purge';
-  purge.setAttribute('aria-label', `Purge ${d.id}`);
-  purge.addEventListener('click', () => armed(purge, () => onSingle(card, 'purge', d.id, purge)));
-  acts.append(redrive, purge);
+  const button = (op, label, cls, onClick) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = `btn ${cls}`;
+    b.dataset.action = `${op}-one`;
+    b.textContent = label;
+    b.setAttribute('aria-label', `${label} ${d.id}`);
+    b.addEventListener('click', () => onClick(b));
+    return b;
+  };
+  cell('acts', '').append(
+    button('redrive', 'Redrive', 'quiet', (b) => onSingle(card, 'redrive', d.id, b)),
+    button('purge', 'Purge', 'danger', (b) => armed(b, () => onSingle(card, 'purge', d.id, b))));
   return tr;
 }
 
