@@ -185,7 +185,7 @@ def main():
                    "the page to show Paused")
         c.check(text_of(b, action("pause")) == "Resume", "the button now offers Resume",
                 text_of(b, action("pause")))
-        time.sleep(0.7)  # replays already out finish
+        time.sleep(1.0)  # replays already out finish
         d0 = delivered(aport)
         time.sleep(2.0)
         d1 = delivered(aport)
@@ -226,9 +226,9 @@ def main():
         c.check("Click again" in text_of(b, action("purge-matching")),
                 "purge asks for a second click", text_of(b, action("purge-matching")))
         b.click(action("purge-matching"))
-        wait_for(lambda: upstream(aport, UPSTREAM, tok)["dead"] == 4, 5, "4 dead letters left")
         b.wait_for("document.querySelector(%r).textContent === '3 / 3'" % field("progress-text"), 3,
                    "the progress to say 3 / 3")
+        wait_for(lambda: upstream(aport, UPSTREAM, tok)["dead"] == 4, 5, "4 dead letters left")
 
         # ---- redrive by filter: the 500s are replayed (and die again: the backend still
         # answers them 500)

@@ -317,13 +317,17 @@ function renderCard(card) {
   const s = card.snap;
   const node = card.node;
   const paused = card.override ? card.override.paused : s.paused;
+  /* One state, as sluicectl names it: paused (the operator's), else the circuit's when it
+   * holds the replays, else flowing; a paused upstream's circuit, if not closed, beside it. */
+  const circuitText = s.circuit === 'open' ? 'Circuit open' : 'Circuit half-open';
   const badge = field(node, 'state');
-  badge.dataset.state = paused ? 'paused' : 'flowing';
-  setText(badge, paused ? 'Paused' : 'Flowing');
+  const state = paused ? 'paused' : s.circuit !== 'closed' ? s.circuit : 'flowing';
+  badge.dataset.state = state;
+  setText(badge, paused ? 'Paused' : s.circuit !== 'closed' ? circuitText : 'Flowing');
   const circuit = field(node, 'circuit');
-  circuit.hidden = s.circuit === 'closed';
+  circuit.hidden = !paused || s.circuit === 'closed';
   circuit.dataset.state = s.circuit;
-  setText(circuit, s.circuit === 'open' ? 'Circuit open' : 'Circuit half-open');
+  setText(circuit, circuitText);
 
   const pause = action(node, 'pause');
   setText(pause, paused ? 'Resume' : 'Pause');
@@ -689,7 +693,7 @@ async function onBulk(card, op) {
     reportFailure(`${op === 'redrive' ? 'Redrive' : 'Purge'} (${done} of ${ids.length} done)`, e);
   } finally {
     card.dead.busy = false;
-    setTimeout(() => progress(card, 0, 0), 1500);
+    setTimeout(() => progress(card, 0, 0), 3000);
     loadDead(card);
   }
 }
