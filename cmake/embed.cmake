@@ -10,8 +10,8 @@
 #   const size_t sl__admin_n_files;
 #
 # as src/admin/admin_int.h declares them. Each array ends with an extra NUL byte that its
-# length leaves out, so that an empty file is still a valid array. The output is written only
-# when its text changed, so that an unchanged console does not rebuild the library.
+# length leaves out, so that an empty file is still a valid array. The build runs it when a
+# file of DIR (or this script) is newer than OUTPUT.
 cmake_minimum_required(VERSION 3.20)
 
 if(NOT DIR OR NOT OUTPUT)
@@ -54,11 +54,4 @@ const struct sl__admin_file sl__admin_files[] = {
 ${entries}};
 const size_t sl__admin_n_files = ${n};
 ")
-
-if(EXISTS ${OUTPUT})
-  file(READ ${OUTPUT} old)
-  if(old STREQUAL text)
-    return()
-  endif()
-endif()
 file(WRITE ${OUTPUT} "${text}")
