@@ -11,7 +11,8 @@
 Chromium runs with its own session (setsid), so that it and every process it forks (zygote,
 renderers, utility processes) form one process group whose id is its PID: close() asks the
 browser to quit, and whatever is left of that group after 5 s is killed by that id. SIGTERM
-and SIGINT to the test end it through the same path. Every wait is bounded: a protocol call
+and SIGINT to the test end it through the same path. The PID is in <workdir>/chromium.pid
+until close() has reaped it, for a caller whose driver was killed outright to finish the job. Every wait is bounded: a protocol call
 gets <timeout> seconds for its answer.
 
 The page's trouble is recorded as it comes: Runtime.exceptionThrown, console.error() and
@@ -71,6 +72,7 @@ class Browser:
         self.workdir = workdir
         self.profile = tempfile.mkdtemp(prefix="chromium-", dir=workdir)
         self.log_path = os.path.join(workdir, "chromium.log")
+        self.pid_path = os.path.join(workdir, "chromium.pid")
         self._old_handlers = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
@@ -93,7 +95,7 @@ class Browser:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      start_new_session=True)
         log.close()
-        with open(os.path.join(self.workdir, "chromium.pid"), "w") as f:
+        with open(self.pid_path, "w") as f:
             f.write("%d\n" % self.proc.pid)
         # Chromium writes the port it bound (and its browser target's path) to this file.
         port_file = os.path.join(self.profile, "DevToolsActivePort")
@@ -288,6 +290,10 @@ class Browser:
             except subprocess.TimeoutExpired:
                 pass
             self.proc = None
+            try:
+                os.unlink(self.pid_path)  # reaped: nothing left for a caller's last resort
+            except OSError:
+                pass
         shutil.rmtree(self.profile, ignore_errors=True)
         for sig, old in self._old_handlers.items():
             signal.signal(sig, old)

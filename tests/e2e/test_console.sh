@@ -28,6 +28,15 @@ for py in python3 /usr/bin/python3; do
 done
 [ -n "$console_py" ] || e2e_fail "no python3 imports websocket (Debian package python3-websocket)"
 
+# cdp.py kills chromium's process group when the driver ends; if the driver itself was killed
+# outright, chromium.pid is still there and the group goes here, by that id.
+console_reap_browser() {
+  local pid
+  pid=$(cat "$E2E_WORK/chromium.pid" 2>/dev/null) || return 0
+  kill -KILL -- "-$pid" 2>/dev/null || true
+}
+trap console_reap_browser EXIT
+
 sh_backend_start --capacity 8 --service-ms 20
 token=console-t0ken
 conf=$(e2e_write_config sluice.conf <<EOF
