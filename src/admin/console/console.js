@@ -35,6 +35,9 @@ const TOKEN_KEY = 'sluice.adminToken';
 const ROWS_SHOWN = 200;
 const DEAD_LIST_MAX = 1000; /* what GET .../dead answers at most (server/admin_api.c) */
 const ARM_MS = 4000;
+/* An open list is loaded again when the dead count changes, and at least this often: the
+ * same count may hold other records (one redriven, another dead). */
+const DEAD_REFRESH_MS = 5000;
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const field = (root, name) => root.querySelector(`[data-field="${name}"]`);
@@ -237,7 +240,8 @@ function createCard(name) {
   const card = {
     name, node, canvas: field(node, 'chart'), samples: [], prev: null, snap: null,
     peak: 0, actionAt: 0, override: null,
-    dead: { open: false, list: [], loadedDead: -1, loading: false, busy: false, stop: false },
+    dead: { open: false, list: [], loadedDead: -1, loadedAt: 0, loading: false, busy: false,
+      stop: false, rowsKey: null },
   };
 
   action(node, 'pause').addEventListener('click', () => onPauseClick(card));
@@ -434,7 +438,8 @@ async function poll() {
       addSample(card, card.snap, t);
       renderCard(card);
       if (card.dead.open && !card.dead.loading && !card.dead.busy &&
-          card.dead.loadedDead !== card.snap.dead) {
+          (card.dead.loadedDead !== card.snap.dead ||
+           performance.now() - card.dead.loadedAt > DEAD_REFRESH_MS)) {
         loadDead(card);
       }
       if (card.dead.open) renderAges(card);
@@ -533,18 +538,21 @@ async function loadDead(card) {
     return;
   }
   card.dead.loading = true;
-  const want = card.snap ? card.snap.dead : -1;
+  const seen = card.snap ? card.snap.dead : -1;
   try {
     const body = await api('GET', upstreamPath(card.name, 'dead'));
     card.dead.list = Array.isArray(body.dead) ? body.dead : [];
-    card.dead.loadedDead = want;
+    /* The count this list stands for: its length, unless the API cut it (then the scrape's,
+     * which may be a second old: the next one that differs loads it again). */
+    card.dead.loadedDead = card.dead.list.length < DEAD_LIST_MAX ? card.dead.list.length : seen;
     renderDead(card);
   } catch (e) {
-    card.dead.loadedDead = want;
+    card.dead.loadedDead = seen;
     setText(note, e.status === 401 ? 'Enter the admin token (top right) to list the dead letters.'
       : `Cannot list the dead letters: ${e.message}`);
   } finally {
     card.dead.loading = false;
+    card.dead.loadedAt = performance.now();
   }
 }
 
@@ -620,8 +628,14 @@ function renderDead(card) {
   setText(redrive, `Redrive ${n}`);
   if (!purge.dataset.armed) setText(purge, `Purge ${n}`);
   redrive.disabled = purge.disabled = card.dead.busy || hits.length === 0;
-  const rows = hits.slice(0, ROWS_SHOWN).map((d) => deadRow(card, d));
-  field(node, 'dead-rows').replaceChildren(...rows);
+  /* The rows are made anew only when what they show changed: a reload that brings the same
+   * records keeps the buttons, and a purge armed by a first click stays armed. */
+  const shown = hits.slice(0, ROWS_SHOWN);
+  const key = shown.map((d) => `${d.id} ${d.attempts} ${d.error}`).join('\n');
+  if (key !== card.dead.rowsKey) {
+    card.dead.rowsKey = key;
+    field(node, 'dead-rows').replaceChildren(...shown.map((d) => deadRow(card, d)));
+  }
   const notes = [];
   if (list.length >= DEAD_LIST_MAX) {
     notes.push(`The API lists the ${fmtInt(DEAD_LIST_MAX)} oldest dead letters; ` +
