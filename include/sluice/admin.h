@@ -8,6 +8,8 @@
  *   GET /healthz  200 "ok": the process is alive and its loop turns
  *   GET /readyz   200 "ready", or 503 with the reason given to
  *                 sl_admin_set_ready() (shutting down, spool unavailable)
+ *   GET /ui       the web console, a page for a browser, and GET /ui/<name> its
+ *                 files (compiled in: src/admin/console.c, docs/console.md)
  * Other modules add routes with sl_admin_route(); a route flagged
  * SL_ADMIN_PROTECTED requires "Authorization: Bearer <admin.token>" when the
  * token is not empty. Errors are JSON: {"error":"..."}.

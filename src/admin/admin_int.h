@@ -1,7 +1,7 @@
 /*
  * Layout shared by the admin module's files: the listener's dispatcher on the
- * HTTP/1 core (server.c) and the routes, built-in handlers and token check
- * (router.c).
+ * HTTP/1 core (server.c), the routes, built-in handlers and token check
+ * (router.c) and the web console's files (console.c).
  *
  * Lifetime: the server is freed by sl_admin_close() once its listener and
  * every connection have been freed (sluice/http1.h); connections are freed in
@@ -79,5 +79,21 @@ void sl__admin_dispatch(struct sl_admin *a, const struct sl_admin_request *req,
 
 /* router.c: frees the routes. */
 void sl__admin_routes_dispose(struct sl_admin *a);
+
+/* A file compiled into the binary: the web console's page, stylesheet, script and icon
+ * (src/admin/console/), turned into <data> by cmake/embed.cmake at build time. <data> has
+ * <len> bytes and a NUL after them. */
+struct sl__admin_file {
+  const char *name; /* "console.js": the name in src/admin/console/ */
+  const unsigned char *data;
+  size_t len;
+};
+
+/* The generated console_files.c in the build directory: every file, sorted by name. */
+extern const struct sl__admin_file sl__admin_files[];
+extern const size_t sl__admin_n_files;
+
+/* console.c: registers GET /ui and the files below /ui/. Returns 0 or UV_ENOMEM. */
+int sl__admin_console_routes(struct sl_admin *a);
 
 #endif

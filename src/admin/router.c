@@ -1,6 +1,7 @@
 /*
  * Admin routing: the route table, the bearer-token check, JSON errors and
- * the built-in /, /metrics, /healthz and /readyz handlers.
+ * the built-in /, /metrics, /healthz and /readyz handlers (and, from
+ * console.c, the web console's /ui).
  *
  * The table is small (a handful of routes), so matching is a linear scan for
  * the longest matching path; no allocation happens per request except the
@@ -301,5 +302,6 @@ int sl__admin_builtin_routes(struct sl_admin *a) {
   r |= sl_admin_describe(a, SL_METHOD_GET, "/metrics", 0, "Prometheus metrics");
   r |= sl_admin_describe(a, SL_METHOD_GET, "/healthz", 0, "200 while the process runs");
   r |= sl_admin_describe(a, SL_METHOD_GET, "/readyz", 0, "200 when ready, else 503 and why");
+  r |= sl__admin_console_routes(a);
   return r ? UV_ENOMEM : 0;
 }

@@ -2,9 +2,9 @@
  * Unit tests for the admin listener (src/admin): the built-in /metrics,
  * /healthz and /readyz, protected routes and the bearer token, 404 and 405,
  * keep-alive and pipelining, malformed and oversized requests, reload of the
- * token, a handler that closes the server, and answers deferred by their handler (given
+ * token, a handler that closes the server, answers deferred by their handler (given
  * later, in the handler itself, after the client left, after the wait ran out, or never
- * because the server closed).
+ * because the server closed), and the web console's files (/ui).
  *
  * Each test runs the admin server in a libuv loop on a second thread and
  * talks to it from the test's thread over real loopback TCP with blocking
@@ -334,6 +334,20 @@ static void assert_header(const struct response *r, const char *name, const char
   assert_string_equal(got, want);
 }
 
+/* One request on a new connection, which must answer <status> and, when <name> is not NULL,
+ * header <name> with value <want>; the body is dropped. */
+static void assert_answer(struct fixture *fx, const char *req, int status, const char *name,
+                          const char *want) {
+  struct response r;
+
+  request(fx, req, &r);
+  free(r.body);
+  if (r.status != status)
+    fail_msg("%s: status %d, not %d", req, r.status, status);
+  if (name != NULL)
+    assert_header(&r, name, want);
+}
+
 /* ---- tests ---- */
 
 static void test_start_logs_real_port(void **state) {
@@ -527,12 +541,8 @@ static void test_not_found_and_method(void **state) {
   free(r.body);
 
   /* Exact paths: no match below them or with a longer name. */
-  request(fx, "GET /metrics/ HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
-  request(fx, "GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n", &r);
-  assert_int_equal(r.status, 404);
-  free(r.body);
+  assert_answer(fx, "GET /metrics/ HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
 
   request(fx, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r);
   assert_int_equal(r.status, 405);
@@ -577,12 +587,71 @@ static void test_index(void **state) {
   assert_non_null(strstr(r.body, "{\"path\":\"/admin/x/<name>/go\",\"methods\":[\"POST\"],"
                                  "\"token\":true,\"what\":\"makes \\\"x\\\" go\"}"));
   free(r.body);
-  request(fx, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r);
-  assert_int_equal(r.status, 405);
-  assert_header(&r, "Allow", "GET, HEAD");
+  assert_answer(fx, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "Allow",
+                "GET, HEAD");
+  assert_answer(fx, "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+}
+
+/* GET /ui and the files below it: the embedded bytes, each with its type, the console's
+ * security headers, never behind the token; anything else below /ui/ is a 404. */
+static void test_console(void **state) {
+  struct fixture *fx = *state;
+  struct response r;
+  char req[256], type[128];
+  bool page = false;
+
+  request(fx, "GET /ui HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 200);
+  assert_header(&r, "Content-Type", "text/html; charset=utf-8");
+  assert_header(&r, "Cache-Control", "no-store");
+  assert_header(&r, "X-Content-Type-Options", "nosniff");
+  assert_header(&r, "Referrer-Policy", "no-referrer");
+  assert_true(header(&r, "Content-Security-Policy", type, sizeof(type)));
+  assert_non_null(strstr(type, "default-src 'none'"));
+  assert_non_null(strstr(r.head, "script-src 'self';"));
+  assert_null(strstr(r.head, "unsafe-"));
+  assert_non_null(strstr(r.body, "<script type=\"module\" src=\"ui/console.js\">"));
   free(r.body);
-  request(fx, "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+
+  assert_true(sl__admin_n_files >= 4);
+  for (size_t i = 0; i < sl__admin_n_files; i++) {
+    const struct sl__admin_file *f = &sl__admin_files[i];
+    const char *dot = strrchr(f->name, '.');
+
+    page |= strcmp(f->name, "console.html") == 0;
+    snprintf(req, sizeof(req), "GET /ui/%s HTTP/1.1\r\nHost: x\r\n\r\n", f->name);
+    request(fx, req, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, f->len);
+    assert_memory_equal(r.body, f->data, f->len);
+    assert_true(header(&r, "Content-Type", type, sizeof(type)));
+    /* Every file of the console has a type of its own: a new kind needs a line in console.c. */
+    assert_non_null(dot);
+    assert_string_not_equal(type, "application/octet-stream");
+    if (strcmp(dot, ".js") == 0)
+      assert_string_equal(type, "text/javascript; charset=utf-8"); /* modules need it */
+    assert_true(header(&r, "Content-Security-Policy", type, sizeof(type)));
+    free(r.body);
+  }
+  assert_true(page);
+
+  request(fx, "HEAD /ui/console.js HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.body_len, 0);
+  free(r.body);
+  assert_answer(fx, "GET /ui/ HTTP/1.1\r\nHost: x\r\n\r\n", 308, "Location", "../ui");
+  request(fx, "GET /ui/nope.js HTTP/1.1\r\nHost: x\r\n\r\n", &r);
   assert_int_equal(r.status, 404);
+  assert_string_equal(r.body, "{\"error\":\"no such console file\"}\n");
+  free(r.body);
+  assert_answer(fx, "GET /ui/../metrics HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "GET /ui/console.js/x HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "GET /uix HTTP/1.1\r\nHost: x\r\n\r\n", 404, NULL, NULL);
+  assert_answer(fx, "POST /ui HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "Allow",
+                "GET, HEAD");
+  request(fx, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+  assert_non_null(strstr(r.body, "{\"path\":\"/ui\",\"methods\":[\"GET\",\"HEAD\"],"
+                                 "\"token\":false,"));
   free(r.body);
 }
 
@@ -943,6 +1012,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_protected_route, setup, teardown),
       cmocka_unit_test_setup_teardown(test_not_found_and_method, setup, teardown),
       cmocka_unit_test_setup_teardown(test_index, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_console, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeouts, setup_short_timeouts, teardown),
