@@ -28,6 +28,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ struct server {
   llhttp_settings_t settings;
   uint64_t service_ms, requests;
   unsigned capacity, queue_max, in_service, waiting;
+  bool verbose; /* a line per request; off by default, so that a demo burst stays readable */
   TAILQ_HEAD(, req) waiting_reqs; /* FIFO of WAITING requests of all connections */
 };
 
@@ -433,7 +435,8 @@ static void conn_flush(struct conn *c) {
     if (c->head == NULL)
       c->tail = NULL;
     if (!reset) {
-      sl_log_info("%s %.*s -> %d", r->method, (int)r->target.len, r->target.base, r->status);
+      if (c->srv->verbose)
+        sl_log_info("%s %.*s -> %d", r->method, (int)r->target.len, r->target.base, r->status);
       err = conn_write(c, &r->resp, r->fill_len);
     }
     req_destroy(r);
@@ -678,9 +681,10 @@ fail:
 
 static void usage(FILE *f) {
   fputs("usage: sluice-demo-backend [--listen HOST:PORT] [--service-time DUR] [--capacity N]\n"
-        "                           [--queue N] [--quiet]\n"
+        "                           [--queue N] [-v | --verbose] [--quiet]\n"
         "A slow HTTP/1.1 service: <capacity> requests in service at once for <service-time>\n"
         "each, <queue> more waiting, 503 beyond. Defaults: 127.0.0.1:9000, 20ms, 4, 1024.\n"
+        "It logs its settings at start; -v adds a line per request, --quiet leaves warnings only.\n"
         "Endpoints: any path (JSON summary), /status/NNN, /echo, /chunked, /close, /truncate,\n"
         "/reset, /sleep/MS, /big/N, /_stats; header X-Demo-Status: NNN sets the status.\n",
         f);
@@ -699,6 +703,10 @@ int main(int argc, char **argv) {
     const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(opt, "--quiet") == 0) {
       sl_log_set_level(SL_LOG_WARN);
+      continue;
+    }
+    if (strcmp(opt, "-v") == 0 || strcmp(opt, "--verbose") == 0) {
+      s.verbose = true;
       continue;
     }
     if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
@@ -741,8 +749,12 @@ int main(int argc, char **argv) {
     uv_loop_close(&s.loop);
     return 1;
   }
-  sl_log_info("service time %" PRIu64 "ms, capacity %u, queue %u", s.service_ms, s.capacity,
-              s.queue_max);
+  if (s.service_ms > 0)
+    sl_log_info("service time %" PRIu64 "ms, capacity %u (%" PRIu64
+                " requests/s at most), queue %u",
+                s.service_ms, s.capacity, s.capacity * 1000 / s.service_ms, s.queue_max);
+  else
+    sl_log_info("service time 0ms, capacity %u, queue %u", s.capacity, s.queue_max);
   uv_signal_init(&s.loop, &s.sigterm);
   uv_signal_init(&s.loop, &s.sigint);
   s.sigterm.data = s.sigint.data = &s;
