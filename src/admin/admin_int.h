@@ -81,7 +81,7 @@ void sl__admin_dispatch(struct sl_admin *a, const struct sl_admin_request *req,
 void sl__admin_routes_dispose(struct sl_admin *a);
 
 /* A file compiled into the binary: the web console's page, stylesheet, script and icon
- * (src/admin/console/), turned into <data> by cmake/embed.cmake at build time. <data> has
+ * (src/admin/console/), turned into <data> by scripts/embed.cmake at build time. <data> has
  * <len> bytes and a NUL after them. */
 struct sl__admin_file {
   const char *name; /* "console.js": the name in src/admin/console/ */

@@ -1,7 +1,7 @@
 /*
  * The web console on the admin listener: GET /ui answers one page (console.html) and
  * GET /ui/<name> the files it loads (console.css, console.js, icon.svg), all of them from
- * src/admin/console/, compiled into the binary by cmake/embed.cmake (sl__admin_files).
+ * src/admin/console/, compiled into the binary by scripts/embed.cmake (sl__admin_files).
  *
  * The page is a client of this listener and nothing else: it reads /metrics every second
  * and calls the admin API (/admin/upstreams/...) with the token the operator types in. So
