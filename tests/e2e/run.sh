@@ -60,7 +60,10 @@ finish() {
   if ! e2e_cleanup && [ "$rc" -eq 0 ]; then
     rc=1
   fi
-  if [ "$rc" -ne 0 ]; then
+  if [ "$rc" -eq "$E2E_SKIP" ]; then
+    echo "e2e: SKIPPED: $(basename "$test_file")" >&2
+    rm -rf "$E2E_WORK"
+  elif [ "$rc" -ne 0 ]; then
     echo "e2e: FAILED: $(basename "$test_file") (exit $rc)" >&2
     e2e_dump_logs
     echo "e2e: work directory kept: $E2E_WORK" >&2
