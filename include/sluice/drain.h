@@ -224,6 +224,15 @@ bool sl_drain_circuit_closed(const struct sl_drain *d);
  */
 void sl_drain_report(struct sl_drain *d, bool ok, uint64_t started_ns);
 
+/*
+ * The backend answered <status> with a Retry-After of <retry_after_ms> (0:
+ * none or unreadable), to a replay or a live request. A 429 or 503 with one
+ * holds the upstream until then: replays wait, and live requests that may
+ * spill are spilled (sl_drain_admit). Returns whether it held; a replay so
+ * answered keeps its place and its attempts.
+ */
+bool sl_drain_backend_asked_wait(struct sl_drain *d, unsigned status, uint64_t retry_after_ms);
+
 /* Admin operations. */
 void sl_drain_pause(struct sl_drain *d, bool paused);
 void sl_drain_set_rate(struct sl_drain *d, double rate);
@@ -238,6 +247,7 @@ struct sl_drain_info {
   enum sl_circuit_state circuit;
   unsigned circuit_failures; /* consecutive failure steps */
   uint64_t next_probe_ms;    /* wall clock; 0 when closed or a probe is out without end */
+  uint64_t hold_until_ms;    /* wall clock the backend's Retry-After holds the drain to; 0: none */
   /* Records that left the line (delivered, dead-lettered, cancelled, lost) since it last
    * started from empty, or since the start: with what is still queued, how far the drain of
    * the current backlog has come. It stays at its count once the line is empty again, until

@@ -114,7 +114,11 @@ struct sl_drain {
   TAILQ_HEAD(, spill_job) spills;        /* spilled, not yet answered, oldest first */
   uint64_t already_delivered;            /* records settled unsent: the ledger said delivered */
 
-  uint64_t hold_until_ms; /* replays wait until then after a spool read error */
+  uint64_t hold_until_ms; /* replays wait until then: a spool read error, or the backend's ask */
+  /* Wall clock until which the backend asked for no requests (a 429 or 503 with Retry-After):
+   * replays wait, live requests that may spill are spilled. 0: never asked. */
+  uint64_t backend_hold_until_ms;
+  struct sl_metric *backend_holds; /* times the backend asked to wait */
   struct sl_circuit circuit;
   uint64_t circuit_opens;
   uint64_t seq_accepted;     /* sequence of the last record accepted */
@@ -210,6 +214,11 @@ static double m_corrupt(void *a) { return stat_of(a, 8); }
 static double m_lost(void *a) { return stat_of(a, 11); }
 static double m_rate(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
 static double m_paused(void *a) { return ((struct sl_drain *)a)->paused ? 1 : 0; }
+static double m_hold_until(void *a) {
+  struct sl_drain *d = a;
+
+  return d->backend_hold_until_ms > sl_clock_wall_ms() ? (double)d->backend_hold_until_ms / 1e3 : 0;
+}
 static double m_max_bytes(void *a) { return (double)((struct sl_drain *)a)->ucfg->max_spool_bytes; }
 /* NaN while the ETA is unknown because nothing drains (paused, circuit not
  * closed): a number there would be a promise, and NaN is how Prometheus
@@ -292,7 +301,11 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
                         "status already read delivered: settled without a second delivery.",
                         up),
       (const char *[]){n});
-  if (d->skipped_delivered == NULL)
+  d->backend_holds = sl_metrics_series(
+      sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_drain_backend_holds_total",
+                        "Answers (429 or 503) whose Retry-After held the upstream's drain.", up),
+      (const char *[]){n});
+  if (d->skipped_delivered == NULL || d->backend_holds == NULL)
     return -1;
   for (int i = 0; i < DRAINED_COUNT; i++) {
     d->drained[i] = sl_metrics_series(drained, (const char *[]){n, outcomes[i]});
@@ -350,6 +363,10 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
                    "Time to drain the backlog at the current rate.", n, m_eta, d),
         own_series(reg, SL_METRIC_GAUGE, "sluice_drain_rate_limit",
                    "The configured rate in requests/s (0: none).", n, m_rate, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_drain_hold_until_timestamp_seconds",
+                   "Unix time until which the backend asked (Retry-After on a 429 or 503) "
+                   "for no requests; 0 when not held.",
+                   n, m_hold_until, d),
         own_series(reg, SL_METRIC_GAUGE, "sluice_drain_paused", "1 while replay is paused.", n,
                    m_paused, d),
         own_series(reg, SL_METRIC_GAUGE, "sluice_spool_max_bytes",
@@ -463,6 +480,10 @@ static void notify_watches(struct sl_drain *d, const uint8_t *id, const struct s
 enum sl_shaper_verdict sl_drain_admit(struct sl_drain *d, bool spillable) {
   bool backlog = spillable && sl_drain_has_backlog(d);
 
+  /* The backend asked for quiet: what can wait in the spool does. */
+  if (spillable && d->spool != NULL && sl_clock_wall_ms() < d->backend_hold_until_ms)
+    return SL_SHAPER_SPILL;
+
   return sl_shaper_decide(&d->shaper, now_ns(), spillable && d->spool != NULL, backlog,
                           !TAILQ_EMPTY(&d->waiters));
 }
@@ -553,6 +574,25 @@ static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) 
   r |= sl_buf_append(out, "\r\n", 2);
   r |= sl_buf_append(out, rec->body, rec->body_len);
   return r ? -1 : 0;
+}
+
+bool sl_drain_backend_asked_wait(struct sl_drain *d, unsigned status, uint64_t retry_after_ms) {
+  uint64_t until;
+
+  if ((status != 429 && status != 503) || retry_after_ms == 0)
+    return false;
+  until = sl_clock_wall_ms() + retry_after_ms;
+  if (until > d->backend_hold_until_ms) {
+    char when[SL_CLOCK_RFC3339_LEN];
+
+    sl_log_info("upstream %s: the backend answered %u with Retry-After: drain held until %s",
+                d->name, status, sl_clock_format(until, true, when));
+    d->backend_hold_until_ms = until;
+  }
+  if (until > d->hold_until_ms)
+    d->hold_until_ms = until;
+  sl_metrics_inc(d->backend_holds);
+  return true;
 }
 
 /* Backoff before attempt number <attempts> + 1: exponential, capped, with
@@ -668,6 +708,29 @@ static void give_back(struct sl_drain *d, struct sl_spool_item *item, const char
 }
 
 /*
+ * <job>'s record goes back to the head of the line with its attempts unchanged:
+ * the try was no attempt of the record. Either nothing of it reached the
+ * backend, or the backend asked to be left alone for a while (a 429 or 503 with
+ * Retry-After), which holds the whole drain until <not_before_ms> (0: its turn).
+ */
+static void keep_place(struct sl_drain *d, struct replay_job *job, const char *error,
+                       uint64_t not_before_ms) {
+  const struct sl_spool_record *rec = sl_spool_item_record(job->item);
+  struct sl_ledger_entry e;
+
+  if (d->ledger != NULL && sl_ledger_get(d->ledger, rec->id, &e) == 1) {
+    e.state = SL_LEDGER_QUEUED;
+    e.attempts = rec->attempts;
+    e.updated_ms = sl_clock_wall_ms();
+    e.not_before_ms = not_before_ms;
+    snprintf(e.error, sizeof(e.error), "%.*s", (int)sizeof(e.error) - 1, error);
+    sl_ledger_put(d->ledger, &e);
+  }
+  sl_spool_release(d->spool, job->item);
+  d->maybe_ready = true;
+}
+
+/*
  * A replay failed in a way worth another attempt (<error> says how). With
  * <unsent> nothing of it reached the backend: that was no attempt, so the
  * record goes back to the head of the line with its attempts unchanged, and
@@ -683,19 +746,8 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
   char when[SL_CLOCK_RFC3339_LEN];
 
   if (unsent) {
-    struct sl_ledger_entry e;
-
     sl_log_debug("upstream %s: replay not sent (%s); the record keeps its place", d->name, error);
-    if (d->ledger != NULL && sl_ledger_get(d->ledger, rec->id, &e) == 1) {
-      e.state = SL_LEDGER_QUEUED;
-      e.attempts = rec->attempts;
-      e.updated_ms = wall;
-      e.not_before_ms = 0;
-      snprintf(e.error, sizeof(e.error), "%s", error);
-      sl_ledger_put(d->ledger, &e);
-    }
-    sl_spool_release(d->spool, job->item);
-    d->maybe_ready = true;
+    keep_place(d, job, error, 0);
     return;
   }
   if (attempts >= rc->max_attempts) {
@@ -781,11 +833,19 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
   } else if (res->status >= 500 || res->status == 408 || res->status == 429) {
     /* The form sl_drain_error_status() reads back. */
     snprintf(error, sizeof(error), "HTTP %u", res->status);
-    if (sl_circuit_status_fails(res->status))
-      circuit_failed(d, job->started_ns, error);
-    else
+    if (sl_drain_backend_asked_wait(d, res->status, res->retry_after_ms)) {
+      /* A rate limit the backend spelled out is no failure, of the upstream (it answered,
+       * and the hold spaces the next try) or of the record: it waits, with the whole
+       * drain, and keeps its attempts. */
       circuit_succeeded(d);
-    replay_failed(d, job, error, res->retry_after_ms, false);
+      keep_place(d, job, error, d->backend_hold_until_ms);
+    } else {
+      if (sl_circuit_status_fails(res->status))
+        circuit_failed(d, job->started_ns, error);
+      else
+        circuit_succeeded(d);
+      replay_failed(d, job, error, res->retry_after_ms, false);
+    }
   } else {
     uint64_t wall = sl_clock_wall_ms();
 
@@ -1340,7 +1400,8 @@ static void pump(struct sl_drain *d) {
                      sl_strerror(rc), TAKE_ERROR_HOLD_MS);
         /* The record is still there: hold off, then read again (schedule arms the timer
          * for the end of the hold since maybe_ready stays set). */
-        d->hold_until_ms = wall + TAKE_ERROR_HOLD_MS;
+        if (wall + TAKE_ERROR_HOLD_MS > d->hold_until_ms)
+          d->hold_until_ms = wall + TAKE_ERROR_HOLD_MS;
         d->maybe_ready = true;
         break;
       }
@@ -1792,6 +1853,8 @@ void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
   info->circuit = d->circuit.state;
   info->circuit_failures = d->circuit.failures;
   info->next_probe_ms = next_probe_wall_ms(d, now_ns(), sl_clock_wall_ms());
+  info->hold_until_ms =
+      d->backend_hold_until_ms > sl_clock_wall_ms() ? d->backend_hold_until_ms : 0;
   info->drained_since_empty =
       d->seq_settled > d->settled_at_empty ? d->seq_settled - d->settled_at_empty : 0;
 }

@@ -80,6 +80,15 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
     sl_buf_printf(b, "%.1f", info.eta_seconds);
   else
     sl_buf_append_str(b, "null");
+  sl_buf_append_str(b, ",\"hold_until\":");
+  /* Until when the backend's Retry-After (on a 429 or 503) holds the drain. */
+  if (info.hold_until_ms > 0) {
+    char when[SL_CLOCK_RFC3339_LEN];
+
+    sl_buf_printf(b, "\"%s\"", sl_clock_format(info.hold_until_ms, true, when));
+  } else {
+    sl_buf_append_str(b, "null");
+  }
   sl_buf_printf(b, ",\"circuit\":{\"state\":\"%s\",\"consecutive_failures\":%u,\"next_probe_at\":",
                 sl_circuit_state_name(info.circuit), info.circuit_failures);
   if (info.next_probe_ms > 0) {

@@ -103,7 +103,7 @@ static int on_upx_head(struct sl_upx *x, const struct sl_http_msg *m, void *user
     c->h1.keep_alive = false;
   c->status = m->status;
   c->outcome = SL_OUTCOME_FORWARDED;
-  sl__shape_forward_answered(c, m->status); /* the circuit hears how the backend answered */
+  sl__shape_forward_answered(c, m); /* the circuit hears how the backend answered */
   if (sl_http_write_response_head(&c->h1.out, m, req, c->framing, c->h1.keep_alive) != 0)
     return UV_ENOMEM;
   c->head_sent = true;
