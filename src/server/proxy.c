@@ -40,6 +40,9 @@ static const char *upstream_name(const struct sl_conn *c) {
 static void fail(struct sl_conn *c, const struct sl_upx_result *res) {
   unsigned status = res->error == UV_ETIMEDOUT ? 504 : 502;
 
+  if (res->error == UV_ETIMEDOUT && c->drain != NULL)
+    sl_drain_live_timed_out(c->drain);
+
   sl_log_warn("upstream %s: %s%s%s: %s (client %s)", upstream_name(c), res->what,
               res->detail ? ": " : "", res->detail ? res->detail : "", uv_strerror(res->error),
               c->h1.client_addr);

@@ -661,18 +661,13 @@ bool sl__shape_spill_unsent(struct sl_conn *c, int err) {
 
 void sl__shape_forward_answered(struct sl_conn *c, const struct sl_http_msg *m) {
   const struct sl_http_header *ra;
-
-  bool held = false;
+  uint64_t retry_after_ms = 0;
 
   if (c->drain == NULL)
     return;
-  /* A rate limit with a Retry-After holds the replays too (one upstream, one rate); the
-   * backend answered, so it is no failure for the circuit. */
   ra = (m->status == 429 || m->status == 503) ? sl_http_msg_header(m, "retry-after") : NULL;
   if (ra != NULL)
-    held =
-        sl_drain_backend_asked_wait(c->drain, m->status,
-                                    sl_replay_parse_retry_after(sl_http_msg_str(m, ra->value_off),
-                                                                ra->value_len, sl_clock_wall_ms()));
-  sl_drain_report(c->drain, held || !sl_circuit_status_fails(m->status), c->t_upstream_start_ns);
+    retry_after_ms = sl_replay_parse_retry_after(sl_http_msg_str(m, ra->value_off), ra->value_len,
+                                                 sl_clock_wall_ms());
+  sl_drain_live_answered(c->drain, m->status, retry_after_ms, c->t_upstream_start_ns);
 }

@@ -15,16 +15,7 @@ set -euo pipefail
 . "$E2E_DIR/shaping_lib.sh"
 
 sh_backend_start --first 3 --first-status 429 --retry-after 2
-conf=$(e2e_write_config sluice.conf <<EOF2
-$(e2e_config_base)
-upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; rate = 1.0; burst = 1; paused = true;
-                retry = { max_attempts = 1; initial_backoff = "100ms"; max_backoff = "200ms";
-                          multiplier = 2.0; jitter = 0.0; }; } );
-routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
-EOF2
-)
-e2e_sluice_start "$conf"
-sh_require_admin
+sh_sluice_start_spilling 'rate = 1.0; burst = 1; paused = true; retry = { max_attempts = 1; initial_backoff = "100ms"; max_backoff = "200ms"; multiplier = 2.0; jitter = 0.0; };'
 
 python3 - "$SLUICE_PORT" "$SLUICE_ADMIN_PORT" "$REC_LOG" <<'EOF2'
 import sys, time
