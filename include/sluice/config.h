@@ -71,7 +71,12 @@ struct sl_upstream_config {
   uint64_t max_spool_bytes;      /* default 10GiB */
   bool paused;                   /* default false */
   struct sl_retry_config retry;
-  int line; /* where it was defined, for messages */
+  /* Adaptive rate (sluice/adaptive.h): <rate> is where it starts, between these bounds. */
+  bool adaptive;              /* default false */
+  double min_rate;            /* with adaptive; default 1 (<rate> when that is lower) */
+  double max_rate;            /* with adaptive; required */
+  uint64_t target_latency_ms; /* with adaptive; 0 (default): latency not looked at */
+  int line;                   /* where it was defined, for messages */
 };
 
 struct sl_route_config {

@@ -39,6 +39,7 @@
 #include <uv.h>
 #include <sys/queue.h>
 
+#include "sluice/adaptive.h"
 #include "sluice/buf.h"
 #include "sluice/circuit.h"
 #include "sluice/config.h"
@@ -224,6 +225,21 @@ bool sl_drain_circuit_closed(const struct sl_drain *d);
  */
 void sl_drain_report(struct sl_drain *d, bool ok, uint64_t started_ns);
 
+/*
+ * The backend answered a live request sent at <started_ns> (monotonic) with
+ * <status> and a Retry-After of <retry_after_ms> (0: none or unreadable). A
+ * 429 or 503 with one holds the upstream until then (replays wait, live
+ * requests that may spill are spilled: sl_drain_admit) and counts as an
+ * answer for the circuit; else the circuit hears it as sl_drain_report()
+ * says. An adaptive rate learns from it. (A replay so answered keeps its
+ * place and its attempts.)
+ */
+void sl_drain_live_answered(struct sl_drain *d, unsigned status, uint64_t retry_after_ms,
+                            uint64_t started_ns);
+
+/* A live request got no answer in time: an adaptive rate goes down. */
+void sl_drain_live_timed_out(struct sl_drain *d);
+
 /* Admin operations. */
 void sl_drain_pause(struct sl_drain *d, bool paused);
 void sl_drain_set_rate(struct sl_drain *d, double rate);
@@ -238,6 +254,11 @@ struct sl_drain_info {
   enum sl_circuit_state circuit;
   unsigned circuit_failures; /* consecutive failure steps */
   uint64_t next_probe_ms;    /* wall clock; 0 when closed or a probe is out without end */
+  uint64_t hold_until_ms;    /* wall clock the backend's Retry-After holds the drain to; 0: none */
+  bool adaptive;             /* the rate adapts (sluice/adaptive.h); then: */
+  double min_rate, max_rate; /* its bounds */
+  uint64_t rate_increases;   /* steps up, and decreases by enum sl_adaptive_cause */
+  uint64_t rate_decreases[SL_ADAPTIVE_CAUSES];
   /* Records that left the line (delivered, dead-lettered, cancelled, lost) since it last
    * started from empty, or since the start: with what is still queued, how far the drain of
    * the current backlog has come. It stays at its count once the line is empty again, until

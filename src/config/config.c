@@ -658,6 +658,10 @@ static const char *const upstream_keys[] = {"name",
                                             "max_spool_bytes",
                                             "paused",
                                             "retry",
+                                            "adaptive",
+                                            "min_rate",
+                                            "max_rate",
+                                            "target_latency",
                                             NULL};
 static const char *const retry_keys[] = {"max_attempts", "initial_backoff", "max_backoff",
                                          "multiplier",   "jitter",          NULL};
@@ -955,6 +959,46 @@ static int parse_retry(struct ctx *c, const config_setting_t *up, const char *up
   return 0;
 }
 
+/* The adaptive rate's keys of upstream <g> (<where> in messages): its bounds hold
+ * min_rate <= rate <= max_rate, and they mean nothing without adaptive = true. */
+static int parse_adaptive(struct ctx *c, const config_setting_t *g, const char *where,
+                          struct sl_upstream_config *u) {
+  const config_setting_t *min_s, *max_s, *on_s = config_setting_get_member(g, "adaptive");
+  const config_setting_t *target_s = config_setting_get_member(g, "target_latency");
+
+  u->adaptive = false;
+  u->min_rate = 0;
+  u->max_rate = 0;
+  u->target_latency_ms = 0;
+  if (get_bool(c, g, where, "adaptive", &u->adaptive) != 0 ||
+      get_number(c, g, where, "min_rate", &u->min_rate, &min_s) != 0 ||
+      get_number(c, g, where, "max_rate", &u->max_rate, &max_s) != 0 ||
+      get_duration(c, g, where, "target_latency", 1, &u->target_latency_ms) != 0)
+    return -1;
+  if (!u->adaptive) {
+    const config_setting_t *stray = min_s != NULL ? min_s : max_s != NULL ? max_s : target_s;
+
+    if (stray != NULL)
+      return fail(c, stray, "%s.%s: only with adaptive = true", where, config_setting_name(stray));
+    return 0;
+  }
+  if (config_setting_get_member(g, "rate") == NULL)
+    return fail(c, on_s, "%s.adaptive: needs rate, the rate to start from", where);
+  if (max_s == NULL)
+    return fail(c, on_s, "%s.adaptive: needs max_rate, the highest rate it may reach", where);
+  if (min_s == NULL)
+    u->min_rate = u->rate < 1.0 ? u->rate : 1.0;
+  else if (!(u->min_rate > 0))
+    return fail(c, min_s, "%s.min_rate: must be greater than 0, got %g", where, u->min_rate);
+  if (u->min_rate > u->rate)
+    return fail(c, min_s, "%s.min_rate: %g is above rate (%g); want min_rate <= rate <= max_rate",
+                where, u->min_rate, u->rate);
+  if (u->max_rate < u->rate)
+    return fail(c, max_s, "%s.max_rate: %g is below rate (%g); want min_rate <= rate <= max_rate",
+                where, u->max_rate, u->rate);
+  return 0;
+}
+
 static int parse_upstream(struct ctx *c, const config_setting_t *g, size_t idx,
                           struct sl_config *cfg) {
   struct sl_upstream_config *u = &cfg->upstreams[idx];
@@ -1010,6 +1054,8 @@ static int parse_upstream(struct ctx *c, const config_setting_t *g, size_t idx,
       get_u32(c, g, where, "keepalive", 0, &u->keepalive) != 0 ||
       get_size(c, g, where, "max_spool_bytes", 1, &u->max_spool_bytes) != 0 ||
       get_bool(c, g, where, "paused", &u->paused) != 0 || parse_retry(c, g, where, &u->retry) != 0)
+    return -1;
+  if (parse_adaptive(c, g, where, u) != 0)
     return -1;
   /* One second's worth of tokens lets a steady stream at <rate> through
    * without queuing while still bounding the spike the backend sees. */

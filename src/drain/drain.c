@@ -114,7 +114,12 @@ struct sl_drain {
   TAILQ_HEAD(, spill_job) spills;        /* spilled, not yet answered, oldest first */
   uint64_t already_delivered;            /* records settled unsent: the ledger said delivered */
 
-  uint64_t hold_until_ms; /* replays wait until then after a spool read error */
+  uint64_t hold_until_ms; /* replays wait until then: a spool read error, or the backend's ask */
+  /* Wall clock until which the backend asked for no requests (a 429 or 503 with Retry-After):
+   * replays wait, live requests that may spill are spilled. 0: never asked. */
+  uint64_t backend_hold_until_ms;
+  struct sl_metric *backend_holds; /* times the backend asked to wait */
+  struct sl_adaptive adaptive;     /* with ucfg->adaptive: what sets the shaper's rate */
   struct sl_circuit circuit;
   uint64_t circuit_opens;
   uint64_t seq_accepted;     /* sequence of the last record accepted */
@@ -208,8 +213,30 @@ static double m_raw(void *a) { return stat_of(a, 6); }
 static double m_compressed(void *a) { return stat_of(a, 7); }
 static double m_corrupt(void *a) { return stat_of(a, 8); }
 static double m_lost(void *a) { return stat_of(a, 11); }
-static double m_rate(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
+/* The limit in force: the adaptive rate's ceiling, or the fixed rate. */
+static double m_rate(void *a) {
+  struct sl_drain *d = a;
+
+  return d->ucfg->adaptive ? d->ucfg->max_rate : d->shaper.rate;
+}
+static double m_rate_effective(void *a) { return ((struct sl_drain *)a)->shaper.rate; }
+static double m_increases(void *a) { return (double)((struct sl_drain *)a)->adaptive.increases; }
+#define M_DECREASES(cause)                                                                         \
+  static double m_decreases_##cause(void *a) {                                                     \
+    return (double)((struct sl_drain *)a)->adaptive.decreases[SL_ADAPTIVE_CAUSE_##cause];          \
+  }
+M_DECREASES(429)
+M_DECREASES(503)
+M_DECREASES(RETRY_AFTER)
+M_DECREASES(TIMEOUT)
+M_DECREASES(LATENCY)
+#undef M_DECREASES
 static double m_paused(void *a) { return ((struct sl_drain *)a)->paused ? 1 : 0; }
+static double m_hold_until(void *a) {
+  struct sl_drain *d = a;
+
+  return d->backend_hold_until_ms > sl_clock_wall_ms() ? (double)d->backend_hold_until_ms / 1e3 : 0;
+}
 static double m_max_bytes(void *a) { return (double)((struct sl_drain *)a)->ucfg->max_spool_bytes; }
 /* NaN while the ETA is unknown because nothing drains (paused, circuit not
  * closed): a number there would be a promise, and NaN is how Prometheus
@@ -270,7 +297,8 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
   static const char *const up_outcome[] = {"upstream", "outcome", NULL};
   static const char *const up_kind[] = {"upstream", "kind", NULL};
   static const char *const outcomes[DRAINED_COUNT] = {"delivered", "retried", "dead"};
-  struct sl_metric_family *backlog, *drained, *written, *circuit;
+  static const char *const up_cause[] = {"upstream", "cause", NULL};
+  struct sl_metric_family *backlog, *drained, *written, *circuit, *decreases;
   const char *n = d->name;
 
   backlog = sl_metrics_family(reg, SL_METRIC_GAUGE, "sluice_backlog_requests",
@@ -284,7 +312,11 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
   circuit = sl_metrics_family(
       reg, SL_METRIC_GAUGE, "sluice_upstream_circuit_state",
       "1 for the circuit's current state (closed, half-open, open), else 0.", up_state);
-  if (backlog == NULL || drained == NULL || written == NULL || circuit == NULL)
+  decreases = sl_metrics_family(
+      reg, SL_METRIC_COUNTER, "sluice_drain_rate_decreases_total",
+      "Times the adaptive rate went down, by cause: 429, 503, retry_after, timeout, latency.",
+      up_cause);
+  if (backlog == NULL || drained == NULL || written == NULL || circuit == NULL || decreases == NULL)
     return -1;
   d->skipped_delivered = sl_metrics_series(
       sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_drain_redelivery_skipped_total",
@@ -292,7 +324,11 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
                         "status already read delivered: settled without a second delivery.",
                         up),
       (const char *[]){n});
-  if (d->skipped_delivered == NULL)
+  d->backend_holds = sl_metrics_series(
+      sl_metrics_family(reg, SL_METRIC_COUNTER, "sluice_drain_backend_holds_total",
+                        "Answers (429 or 503) whose Retry-After held the upstream's drain.", up),
+      (const char *[]){n});
+  if (d->skipped_delivered == NULL || d->backend_holds == NULL)
     return -1;
   for (int i = 0; i < DRAINED_COUNT; i++) {
     d->drained[i] = sl_metrics_series(drained, (const char *[]){n, outcomes[i]});
@@ -349,7 +385,24 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
         own_series(reg, SL_METRIC_GAUGE, "sluice_drain_eta_seconds",
                    "Time to drain the backlog at the current rate.", n, m_eta, d),
         own_series(reg, SL_METRIC_GAUGE, "sluice_drain_rate_limit",
-                   "The configured rate in requests/s (0: none).", n, m_rate, d),
+                   "The configured rate in requests/s (0: none); with adaptive, max_rate.", n,
+                   m_rate, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_drain_rate_effective",
+                   "The rate in force in requests/s (0: none): the adaptive rate, or the "
+                   "configured one.",
+                   n, m_rate_effective, d),
+        own_series(reg, SL_METRIC_COUNTER, "sluice_drain_rate_increases_total",
+                   "Times the adaptive rate went up a step.", n, m_increases, d),
+        sl_metrics_series_fn(decreases, (const char *[]){n, "429"}, m_decreases_429, d),
+        sl_metrics_series_fn(decreases, (const char *[]){n, "503"}, m_decreases_503, d),
+        sl_metrics_series_fn(decreases, (const char *[]){n, "retry_after"}, m_decreases_RETRY_AFTER,
+                             d),
+        sl_metrics_series_fn(decreases, (const char *[]){n, "timeout"}, m_decreases_TIMEOUT, d),
+        sl_metrics_series_fn(decreases, (const char *[]){n, "latency"}, m_decreases_LATENCY, d),
+        own_series(reg, SL_METRIC_GAUGE, "sluice_drain_hold_until_timestamp_seconds",
+                   "Unix time until which the backend asked (Retry-After on a 429 or 503) "
+                   "for no requests; 0 when not held.",
+                   n, m_hold_until, d),
         own_series(reg, SL_METRIC_GAUGE, "sluice_drain_paused", "1 while replay is paused.", n,
                    m_paused, d),
         own_series(reg, SL_METRIC_GAUGE, "sluice_spool_max_bytes",
@@ -463,6 +516,10 @@ static void notify_watches(struct sl_drain *d, const uint8_t *id, const struct s
 enum sl_shaper_verdict sl_drain_admit(struct sl_drain *d, bool spillable) {
   bool backlog = spillable && sl_drain_has_backlog(d);
 
+  /* The backend asked for quiet: what can wait in the spool does. */
+  if (spillable && d->spool != NULL && sl_clock_wall_ms() < d->backend_hold_until_ms)
+    return SL_SHAPER_SPILL;
+
   return sl_shaper_decide(&d->shaper, now_ns(), spillable && d->spool != NULL, backlog,
                           !TAILQ_EMPTY(&d->waiters));
 }
@@ -553,6 +610,65 @@ static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) 
   r |= sl_buf_append(out, "\r\n", 2);
   r |= sl_buf_append(out, rec->body, rec->body_len);
   return r ? -1 : 0;
+}
+
+/* ---- adaptive rate ------------------------------------------------------- */
+
+/* (Re)starts the adaptive rate at <rate>, brought within the config's bounds. */
+static void adaptive_start(struct sl_drain *d, double rate) {
+  struct sl_adaptive_params p;
+
+  sl_adaptive_defaults(&p, rate, d->ucfg->min_rate, d->ucfg->max_rate,
+                       d->ucfg->target_latency_ms * 1000000ull);
+  sl_adaptive_init(&d->adaptive, &p, now_ns());
+}
+
+/* How an answer with <status> reads to the adaptive rate; <held>: it came with a Retry-After
+ * that held the drain. */
+static enum sl_adaptive_outcome adaptive_outcome(unsigned status, bool held) {
+  if (held)
+    return SL_ADAPTIVE_RETRY_AFTER;
+  if (status == 429)
+    return SL_ADAPTIVE_429;
+  if (status == 503)
+    return SL_ADAPTIVE_503;
+  if (status == 408 || status == 504)
+    return SL_ADAPTIVE_TIMEOUT;
+  return status >= 500 ? SL_ADAPTIVE_NEUTRAL : SL_ADAPTIVE_OK;
+}
+
+/* A request to the backend, sent at <started_ns> (0: no latency to tell), ended with
+ * <outcome>: the adaptive rate learns from it, and the shaper takes its new rate. */
+static void adapt(struct sl_drain *d, enum sl_adaptive_outcome outcome, uint64_t started_ns) {
+  uint64_t now = now_ns();
+  double before = d->shaper.rate;
+
+  if (!d->ucfg->adaptive ||
+      !sl_adaptive_observe(&d->adaptive, now, outcome,
+                           started_ns > 0 && now > started_ns ? now - started_ns : 0))
+    return;
+  sl_shaper_configure(&d->shaper, sl_adaptive_rate(&d->adaptive), d->ucfg->burst,
+                      d->ucfg->max_inflight, now);
+  sl_log_debug("upstream %s: adaptive rate %g/s -> %g/s", d->name, before, d->shaper.rate);
+}
+
+static bool backend_asked_wait(struct sl_drain *d, unsigned status, uint64_t retry_after_ms) {
+  uint64_t until;
+
+  if ((status != 429 && status != 503) || retry_after_ms == 0)
+    return false;
+  until = sl_clock_wall_ms() + retry_after_ms;
+  if (until > d->backend_hold_until_ms) {
+    char when[SL_CLOCK_RFC3339_LEN];
+
+    sl_log_info("upstream %s: the backend answered %u with Retry-After: drain held until %s",
+                d->name, status, sl_clock_format(until, true, when));
+    d->backend_hold_until_ms = until;
+  }
+  if (until > d->hold_until_ms)
+    d->hold_until_ms = until;
+  sl_metrics_inc(d->backend_holds);
+  return true;
 }
 
 /* Backoff before attempt number <attempts> + 1: exponential, capped, with
@@ -668,6 +784,29 @@ static void give_back(struct sl_drain *d, struct sl_spool_item *item, const char
 }
 
 /*
+ * <job>'s record goes back to the head of the line with its attempts unchanged:
+ * the try was no attempt of the record. Either nothing of it reached the
+ * backend, or the backend asked to be left alone for a while (a 429 or 503 with
+ * Retry-After), which holds the whole drain until <not_before_ms> (0: its turn).
+ */
+static void keep_place(struct sl_drain *d, struct replay_job *job, const char *error,
+                       uint64_t not_before_ms) {
+  const struct sl_spool_record *rec = sl_spool_item_record(job->item);
+  struct sl_ledger_entry e;
+
+  if (d->ledger != NULL && sl_ledger_get(d->ledger, rec->id, &e) == 1) {
+    e.state = SL_LEDGER_QUEUED;
+    e.attempts = rec->attempts;
+    e.updated_ms = sl_clock_wall_ms();
+    e.not_before_ms = not_before_ms;
+    snprintf(e.error, sizeof(e.error), "%.*s", (int)sizeof(e.error) - 1, error);
+    sl_ledger_put(d->ledger, &e);
+  }
+  sl_spool_release(d->spool, job->item);
+  d->maybe_ready = true;
+}
+
+/*
  * A replay failed in a way worth another attempt (<error> says how). With
  * <unsent> nothing of it reached the backend: that was no attempt, so the
  * record goes back to the head of the line with its attempts unchanged, and
@@ -683,19 +822,8 @@ static void replay_failed(struct sl_drain *d, struct replay_job *job, const char
   char when[SL_CLOCK_RFC3339_LEN];
 
   if (unsent) {
-    struct sl_ledger_entry e;
-
     sl_log_debug("upstream %s: replay not sent (%s); the record keeps its place", d->name, error);
-    if (d->ledger != NULL && sl_ledger_get(d->ledger, rec->id, &e) == 1) {
-      e.state = SL_LEDGER_QUEUED;
-      e.attempts = rec->attempts;
-      e.updated_ms = wall;
-      e.not_before_ms = 0;
-      snprintf(e.error, sizeof(e.error), "%s", error);
-      sl_ledger_put(d->ledger, &e);
-    }
-    sl_spool_release(d->spool, job->item);
-    d->maybe_ready = true;
+    keep_place(d, job, error, 0);
     return;
   }
   if (attempts >= rc->max_attempts) {
@@ -776,19 +904,33 @@ static void on_replay_done(const struct sl_replay_result *res, void *arg) {
   if (res->error != 0) {
     snprintf(error, sizeof(error), "%s: %s", res->what ? res->what : "failed",
              uv_strerror(res->error));
+    if (!res->nothing_sent) /* what was not sent tells nothing of the backend's load */
+      adapt(d, res->error == UV_ETIMEDOUT ? SL_ADAPTIVE_TIMEOUT : SL_ADAPTIVE_NEUTRAL, 0);
     circuit_failed(d, job->started_ns, error);
     replay_failed(d, job, error, 0, res->nothing_sent);
   } else if (res->status >= 500 || res->status == 408 || res->status == 429) {
     /* The form sl_drain_error_status() reads back. */
+    bool held = backend_asked_wait(d, res->status, res->retry_after_ms);
+
     snprintf(error, sizeof(error), "HTTP %u", res->status);
-    if (sl_circuit_status_fails(res->status))
-      circuit_failed(d, job->started_ns, error);
-    else
+    adapt(d, adaptive_outcome(res->status, held), job->started_ns);
+    if (held) {
+      /* A rate limit the backend spelled out is no failure, of the upstream (it answered,
+       * and the hold spaces the next try) or of the record: it waits, with the whole
+       * drain, and keeps its attempts. */
       circuit_succeeded(d);
-    replay_failed(d, job, error, res->retry_after_ms, false);
+      keep_place(d, job, error, d->backend_hold_until_ms);
+    } else {
+      if (sl_circuit_status_fails(res->status))
+        circuit_failed(d, job->started_ns, error);
+      else
+        circuit_succeeded(d);
+      replay_failed(d, job, error, res->retry_after_ms, false);
+    }
   } else {
     uint64_t wall = sl_clock_wall_ms();
 
+    adapt(d, SL_ADAPTIVE_OK, job->started_ns);
     circuit_succeeded(d);
     ledger_update(d, rec, SL_LEDGER_DELIVERED, res->status, NULL, 0);
     sl_metrics_inc(d->drained[DRAINED_DELIVERED]);
@@ -1340,7 +1482,8 @@ static void pump(struct sl_drain *d) {
                      sl_strerror(rc), TAKE_ERROR_HOLD_MS);
         /* The record is still there: hold off, then read again (schedule arms the timer
          * for the end of the hold since maybe_ready stays set). */
-        d->hold_until_ms = wall + TAKE_ERROR_HOLD_MS;
+        if (wall + TAKE_ERROR_HOLD_MS > d->hold_until_ms)
+          d->hold_until_ms = wall + TAKE_ERROR_HOLD_MS;
         d->maybe_ready = true;
         break;
       }
@@ -1539,6 +1682,17 @@ void sl_drain_report(struct sl_drain *d, bool ok, uint64_t started_ns) {
     pump(d);
 }
 
+void sl_drain_live_answered(struct sl_drain *d, unsigned status, uint64_t retry_after_ms,
+                            uint64_t started_ns) {
+  bool held = backend_asked_wait(d, status, retry_after_ms);
+
+  adapt(d, adaptive_outcome(status, held), started_ns);
+  /* A rate limit with a Retry-After is an answer for the circuit: the hold spaces the rest. */
+  sl_drain_report(d, held || !sl_circuit_status_fails(status), started_ns);
+}
+
+void sl_drain_live_timed_out(struct sl_drain *d) { adapt(d, SL_ADAPTIVE_TIMEOUT, 0); }
+
 /* ---- life cycle and admin ---------------------------------------------- */
 
 static void on_async(uv_async_t *a) {
@@ -1683,6 +1837,8 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
   d->keys = keys;
   d->paused = ucfg->paused;
   sl_shaper_init(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
+  if (ucfg->adaptive)
+    adaptive_start(d, ucfg->rate);
   sl_circuit_init(&d->circuit, SL_CIRCUIT_THRESHOLD, SL_CIRCUIT_FIRST_PROBE_NS,
                   SL_CIRCUIT_MAX_PROBE_NS, probe_timeout_ns(ucfg));
   uv_async_init(loop, &d->async, on_async);
@@ -1709,10 +1865,19 @@ int sl_drain_create(uv_loop_t *loop, const struct sl_config *cfg,
 
 void sl_drain_configure(struct sl_drain *d, const struct sl_config *cfg,
                         const struct sl_upstream_config *ucfg) {
+  bool was_adaptive = d->ucfg->adaptive;
+  double rate = ucfg->rate;
+
   d->cfg = cfg;
   d->ucfg = ucfg;
   d->paused = ucfg->paused;
-  sl_shaper_configure(&d->shaper, ucfg->rate, ucfg->burst, ucfg->max_inflight, now_ns());
+  /* An adaptive rate keeps what it learnt, within the new bounds; one switched on starts
+   * at <rate>. */
+  if (ucfg->adaptive) {
+    adaptive_start(d, was_adaptive ? d->shaper.rate : ucfg->rate);
+    rate = sl_adaptive_rate(&d->adaptive);
+  }
+  sl_shaper_configure(&d->shaper, rate, ucfg->burst, ucfg->max_inflight, now_ns());
   /* A reload is an operator's hint that things may have changed: probe now. */
   sl_circuit_set_probe_timeout(&d->circuit, probe_timeout_ns(ucfg));
   sl_circuit_probe_now(&d->circuit, now_ns());
@@ -1771,8 +1936,14 @@ void sl_drain_pause(struct sl_drain *d, bool paused) {
 }
 
 void sl_drain_set_rate(struct sl_drain *d, double rate) {
+  /* Adaptive: the operator's rate is where it goes on from, within its bounds. */
+  if (d->ucfg->adaptive) {
+    adaptive_start(d, rate);
+    rate = sl_adaptive_rate(&d->adaptive);
+  }
   sl_shaper_configure(&d->shaper, rate, d->ucfg->burst, d->ucfg->max_inflight, now_ns());
-  sl_log_info("upstream %s: rate set to %g/s", d->name, rate);
+  sl_log_info("upstream %s: rate set to %g/s%s", d->name, rate,
+              d->ucfg->adaptive ? " (adaptive: it goes on from there)" : "");
   pump(d);
 }
 
@@ -1792,6 +1963,15 @@ void sl_drain_info(struct sl_drain *d, struct sl_drain_info *info) {
   info->circuit = d->circuit.state;
   info->circuit_failures = d->circuit.failures;
   info->next_probe_ms = next_probe_wall_ms(d, now_ns(), sl_clock_wall_ms());
+  info->adaptive = d->ucfg->adaptive;
+  if (info->adaptive) {
+    info->min_rate = d->ucfg->min_rate;
+    info->max_rate = d->ucfg->max_rate;
+    info->rate_increases = d->adaptive.increases;
+    memcpy(info->rate_decreases, d->adaptive.decreases, sizeof(info->rate_decreases));
+  }
+  info->hold_until_ms =
+      d->backend_hold_until_ms > sl_clock_wall_ms() ? d->backend_hold_until_ms : 0;
   info->drained_since_empty =
       d->seq_settled > d->settled_at_empty ? d->seq_settled - d->settled_at_empty : 0;
 }

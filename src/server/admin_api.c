@@ -80,6 +80,27 @@ static void upstream_json(struct sl_buf *b, struct sl_drain *d) {
     sl_buf_printf(b, "%.1f", info.eta_seconds);
   else
     sl_buf_append_str(b, "null");
+  sl_buf_append_str(b, ",\"hold_until\":");
+  /* Until when the backend's Retry-After (on a 429 or 503) holds the drain. */
+  if (info.hold_until_ms > 0) {
+    char when[SL_CLOCK_RFC3339_LEN];
+
+    sl_buf_printf(b, "\"%s\"", sl_clock_format(info.hold_until_ms, true, when));
+  } else {
+    sl_buf_append_str(b, "null");
+  }
+  /* The adaptive rate: its bounds, and how often it moved, down by cause. */
+  sl_buf_append_str(b, ",\"adaptive\":");
+  if (info.adaptive) {
+    sl_buf_printf(b, "{\"min_rate\":%g,\"max_rate\":%g,\"increases\":%llu,\"decreases\":{",
+                  info.min_rate, info.max_rate, (unsigned long long)info.rate_increases);
+    for (int i = 0; i < SL_ADAPTIVE_CAUSES; i++)
+      sl_buf_printf(b, "%s\"%s\":%llu", i > 0 ? "," : "", sl_adaptive_cause_name(i),
+                    (unsigned long long)info.rate_decreases[i]);
+    sl_buf_append_str(b, "}}");
+  } else {
+    sl_buf_append_str(b, "null");
+  }
   sl_buf_printf(b, ",\"circuit\":{\"state\":\"%s\",\"consecutive_failures\":%u,\"next_probe_at\":",
                 sl_circuit_state_name(info.circuit), info.circuit_failures);
   if (info.next_probe_ms > 0) {

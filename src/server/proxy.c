@@ -40,6 +40,9 @@ static const char *upstream_name(const struct sl_conn *c) {
 static void fail(struct sl_conn *c, const struct sl_upx_result *res) {
   unsigned status = res->error == UV_ETIMEDOUT ? 504 : 502;
 
+  if (res->error == UV_ETIMEDOUT && c->drain != NULL)
+    sl_drain_live_timed_out(c->drain);
+
   sl_log_warn("upstream %s: %s%s%s: %s (client %s)", upstream_name(c), res->what,
               res->detail ? ": " : "", res->detail ? res->detail : "", uv_strerror(res->error),
               c->h1.client_addr);
@@ -103,7 +106,7 @@ static int on_upx_head(struct sl_upx *x, const struct sl_http_msg *m, void *user
     c->h1.keep_alive = false;
   c->status = m->status;
   c->outcome = SL_OUTCOME_FORWARDED;
-  sl__shape_forward_answered(c, m->status); /* the circuit hears how the backend answered */
+  sl__shape_forward_answered(c, m); /* the circuit hears how the backend answered */
   if (sl_http_write_response_head(&c->h1.out, m, req, c->framing, c->h1.keep_alive) != 0)
     return UV_ENOMEM;
   c->head_sent = true;

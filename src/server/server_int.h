@@ -193,9 +193,10 @@ void sl__shape_timeout(struct sl_conn *c);
  * the error. The request and its body must still be in <c>.
  */
 bool sl__shape_spill_unsent(struct sl_conn *c, int err);
-/* The backend answered the forwarded request with <status>: reported to the
- * upstream's circuit (a success closes it; 502, 503, 504, 429 are failures). */
-void sl__shape_forward_answered(struct sl_conn *c, unsigned status);
+/* The backend answered the forwarded request with <m>: its status reported to the
+ * upstream's drain (sl_drain_live_answered): its circuit (a success closes it; 502, 503,
+ * 504, 429 are failures), a 429 or 503 with Retry-After's hold, its adaptive rate. */
+void sl__shape_forward_answered(struct sl_conn *c, const struct sl_http_msg *m);
 
 /* proxy.c */
 void sl__proxy_start(struct sl_conn *c);

@@ -659,7 +659,15 @@ bool sl__shape_spill_unsent(struct sl_conn *c, int err) {
   return true;
 }
 
-void sl__shape_forward_answered(struct sl_conn *c, unsigned status) {
-  if (c->drain != NULL)
-    sl_drain_report(c->drain, !sl_circuit_status_fails(status), c->t_upstream_start_ns);
+void sl__shape_forward_answered(struct sl_conn *c, const struct sl_http_msg *m) {
+  const struct sl_http_header *ra;
+  uint64_t retry_after_ms = 0;
+
+  if (c->drain == NULL)
+    return;
+  ra = (m->status == 429 || m->status == 503) ? sl_http_msg_header(m, "retry-after") : NULL;
+  if (ra != NULL)
+    retry_after_ms = sl_replay_parse_retry_after(sl_http_msg_str(m, ra->value_off), ra->value_len,
+                                                 sl_clock_wall_ms());
+  sl_drain_live_answered(c->drain, m->status, retry_after_ms, c->t_upstream_start_ns);
 }

@@ -3,13 +3,14 @@
 Two programs and a small client library:
 
     python3 shaping.py backend --port 0 --log FILE [--capacity N] [--service-ms MS]
-                               [--status CODE] [--retry-after S]
+                               [--status CODE] [--retry-after S] [--first N --first-status CODE]
         A recording HTTP/1.1 backend. It prints "listening on 127.0.0.1:PORT" and appends one
         JSON line per request to FILE: arrival time (time.time(), taken when the head has been
         read, before the request waits for a worker), method, target, headers, body length and
         digest, the X-Test-Seq header, and the status it answered. At most <capacity> requests
         are served at once, each for <service-ms>. The status is <status> (default 200),
-        or the request's X-Test-Status header. Control requests (not logged):
+        or the request's X-Test-Status header; with --first N, the first N requests are answered
+        <first-status> (a rate limit for a while). Control requests (not logged):
         /_ctl/status/NNN changes <status>, /_ctl/retry-after/S the Retry-After sent with 429
         and 5xx (0: none), /_ctl/service/MS the service time.
 
@@ -447,6 +448,7 @@ class _State:
         self.status = a.status
         self.retry_after = a.retry_after
         self.service_ms = a.service_ms
+        self.first, self.first_status = a.first, a.first_status
         self.sem = threading.BoundedSemaphore(a.capacity)
 
 
@@ -507,6 +509,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with st.lock:
             st.n += 1
             n = st.n
+            if n <= st.first:
+                status = st.first_status
             entry = {
                 "t": t, "n": n, "method": self.command, "path": self.path,
                 "headers": [[k, v] for k, v in self.headers.items()],
@@ -555,6 +559,8 @@ def main():
     b.add_argument("--service-ms", type=int, default=0)
     b.add_argument("--status", type=int, default=200)
     b.add_argument("--retry-after", type=int, default=0)
+    b.add_argument("--first", type=int, default=0)
+    b.add_argument("--first-status", type=int, default=429)
     u = sub.add_parser("burst")
     u.add_argument("--port", type=int, required=True)
     u.add_argument("--path", default="/")

@@ -57,3 +57,18 @@ sh_require_admin() {
   [ -n "${SLUICE_ADMIN_PORT:-}" ] || SLUICE_ADMIN_PORT=$(e2e_admin_port)
   [ -n "$SLUICE_ADMIN_PORT" ] || e2e_fail "sluice did not log its admin listener"
 }
+
+# sh_sluice_start_spilling SETTINGS: starts sluice with one upstream "b" on the recording
+# backend (SETTINGS: its keys after name and address, e.g. 'rate = 20.0; paused = true;') and
+# one route "/" that spills to it; sets SLUICE_PORT and SLUICE_ADMIN_PORT.
+sh_sluice_start_spilling() {
+  local conf
+  conf=$(e2e_write_config sluice.conf <<EOF2
+$(e2e_config_base)
+upstreams = ( { name = "b"; address = "127.0.0.1:$REC_PORT"; $1 } );
+routes = ( { prefix = "/"; upstream = "b"; spill = true; } );
+EOF2
+)
+  e2e_sluice_start "$conf"
+  sh_require_admin
+}

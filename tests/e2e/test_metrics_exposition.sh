@@ -80,6 +80,7 @@ allowed = {
     "code_class": {"1xx", "2xx", "3xx", "4xx", "5xx"},
     "kind": {"raw", "compressed"},
     "result": {"success", "failure"},
+    "cause": {"429", "503", "retry_after", "timeout", "latency"},
 }
 
 

@@ -219,7 +219,8 @@ static void test_every_setting(void **state) {
               "    max_inflight = 2; connect_timeout = \"100ms\"; response_timeout = \"2m\";\n"
               "    keepalive = 0; max_spool_bytes = 10737418240L; paused = true;\n"
               "    retry = { max_attempts = 1; initial_backoff = \"2s\"; max_backoff = \"2s\";\n"
-              "      multiplier = 1; jitter = 1; }; },\n"
+              "      multiplier = 1; jitter = 1; };\n"
+              "    adaptive = true; min_rate = 0.5; max_rate = 30; target_latency = \"250ms\"; },\n"
               "  { name = \"b\"; address = \"LOCALHOST:1\"; rate = 0.5; }\n"
               ");\n"
               "routes = (\n"
@@ -274,10 +275,16 @@ static void test_every_setting(void **state) {
   assert_int_equal(u->retry.max_backoff_ms, 2000);
   assert_true(u->retry.multiplier == 1.0);
   assert_true(u->retry.jitter == 1.0);
+  assert_true(u->adaptive);
+  assert_true(u->min_rate == 0.5);
+  assert_true(u->max_rate == 30.0);
+  assert_int_equal(u->target_latency_ms, 250);
   b = &cfg->upstreams[1];
   assert_ipv4(&b->address, "LOCALHOST:1", "127.0.0.1", 1);
   assert_true(b->rate == 0.5);
   assert_int_equal(b->burst, 1); /* max(1, rate) */
+  assert_false(b->adaptive);
+  assert_int_equal(b->target_latency_ms, 0);
 
   r = &cfg->routes[0];
   assert_string_equal(r->host, "api.example.com"); /* stored lower-case */
@@ -288,6 +295,24 @@ static void test_every_setting(void **state) {
   assert_int_equal(r->mode, SL_MODE_WAIT);
   assert_int_equal(r->wait_timeout_ms, 0);
   assert_int_equal(r->queue_timeout_ms, 0);
+  sl_config_unref(cfg);
+}
+
+/* adaptive = true: min_rate defaults to 1/s, or to rate when that is lower; no latency target. */
+static void test_adaptive_defaults(void **state) {
+  struct sl_config *cfg = load_ok("upstreams = (\n"
+                                  "  { name = \"a\"; address = \"127.0.0.1:1\"; rate = 50; "
+                                  "adaptive = true; max_rate = 400; },\n"
+                                  "  { name = \"b\"; address = \"127.0.0.1:2\"; rate = 0.5; "
+                                  "adaptive = true; max_rate = 0.5; }\n"
+                                  ");\n" RT);
+
+  (void)state;
+  assert_true(cfg->upstreams[0].adaptive);
+  assert_true(cfg->upstreams[0].min_rate == 1.0);
+  assert_true(cfg->upstreams[0].max_rate == 400.0);
+  assert_int_equal(cfg->upstreams[0].target_latency_ms, 0);
+  assert_true(cfg->upstreams[1].min_rate == 0.5);
   sl_config_unref(cfg);
 }
 
@@ -367,6 +392,7 @@ static void test_docs_defaults_block(void **state) {
   assert_int_equal(du->keepalive, mu->keepalive);
   assert_int_equal(du->max_spool_bytes, mu->max_spool_bytes);
   assert_int_equal(du->paused, mu->paused);
+  assert_int_equal(du->adaptive, mu->adaptive);
   assert_int_equal(du->retry.max_attempts, mu->retry.max_attempts);
   assert_int_equal(du->retry.initial_backoff_ms, mu->retry.initial_backoff_ms);
   assert_int_equal(du->retry.max_backoff_ms, mu->retry.max_backoff_ms);
@@ -635,6 +661,29 @@ static const struct bad_case bad_cases[] = {
      "  { name = \"b\"; address = \"127.0.0.1:9001\"; },\n"
      "  { name = \"a\"; address = \"127.0.0.1:9002\"; }\n);\n" RT,
      "t.conf:4: upstreams[2].name: duplicate upstream \"a\" (first defined at line 2)"},
+/* adaptive rate: bounds in order, with adaptive only, each error at its key's line */
+#define AD "upstreams = ( { name = \"a\"; address = \"127.0.0.1:9000\";\n"
+    {AD "rate = 50;\nmin_rate = 5; } );\n" RT,
+     "t.conf:3: upstreams[0].min_rate: only with adaptive = true"},
+    {AD "rate = 50; adaptive = false;\ntarget_latency = \"1s\"; } );\n" RT,
+     "t.conf:3: upstreams[0].target_latency: only with adaptive = true"},
+    {AD "adaptive = true;\nmax_rate = 100; } );\n" RT,
+     "t.conf:2: upstreams[0].adaptive: needs rate, the rate to start from"},
+    {AD "rate = 50;\nadaptive = true; } );\n" RT,
+     "t.conf:3: upstreams[0].adaptive: needs max_rate, the highest rate it may reach"},
+    {AD "rate = 50; adaptive = true; max_rate = 100;\nmin_rate = 60; } );\n" RT,
+     "t.conf:3: upstreams[0].min_rate: 60 is above rate (50); want min_rate <= rate <= "
+     "max_rate"},
+    {AD "rate = 50; adaptive = true;\nmax_rate = 40; } );\n" RT,
+     "t.conf:3: upstreams[0].max_rate: 40 is below rate (50); want min_rate <= rate <= "
+     "max_rate"},
+    {AD "rate = 50; adaptive = true; max_rate = 100;\nmin_rate = 0; } );\n" RT,
+     "t.conf:3: upstreams[0].min_rate: must be greater than 0, got 0"},
+    {AD "rate = 50; adaptive = \"yes\"; max_rate = 100; } );\n" RT,
+     "t.conf:2: upstreams[0].adaptive: expected true or false, got a string"},
+    {AD "rate = 50; adaptive = true; max_rate = 100;\ntarget_latency = \"fast\"; } );\n" RT,
+     "t.conf:3: upstreams[0].target_latency: bad duration \"fast\""},
+#undef AD
     {"upstreams = ( { name = \"a\"; address = \"127.0.0.1:9000\"; rate = 0; } );\n" RT,
      "t.conf:1: upstreams[0].rate: must be greater than 0, got 0 (leave rate out for no limit)"},
     {"upstreams = ( { name = \"a\"; address = \"127.0.0.1:9000\"; rate = -2.5; } );\n" RT,
@@ -872,17 +921,12 @@ static void find_example(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_defaults),
-      cmocka_unit_test(test_design_example),
-      cmocka_unit_test(test_every_setting),
-      cmocka_unit_test(test_example_file),
-      cmocka_unit_test(test_docs_defaults_block),
-      cmocka_unit_test(test_file_errors),
-      cmocka_unit_test(test_errors),
-      cmocka_unit_test(test_not_duplicates),
-      cmocka_unit_test(test_int_literals),
-      cmocka_unit_test(test_token_file),
-      cmocka_unit_test(test_refcount),
+      cmocka_unit_test(test_defaults),       cmocka_unit_test(test_design_example),
+      cmocka_unit_test(test_every_setting),  cmocka_unit_test(test_adaptive_defaults),
+      cmocka_unit_test(test_example_file),   cmocka_unit_test(test_docs_defaults_block),
+      cmocka_unit_test(test_file_errors),    cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_not_duplicates), cmocka_unit_test(test_int_literals),
+      cmocka_unit_test(test_token_file),     cmocka_unit_test(test_refcount),
       cmocka_unit_test(test_small_errbuf),
   };
 
