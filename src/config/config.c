@@ -661,9 +661,9 @@ static const char *const upstream_keys[] = {"name",
                                             NULL};
 static const char *const retry_keys[] = {"max_attempts", "initial_backoff", "max_backoff",
                                          "multiplier",   "jitter",          NULL};
-static const char *const route_keys[] = {"prefix",       "host",          "methods",
-                                         "upstream",     "spill",         "mode",
-                                         "wait_timeout", "queue_timeout", NULL};
+static const char *const route_keys[] = {
+    "prefix",       "host",          "methods",   "upstream",  "spill", "mode",
+    "wait_timeout", "queue_timeout", "queue_ttl", "on_expire", NULL};
 
 static int set_defaults(struct ctx *c, struct sl_config *cfg) {
   if (set_default_addr(c, &cfg->listen, "0.0.0.0:8080") != 0 ||
@@ -1092,10 +1092,32 @@ static int set_route_host(struct ctx *c, const config_setting_t *s, const char *
   return 0;
 }
 
+/*
+ * A route's expiry: queue_ttl (a duration of at least 1ms, within
+ * limits.max_delay, as X-Sluice-Expires-After is) and on_expire.
+ */
+static int parse_expiry(struct ctx *c, const config_setting_t *g, const char *where,
+                        const char *on_expire, uint64_t max_delay_ms, struct sl_route_config *r) {
+  if (get_duration(c, g, where, "queue_ttl", 1, &r->queue_ttl_ms) != 0)
+    return -1;
+  if (r->queue_ttl_ms > max_delay_ms)
+    return fail(c, config_setting_get_member(g, "queue_ttl"),
+                "%s.queue_ttl: longer than limits.max_delay (%llu ms)", where,
+                (unsigned long long)max_delay_ms);
+  if (on_expire == NULL || strcmp(on_expire, "dead") == 0)
+    r->expire_drop = false;
+  else if (strcmp(on_expire, "drop") == 0)
+    r->expire_drop = true;
+  else
+    return fail(c, config_setting_get_member(g, "on_expire"),
+                "%s.on_expire: must be \"dead\" or \"drop\", got \"%s\"", where, on_expire);
+  return 0;
+}
+
 static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
                        struct sl_config *cfg) {
   struct sl_route_config *r = &cfg->routes[idx];
-  const char *prefix = NULL, *host = NULL, *upstream = NULL, *mode = NULL;
+  const char *prefix = NULL, *host = NULL, *upstream = NULL, *mode = NULL, *on_expire = NULL;
   const config_setting_t *s;
   char where[KEY_PATH_MAX];
   bool found = false;
@@ -1110,7 +1132,8 @@ static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
   if (check_keys(c, g, where, route_keys) != 0 || get_string(c, g, where, "prefix", &prefix) != 0 ||
       get_string(c, g, where, "host", &host) != 0 ||
       get_string(c, g, where, "upstream", &upstream) != 0 ||
-      get_string(c, g, where, "mode", &mode) != 0)
+      get_string(c, g, where, "mode", &mode) != 0 ||
+      get_string(c, g, where, "on_expire", &on_expire) != 0)
     return -1;
 
   if (prefix == NULL)
@@ -1158,6 +1181,8 @@ static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
       return fail(c, config_setting_get_member(g, "mode"),
                   "%s.mode: must be \"async\" or \"wait\", got \"%s\"", where, mode);
   }
+  if (parse_expiry(c, g, where, on_expire, cfg->limits.max_delay_ms, r) != 0)
+    return -1;
 
   for (size_t i = 0; i < idx; i++) {
     if (sl__route_same(&cfg->routes[i], r))
