@@ -1,4 +1,4 @@
-"""The checks of test_expiry.sh, in two phases around sluice's kill -9 and restart:
+"""The checks of test_shaping_expiry.sh, in two phases around sluice's kill -9 and restart:
 
   expiry.py before SLUICE_PORT ADMIN_PORT REC_LOG
   expiry.py after SLUICE_PORT ADMIN_PORT REC_LOG
