@@ -701,10 +701,13 @@ static void on_dead_moved(void *arg, int status) {
     sl_metrics_inc(d->drained[DRAINED_DEAD]);
     d->seq_settled++;
   } else if (dj->expired) {
-    /* Given back unchanged: still queued, and taken (and expired) again. */
+    /* Given back unchanged: still queued, and taken (and expired) again, after a
+     * pause: unlike a replay, an expiry spends no token, so without one a dead
+     * store that keeps failing would be retried in a busy loop. */
     sl_log_error("upstream %s: could not dead-letter an expired record: %s; it will be taken "
-                 "again",
-                 d->name, sl_strerror(status));
+                 "again in %u ms",
+                 d->name, sl_strerror(status), TAKE_ERROR_HOLD_MS);
+    d->hold_until_ms = sl_clock_wall_ms() + TAKE_ERROR_HOLD_MS;
   } else {
     sl_log_error("upstream %s: could not dead-letter a record: %s; it will be replayed again",
                  d->name, sl_strerror(status));
