@@ -417,21 +417,27 @@ static void test_retry_copy_wakes_the_drain(void **state) {
 }
 
 /* The value of the series "<name>{upstream="b",outcome="<outcome>"}" in the exposition. */
-static double drained(struct fixture *f, const char *outcome) {
+/* The value of the sample <series> (name and labels, as rendered), -1 if absent. */
+static double sample(struct fixture *f, const char *series) {
   struct sl_buf text;
-  char series[128];
   const char *p;
   double v = -1;
 
   sl_buf_init(&text);
   assert_int_equal(sl_metrics_render(f->reg, &text), 0);
   assert_int_equal(sl_buf_append(&text, "", 1), 0);
-  snprintf(series, sizeof(series), "sluice_drained_total{upstream=\"b\",outcome=\"%s\"} ", outcome);
   p = strstr(text.base, series);
-  if (p != NULL)
-    v = strtod(p + strlen(series), NULL);
+  if (p != NULL && p[strlen(series)] == ' ')
+    v = strtod(p + strlen(series) + 1, NULL);
   sl_buf_dispose(&text);
   return v;
+}
+
+static double drained(struct fixture *f, const char *outcome) {
+  char series[128];
+
+  snprintf(series, sizeof(series), "sluice_drained_total{upstream=\"b\",outcome=\"%s\"}", outcome);
+  return sample(f, series);
 }
 
 static enum sl_ledger_state ledger_state(struct fixture *f) {
@@ -485,20 +491,10 @@ static void test_dead_letter_counted_only_after_the_move(void **state) {
 
 /* The value of the counter series "<name>{upstream="b"}", -1 if absent. */
 static double counter(struct fixture *f, const char *name) {
-  struct sl_buf text;
   char series[160];
-  const char *p;
-  double v = -1;
 
-  sl_buf_init(&text);
-  assert_int_equal(sl_metrics_render(f->reg, &text), 0);
-  assert_int_equal(sl_buf_append(&text, "", 1), 0);
-  snprintf(series, sizeof(series), "%s{upstream=\"b\"} ", name);
-  p = strstr(text.base, series);
-  if (p != NULL)
-    v = strtod(p + strlen(series), NULL);
-  sl_buf_dispose(&text);
-  return v;
+  snprintf(series, sizeof(series), "%s{upstream=\"b\"}", name);
+  return sample(f, series);
 }
 
 /*
@@ -538,20 +534,10 @@ static void test_record_already_delivered_is_not_sent_again(void **state) {
 
 /* The value of "sluice_expired_total{upstream="b",outcome="<outcome>"}", -1 if absent. */
 static double expired(struct fixture *f, const char *outcome) {
-  struct sl_buf text;
   char series[128];
-  const char *p;
-  double v = -1;
 
-  sl_buf_init(&text);
-  assert_int_equal(sl_metrics_render(f->reg, &text), 0);
-  assert_int_equal(sl_buf_append(&text, "", 1), 0);
-  snprintf(series, sizeof(series), "sluice_expired_total{upstream=\"b\",outcome=\"%s\"} ", outcome);
-  p = strstr(text.base, series);
-  if (p != NULL)
-    v = strtod(p + strlen(series), NULL);
-  sl_buf_dispose(&text);
-  return v;
+  snprintf(series, sizeof(series), "sluice_expired_total{upstream=\"b\",outcome=\"%s\"}", outcome);
+  return sample(f, series);
 }
 
 /* Spills one bodiless GET whose deadline (sluice/expiry.h) passed long ago, to the drain
