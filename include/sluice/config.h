@@ -91,6 +91,8 @@ struct sl_route_config {
   uint64_t wait_timeout_ms;  /* wait mode; default 30s */
   unsigned spill_methods;    /* methods that may spill: <methods> if given, else default set */
   uint64_t queue_timeout_ms; /* default 5s */
+  uint64_t queue_ttl_ms;     /* a spilled request expires this long after acceptance; 0 = never */
+  bool expire_drop; /* on_expire = "drop": settled unsent; default "dead" (a dead letter) */
   int line;
 };
 

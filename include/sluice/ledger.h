@@ -70,10 +70,11 @@ enum sl_ledger_state {
   SL_LEDGER_PURGED,    /* a dead letter deleted by an operator */
   SL_LEDGER_CANCELLED, /* cancelled before delivery; never delivered */
   SL_LEDGER_LOST,      /* its record was in a damaged spool unit (<error> says where) */
+  SL_LEDGER_EXPIRED,   /* its queue_ttl or X-Sluice-Expires-After passed first: never sent */
 };
 
 /* The last state; states up to SL_LEDGER_DEAD are those of the first journal format. */
-#define SL_LEDGER_STATE_MAX SL_LEDGER_LOST
+#define SL_LEDGER_STATE_MAX SL_LEDGER_EXPIRED
 
 /*
  * Entry flags. SL_LEDGER_F_HELD marks a cancelled entry whose record the spool

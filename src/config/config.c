@@ -228,6 +228,37 @@ static int get_string(struct ctx *c, const config_setting_t *grp, const char *wh
   return 0;
 }
 
+/*
+ * A string setting <key> of <grp> that names one of <names> (NULL-terminated): stores its
+ * index in <*out>, or leaves <*out> alone when the key is absent. Anything else fails with
+ * the names it may take ("must be \"a\" or \"b\", got \"x\"").
+ */
+static int get_choice(struct ctx *c, const config_setting_t *grp, const char *where,
+                      const char *key, const char *const names[], int *out) {
+  const char *v = NULL;
+  char path[KEY_PATH_MAX], allowed[128];
+  size_t n = 0, len = 0;
+
+  if (get_string(c, grp, where, key, &v) != 0)
+    return -1;
+  if (v == NULL)
+    return 0;
+  for (; names[n] != NULL; n++) {
+    if (strcmp(v, names[n]) == 0) {
+      *out = (int)n;
+      return 0;
+    }
+  }
+  for (size_t i = 0; i < n && len < sizeof(allowed); i++)
+    len += (size_t)snprintf(allowed + len, sizeof(allowed) - len, "%s\"%s\"",
+                            i == 0      ? ""
+                            : i + 1 < n ? ", "
+                                        : " or ",
+                            names[i]);
+  return fail(c, config_setting_get_member(grp, key), "%s: must be %s, got \"%s\"",
+              key_path(path, where, key), allowed, v);
+}
+
 /* Replaces the heap string <*dst> by a copy of <src>. */
 static int set_string(struct ctx *c, const config_setting_t *s, char **dst, const char *src) {
   char *copy = strdup(src);
@@ -665,9 +696,9 @@ static const char *const upstream_keys[] = {"name",
                                             NULL};
 static const char *const retry_keys[] = {"max_attempts", "initial_backoff", "max_backoff",
                                          "multiplier",   "jitter",          NULL};
-static const char *const route_keys[] = {"prefix",       "host",          "methods",
-                                         "upstream",     "spill",         "mode",
-                                         "wait_timeout", "queue_timeout", NULL};
+static const char *const route_keys[] = {
+    "prefix",       "host",          "methods",   "upstream",  "spill", "mode",
+    "wait_timeout", "queue_timeout", "queue_ttl", "on_expire", NULL};
 
 static int set_defaults(struct ctx *c, struct sl_config *cfg) {
   if (set_default_addr(c, &cfg->listen, "0.0.0.0:8080") != 0 ||
@@ -1138,17 +1169,39 @@ static int set_route_host(struct ctx *c, const config_setting_t *s, const char *
   return 0;
 }
 
+/*
+ * A route's expiry: queue_ttl (a duration of at least 1ms, within
+ * limits.max_delay, as X-Sluice-Expires-After is) and on_expire.
+ */
+static int parse_expiry(struct ctx *c, const config_setting_t *g, const char *where,
+                        uint64_t max_delay_ms, struct sl_route_config *r) {
+  static const char *const outcomes[] = {"dead", "drop", NULL};
+  int drop = 0;
+
+  if (get_duration(c, g, where, "queue_ttl", 1, &r->queue_ttl_ms) != 0)
+    return -1;
+  if (r->queue_ttl_ms > max_delay_ms)
+    return fail(c, config_setting_get_member(g, "queue_ttl"),
+                "%s.queue_ttl: longer than limits.max_delay (%llu ms)", where,
+                (unsigned long long)max_delay_ms);
+  if (get_choice(c, g, where, "on_expire", outcomes, &drop) != 0)
+    return -1;
+  r->expire_drop = drop == 1;
+  return 0;
+}
+
 static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
                        struct sl_config *cfg) {
   struct sl_route_config *r = &cfg->routes[idx];
-  const char *prefix = NULL, *host = NULL, *upstream = NULL, *mode = NULL;
+  static const char *const modes[] = {"async", "wait", NULL}; /* enum sl_route_mode's order */
+  const char *prefix = NULL, *host = NULL, *upstream = NULL;
+  int mode = SL_MODE_ASYNC;
   const config_setting_t *s;
   char where[KEY_PATH_MAX];
   bool found = false;
 
   snprintf(where, sizeof(where), "routes[%zu]", idx);
   r->line = (int)config_setting_source_line(g);
-  r->mode = SL_MODE_ASYNC;
   r->wait_timeout_ms = 30 * 1000;
   r->queue_timeout_ms = 5 * 1000;
   if (!config_setting_is_group(g))
@@ -1156,8 +1209,9 @@ static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
   if (check_keys(c, g, where, route_keys) != 0 || get_string(c, g, where, "prefix", &prefix) != 0 ||
       get_string(c, g, where, "host", &host) != 0 ||
       get_string(c, g, where, "upstream", &upstream) != 0 ||
-      get_string(c, g, where, "mode", &mode) != 0)
+      get_choice(c, g, where, "mode", modes, &mode) != 0)
     return -1;
+  r->mode = (enum sl_route_mode)mode;
 
   if (prefix == NULL)
     return fail(c, g, "%s: missing \"prefix\"", where);
@@ -1195,15 +1249,8 @@ static int parse_route(struct ctx *c, const config_setting_t *g, size_t idx,
       get_duration(c, g, where, "queue_timeout", 0, &r->queue_timeout_ms) != 0)
     return -1;
   r->spill_methods = r->methods != 0 ? r->methods : SL_METHODS_SPILL_DEFAULT;
-  if (mode != NULL) {
-    if (strcmp(mode, "async") == 0)
-      r->mode = SL_MODE_ASYNC;
-    else if (strcmp(mode, "wait") == 0)
-      r->mode = SL_MODE_WAIT;
-    else
-      return fail(c, config_setting_get_member(g, "mode"),
-                  "%s.mode: must be \"async\" or \"wait\", got \"%s\"", where, mode);
-  }
+  if (parse_expiry(c, g, where, cfg->limits.max_delay_ms, r) != 0)
+    return -1;
 
   for (size_t i = 0; i < idx; i++) {
     if (sl__route_same(&cfg->routes[i], r))

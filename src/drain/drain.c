@@ -30,6 +30,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/durable.h"
+#include "sluice/expiry.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/recover.h"
 #include "sluice/log.h"
@@ -44,6 +45,8 @@
 #define TAKE_ERROR_HOLD_MS 1000u
 
 enum drained_outcome { DRAINED_DELIVERED, DRAINED_RETRIED, DRAINED_DEAD, DRAINED_COUNT };
+/* What became of an expired record (sluice/expiry.h), as its route said. */
+enum expired_outcome { EXPIRED_DEAD, EXPIRED_DROP, EXPIRED_COUNT };
 
 struct replay_job {
   struct sl_drain *d;
@@ -134,6 +137,7 @@ struct sl_drain {
   unsigned rate_window_count;
 
   struct sl_metric *drained[DRAINED_COUNT];
+  struct sl_metric *expired[EXPIRED_COUNT];
   struct sl_metric *skipped_delivered;
   struct sl_metric *queue_wait;
   struct sl_metric *fsync_seconds;                        /* observed on the spool's threads */
@@ -291,6 +295,26 @@ static struct sl_metric *own_series(struct sl_metrics *reg, enum sl_metric_type 
                               d);
 }
 
+/* sluice_expired_total{upstream,outcome}: records that expired before delivery. */
+static int register_expired(struct sl_drain *d, struct sl_metrics *reg) {
+  static const char *const up_outcome[] = {"upstream", "outcome", NULL};
+  static const char *const outcomes[EXPIRED_COUNT] = {"dead", "drop"};
+  struct sl_metric_family *f = sl_metrics_family(
+      reg, SL_METRIC_COUNTER, "sluice_expired_total",
+      "Spilled requests whose queue_ttl or X-Sluice-Expires-After passed before delivery: "
+      "dead-lettered (reason expired) or dropped, as their route's on_expire says.",
+      up_outcome);
+
+  if (f == NULL)
+    return -1;
+  for (int i = 0; i < EXPIRED_COUNT; i++) {
+    d->expired[i] = sl_metrics_series(f, (const char *[]){d->name, outcomes[i]});
+    if (d->expired[i] == NULL)
+      return -1;
+  }
+  return 0;
+}
+
 static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
   static const char *const up[] = {"upstream", NULL};
   static const char *const up_state[] = {"upstream", "state", NULL};
@@ -335,6 +359,8 @@ static int register_metrics(struct sl_drain *d, struct sl_metrics *reg) {
     if (d->drained[i] == NULL)
       return -1;
   }
+  if (register_expired(d, reg) != 0)
+    return -1;
   d->queue_wait = sl_metrics_series(
       sl_metrics_histogram(reg, "sluice_queue_wait_seconds",
                            "Time from a spilled request's 202 to its delivery.", up,
@@ -600,7 +626,7 @@ static int build_request(const struct sl_spool_record *rec, struct sl_buf *out) 
   sl_ledger_id_format(rec->id, id);
   sl_clock_format(rec->enqueue_ms, true, when);
   r |= sl_http_write_request_line(out, rec->method, rec->method_len, rec->target, rec->target_len);
-  r |= sl_buf_append(out, rec->headers, rec->headers_len);
+  r |= sl_expiry_strip(out, rec->headers, rec->headers_len); /* sluice's own field stays here */
   r |= sl_buf_printf(out,
                      "X-Sluice-Request-Id: %s\r\nX-Sluice-Attempt: %u\r\n"
                      "X-Sluice-Enqueued-At: %s\r\nX-Sluice-Queue-Wait: %.3f\r\n",
@@ -721,6 +747,23 @@ static void ledger_update(struct sl_drain *d, const struct sl_spool_record *rec,
   sl_ledger_put(d->ledger, &e); /* in flight is not journaled: queued after a restart */
 }
 
+/* Records that <rec> expired: its attempts stay those made (none is spent on it). */
+static void rec_expired(struct sl_drain *d, const struct sl_spool_record *rec) {
+  struct sl_ledger_entry e;
+
+  if (d->ledger == NULL)
+    return;
+  entry_of(d, rec, &e);
+  e.state = SL_LEDGER_EXPIRED;
+  e.attempts = rec->attempts;
+  e.status = 0;
+  e.flags = 0;
+  e.updated_ms = sl_clock_wall_ms();
+  e.not_before_ms = 0;
+  snprintf(e.error, sizeof(e.error), "expired");
+  sl_ledger_put(d->ledger, &e);
+}
+
 /*
  * A retry's copy (or a dead letter) is durable, or it failed and the spool
  * gave the record back. Either way the spool changed under the drain after
@@ -742,6 +785,7 @@ struct dead_job {
   uint8_t id[16];
   uint64_t enqueue_ms;
   uint32_t attempts; /* before the last attempt, as in the record */
+  bool expired;      /* its deadline passed: never sent */
   char error[128];
 };
 
@@ -760,12 +804,26 @@ static void on_dead_moved(void *arg, int status) {
   memcpy(rec.id, dj->id, 16);
   rec.enqueue_ms = dj->enqueue_ms;
   rec.attempts = dj->attempts;
-  if (status == 0) {
+  if (status == 0 && dj->expired) {
+    sl_log_info("upstream %s: a request expired before delivery; dead-lettered (reason expired)",
+                d->name);
+    rec_expired(d, &rec);
+    sl_metrics_inc(d->expired[EXPIRED_DEAD]);
+    d->seq_settled++;
+  } else if (status == 0) {
     sl_log_warn("upstream %s: request dead-lettered after %u attempts: %s", d->name,
                 dj->attempts + 1, dj->error);
     ledger_update(d, &rec, SL_LEDGER_DEAD, 0, dj->error, 0);
     sl_metrics_inc(d->drained[DRAINED_DEAD]);
     d->seq_settled++;
+  } else if (dj->expired) {
+    /* Given back unchanged: still queued, and taken (and expired) again, after a
+     * pause: unlike a replay, an expiry spends no token, so without one a dead
+     * store that keeps failing would be retried in a busy loop. */
+    sl_log_error("upstream %s: could not dead-letter an expired record: %s; it will be taken "
+                 "again in %u ms",
+                 d->name, sl_strerror(status), TAKE_ERROR_HOLD_MS);
+    d->hold_until_ms = sl_clock_wall_ms() + TAKE_ERROR_HOLD_MS;
   } else {
     sl_log_error("upstream %s: could not dead-letter a record: %s; it will be replayed again",
                  d->name, sl_strerror(status));
@@ -1051,6 +1109,49 @@ static bool settle_delivered(struct sl_drain *d, struct sl_spool_item *item) {
                 d->name);
   d->seq_settled++; /* it was counted in the backlog at startup */
   sl_spool_ack(d->spool, item, NULL, NULL);
+  return true;
+}
+
+/*
+ * If the record of <item> carries a deadline (sluice/expiry.h) that <wall>
+ * has reached, settles it unsent and returns true; else returns false and the
+ * item is still the caller's. As its route said: a dead letter with the
+ * reason "expired" (the status once the move is durable, on_dead_moved), or
+ * dropped, acked once its "expired" status is journaled (as a delivery is:
+ * a crash then loses the ack at worst, and the record expires again). Either
+ * way it spends no attempt, no token of the rate and no slot.
+ */
+static bool settle_expired(struct sl_drain *d, struct sl_spool_item *item, uint64_t wall) {
+  const struct sl_spool_record *rec = sl_spool_item_record(item);
+  uint64_t deadline;
+  bool drop;
+  struct dead_job *dj;
+
+  if (!sl_expiry_get(rec->headers, rec->headers_len, &deadline, &drop) || wall < deadline)
+    return false;
+  if (drop) {
+    sl_log_info("upstream %s: a request expired before delivery; dropped", d->name);
+    rec_expired(d, rec);
+    sl_metrics_inc(d->expired[EXPIRED_DROP]);
+    d->seq_settled++;
+    ack_when_journaled(d, item);
+    return true;
+  }
+  dj = calloc(1, sizeof(*dj));
+  if (dj == NULL) {
+    give_back(d, item, "could not dead-letter an expired record");
+    return true; /* taken again on the next pump */
+  }
+  dj->d = d;
+  memcpy(dj->id, rec->id, 16);
+  dj->enqueue_ms = rec->enqueue_ms;
+  dj->attempts = rec->attempts;
+  dj->expired = true;
+  snprintf(dj->error, sizeof(dj->error), "expired");
+  if (sl_spool_dead(d->spool, item, "expired", on_dead_moved, dj) != 0) {
+    free(dj);
+    give_back(d, item, "could not dead-letter an expired record");
+  }
   return true;
 }
 
@@ -1502,6 +1603,8 @@ static void pump(struct sl_drain *d) {
         break;
       }
       recover_taken(d, sl_spool_item_record(item));
+      if (settle_expired(d, item, wall))
+        continue;
       if (!sl_shaper_try_acquire(&d->shaper, now)) {
         sl_spool_release(d->spool, item);
         d->maybe_ready = true;
@@ -2045,7 +2148,8 @@ static int restore_dead(void *arg, const struct sl_spool_record *rec) {
   struct sl_ledger_entry e;
 
   if (sl_ledger_get(d->ledger, rec->id, &e) == 1 && e.state != SL_LEDGER_DEAD &&
-      e.state != SL_LEDGER_INFLIGHT && e.state != SL_LEDGER_DELIVERED) {
+      e.state != SL_LEDGER_EXPIRED && e.state != SL_LEDGER_INFLIGHT &&
+      e.state != SL_LEDGER_DELIVERED) {
     char error[SL_LEDGER_ERROR_MAX];
 
     snprintf(error, sizeof(error), "%.*s", (int)rec->error_len, rec->error ? rec->error : "");

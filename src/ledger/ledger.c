@@ -47,6 +47,8 @@ const char *sl_ledger_state_name(enum sl_ledger_state state) {
     return "cancelled";
   case SL_LEDGER_LOST:
     return "lost";
+  case SL_LEDGER_EXPIRED:
+    return "expired";
   }
   return "unknown";
 }

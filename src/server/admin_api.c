@@ -309,7 +309,7 @@ static int add_dead(void *arg, const struct sl_spool_record *rec) {
   sl_buf_printf(l->b, ",\"age_seconds\":%.1f,\"dead_at\":",
                 l->now_ms > rec->enqueue_ms ? (double)(l->now_ms - rec->enqueue_ms) / 1e3 : 0.0);
   if (l->ledger != NULL && sl_ledger_get(l->ledger, rec->id, &e) == 1 &&
-      e.state == SL_LEDGER_DEAD && e.updated_ms > 0)
+      (e.state == SL_LEDGER_DEAD || e.state == SL_LEDGER_EXPIRED) && e.updated_ms > 0)
     sl_buf_printf(l->b, "\"%s\"", sl_clock_format(e.updated_ms, true, when));
   else
     sl_buf_append_str(l->b, "null");

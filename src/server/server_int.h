@@ -150,6 +150,7 @@ struct sl_conn {
   struct sl_drain_watch watch;
   struct sl_ledger_journal_waiter jwait; /* SHAPE_JOURNALING */
   uint8_t spill_id[16];                  /* also the cancelled id while SHAPE_JOURNALING */
+  uint64_t expiry_ttl_ms;                /* if spilled, it expires this long after; 0: never */
 
   /* Forwarding (proxy.c). */
   struct sl_registry_slot *slot;    /* the route's upstream: pool, drain, id (conn.c) */

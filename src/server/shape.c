@@ -25,6 +25,7 @@
 
 #include "sluice/admin.h"
 #include "sluice/clock.h"
+#include "sluice/expiry.h"
 #include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/replay.h"
@@ -111,6 +112,25 @@ static int requested_not_before(struct sl_conn *c, uint64_t *out, char *why, siz
   }
   *out = now + (v > 0 ? v : 1);
   return 0;
+}
+
+/*
+ * The time to live of the request if it is spilled (sluice/expiry.h): the
+ * shorter of its route's queue_ttl and X-Sluice-Expires-After, into
+ * c->expiry_ttl_ms. Returns 0, or -1 with a reason for the client in <why>.
+ */
+static int requested_ttl(struct sl_conn *c, char *why, size_t len) {
+  const struct sl_http_header *h = header(c, "x-sluice-expires-after");
+  uint64_t max = c->cfg->limits.max_delay_ms;
+  char tmp[64], max_text[32];
+
+  format_duration(max, max_text, sizeof(max_text));
+  if (h != NULL && header_value(c, h, tmp, sizeof(tmp)) != 0) {
+    snprintf(why, len, "X-Sluice-Expires-After is not a duration such as 30s or 1h30m");
+    return -1;
+  }
+  return sl_expiry_ttl(h != NULL ? tmp : NULL, c->route->queue_ttl_ms, max, max_text,
+                       &c->expiry_ttl_ms, why, len);
 }
 
 /*
@@ -440,7 +460,10 @@ static void spill(struct sl_conn *c, uint64_t not_before_ms) {
   int rc;
 
   sl_buf_reset(&c->upreq);
-  if (sl_http_write_request_fields(&c->upreq, m, &fwd) != 0) {
+  if (sl_http_write_request_fields(&c->upreq, m, &fwd) != 0 ||
+      (c->expiry_ttl_ms != 0 &&
+       sl_expiry_append(&c->upreq, sl_expiry_deadline(sl_clock_wall_ms(), c->expiry_ttl_ms),
+                        c->route->expire_drop) != 0)) {
     respond_unavailable(c, "out of memory");
     return;
   }
@@ -532,7 +555,7 @@ void sl__shape_start(struct sl_conn *c) {
   const char *method = llhttp_method_name((llhttp_method_t)m->method);
   const struct sl_http_header *key;
   bool spillable;
-  uint64_t not_before;
+  uint64_t not_before = 0;
   uint8_t id[16];
   char why[128];
 
@@ -543,7 +566,8 @@ void sl__shape_start(struct sl_conn *c) {
   }
   spillable = route->spill && (route->spill_methods & sl_method_bit(method, strlen(method))) &&
               sl_drain_can_spill(c->drain);
-  if (requested_not_before(c, &not_before, why, sizeof(why)) != 0 ||
+  if (requested_ttl(c, why, sizeof(why)) != 0 ||
+      requested_not_before(c, &not_before, why, sizeof(why)) != 0 ||
       (not_before != 0 && !spillable)) {
     char body[192];
     int n;

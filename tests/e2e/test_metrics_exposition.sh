@@ -75,7 +75,8 @@ for rid in ("0" * 32, "zz", "%22%7D"):
 allowed = {
     "route": {"/api/orders", "/audit", "/", "none"},
     "upstream": {"orders", "audit"},
-    "outcome": {"forwarded", "spilled", "rejected", "error", "delivered", "retried", "dead"},
+    "outcome": {"forwarded", "spilled", "rejected", "error", "delivered", "retried", "dead",
+                "drop"},  # drop: sluice_expired_total
     "state": {"ready", "delayed", "inflight", "dead", "closed", "half-open", "open"},
     "code_class": {"1xx", "2xx", "3xx", "4xx", "5xx"},
     "kind": {"raw", "compressed"},

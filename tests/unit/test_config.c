@@ -148,6 +148,8 @@ static void test_defaults(void **state) {
   assert_int_equal(r->wait_timeout_ms, 30000);
   assert_int_equal(r->spill_methods, SL_METHODS_SPILL_DEFAULT);
   assert_int_equal(r->queue_timeout_ms, 5000);
+  assert_int_equal(r->queue_ttl_ms, 0);
+  assert_false(r->expire_drop);
   assert_int_equal(r->line, 2);
   sl_config_unref(cfg);
 }
@@ -408,6 +410,8 @@ static void test_docs_defaults_block(void **state) {
   assert_int_equal(dr->wait_timeout_ms, mr->wait_timeout_ms);
   assert_int_equal(dr->spill_methods, mr->spill_methods);
   assert_int_equal(dr->queue_timeout_ms, mr->queue_timeout_ms);
+  assert_int_equal(dr->queue_ttl_ms, mr->queue_ttl_ms);
+  assert_int_equal(dr->expire_drop, mr->expire_drop);
   sl_config_unref(d);
   sl_config_unref(m);
   free(block);
@@ -759,6 +763,22 @@ static const struct bad_case bad_cases[] = {
      "t.conf:2: routes[0].wait_timeout: bad duration \"forever\""},
     {UP "routes = ( { prefix = \"/\"; upstream = \"a\"; queue_timeout = -1; } );\n",
      "t.conf:2: routes[0].queue_timeout: must not be negative, got -1"},
+    {UP "routes = ( { prefix = \"/\"; upstream = \"a\";\n  queue_ttl = \"soon\"; } );\n",
+     "t.conf:3: routes[0].queue_ttl: bad duration \"soon\""},
+    {UP "routes = ( { prefix = \"/\"; upstream = \"a\"; queue_ttl = \"0s\"; } );\n",
+     "t.conf:2: routes[0].queue_ttl: must be greater than 0"},
+    {UP "routes = ( { prefix = \"/\"; upstream = \"a\"; queue_ttl = -5; } );\n",
+     "t.conf:2: routes[0].queue_ttl: must not be negative, got -5"},
+    {UP "routes = ( { prefix = \"/\"; upstream = \"a\"; queue_ttl = true; } );\n",
+     "t.conf:2: routes[0].queue_ttl: expected a duration (a string like \"30s\" or an integer "
+     "number of seconds), got a boolean"},
+    {UP "limits = { max_delay = \"1h\"; };\n"
+        "routes = ( { prefix = \"/\"; upstream = \"a\"; queue_ttl = \"2h\"; } );\n",
+     "t.conf:3: routes[0].queue_ttl: longer than limits.max_delay (3600000 ms)"},
+    {UP "routes = ( { prefix = \"/\"; upstream = \"a\"; on_expire = \"keep\"; } );\n",
+     "t.conf:2: routes[0].on_expire: must be \"dead\" or \"drop\", got \"keep\""},
+    {UP "routes = ( { prefix = \"/\"; upstream = \"a\"; on_expire = 1; } );\n",
+     "t.conf:2: routes[0].on_expire: expected a string, got an integer"},
     {UP "routes = (\n  { prefix = \"/api\"; upstream = \"a\"; },\n"
         "  { prefix = \"/\"; upstream = \"a\"; },\n"
         "  { prefix = \"/api\"; upstream = \"a\"; spill = true; }\n);\n",
@@ -919,6 +939,29 @@ static void find_example(int argc, char **argv) {
   snprintf(example_path, sizeof(example_path), "%.*sconf/sluice.conf", (int)(tail - self), self);
 }
 
+/* A route's expiry keys: durations in every form get_duration takes, and both outcomes. */
+static void test_route_expiry(void **state) {
+  struct sl_config *cfg = load_ok(
+      "upstreams = ( { name = \"a\"; address = \"127.0.0.1:9000\"; } );\n"
+      "limits = { max_delay = \"2h\"; };\n"
+      "routes = (\n"
+      "  { prefix = \"/a\"; upstream = \"a\"; queue_ttl = \"30m\"; on_expire = \"drop\"; },\n"
+      "  { prefix = \"/b\"; upstream = \"a\"; queue_ttl = 90; on_expire = \"dead\"; },\n"
+      "  { prefix = \"/c\"; upstream = \"a\"; queue_ttl = \"2h\"; },\n"
+      "  { prefix = \"/d\"; upstream = \"a\"; queue_ttl = 0.25; }\n"
+      ");\n");
+
+  (void)state;
+  assert_int_equal(cfg->routes[0].queue_ttl_ms, 30 * 60 * 1000);
+  assert_true(cfg->routes[0].expire_drop);
+  assert_int_equal(cfg->routes[1].queue_ttl_ms, 90 * 1000);
+  assert_false(cfg->routes[1].expire_drop);
+  assert_int_equal(cfg->routes[2].queue_ttl_ms, 2 * 3600 * 1000); /* max_delay itself is fine */
+  assert_false(cfg->routes[2].expire_drop);
+  assert_int_equal(cfg->routes[3].queue_ttl_ms, 250);
+  sl_config_unref(cfg);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),       cmocka_unit_test(test_design_example),
@@ -928,6 +971,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_not_duplicates), cmocka_unit_test(test_int_literals),
       cmocka_unit_test(test_token_file),     cmocka_unit_test(test_refcount),
       cmocka_unit_test(test_small_errbuf),
+      cmocka_unit_test(test_route_expiry),
   };
 
   find_example(argc, argv);

@@ -37,6 +37,7 @@
 #include "sluice/clock.h"
 #include "sluice/config.h"
 #include "sluice/drain.h"
+#include "sluice/expiry.h"
 #include "sluice/ledger.h"
 #include "sluice/ledger_journal.h"
 #include "sluice/log.h"
@@ -416,21 +417,27 @@ static void test_retry_copy_wakes_the_drain(void **state) {
 }
 
 /* The value of the series "<name>{upstream="b",outcome="<outcome>"}" in the exposition. */
-static double drained(struct fixture *f, const char *outcome) {
+/* The value of the sample <series> (name and labels, as rendered), -1 if absent. */
+static double sample(struct fixture *f, const char *series) {
   struct sl_buf text;
-  char series[128];
   const char *p;
   double v = -1;
 
   sl_buf_init(&text);
   assert_int_equal(sl_metrics_render(f->reg, &text), 0);
   assert_int_equal(sl_buf_append(&text, "", 1), 0);
-  snprintf(series, sizeof(series), "sluice_drained_total{upstream=\"b\",outcome=\"%s\"} ", outcome);
   p = strstr(text.base, series);
-  if (p != NULL)
-    v = strtod(p + strlen(series), NULL);
+  if (p != NULL && p[strlen(series)] == ' ')
+    v = strtod(p + strlen(series) + 1, NULL);
   sl_buf_dispose(&text);
   return v;
+}
+
+static double drained(struct fixture *f, const char *outcome) {
+  char series[128];
+
+  snprintf(series, sizeof(series), "sluice_drained_total{upstream=\"b\",outcome=\"%s\"}", outcome);
+  return sample(f, series);
 }
 
 static enum sl_ledger_state ledger_state(struct fixture *f) {
@@ -484,20 +491,10 @@ static void test_dead_letter_counted_only_after_the_move(void **state) {
 
 /* The value of the counter series "<name>{upstream="b"}", -1 if absent. */
 static double counter(struct fixture *f, const char *name) {
-  struct sl_buf text;
   char series[160];
-  const char *p;
-  double v = -1;
 
-  sl_buf_init(&text);
-  assert_int_equal(sl_metrics_render(f->reg, &text), 0);
-  assert_int_equal(sl_buf_append(&text, "", 1), 0);
-  snprintf(series, sizeof(series), "%s{upstream=\"b\"} ", name);
-  p = strstr(text.base, series);
-  if (p != NULL)
-    v = strtod(p + strlen(series), NULL);
-  sl_buf_dispose(&text);
-  return v;
+  snprintf(series, sizeof(series), "%s{upstream=\"b\"}", name);
+  return sample(f, series);
 }
 
 /*
@@ -533,6 +530,104 @@ static void test_record_already_delivered_is_not_sent_again(void **state) {
   assert_true(counter(f, "sluice_drain_redelivery_skipped_total") == 1);
   assert_true(drained(f, "delivered") == 0);
   assert_int_equal(ledger_state(f), SL_LEDGER_DELIVERED);
+}
+
+/* The value of "sluice_expired_total{upstream="b",outcome="<outcome>"}", -1 if absent. */
+static double expired(struct fixture *f, const char *outcome) {
+  char series[128];
+
+  snprintf(series, sizeof(series), "sluice_expired_total{upstream=\"b\",outcome=\"%s\"}", outcome);
+  return sample(f, series);
+}
+
+/* Spills one bodiless GET whose deadline (sluice/expiry.h) passed long ago, to the drain
+ * (paused by the caller), and waits until it is stored. */
+static void spill_expired(struct fixture *f, bool drop) {
+  struct sl_buf fields, body;
+
+  sl_buf_init(&fields);
+  sl_buf_init(&body);
+  assert_int_equal(sl_buf_append_str(&fields, "Host: b\r\n"), 0);
+  assert_int_equal(sl_expiry_append(&fields, 1, drop), 0);
+  assert_int_equal(
+      sl_drain_spill(f->drain, "GET", 3, "/x", 2, &fields, &body, 0, on_spilled, f, f->id), 0);
+  sl_buf_dispose(&fields);
+  run_until_spilled(f);
+}
+
+/* Runs the loop until <f>'s record reads <want> in the ledger, or 5 s pass. */
+static void run_until_state(struct fixture *f, enum sl_ledger_state want) {
+  f->guard_fired = false;
+  uv_timer_start(&f->guard, on_guard, 5000, 0);
+  while (!f->guard_fired && ledger_state(f) != want)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_timer_stop(&f->guard);
+  assert_int_equal(ledger_state(f), want);
+}
+
+/*
+ * An expired record with on_expire "drop" is never sent: it is settled, reads
+ * "expired" and is counted, spending no attempt.
+ */
+static void test_expired_record_dropped(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_ledger_entry e;
+  struct sl_spool_stats st;
+
+  (void)state;
+  fixture_open(f, 200, "paused = true;");
+  spill_expired(f, true);
+  assert_true(expired(f, "drop") == 0);
+  sl_drain_pause(f->drain, false);
+  run_until_state(f, SL_LEDGER_EXPIRED);
+  sl_spool_wait_idle(sl_drain_spool(f->drain));
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  sl_spool_stats(sl_drain_spool(f->drain), &st);
+  assert_int_equal(st.ready + st.inflight + st.dead, 0);
+  assert_int_equal(f->backend.requests, 0);
+  assert_true(expired(f, "drop") == 1);
+  assert_true(expired(f, "dead") == 0);
+  assert_true(drained(f, "dead") == 0);
+  assert_int_equal(sl_ledger_get(f->ledger, f->id, &e), 1);
+  assert_int_equal(e.attempts, 0);
+  assert_string_equal(e.error, "expired");
+}
+
+/*
+ * An expired record with on_expire "dead" reads "expired" only once the dead
+ * store has it: while the move fails (the disk is full) it is given back, and
+ * neither sent nor counted; once a move succeeds it is a dead letter.
+ */
+static void test_expired_dead_letter_only_after_the_move(void **state) {
+  struct fixture *f = &the_fixture;
+  struct sl_spool_stats st;
+
+  (void)state;
+  fixture_open(f, 200, "paused = true;");
+  spill_expired(f, false);
+  sl_spool_wait_idle(sl_drain_spool(f->drain));
+  __atomic_store_n(&fail_writes, 1, __ATOMIC_SEQ_CST);
+  sl_drain_pause(f->drain, false);
+  /* Long enough for the move to be tried and fail (the writer's ENOSPC). */
+  uv_timer_start(&f->guard, on_guard, 300, 0);
+  f->guard_fired = false;
+  while (!f->guard_fired)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_timer_stop(&f->guard);
+  sl_spool_wait_idle(sl_drain_spool(f->drain));
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  sl_spool_stats(sl_drain_spool(f->drain), &st);
+  assert_int_equal(st.dead, 0);
+  assert_int_not_equal(ledger_state(f), SL_LEDGER_EXPIRED);
+  assert_true(expired(f, "dead") == 0);
+
+  __atomic_store_n(&fail_writes, 0, __ATOMIC_SEQ_CST);
+  run_until_state(f, SL_LEDGER_EXPIRED);
+  assert_true(expired(f, "dead") == 1);
+  sl_spool_stats(sl_drain_spool(f->drain), &st);
+  assert_int_equal(st.dead, 1);
+  assert_int_equal(f->backend.requests, 0);
+  assert_true(drained(f, "dead") == 0);
 }
 
 /* A spill is "being stored" from sl_drain_spill() until its answer: a repeat
@@ -858,6 +953,8 @@ int main(void) {
       cmocka_unit_test_teardown(test_destroy_during_lost_scan, fixture_close),
       cmocka_unit_test_teardown(test_record_already_delivered_is_not_sent_again, fixture_close),
       cmocka_unit_test_teardown(test_spilling_until_answered, fixture_close),
+      cmocka_unit_test_teardown(test_expired_record_dropped, fixture_close),
+      cmocka_unit_test_teardown(test_expired_dead_letter_only_after_the_move, fixture_close),
       cmocka_unit_test_teardown(test_dead_store_restores_statuses_at_open, fixture_close),
       cmocka_unit_test_teardown(test_census_after_unclean_stop, fixture_close),
   };

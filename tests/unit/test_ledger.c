@@ -197,7 +197,7 @@ static void test_put_get_replace(void **state) {
 
   /* A state out of range is refused and changes nothing. */
   e = entry(2, SL_LEDGER_QUEUED);
-  e.state = (enum sl_ledger_state)7;
+  e.state = (enum sl_ledger_state)(SL_LEDGER_STATE_MAX + 1);
   assert_int_equal(sl_ledger_put(l, &e), -EINVAL);
   assert_int_equal(sl_ledger_count(l), 1);
   assert_int_equal(sl__ledger_check(l), 0);
@@ -330,6 +330,7 @@ static void test_new_states(void **state) {
   assert_string_equal(sl_ledger_state_name(SL_LEDGER_PURGED), "purged");
   assert_string_equal(sl_ledger_state_name(SL_LEDGER_CANCELLED), "cancelled");
   assert_string_equal(sl_ledger_state_name(SL_LEDGER_LOST), "lost");
+  assert_string_equal(sl_ledger_state_name(SL_LEDGER_EXPIRED), "expired");
 
   e = entry(1, SL_LEDGER_STATE_MAX + 1);
   assert_int_equal(sl_ledger_put(l, &e), -EINVAL);

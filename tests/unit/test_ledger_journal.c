@@ -249,6 +249,27 @@ static void test_queued_renumbered(void **state) {
   assert_int_equal(got(f, 7).seq, 5000); /* settled entries keep theirs */
 }
 
+/* An expired entry (state 7, issue 12's expiry) travels in an ENTRY2 frame
+ * like the other later states and comes back after a restart. */
+static void test_expired_round_trip(void **state) {
+  struct fixture *f = *state;
+  struct sl_ledger_entry e;
+
+  reopen(f);
+  e = entry(1, SL_LEDGER_EXPIRED, 1);
+  snprintf(e.error, sizeof(e.error), "expired");
+  assert_int_equal(sl_ledger_put(f->l, &e), 0);
+  put(f, 2, SL_LEDGER_QUEUED, 2);
+  close_journal(f);
+
+  reopen(f);
+  assert_int_equal(stats(f).bad_offset, -1);
+  e = got(f, 1);
+  assert_int_equal(e.state, SL_LEDGER_EXPIRED);
+  assert_string_equal(e.error, "expired");
+  assert_int_equal(got(f, 2).state, SL_LEDGER_QUEUED);
+}
+
 /* The states added after the first format (purged, cancelled, lost) and the
  * held flag come back after a restart; they travel in ENTRY2 frames (type 5),
  * which an older reader skips, while the first four states keep the ENTRY
@@ -1123,6 +1144,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queued_renumbered, setup, teardown),
       cmocka_unit_test_setup_teardown(test_new_states_round_trip, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_expired_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_crc, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
