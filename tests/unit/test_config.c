@@ -970,8 +970,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_file_errors),    cmocka_unit_test(test_errors),
       cmocka_unit_test(test_not_duplicates), cmocka_unit_test(test_int_literals),
       cmocka_unit_test(test_token_file),     cmocka_unit_test(test_refcount),
-      cmocka_unit_test(test_small_errbuf),
-      cmocka_unit_test(test_route_expiry),
+      cmocka_unit_test(test_small_errbuf),   cmocka_unit_test(test_route_expiry),
   };
 
   find_example(argc, argv);
